@@ -1,0 +1,3 @@
+from minipaas.cli.main import app
+
+app()

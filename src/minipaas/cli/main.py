@@ -1,0 +1,106 @@
+"""The `minipaas` command: run the servers, migrate, manage the local platform."""
+
+from __future__ import annotations
+
+import typer
+
+from minipaas.cli import platform
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="mini-paas: a PaaS for one host",
+)
+migrate_app = typer.Typer(no_args_is_help=True, help="Database migrations (Alembic)")
+router_app = typer.Typer(no_args_is_help=True, help="The nginx router")
+app.add_typer(migrate_app, name="migrate")
+app.add_typer(router_app, name="router")
+app.add_typer(platform.app, name="platform")
+
+
+@app.command()
+def api(
+    host: str | None = typer.Option(None, help="bind address (default APP_HOST)"),
+    port: int | None = typer.Option(None, help="port (default APP_PORT)"),
+    workers: int = typer.Option(2, min=1, help="uvicorn worker processes"),
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from minipaas.config import get_settings
+
+    settings = get_settings()
+    uvicorn.run(
+        "minipaas.api.app:create_app",
+        factory=True,
+        host=host or settings.app_host,
+        port=port or settings.app_port,
+        workers=workers,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        log_level="info",
+    )
+
+
+@app.command()
+def worker(burst: bool = typer.Option(False, help="exit when the queue is empty")) -> None:
+    """Run a worker that carries out deployments and lifecycle actions."""
+    from minipaas.worker.main import run_worker
+
+    run_worker(burst=burst)
+
+
+@migrate_app.command("up")
+def migrate_up(revision: str = typer.Argument("head")) -> None:
+    """Apply migrations up to REVISION."""
+    from minipaas.db import migrate
+
+    migrate.upgrade(revision)
+
+
+@migrate_app.command("down")
+def migrate_down(revision: str = typer.Argument("-1")) -> None:
+    """Revert migrations down to REVISION."""
+    from minipaas.db import migrate
+
+    migrate.downgrade(revision)
+
+
+@migrate_app.command("current")
+def migrate_current() -> None:
+    """Show the database's revision."""
+    from minipaas.db import migrate
+
+    migrate.current()
+
+
+@migrate_app.command("stamp")
+def migrate_stamp(revision: str = typer.Argument("head")) -> None:
+    """Mark the database as being at REVISION without running migrations."""
+    from minipaas.db import migrate
+
+    migrate.stamp(revision)
+
+
+@migrate_app.command("create")
+def migrate_create(
+    message: str, empty: bool = typer.Option(False, help="no autogenerate")
+) -> None:
+    """Create a new migration from the models' differences with the database."""
+    from minipaas.db import migrate
+
+    migrate.create(message, autogenerate=not empty)
+
+
+@router_app.command("publish")
+def router_publish() -> None:
+    """Render routes from the database and (re)load nginx."""
+    from minipaas.services.routing import publish_routes
+
+    changed = publish_routes()
+    typer.echo("routes published" if changed else "routes unchanged")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,66 @@
+"""`minipaas platform up|down|ps|logs`: the local platform, as `make up` runs it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Run the whole platform on this host")
+
+
+def _say(message: str) -> None:
+    typer.echo(f"  {message}")
+
+
+@app.command()
+def up() -> None:
+    """Start PostgreSQL, Redis, nginx, the API and the worker; wait until ready."""
+    from minipaas.config import get_settings
+    from minipaas.host import platform
+    from minipaas.host.postgres import HostServiceError
+
+    settings = get_settings()
+    typer.echo(f"starting mini-paas (data in {settings.data_dir})")
+    try:
+        platform.up(settings, _say)
+    except HostServiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        "\nmini-paas is up.\n"
+        f"  API:     {settings.api_url}   (docs: {settings.api_url}/docs)\n"
+        f"  Router:  {settings.router_url}/apps/<id>/   (API also at {settings.router_url}/api/)\n"
+        f"  Logs:    {settings.log_dir}\n"
+        "  Admin:   no authentication yet (issue 3): the API listens on loopback only.\n"
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `up` started (app containers keep their state)."""
+    from minipaas.config import get_settings
+    from minipaas.host import platform
+
+    platform.down(get_settings(), _say)
+
+
+@app.command()
+def ps() -> None:
+    """Show what runs."""
+    from minipaas.config import get_settings
+    from minipaas.host import platform
+
+    for name, state in platform.status(get_settings()).items():
+        typer.echo(f"{name:<12} {state}")
+
+
+@app.command()
+def logs(lines: int = typer.Option(50, "-n", help="lines per log")) -> None:
+    """Show the end of the API, worker and router logs."""
+    from minipaas.config import get_settings
+
+    log_dir = get_settings().log_dir
+    for path in sorted(log_dir.glob("*.log")):
+        typer.echo(f"==> {path} <==")
+        subprocess.run(["tail", "-n", str(lines), str(path)], check=False)

@@ -1,0 +1,107 @@
+"""Settings, read from environment variables and an optional `.env` file."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # HTTP API
+    app_host: str = "127.0.0.1"
+    app_port: int = 8081
+
+    # PostgreSQL: host may be a unix socket directory (starts with "/")
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_user: str = "minipaas"
+    postgres_password: str = "minipaas"
+    postgres_db: str = "minipaas"
+
+    # Redis
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_password: str | None = None
+
+    # Router (nginx)
+    router_port: int = 80
+    router_host: str = "127.0.0.1"
+    nginx_bin: str = "nginx"
+
+    # Where local state lives: nginx config, logs, pid files, local databases
+    data_dir: Path = Path("/var/lib/minipaas")
+
+    # Names every container, network and queue of this installation
+    instance_name: str = "minipaas"
+
+    # Deploys
+    queue_name: str = "deployments"
+    deploy_timeout_seconds: int = Field(default=300, ge=10)
+    ready_timeout_seconds: float = Field(default=60.0, gt=0)
+    ready_poll_interval_seconds: float = Field(default=0.05, gt=0)
+    action_timeout_seconds: int = Field(default=60, ge=5)
+    # How long a lifecycle request waits for the worker before answering 202
+    action_wait_seconds: float = Field(default=30.0, ge=0)
+    stop_grace_seconds: int = Field(default=10, ge=0)
+    log_max_size: str = "10m"
+    log_max_files: int = Field(default=3, ge=1)
+
+    @field_validator("instance_name")
+    @classmethod
+    def _instance_is_a_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,29}", value):
+            raise ValueError("INSTANCE_NAME must be 1-30 lowercase letters, digits or '-'")
+        return value
+
+    @property
+    def database_url(self) -> str:
+        from sqlalchemy.engine import URL
+
+        if self.postgres_host.startswith("/"):
+            return URL.create(
+                "postgresql+psycopg",
+                username=self.postgres_user,
+                password=self.postgres_password,
+                database=self.postgres_db,
+                query={"host": self.postgres_host, "port": str(self.postgres_port)},
+            ).render_as_string(hide_password=False)
+        return URL.create(
+            "postgresql+psycopg",
+            username=self.postgres_user,
+            password=self.postgres_password,
+            host=self.postgres_host,
+            port=self.postgres_port,
+            database=self.postgres_db,
+        ).render_as_string(hide_password=False)
+
+    @property
+    def nginx_dir(self) -> Path:
+        return self.data_dir / "nginx"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.app_host}:{self.app_port}"
+
+    @property
+    def router_url(self) -> str:
+        return f"http://{self.router_host}:{self.router_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

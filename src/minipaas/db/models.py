@@ -1,0 +1,155 @@
+"""ORM models: apps and their deployments."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class AppStatus(enum.StrEnum):
+    CREATED = "created"
+    DEPLOYING = "deploying"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class DeploymentStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+ACTIVE_DEPLOYMENT_STATUSES = (DeploymentStatus.QUEUED, DeploymentStatus.RUNNING)
+
+
+class PullPolicy(enum.StrEnum):
+    IF_NOT_PRESENT = "if-not-present"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+def _str_enum(enum_class: type[enum.StrEnum], name: str) -> Enum:
+    # VARCHAR + CHECK constraint: adding a value later is a plain migration
+    return Enum(
+        enum_class,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class App(Base):
+    __tablename__ = "apps"
+    __table_args__ = (
+        CheckConstraint("internal_port BETWEEN 1 AND 65535", name="ck_apps_internal_port"),
+        CheckConstraint(
+            "published_port IS NULL OR published_port BETWEEN 1 AND 65535",
+            name="ck_apps_published_port",
+        ),
+        UniqueConstraint("name", name="uq_apps_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63))
+    image: Mapped[str] = mapped_column(String(512))
+    internal_port: Mapped[int] = mapped_column(Integer)
+    env: Mapped[dict[str, str]] = mapped_column(JsonDocument, default=dict)
+    command: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
+    pull_policy: Mapped[PullPolicy] = mapped_column(
+        _str_enum(PullPolicy, "pull_policy"), default=PullPolicy.IF_NOT_PRESENT
+    )
+    status: Mapped[AppStatus] = mapped_column(
+        _str_enum(AppStatus, "app_status"), default=AppStatus.CREATED
+    )
+    # The container that serves the app now, if any; the route exists exactly when it does
+    container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    current_deployment_id: Mapped[int | None] = mapped_column(
+        ForeignKey(
+            "deployments.id",
+            ondelete="SET NULL",
+            use_alter=True,
+            name="fk_apps_current_deployment_id",
+        ),
+        nullable=True,
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    deployments: Mapped[list[Deployment]] = relationship(
+        back_populates="app",
+        foreign_keys="Deployment.app_id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+    __table_args__ = (
+        # At most one queued or running deployment per app, even under concurrent requests
+        Index(
+            "uq_deployments_one_active_per_app",
+            "app_id",
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+        Index("ix_deployments_app_id_id", "app_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    status: Mapped[DeploymentStatus] = mapped_column(
+        _str_enum(DeploymentStatus, "deployment_status"), default=DeploymentStatus.QUEUED
+    )
+    image: Mapped[str] = mapped_column(String(512))
+    image_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    internal_port: Mapped[int] = mapped_column(Integer)
+    command: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
+    container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    app: Mapped[App] = relationship(back_populates="deployments", foreign_keys=[app_id])

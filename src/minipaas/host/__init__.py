@@ -1,0 +1,1 @@
+"""Local servers on this host: PostgreSQL, Redis, nginx, the API and the worker."""

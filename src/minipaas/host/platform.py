@@ -1,0 +1,118 @@
+"""Brings the whole platform up or down on this host (what `make up` / `make down` run)."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+from minipaas.config import Settings
+from minipaas.host.docker_engine import ensure_docker_engine
+from minipaas.host.postgres import HostServiceError, LocalPostgres
+from minipaas.host.processes import ManagedProcess, api_process, worker_process
+from minipaas.host.redis import LocalRedis
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def local_postgres(settings: Settings) -> LocalPostgres | None:
+    """The cluster we manage, or None when POSTGRES_HOST points elsewhere."""
+    if settings.postgres_host not in _LOOPBACK:
+        return None
+    return LocalPostgres(
+        data_dir=settings.data_dir / "postgres" / "data",
+        port=settings.postgres_port,
+        user=settings.postgres_user,
+        password=settings.postgres_password,
+        database=settings.postgres_db,
+    )
+
+
+def local_redis(settings: Settings) -> LocalRedis | None:
+    if settings.redis_host not in _LOOPBACK:
+        return None
+    return LocalRedis(settings.data_dir / "redis", settings.redis_port, settings.redis_password)
+
+
+def processes(settings: Settings) -> list[ManagedProcess]:
+    return [api_process(settings), worker_process(settings)]
+
+
+def up(settings: Settings, say: Callable[[str], None]) -> None:
+    from minipaas.db import migrate
+    from minipaas.services.routing import publish_routes
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    say("docker engine ...")
+    ensure_docker_engine(settings.log_dir / "dockerd.log")
+    postgres = local_postgres(settings)
+    if postgres is not None:
+        say(f"postgresql on 127.0.0.1:{settings.postgres_port} ...")
+        postgres.start()
+    redis = local_redis(settings)
+    if redis is not None:
+        say(f"redis on 127.0.0.1:{settings.redis_port} ...")
+        redis.start()
+    say("migrations ...")
+    migrate.upgrade("head")
+    say(f"router (nginx) on {settings.router_host}:{settings.router_port} ...")
+    publish_routes()
+    for process in processes(settings):
+        say(f"{process.name} ...")
+        process.start()
+    wait_until_ready(settings)
+
+
+def wait_until_ready(settings: Settings, timeout: float = 90.0) -> None:
+    url = f"{settings.api_url}/health/ready"
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = exc.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise HostServiceError(f"the platform did not become ready within {timeout:.0f} s: {last}")
+
+
+def down(settings: Settings, say: Callable[[str], None]) -> None:
+    from minipaas.services.routing import get_router
+
+    for process in reversed(processes(settings)):
+        say(f"stopping {process.name}")
+        process.stop()
+    say("stopping router")
+    get_router().stop()
+    redis = local_redis(settings)
+    if redis is not None:
+        say("stopping redis")
+        redis.stop()
+    postgres = local_postgres(settings)
+    if postgres is not None:
+        say("stopping postgresql")
+        postgres.stop()
+
+
+def status(settings: Settings) -> dict[str, str]:
+    from minipaas.services.routing import get_router
+
+    rows: dict[str, str] = {}
+    for process in processes(settings):
+        pid = process.pid()
+        rows[process.name] = f"running (pid {pid})" if pid else "stopped"
+    nginx_pid = get_router().pid()
+    rows["router"] = f"running (pid {nginx_pid})" if nginx_pid else "stopped"
+    redis = local_redis(settings)
+    if redis is not None:
+        redis_pid = redis.pid()
+        rows["redis"] = f"running (pid {redis_pid})" if redis_pid else "stopped"
+    postgres = local_postgres(settings)
+    if postgres is not None:
+        rows["postgresql"] = "running" if postgres.initialized() and postgres.running() else "stopped"
+    return rows

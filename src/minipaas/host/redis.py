@@ -1,0 +1,72 @@
+"""A local Redis server under DATA_DIR, bound to loopback, with an append-only file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from minipaas.host.postgres import HostServiceError
+
+
+@dataclass(frozen=True)
+class LocalRedis:
+    dir: Path
+    port: int
+    password: str | None = None
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "redis.pid"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def start(self) -> None:
+        if self.pid() is not None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            "redis-server",
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.dir),
+            "--daemonize", "yes",
+            "--pidfile", str(self.pid_file),
+            "--logfile", str(self.dir / "redis.log"),
+            # Queued jobs survive a Redis restart
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+        ]  # fmt: skip
+        if self.password:
+            command += ["--requirepass", self.password]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise HostServiceError(f"redis-server failed: {result.stderr or result.stdout}")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise HostServiceError(f"redis-server did not listen on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.pid() is not None:
+            time.sleep(0.05)

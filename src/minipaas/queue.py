@@ -1,0 +1,73 @@
+"""The job queue (Redis + RQ). Jobs carry ids only; PostgreSQL holds the truth."""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from minipaas.config import get_settings
+
+
+class QueueUnavailable(Exception):
+    pass
+
+
+@lru_cache
+def get_redis() -> Redis:
+    settings = get_settings()
+    return Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        db=settings.redis_db,
+        password=settings.redis_password,
+        socket_connect_timeout=3,
+        socket_timeout=10,
+        health_check_interval=30,
+    )
+
+
+def get_queue() -> Queue:
+    settings = get_settings()
+    return Queue(settings.queue_name, connection=get_redis())
+
+
+def enqueue(
+    function_path: str, *args: Any, job_id: str, timeout: int, on_failure: Any = None
+) -> Job:
+    try:
+        return get_queue().enqueue_call(
+            function_path,
+            args=args,
+            job_id=job_id,
+            timeout=timeout,
+            result_ttl=3600,
+            failure_ttl=7 * 24 * 3600,
+            on_failure=on_failure,
+        )
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
+
+
+def wait_for_job(job: Job, seconds: float) -> Any | None:
+    """Waits for a job to finish; returns its return value, or None if it did not in time."""
+    deadline = time.monotonic() + seconds
+    delay = 0.02
+    while True:
+        try:
+            status = job.get_status(refresh=True)
+        except (RedisError, OSError):
+            return None
+        if status == JobStatus.FINISHED:
+            return job.return_value(refresh=True)
+        if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            return {"error": f"the job ended as {status}"}
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)

@@ -1,0 +1,1 @@
+"""Routing: nginx configuration rendered from the database's state."""

@@ -1,0 +1,170 @@
+"""Writes, checks and reloads the nginx configuration; one change at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from minipaas.config import Settings
+from minipaas.router.render import render_main_config, version_of
+
+
+class RouterError(Exception):
+    """nginx refused a configuration or could not be (re)started."""
+
+
+class NginxRouter:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.nginx_dir
+        self.main_conf = self.dir / "nginx.conf"
+        self.site_conf = self.dir / "site.conf"
+        self.pid_file = settings.run_dir / "nginx.pid"
+        self._lock_file = self.dir / ".lock"
+
+    # --- files -----------------------------------------------------------------------------
+
+    def ensure_layout(self) -> None:
+        """Creates the directories and the static nginx.conf (idempotent)."""
+        running_as_root = os.geteuid() == 0
+        for directory in (self.dir, self.settings.log_dir, self.settings.run_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            tmp = self.dir / "tmp" / name
+            tmp.mkdir(parents=True, exist_ok=True)
+            if running_as_root:
+                shutil.chown(tmp, user="nobody", group="nogroup")
+        _write_atomically(
+            self.main_conf,
+            render_main_config(
+                nginx_dir=self.dir,
+                log_dir=self.settings.log_dir,
+                run_dir=self.settings.run_dir,
+                run_as_root=running_as_root,
+            ),
+        )
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serializes config changes and reloads across processes."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_file, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def apply(self, render: Callable[[], str]) -> bool:
+        """Renders and makes the site config live; returns False when it already was.
+
+        `render` runs under the lock, so it reads state no older than the last change.
+        A config that fails `nginx -t` is never left in place: the previous file is restored
+        and RouterError carries nginx's message.
+        """
+        with self.locked():
+            site_text = render()
+            previous = self.site_conf.read_text() if self.site_conf.exists() else None
+            if previous == site_text and self.is_running():
+                return False
+            _write_atomically(self.site_conf, site_text)
+            problem = self._check()
+            if problem is not None:
+                if previous is None:
+                    self.site_conf.unlink(missing_ok=True)
+                else:
+                    _write_atomically(self.site_conf, previous)
+                raise RouterError(f"nginx refused the new route configuration: {problem}")
+            self._reload_or_start()
+            self._wait_for_version(version_of(site_text))
+            return True
+
+    # --- process ---------------------------------------------------------------------------
+
+    def _nginx(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [self.settings.nginx_bin, "-p", str(self.dir), "-c", str(self.main_conf), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+    def _check(self) -> str | None:
+        result = self._nginx("-t", "-q")
+        if result.returncode == 0:
+            return None
+        return (result.stderr or result.stdout).strip() or f"nginx -t exited {result.returncode}"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def start(self) -> None:
+        """Starts nginx (daemonized) with the current files; no-op if it runs."""
+        with self.locked():
+            if not self.site_conf.exists():
+                raise RouterError("no site.conf yet: publish the routes first")
+            self._reload_or_start()
+
+    def _reload_or_start(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+            return
+        result = self._nginx()
+        if result.returncode != 0:
+            raise RouterError(f"nginx did not start: {(result.stderr or result.stdout).strip()}")
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.is_running():
+            time.sleep(0.05)
+
+    def _wait_for_version(self, version: str | None, timeout: float = 5.0) -> None:
+        """Waits until nginx answers with the new config, so a switched route is really live."""
+        if version is None:
+            return
+        url = f"http://127.0.0.1:{self.settings.router_port}/__router/version"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.read().decode().strip() == version:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.02)
+        raise RouterError(f"nginx did not pick up the new configuration within {timeout:.0f} s")
+
+    def healthy(self) -> bool:
+        url = f"http://127.0.0.1:{self.settings.router_port}/__router/health"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,234 @@
+"""The only module that talks to the Docker engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import LogConfig
+
+from minipaas.config import Settings, get_settings
+
+LABEL_PLATFORM = "io.minipaas.platform"
+LABEL_INSTANCE = "io.minipaas.instance"
+LABEL_APP_ID = "io.minipaas.app-id"
+LABEL_DEPLOYMENT_ID = "io.minipaas.deployment-id"
+
+
+class RuntimeFailure(Exception):
+    """A container operation failed; the message is meant for the app's owner."""
+
+
+class ImageUnavailable(RuntimeFailure):
+    pass
+
+
+class EngineUnavailable(RuntimeFailure):
+    pass
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    internal_port: int
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StartedContainer:
+    id: str
+    name: str
+    published_port: int
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    status: str  # Docker's word: created, running, restarting, exited, dead, ...
+    running: bool
+    exit_code: int
+    oom_killed: bool
+    restart_count: int
+
+
+def container_name(settings: Settings, app_id: int, deployment_id: int) -> str:
+    return f"{settings.instance_name}-app{app_id}-d{deployment_id}"
+
+
+def platform_labels(settings: Settings, app_id: int, deployment_id: int) -> dict[str, str]:
+    return {
+        LABEL_PLATFORM: "minipaas",
+        LABEL_INSTANCE: settings.instance_name,
+        LABEL_APP_ID: str(app_id),
+        LABEL_DEPLOYMENT_ID: str(deployment_id),
+    }
+
+
+def _decode(raw: bytes | str) -> str:
+    # App output is arbitrary bytes; never fail on them
+    return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
+
+
+class DockerRuntime:
+    def __init__(self, settings: Settings, client: docker.DockerClient | None = None) -> None:
+        self._settings = settings
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                self._client = docker.from_env(timeout=60)
+            except DockerException as exc:
+                raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
+        return self._client
+
+    def ping(self) -> None:
+        try:
+            self.client.ping()
+        except (DockerException, OSError) as exc:
+            raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
+
+    def ensure_image(self, image: str, pull_policy: str) -> str:
+        """Makes the image present according to the pull policy; returns its id."""
+        if pull_policy == "always":
+            return self._pull(image)
+        try:
+            return str(self.client.images.get(image).id)
+        except ImageNotFound:
+            if pull_policy == "never":
+                raise ImageUnavailable(
+                    f"image '{image}' is not present on this host and the app's pull_policy "
+                    "is 'never': build or load it on the host, or change pull_policy"
+                ) from None
+            return self._pull(image)
+
+    def _pull(self, image: str) -> str:
+        try:
+            pulled = self.client.images.pull(image)
+        except (APIError, DockerException) as exc:
+            explanation = getattr(exc, "explanation", None) or str(exc)
+            raise ImageUnavailable(
+                f"image '{image}' is not present on this host and could not be pulled: "
+                f"{explanation}"
+            ) from exc
+        if isinstance(pulled, list):  # several tags came back; take the first
+            pulled = pulled[0]
+        return str(pulled.id)
+
+    def run_container(self, spec: ContainerSpec) -> StartedContainer:
+        """Creates and starts a container, its port published on 127.0.0.1 by Docker."""
+        settings = self._settings
+        port_key = f"{spec.internal_port}/tcp"
+        self.remove(spec.name)  # a leftover from an interrupted attempt of the same deployment
+        try:
+            container = self.client.containers.create(
+                spec.image,
+                command=spec.command,
+                name=spec.name,
+                environment=spec.env,
+                labels=spec.labels,
+                # Docker picks a free host port itself: no port-picking race
+                ports={port_key: ("127.0.0.1", None)},
+                restart_policy={"Name": "unless-stopped"},
+                log_config=LogConfig(
+                    type="json-file",
+                    config={
+                        "max-size": settings.log_max_size,
+                        "max-file": str(settings.log_max_files),
+                    },
+                ),
+                init=True,  # signals reach the app even when it ignores SIGTERM as PID 1
+                security_opt=["no-new-privileges"],
+                detach=True,
+            )
+            container.start()
+            container.reload()
+        except APIError as exc:
+            self.remove(spec.name)
+            raise RuntimeFailure(f"container could not start: {exc.explanation or exc}") from exc
+        bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(port_key)
+        if not bindings:
+            state = self.state(container.id)
+            logs = self.tail_logs(container.id, 20)
+            self.remove(container.id)
+            code = state.exit_code if state else "unknown"
+            raise RuntimeFailure(
+                f"container exited at once with code {code}; last log lines:\n{logs}"
+            )
+        return StartedContainer(
+            id=str(container.id), name=spec.name, published_port=int(bindings[0]["HostPort"])
+        )
+
+    def state(self, container_ref: str) -> ContainerState | None:
+        try:
+            attrs: dict[str, Any] = self.client.api.inspect_container(container_ref)
+        except NotFound:
+            return None
+        state = attrs.get("State", {})
+        return ContainerState(
+            status=str(state.get("Status", "unknown")),
+            running=bool(state.get("Running")),
+            exit_code=int(state.get("ExitCode") or 0),
+            oom_killed=bool(state.get("OOMKilled")),
+            restart_count=int(attrs.get("RestartCount") or 0),
+        )
+
+    def logs(self, container_ref: str, *, tail: int | None, timestamps: bool) -> str:
+        try:
+            raw = self.client.api.logs(
+                container_ref,
+                stdout=True,
+                stderr=True,
+                tail="all" if tail is None else tail,
+                timestamps=timestamps,
+            )
+        except NotFound:
+            return ""
+        return _decode(raw)
+
+    def tail_logs(self, container_ref: str, lines: int) -> str:
+        return self.logs(container_ref, tail=lines, timestamps=False).rstrip()
+
+    def stop(self, container_ref: str) -> None:
+        try:
+            self.client.api.stop(container_ref, timeout=self._settings.stop_grace_seconds)
+        except NotFound:
+            return  # already gone counts as stopped
+
+    def start(self, container_ref: str) -> int:
+        """Starts a stopped container; returns its (possibly new) published port."""
+        self.client.api.start(container_ref)
+        attrs = self.client.api.inspect_container(container_ref)
+        ports = attrs.get("NetworkSettings", {}).get("Ports") or {}
+        for bindings in ports.values():
+            if bindings:
+                return int(bindings[0]["HostPort"])
+        raise RuntimeFailure("container started but has no published port (it exited at once)")
+
+    def remove(self, container_ref: str) -> None:
+        try:
+            self.client.api.remove_container(container_ref, force=True)
+        except NotFound:
+            return
+        except APIError as exc:
+            if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+                return
+            raise
+
+    def platform_container_ids(self, app_id: int | None = None) -> list[str]:
+        filters = [f"{LABEL_INSTANCE}={self._settings.instance_name}"]
+        if app_id is not None:
+            filters.append(f"{LABEL_APP_ID}={app_id}")
+        found = self.client.api.containers(all=True, filters={"label": filters})
+        return [str(item["Id"]) for item in found]
+
+
+@lru_cache
+def get_runtime() -> DockerRuntime:
+    return DockerRuntime(get_settings())

@@ -1,0 +1,1 @@
+"""Business rules: apps, deployments, lifecycle actions and routes."""

@@ -1,0 +1,31 @@
+"""One deploy or lifecycle action per app at a time, across worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import text
+
+from minipaas.db.session import get_engine
+
+# First key of PostgreSQL's two-key advisory locks: says "this is an app lock"
+_APP_LOCK_NAMESPACE = 0x6D70  # "mp"
+
+
+@contextmanager
+def app_lock(app_id: int) -> Iterator[None]:
+    """Holds a session-level advisory lock on a connection of its own."""
+    with get_engine().connect() as connection:
+        connection.execute(
+            text("SELECT pg_advisory_lock(:ns, :app)"), {"ns": _APP_LOCK_NAMESPACE, "app": app_id}
+        )
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(
+                text("SELECT pg_advisory_unlock(:ns, :app)"),
+                {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
+            )
+            connection.commit()

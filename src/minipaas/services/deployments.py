@@ -1,0 +1,406 @@
+"""Deployments: requested by the API, carried out by the worker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from minipaas import queue
+from minipaas.config import get_settings
+from minipaas.db.models import (
+    ACTIVE_DEPLOYMENT_STATUSES,
+    App,
+    AppStatus,
+    Deployment,
+    DeploymentStatus,
+)
+from minipaas.db.session import get_session
+from minipaas.router.nginx import RouterError
+from minipaas.runtime import (
+    ContainerSpec,
+    RuntimeFailure,
+    StartedContainer,
+    container_name,
+    get_runtime,
+    platform_labels,
+)
+from minipaas.services import routing
+from minipaas.services.app_lock import app_lock
+from minipaas.services.apps import get_app
+from minipaas.services.errors import Conflict, NotFound, Unavailable
+from minipaas.services.probe import answers_http
+
+log = logging.getLogger(__name__)
+
+DEPLOY_JOB = "minipaas.worker.jobs.deploy"
+LOG_LINES_IN_ERRORS = 20
+
+
+class DeploymentFailed(Exception):
+    """A deployment failed for a reason its owner can act on."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- API side ------------------------------------------------------------------------------
+
+
+def active_deployment(*, db: Session, app_id: int) -> Deployment | None:
+    return db.scalar(
+        select(Deployment).where(
+            Deployment.app_id == app_id, Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES)
+        )
+    )
+
+
+def list_deployments(
+    *, db: Session, app_id: int, limit: int, offset: int
+) -> tuple[Sequence[Deployment], int]:
+    get_app(db=db, app_id=app_id)
+    total = db.scalar(select(func.count()).where(Deployment.app_id == app_id)) or 0
+    rows = db.scalars(
+        select(Deployment)
+        .where(Deployment.app_id == app_id)
+        .order_by(Deployment.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return rows, total
+
+
+def get_deployment(*, db: Session, app_id: int, deployment_id: int) -> Deployment:
+    deployment = db.get(Deployment, deployment_id)
+    if deployment is None or deployment.app_id != app_id:
+        raise NotFound(f"deployment {deployment_id} of app {app_id} does not exist")
+    return deployment
+
+
+def request_deployment(*, db: Session, app_id: int) -> Deployment:
+    """Records a queued deployment, then hands its id to the worker."""
+    app = db.scalar(select(App).where(App.id == app_id).with_for_update())
+    if app is None:
+        raise NotFound(f"app {app_id} does not exist")
+    previous_status = app.status
+    deployment = Deployment(
+        app_id=app.id,
+        status=DeploymentStatus.QUEUED,
+        image=app.image,
+        internal_port=app.internal_port,
+        command=app.command,
+    )
+    db.add(deployment)
+    app.status = AppStatus.DEPLOYING
+    try:
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        active = active_deployment(db=db, app_id=app_id)
+        which = f"deployment {active.id} is {active.status}" if active else "one is in progress"
+        raise Conflict(
+            f"app {app_id} is already being deployed ({which}); wait for it to end"
+        ) from None
+    try:
+        job = queue.enqueue(
+            DEPLOY_JOB,
+            deployment.id,
+            job_id=f"deploy-{deployment.id}",
+            timeout=get_settings().deploy_timeout_seconds,
+            on_failure=_on_failure_callback(),
+        )
+    except queue.QueueUnavailable as exc:
+        # Leave nothing stuck in "deploying": the deployment failed before it started
+        deployment.status = DeploymentStatus.FAILED
+        deployment.error = f"could not queue the deployment: {exc}"
+        deployment.finished_at = now()
+        app.status = previous_status
+        db.commit()
+        raise Unavailable(f"{exc}; the deployment was not started, try again later") from None
+    deployment.job_id = job.id
+    db.commit()
+    return deployment
+
+
+def _on_failure_callback() -> Any:
+    from rq import Callback
+
+    return Callback("minipaas.worker.jobs.on_deploy_job_failure")
+
+
+# --- worker side ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Target:
+    app_id: int
+    deployment_id: int
+    image: str
+    internal_port: int
+    command: list[str] | None
+    env: dict[str, str]
+    pull_policy: str
+    old_container_id: str | None
+    old_container_name: str | None
+    old_published_port: int | None
+
+
+def run_deployment(deployment_id: int) -> None:
+    """Carries out a deployment; always ends it as succeeded or failed."""
+    with get_session() as db:
+        deployment = db.get(Deployment, deployment_id)
+        if deployment is None:
+            log.warning("deployment %s does not exist any more", deployment_id)
+            return
+        app_id = deployment.app_id
+    with app_lock(app_id):
+        target = _begin(deployment_id)
+        if target is None:
+            return
+        started: StartedContainer | None = None
+        try:
+            started = _start_container(target)
+            _switch_route(target, started)
+        except BaseException as exc:  # also job timeouts and worker shutdowns
+            _fail(target, started, _describe(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        _finish(target, started)
+
+
+def _begin(deployment_id: int) -> _Target | None:
+    with get_session() as db:
+        deployment = db.get(Deployment, deployment_id)
+        if deployment is None or deployment.status not in ACTIVE_DEPLOYMENT_STATUSES:
+            return None  # already ended: a repeated job changes nothing
+        app = deployment.app
+        if deployment.status is DeploymentStatus.RUNNING and deployment.container_id:
+            # An earlier attempt died midway: start over from a clean slate
+            get_runtime().remove(deployment.container_id)
+        deployment.status = DeploymentStatus.RUNNING
+        deployment.started_at = now()
+        deployment.container_id = None
+        app.status = AppStatus.DEPLOYING
+        db.commit()
+        return _Target(
+            app_id=app.id,
+            deployment_id=deployment.id,
+            image=deployment.image,
+            internal_port=deployment.internal_port,
+            command=deployment.command,
+            env=dict(app.env or {}),
+            pull_policy=str(app.pull_policy),
+            old_container_id=app.container_id,
+            old_container_name=app.container_name,
+            old_published_port=app.published_port,
+        )
+
+
+def _start_container(target: _Target) -> StartedContainer:
+    settings = get_settings()
+    runtime = get_runtime()
+    image_id = runtime.ensure_image(target.image, target.pull_policy)
+    name = container_name(settings, target.app_id, target.deployment_id)
+    with get_session() as db:
+        deployment = db.get(Deployment, target.deployment_id)
+        assert deployment is not None
+        deployment.image_id = image_id
+        deployment.container_name = name
+        db.commit()
+    started = runtime.run_container(
+        ContainerSpec(
+            name=name,
+            image=target.image,
+            internal_port=target.internal_port,
+            command=target.command,
+            env=target.env,
+            labels=platform_labels(settings, target.app_id, target.deployment_id),
+        )
+    )
+    with get_session() as db:
+        deployment = db.get(Deployment, target.deployment_id)
+        assert deployment is not None
+        deployment.container_id = started.id
+        deployment.published_port = started.published_port
+        db.commit()
+    wait_until_ready(started)
+    return started
+
+
+def wait_until_ready(started: StartedContainer) -> None:
+    """Waits until the app answers HTTP; fails fast when its container exits."""
+    settings = get_settings()
+    runtime = get_runtime()
+    deadline = time.monotonic() + settings.ready_timeout_seconds
+    interval = settings.ready_poll_interval_seconds
+    while True:
+        state = runtime.state(started.id)
+        if state is None:
+            raise DeploymentFailed("the container disappeared while starting (removed by hand?)")
+        if not state.running or state.restart_count > 0:
+            raise DeploymentFailed(exit_message(started.id, state.exit_code, state.oom_killed))
+        if answers_http(started.published_port, timeout=1.0):
+            return
+        if time.monotonic() >= deadline:
+            logs = runtime.tail_logs(started.id, LOG_LINES_IN_ERRORS)
+            raise DeploymentFailed(
+                f"the app did not answer HTTP on its internal port within "
+                f"{settings.ready_timeout_seconds:.0f} s; check internal_port and that the app "
+                f"listens on 0.0.0.0, not 127.0.0.1. Last log lines:\n{logs}"
+            )
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.5)
+
+
+def exit_message(container_id: str, exit_code: int, oom_killed: bool) -> str:
+    logs = get_runtime().tail_logs(container_id, LOG_LINES_IN_ERRORS)
+    reason = "was killed for using too much memory (OOM)" if oom_killed else "exited"
+    return f"the container {reason} with code {exit_code}; last log lines:\n{logs or '(none)'}"
+
+
+def _switch_route(target: _Target, started: StartedContainer) -> None:
+    with get_session() as db:
+        app = db.get(App, target.app_id)
+        assert app is not None
+        app.container_id = started.id
+        app.container_name = started.name
+        app.published_port = started.published_port
+        db.commit()
+    try:
+        routing.publish_routes()
+    except BaseException:
+        _restore_previous_container(target)
+        raise
+
+
+def _restore_previous_container(target: _Target) -> None:
+    with get_session() as db:
+        app = db.get(App, target.app_id)
+        assert app is not None
+        app.container_id = target.old_container_id
+        app.container_name = target.old_container_name
+        app.published_port = target.old_published_port
+        db.commit()
+
+
+def _finish(target: _Target, started: StartedContainer) -> None:
+    runtime = get_runtime()
+    with get_session() as db:
+        deployment = db.get(Deployment, target.deployment_id)
+        app = db.get(App, target.app_id)
+        assert deployment is not None and app is not None
+        deployment.status = DeploymentStatus.SUCCEEDED
+        deployment.finished_at = now()
+        deployment.duration_seconds = _duration(deployment)
+        app.status = AppStatus.RUNNING
+        app.current_deployment_id = deployment.id
+        db.commit()
+    # The route already points at the new container; the old one can go
+    if target.old_container_id and target.old_container_id != started.id:
+        try:
+            runtime.stop(target.old_container_id)
+            runtime.remove(target.old_container_id)
+        except RuntimeFailure as exc:
+            log.warning("old container %s not removed: %s", target.old_container_id, exc)
+
+
+def _fail(target: _Target, started: StartedContainer | None, message: str) -> None:
+    runtime = get_runtime()
+    if started is not None:
+        runtime.remove(started.id)
+    else:
+        runtime.remove(container_name(get_settings(), target.app_id, target.deployment_id))
+    with get_session() as db:
+        deployment = db.get(Deployment, target.deployment_id)
+        app = db.get(App, target.app_id)
+        if deployment is None or app is None:
+            return  # the app was deleted meanwhile
+        deployment.status = DeploymentStatus.FAILED
+        deployment.error = message
+        deployment.finished_at = now()
+        deployment.duration_seconds = _duration(deployment)
+        app.status = _status_after_failure(app)
+        db.commit()
+    if started is not None:
+        _republish_best_effort()
+
+
+def _republish_best_effort() -> None:
+    try:
+        routing.publish_routes()
+    except (RouterError, OSError) as exc:
+        log.error("routes could not be republished: %s", exc)
+
+
+def _status_after_failure(app: App) -> AppStatus:
+    """A failed deploy leaves the previous container in charge if there is one."""
+    if app.container_id is None:
+        return AppStatus.FAILED
+    state = get_runtime().state(app.container_id)
+    if state is not None and state.running:
+        return AppStatus.RUNNING
+    return AppStatus.STOPPED if state is not None else AppStatus.FAILED
+
+
+def fail_abandoned_deployment(deployment_id: int, reason: str) -> None:
+    """Ends a deployment whose job died without ending it (the worker was killed)."""
+    with get_session() as db:
+        deployment = db.get(Deployment, deployment_id)
+        if deployment is None or deployment.status not in ACTIVE_DEPLOYMENT_STATUSES:
+            return
+        app_id = deployment.app_id
+        container_id = deployment.container_id
+        app = deployment.app
+        old_container_id = app.container_id
+        previous = db.get(Deployment, app.current_deployment_id) if app.current_deployment_id else None
+    target = _Target(
+        app_id=app_id,
+        deployment_id=deployment_id,
+        image="",
+        internal_port=0,
+        command=None,
+        env={},
+        pull_policy="never",
+        old_container_id=previous.container_id if previous else None,
+        old_container_name=previous.container_name if previous else None,
+        old_published_port=previous.published_port if previous else None,
+    )
+    if container_id and container_id == old_container_id:
+        # It died after switching the app to the new container: point back at the old one
+        _restore_previous_container(target)
+    _fail(target, None, reason)
+    if container_id:
+        get_runtime().remove(container_id)
+    _republish_best_effort()
+
+
+def _duration(deployment: Deployment) -> float | None:
+    if deployment.started_at is None or deployment.finished_at is None:
+        return None
+    return round((deployment.finished_at - deployment.started_at).total_seconds(), 3)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DeploymentFailed | RuntimeFailure):
+        return str(exc)
+    if isinstance(exc, RouterError):
+        return f"the route could not be switched: {exc}"
+    name = type(exc).__name__
+    if name == "JobTimeoutException":
+        return (
+            f"the deployment passed its deadline of {get_settings().deploy_timeout_seconds} s "
+            "and was stopped"
+        )
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return "the worker shut down during the deployment; deploy again"
+    log.exception("deployment failed unexpectedly")
+    return f"internal error while deploying ({name}: {exc}); see the worker log"

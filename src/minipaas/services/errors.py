@@ -1,0 +1,25 @@
+"""Errors a user can cause or see; the API maps each kind to one HTTP status."""
+
+
+class ServiceError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class Conflict(ServiceError):
+    status_code = 409
+
+
+class InvalidRequest(ServiceError):
+    status_code = 422
+
+
+class Unavailable(ServiceError):
+    status_code = 503

@@ -1,0 +1,51 @@
+"""Readiness of the parts the platform depends on."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from minipaas.db.session import get_engine
+from minipaas.queue import get_redis
+from minipaas.runtime import get_runtime
+from minipaas.services.routing import get_router
+
+
+def check_database() -> str | None:
+    """None when PostgreSQL answers, else what is wrong."""
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not ready"; say which
+        return f"database: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def check_redis() -> str | None:
+    try:
+        get_redis().ping()
+    except Exception as exc:
+        return f"redis: {type(exc).__name__}: {exc}"
+    return None
+
+
+def check_docker() -> str | None:
+    try:
+        get_runtime().ping()
+    except Exception as exc:
+        return f"docker: {exc}"
+    return None
+
+
+def check_router() -> str | None:
+    if not get_router().healthy():
+        return "router: nginx does not answer on its port"
+    return None
+
+
+def readiness() -> dict[str, str | None]:
+    return {
+        "database": check_database(),
+        "redis": check_redis(),
+        "docker": check_docker(),
+        "router": check_router(),
+    }

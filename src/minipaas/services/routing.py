@@ -1,0 +1,50 @@
+"""Publishes the router configuration from the apps' state in the database."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy import select
+
+from minipaas.config import get_settings
+from minipaas.db.models import App, AppStatus
+from minipaas.db.session import get_session
+from minipaas.router.nginx import NginxRouter
+from minipaas.router.render import AppRoute, RouteKind, render_site
+
+
+@lru_cache
+def get_router() -> NginxRouter:
+    return NginxRouter(get_settings())
+
+
+def current_routes() -> list[AppRoute]:
+    """Every app that has a container gets a route: a proxy when it runs, a 503 page if not."""
+    routes: list[AppRoute] = []
+    with get_session() as session:
+        apps = session.scalars(select(App).where(App.container_id.is_not(None))).all()
+        for app in apps:
+            serving = app.status in (AppStatus.RUNNING, AppStatus.DEPLOYING)
+            if serving and app.published_port:
+                routes.append(AppRoute(app.id, app.name, RouteKind.PROXY, app.published_port))
+            else:
+                routes.append(AppRoute(app.id, app.name, RouteKind.STOPPED))
+    return routes
+
+
+def render_current_site() -> str:
+    settings = get_settings()
+    return render_site(
+        current_routes(),
+        listen_host=settings.router_host,
+        listen_port=settings.router_port,
+        api_host="127.0.0.1" if settings.app_host in ("0.0.0.0", "::") else settings.app_host,
+        api_port=settings.app_port,
+    )
+
+
+def publish_routes() -> bool:
+    """Renders routes from committed state and makes them live (raises RouterError)."""
+    router = get_router()
+    router.ensure_layout()
+    return router.apply(render_current_site)

@@ -1,0 +1,31 @@
+"""The app lifecycle state machine: which action fits which state."""
+
+from __future__ import annotations
+
+import enum
+
+from minipaas.db.models import AppStatus
+from minipaas.services.errors import Conflict
+
+
+class Action(enum.StrEnum):
+    STOP = "stop"
+    START = "start"
+    RESTART = "restart"
+    REMOVE = "remove"
+
+
+def check_action(action: Action, status: AppStatus, has_container: bool) -> None:
+    """Raises Conflict with a message saying what would fit, when the action does not."""
+    if status is AppStatus.DEPLOYING:
+        raise Conflict(f"cannot {action} while a deployment is in progress; wait for it to end")
+    if not has_container:
+        raise Conflict(f"cannot {action}: the app has no container; deploy it first")
+    if action is Action.STOP and status is not AppStatus.RUNNING:
+        raise Conflict(f"cannot stop: the app is {status}, not running")
+    if action is Action.START and status is AppStatus.RUNNING:
+        raise Conflict("cannot start: the app is already running; use restart")
+
+
+def status_after(action: Action) -> AppStatus:
+    return AppStatus.STOPPED if action in (Action.STOP, Action.REMOVE) else AppStatus.RUNNING

@@ -1,0 +1,82 @@
+"""Pure checks on what users send: names, image references, env vars, commands."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+APP_NAME_PATTERN = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+# Docker's reference grammar (distribution/reference), without IPv6 registry hosts
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_REFERENCE_PATTERN = re.compile(
+    rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?"
+)
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+MAX_IMAGE_LENGTH = 255
+MAX_ENV_VARS = 100
+MAX_ENV_VALUE_BYTES = 32 * 1024
+MAX_COMMAND_ARGS = 64
+MAX_COMMAND_ARG_LENGTH = 4096
+
+
+def check_app_name(name: str) -> str:
+    if not APP_NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            "name must be a DNS label: 1-63 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit (e.g. 'my-app')"
+        )
+    return name
+
+
+def check_image_reference(image: str) -> str:
+    if len(image) > MAX_IMAGE_LENGTH or not IMAGE_REFERENCE_PATTERN.fullmatch(image):
+        raise ValueError(
+            "image must be a Docker image reference such as 'nginx', 'nginx:1.27', "
+            "'registry.example.com:5000/team/app:v2' or 'app@sha256:<digest>' "
+            f"(lowercase repository, at most {MAX_IMAGE_LENGTH} characters)"
+        )
+    return image
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    if len(env) > MAX_ENV_VARS:
+        raise ValueError(f"env may hold at most {MAX_ENV_VARS} variables")
+    for key, value in env.items():
+        if not ENV_NAME_PATTERN.fullmatch(key) or len(key) > 255:
+            raise ValueError(
+                f"env name {key[:50]!r} is not valid: use letters, digits and '_', "
+                "not starting with a digit"
+            )
+        if "\x00" in value or len(value.encode()) > MAX_ENV_VALUE_BYTES:
+            raise ValueError(
+                f"env value of {key} must be text without NUL, at most {MAX_ENV_VALUE_BYTES} bytes"
+            )
+    return env
+
+
+def normalize_command(command: str | list[str] | None) -> list[str] | None:
+    """A command is kept as an argv list; a string is split like a shell would."""
+    if command is None:
+        return None
+    if isinstance(command, str):
+        try:
+            command = shlex.split(command)
+        except ValueError as exc:
+            raise ValueError(f"command could not be split into arguments: {exc}") from None
+    if not command:
+        raise ValueError("command must not be empty; leave it out to use the image's CMD")
+    if len(command) > MAX_COMMAND_ARGS:
+        raise ValueError(f"command may have at most {MAX_COMMAND_ARGS} arguments")
+    for arg in command:
+        if "\x00" in arg or len(arg) > MAX_COMMAND_ARG_LENGTH:
+            raise ValueError(
+                f"command arguments must be text without NUL, at most "
+                f"{MAX_COMMAND_ARG_LENGTH} characters each"
+            )
+    return command

@@ -1,0 +1,1 @@
+"""Background work: RQ jobs (thin) and the worker process."""
