@@ -84,8 +84,10 @@ class NginxRouter:
                 else:
                     _write_atomically(self.site_conf, previous)
                 raise RouterError(f"nginx refused the new route configuration: {problem}")
+            old_workers = self._worker_pids()
             self._reload_or_start()
             self._wait_for_version(version_of(site_text))
+            self._wait_for_exit(old_workers)
             return True
 
     # --- process ---------------------------------------------------------------------------
@@ -151,6 +153,28 @@ class NginxRouter:
                 pass
             time.sleep(0.02)
         raise RouterError(f"nginx did not pick up the new configuration within {timeout:.0f} s")
+
+    def _worker_pids(self) -> set[int]:
+        master = self.pid()
+        if master is None:
+            return set()
+        children: set[int] = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == master:
+                children.add(int(stat.parent.name))
+        return children
+
+    def _wait_for_exit(self, pids: set[int], timeout: float = 5.0) -> None:
+        """Old workers keep serving the old config on open connections until they exit."""
+        deadline = time.monotonic() + timeout
+        while pids and time.monotonic() < deadline:
+            pids = {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+            if pids:
+                time.sleep(0.01)
 
     def healthy(self) -> bool:
         url = f"http://127.0.0.1:{self.settings.router_port}/__router/health"

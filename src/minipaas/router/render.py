@@ -50,6 +50,8 @@ def render_main_config(
     return f"""\
 # Written by mini-paas; the routes live in site.conf, rendered from the database.
 {user}worker_processes auto;
+# Old workers finish in-flight requests after a reload, but not forever
+worker_shutdown_timeout 30s;
 pid {run_dir}/nginx.pid;
 error_log {log_dir}/nginx-error.log warn;
 

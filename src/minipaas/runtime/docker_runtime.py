@@ -135,7 +135,9 @@ class DockerRuntime:
                 labels=spec.labels,
                 # Docker picks a free host port itself: no port-picking race
                 ports={port_key: ("127.0.0.1", None)},
-                restart_policy={"Name": "unless-stopped"},
+                # No restarts until the app has proven it starts: a crash then shows its
+                # real exit code instead of a restart loop (see enable_restarts)
+                restart_policy={"Name": "no"},
                 log_config=LogConfig(
                     type="json-file",
                     config={
@@ -163,6 +165,12 @@ class DockerRuntime:
             )
         return StartedContainer(
             id=str(container.id), name=spec.name, published_port=int(bindings[0]["HostPort"])
+        )
+
+    def enable_restarts(self, container_ref: str) -> None:
+        """From now on Docker restarts the container if it dies (and after a reboot)."""
+        self.client.api.update_container(
+            container_ref, restart_policy={"Name": "unless-stopped", "MaximumRetryCount": 0}
         )
 
     def state(self, container_ref: str) -> ContainerState | None:

@@ -233,6 +233,7 @@ def _start_container(target: _Target) -> StartedContainer:
         deployment.published_port = started.published_port
         db.commit()
     wait_until_ready(started)
+    runtime.enable_restarts(started.id)
     return started
 
 
@@ -294,6 +295,13 @@ def _restore_previous_container(target: _Target) -> None:
 
 def _finish(target: _Target, started: StartedContainer) -> None:
     runtime = get_runtime()
+    # The route already points at the new container; the old one can go
+    if target.old_container_id and target.old_container_id != started.id:
+        try:
+            runtime.stop(target.old_container_id)
+            runtime.remove(target.old_container_id)
+        except RuntimeFailure as exc:
+            log.warning("old container %s not removed: %s", target.old_container_id, exc)
     with get_session() as db:
         deployment = db.get(Deployment, target.deployment_id)
         app = db.get(App, target.app_id)
@@ -304,13 +312,6 @@ def _finish(target: _Target, started: StartedContainer) -> None:
         app.status = AppStatus.RUNNING
         app.current_deployment_id = deployment.id
         db.commit()
-    # The route already points at the new container; the old one can go
-    if target.old_container_id and target.old_container_id != started.id:
-        try:
-            runtime.stop(target.old_container_id)
-            runtime.remove(target.old_container_id)
-        except RuntimeFailure as exc:
-            log.warning("old container %s not removed: %s", target.old_container_id, exc)
 
 
 def _fail(target: _Target, started: StartedContainer | None, message: str) -> None:

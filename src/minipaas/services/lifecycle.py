@@ -95,43 +95,70 @@ def perform_action(app_id: int, action: Action) -> dict[str, Any]:
 
 
 def _perform(app_id: int, action: Action) -> None:
-    runtime = get_runtime()
     with get_session() as db:
         app = get_app(db=db, app_id=app_id)
         if active_deployment(db=db, app_id=app_id) is not None:
             raise Conflict(f"cannot {action} while a deployment is in progress")
         check_action(action, app.status, app.container_id is not None)
-        container_id = app.container_id
-        assert container_id is not None
-        name = app.container_name or container_id
-        if action in (Action.STOP, Action.RESTART):
+        if action in (Action.STOP, Action.REMOVE):
+            _take_down(db, app, action)
+        else:
+            _bring_up(db, app, action)
+
+
+def _take_down(db: Session, app: App, action: Action) -> None:
+    """The router shows the 503 page (or no route) before the container goes away."""
+    runtime = get_runtime()
+    container_id = app.container_id
+    assert container_id is not None
+    previous_status = app.status
+    app.status = status_after(action)
+    if action is Action.REMOVE:
+        app.container_id = app.container_name = None
+        app.published_port = None
+    db.commit()
+    routing.publish_routes()
+    try:
+        if action is Action.STOP:
             runtime.stop(container_id)
-        if action is Action.REMOVE:
+        else:
             runtime.remove(container_id)
-            app.container_id = app.container_name = None
-            app.published_port = None
-        if action in (Action.START, Action.RESTART):
-            if runtime.state(container_id) is None:
-                _forget_container(app)
-                db.commit()
-                routing.publish_routes()
-                raise Conflict("the app's container no longer exists; deploy the app again")
-            try:
-                port = runtime.start(container_id)
-                wait_until_ready(StartedContainer(container_id, name, port))
-            except (RuntimeFailure, DeploymentFailed) as exc:
-                state = runtime.state(container_id)
-                runtime.stop(container_id)
-                app.status = AppStatus.FAILED
-                db.commit()
-                routing.publish_routes()
-                message = exit_message(container_id, state.exit_code, state.oom_killed) if (
-                    state and not state.running
-                ) else str(exc)
-                raise Conflict(f"could not {action} the app: {message}") from None
-            app.published_port = port
-        app.status = status_after(action)
+    except RuntimeFailure:
+        if action is Action.STOP:
+            app.status = previous_status
+            db.commit()
+            routing.publish_routes()
+        raise
+
+
+def _bring_up(db: Session, app: App, action: Action) -> None:
+    runtime = get_runtime()
+    container_id = app.container_id
+    assert container_id is not None
+    if runtime.state(container_id) is None:
+        _forget_container(app)
         db.commit()
+        routing.publish_routes()
+        raise Conflict("the app's container no longer exists; deploy the app again")
+    if action is Action.RESTART:
+        runtime.stop(container_id)
+    try:
+        port = runtime.start(container_id)
+        wait_until_ready(StartedContainer(container_id, app.container_name or container_id, port))
+    except (RuntimeFailure, DeploymentFailed) as exc:
+        state = runtime.state(container_id)
+        runtime.stop(container_id)
+        app.status = AppStatus.FAILED
+        db.commit()
+        routing.publish_routes()
+        if state is not None and not state.running:
+            message = exit_message(container_id, state.exit_code, state.oom_killed)
+        else:
+            message = str(exc)
+        raise Conflict(f"could not {action} the app: {message}") from None
+    app.published_port = port
+    app.status = status_after(action)
+    db.commit()
     routing.publish_routes()
 
 

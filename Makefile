@@ -1,0 +1,66 @@
+# mini-paas: `make up` starts the platform, `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+MINIPAAS := $(VENV)/bin/minipaas
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: up down ps logs test test-unit test-deployments bench lint format deps dev-deps \
+	migrate-up migrate-down migrate-current migrate-create migrate-stamp
+
+deps:
+	@scripts/install-deps.sh
+
+dev-deps:
+	@scripts/install-deps.sh --dev
+
+up: deps  ## install what is missing, start everything, print the URLs
+	@$(MINIPAAS) platform up
+
+down:  ## stop the API, worker, router, Redis and PostgreSQL started by `make up`
+	@$(MINIPAAS) platform down
+
+ps:
+	@$(MINIPAAS) platform ps
+
+logs:
+	@$(MINIPAAS) platform logs
+
+test: dev-deps  ## the whole suite against real PostgreSQL, Redis, Docker and nginx
+	@scripts/ensure-docker.sh
+	@$(PYTEST) -q
+
+test-unit: dev-deps
+	@$(PYTEST) -q tests/unit
+
+test-deployments: dev-deps
+	@scripts/ensure-docker.sh
+	@$(PYTEST) -q -m deployments
+
+bench: dev-deps
+	@scripts/ensure-docker.sh
+	@$(VENV)/bin/python bench/deploy_and_route.py
+
+lint: dev-deps
+	@$(VENV)/bin/ruff check src tests bench
+	@$(VENV)/bin/ruff format --check src tests bench
+	@$(VENV)/bin/mypy
+
+format: dev-deps
+	@$(VENV)/bin/ruff format src tests bench
+	@$(VENV)/bin/ruff check --fix src tests bench
+
+migrate-up:
+	@$(MINIPAAS) migrate up
+
+migrate-down:
+	@$(MINIPAAS) migrate down
+
+migrate-current:
+	@$(MINIPAAS) migrate current
+
+migrate-create:
+	@test -n "$(m)" || { echo 'usage: make migrate-create m="what changes"'; exit 2; }
+	@$(MINIPAAS) migrate create "$(m)"
+
+migrate-stamp:
+	@$(MINIPAAS) migrate stamp $(or $(rev),head)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what mini-paas needs on Debian/Ubuntu (as root) and the Python package in .venv.
+# Idempotent: only missing packages are installed. Usage: scripts/install-deps.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(docker.io nginx redis-server postgresql python3-venv ca-certificates)
+if [[ "${1:-}" == "--dev" ]]; then
+  # tests build tiny images from busybox and check the compose file
+  packages+=(busybox-static docker-compose)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$package")
+done
+# A machine may carry PostgreSQL's server binaries without the Debian meta-package
+if [[ " ${missing[*]} " == *" postgresql "* ]] && compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  missing=("${missing[@]/postgresql}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+
+if ((${#missing[@]})); then
+  if [[ $EUID -ne 0 ]]; then
+    echo "missing packages: ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # mini-paas runs its own nginx, Redis and PostgreSQL under DATA_DIR: keep the distribution's
+  # services (which the packages may have just started) off the ports we use
+  if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    for service in nginx redis-server postgresql; do
+      if [[ " ${missing[*]} " == *" ${service} "* ]]; then
+        systemctl disable --now "$service" >/dev/null 2>&1 || true
+      fi
+    done
+  fi
+fi
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$python" -m venv .venv
+fi
+extras=""
+[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+# constraints.txt pins every Python package to the versions that were tested
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".${extras}"

@@ -1,0 +1,135 @@
+"""The whole flow through the real API, worker, Docker engine and nginx."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support.flows import create_app, deploy, platform_containers
+from tests.support.images import HELLO_V1, HELLO_V2
+from tests.support.stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.deployments]
+
+
+def test_create_deploy_route_logs_stop_start_restart_redeploy_remove(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app = create_app(api, app_name, HELLO_V1)
+    app_id = app["id"]
+    assert app["status"] == "created"
+    assert app["path"] == f"/apps/{app_id}/"
+
+    first = deploy(api, app_id)
+    assert first["status"] == "succeeded", first["error"]
+    assert first["image"] == HELLO_V1 and first["container_id"]
+    assert first["finished_at"] and first["duration_seconds"] is not None
+    assert api.get(f"/apps/{app_id}").json()["status"] == "running"
+
+    page = router.get(f"/apps/{app_id}/index.html")
+    assert (page.status_code, page.text) == (200, "hello from v1\n")
+    assert router.get(f"/apps/{app_id}/").text == "hello from v1\n"
+    # without the trailing slash the router redirects to the app's root
+    assert router.get(f"/apps/{app_id}").status_code == 308
+
+    logs = api.get(f"/apps/{app_id}/logs", params={"tail": 50}).json()["logs"]
+    assert "response:200" in logs  # busybox httpd -v logs each request it served
+    stamped = api.get(f"/apps/{app_id}/logs", params={"timestamps": "true"}).json()["logs"]
+    assert stamped.split(" ", 1)[0].startswith("20")  # RFC 3339 time first
+
+    stopped = api.post(f"/apps/{app_id}/stop")
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json()["app"]["status"] == "stopped"
+    unavailable = router.get(f"/apps/{app_id}/")
+    assert unavailable.status_code == 503
+    assert "not running" in unavailable.text
+    assert api.post(f"/apps/{app_id}/stop").status_code == 409
+
+    started = api.post(f"/apps/{app_id}/start")
+    assert started.status_code == 200, started.text
+    assert router.get(f"/apps/{app_id}/").text == "hello from v1\n"
+
+    restarted = api.post(f"/apps/{app_id}/restart")
+    assert restarted.status_code == 200, restarted.text
+    assert restarted.json()["app"]["status"] == "running"
+    assert router.get(f"/apps/{app_id}/").text == "hello from v1\n"
+
+    assert api.patch(f"/apps/{app_id}", json={"image": HELLO_V2}).status_code == 200
+    # the change waits for the next deploy
+    assert router.get(f"/apps/{app_id}/").text == "hello from v1\n"
+    second = deploy(api, app_id)
+    assert second["status"] == "succeeded", second["error"]
+    assert router.get(f"/apps/{app_id}/").text == "hello from v2\n"
+    # the old container is gone, only the new one is left
+    assert platform_containers(stack.settings.instance_name, app_id) == [second["container_id"]]
+
+    removed = api.post(f"/apps/{app_id}/remove")
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["app"]["container_name"] is None
+    assert router.get(f"/apps/{app_id}/").status_code == 404
+    assert platform_containers(stack.settings.instance_name, app_id) == []
+    assert api.post(f"/apps/{app_id}/start").status_code == 409
+
+    history = api.get(f"/apps/{app_id}/deployments")
+    assert history.headers["x-total-count"] == "2"
+    assert [(d["id"], d["status"], d["image"]) for d in history.json()] == [
+        (second["id"], "succeeded", HELLO_V2),
+        (first["id"], "succeeded", HELLO_V1),
+    ]
+
+
+def test_delete_removes_container_route_and_history(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    assert router.get(f"/apps/{app_id}/").status_code == 200
+
+    assert api.delete(f"/apps/{app_id}").status_code == 204
+    assert api.get(f"/apps/{app_id}").status_code == 404
+    assert api.get(f"/apps/{app_id}/deployments").status_code == 404
+    assert router.get(f"/apps/{app_id}/").status_code == 404
+    assert platform_containers(stack.settings.instance_name, app_id) == []
+    # the name is free again
+    assert api.post(
+        "/apps", json={"name": app_name, "image": HELLO_V1, "internal_port": 80}
+    ).status_code == 201
+
+
+def test_stopped_app_does_not_affect_others(
+    api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    first = create_app(api, app_name, HELLO_V1)["id"]
+    second = create_app(api, f"{app_name}-b", HELLO_V2)["id"]
+    assert deploy(api, first)["status"] == "succeeded"
+    assert deploy(api, second)["status"] == "succeeded"
+    assert api.post(f"/apps/{first}/stop").status_code == 200
+    assert router.get(f"/apps/{first}/").status_code == 503
+    assert router.get(f"/apps/{second}/").text == "hello from v2\n"
+
+
+def test_forwarded_headers_and_prefix_reach_the_app(
+    api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    # busybox httpd runs CGI scripts: one that echoes the headers it got
+    app_id = create_app(
+        api,
+        app_name,
+        HELLO_V1,
+        command=[
+            "/bin/sh",
+            "-c",
+            "mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\n"
+            "echo\\nenv\\n' > /tmp/www/cgi-bin/env && chmod +x /tmp/www/cgi-bin/env "
+            "&& exec httpd -f -v -p 80 -h /tmp/www",
+        ],
+    )["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    response = router.get(f"/apps/{app_id}/cgi-bin/env", headers={"Host": "example.test"})
+    assert response.status_code == 200, response.text
+    assert "HTTP_X_FORWARDED_PREFIX=/apps/" in response.text
+    assert "HTTP_X_FORWARDED_FOR=127.0.0.1" in response.text
+    assert "HTTP_X_FORWARDED_PROTO=http" in response.text
+    assert "HTTP_X_FORWARDED_HOST=example.test" in response.text
+    # the prefix is stripped before the request reaches the app
+    assert "REQUEST_URI=/cgi-bin/env" in response.text

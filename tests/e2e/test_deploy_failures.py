@@ -1,0 +1,108 @@
+"""Deploys that fail end as a clear failure, leave nothing behind, keep the good one serving."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import httpx
+import pytest
+
+from tests.support.flows import create_app, deploy, platform_containers, wait_for_deployment
+from tests.support.images import BINARY_LOGGER, CRASHER, HELLO_V1, MISSING
+from tests.support.stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.deployments]
+
+
+def test_missing_image_fails_clearly_and_leaves_nothing(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, MISSING)["id"]
+    result = deploy(api, app_id)
+    assert result["status"] == "failed"
+    assert MISSING in result["error"] and "not present on this host" in result["error"]
+    assert api.get(f"/apps/{app_id}").json()["status"] == "failed"
+    assert platform_containers(stack.settings.instance_name, app_id) == []
+
+
+def test_missing_image_with_pull_policy_never(api: httpx.Client, app_name: str) -> None:
+    app_id = create_app(api, app_name, MISSING, pull_policy="never")["id"]
+    result = deploy(api, app_id)
+    assert result["status"] == "failed"
+    assert "pull_policy is 'never'" in result["error"]
+
+
+def test_container_that_exits_at_once_fails_with_code_and_logs(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, CRASHER)["id"]
+    result = deploy(api, app_id)
+    assert result["status"] == "failed"
+    assert "code 3" in result["error"]
+    assert "crashing on purpose" in result["error"]
+    assert platform_containers(stack.settings.instance_name, app_id) == []
+    assert router.get(f"/apps/{app_id}/").status_code == 404
+
+
+def test_bad_deploy_keeps_the_good_one_serving(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    good = deploy(api, app_id)
+    assert good["status"] == "succeeded"
+    api.patch(f"/apps/{app_id}", json={"image": CRASHER})
+    bad = deploy(api, app_id)
+    assert bad["status"] == "failed"
+    app = api.get(f"/apps/{app_id}").json()
+    assert app["status"] == "running"
+    assert app["current_deployment_id"] == good["id"]
+    assert router.get(f"/apps/{app_id}/").text == "hello from v1\n"
+    assert platform_containers(stack.settings.instance_name, app_id) == [good["container_id"]]
+
+
+def test_second_deploy_while_one_is_active_gets_409(
+    api: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+
+    def request_deploy(_: int) -> httpx.Response:
+        return api.post(f"/apps/{app_id}/deploy")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(request_deploy, range(6)))
+    accepted = [r for r in responses if r.status_code == 202]
+    refused = [r for r in responses if r.status_code == 409]
+    assert len(accepted) == 1, [r.text for r in responses]
+    assert len(refused) == 5
+    active_id = accepted[0].json()["id"]
+    assert all(f"deployment {active_id}" in r.json()["detail"] for r in refused)
+    assert wait_for_deployment(api, app_id, active_id)["status"] == "succeeded"
+    history = api.get(f"/apps/{app_id}/deployments").json()
+    assert [d["id"] for d in history] == [active_id]
+
+
+def test_lifecycle_actions_that_do_not_fit_the_state_get_409(
+    api: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    for action in ("stop", "start", "restart", "remove"):
+        response = api.post(f"/apps/{app_id}/{action}")
+        assert response.status_code == 409, (action, response.text)
+        assert "deploy it first" in response.json()["detail"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    response = api.post(f"/apps/{app_id}/start")
+    assert response.status_code == 409
+    assert "already running" in response.json()["detail"]
+
+
+def test_logs_with_bytes_that_are_not_utf8(api: httpx.Client, app_name: str) -> None:
+    app_id = create_app(api, app_name, BINARY_LOGGER)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    response = api.get(f"/apps/{app_id}/logs")
+    assert response.status_code == 200
+    assert "before" in response.json()["logs"] and "after" in response.json()["logs"]
+
+
+def test_logs_of_an_app_never_deployed_are_empty(api: httpx.Client, app_name: str) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert api.get(f"/apps/{app_id}/logs").json() == {"logs": ""}

@@ -1,0 +1,48 @@
+"""Small helpers the end-to-end tests share."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+FINISHED = {"succeeded", "failed"}
+
+
+def create_app(api: httpx.Client, name: str, image: str, **extra: Any) -> dict[str, Any]:
+    response = api.post("/apps", json={"name": name, "image": image, "internal_port": 80, **extra})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def wait_for_deployment(
+    api: httpx.Client, app_id: int, deployment_id: int, timeout: float = 60.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = api.get(f"/apps/{app_id}/deployments/{deployment_id}")
+        assert response.status_code == 200, response.text
+        body = dict(response.json())
+        if body["status"] in FINISHED:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"deployment {deployment_id} did not finish within {timeout} s")
+
+
+def deploy(api: httpx.Client, app_id: int) -> dict[str, Any]:
+    response = api.post(f"/apps/{app_id}/deploy")
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "queued"
+    return wait_for_deployment(api, app_id, response.json()["id"])
+
+
+def platform_containers(instance: str, app_id: int) -> list[str]:
+    import docker
+
+    client = docker.from_env()
+    found = client.containers.list(
+        all=True,
+        filters={"label": [f"io.minipaas.instance={instance}", f"io.minipaas.app-id={app_id}"]},
+    )
+    return [str(container.id) for container in found]
