@@ -91,9 +91,12 @@ def test_delete_removes_container_route_and_history(
     assert router.get(f"/apps/{app_id}/").status_code == 404
     assert platform_containers(stack.settings.instance_name, app_id) == []
     # the name is free again
-    assert api.post(
-        "/apps", json={"name": app_name, "image": HELLO_V1, "internal_port": 80}
-    ).status_code == 201
+    assert (
+        api.post(
+            "/apps", json={"name": app_name, "image": HELLO_V1, "internal_port": 80}
+        ).status_code
+        == 201
+    )
 
 
 def test_stopped_app_does_not_affect_others(

@@ -60,9 +60,7 @@ def test_bad_deploy_keeps_the_good_one_serving(
     assert platform_containers(stack.settings.instance_name, app_id) == [good["container_id"]]
 
 
-def test_second_deploy_while_one_is_active_gets_409(
-    api: httpx.Client, app_name: str
-) -> None:
+def test_second_deploy_while_one_is_active_gets_409(api: httpx.Client, app_name: str) -> None:
     app_id = create_app(api, app_name, HELLO_V1)["id"]
 
     def request_deploy(_: int) -> httpx.Response:

@@ -84,9 +84,7 @@ def migrate_stamp(revision: str = typer.Argument("head")) -> None:
 
 
 @migrate_app.command("create")
-def migrate_create(
-    message: str, empty: bool = typer.Option(False, help="no autogenerate")
-) -> None:
+def migrate_create(message: str, empty: bool = typer.Option(False, help="no autogenerate")) -> None:
     """Create a new migration from the models' differences with the database."""
     from minipaas.db import migrate
 

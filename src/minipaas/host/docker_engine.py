@@ -28,9 +28,7 @@ def ensure_docker_engine(log_file: Path, timeout: float = 60.0) -> None:
         raise HostServiceError("no Docker engine answers and dockerd is not installed")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
-        subprocess.Popen(
-            ["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if docker_answers():

@@ -114,5 +114,7 @@ def status(settings: Settings) -> dict[str, str]:
         rows["redis"] = f"running (pid {redis_pid})" if redis_pid else "stopped"
     postgres = local_postgres(settings)
     if postgres is not None:
-        rows["postgresql"] = "running" if postgres.initialized() and postgres.running() else "stopped"
+        rows["postgresql"] = (
+            "running" if postgres.initialized() and postgres.running() else "stopped"
+        )
     return rows

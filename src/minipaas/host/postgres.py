@@ -158,6 +158,13 @@ class LocalPostgres:
         if not db_exists.strip():
             self._psql(f'CREATE DATABASE "{self.database}" OWNER "{self.user}";')
 
+    def create_database(self, name: str) -> None:
+        """A further database owned by the platform's role (tests use it for migrations)."""
+        if not name.replace("_", "").isalnum():
+            raise HostServiceError("database names here are letters, digits and '_'")
+        self._psql(f'DROP DATABASE IF EXISTS "{name}";')
+        self._psql(f'CREATE DATABASE "{name}" OWNER "{self.user}";')
+
     def stop(self) -> None:
         if not self.initialized() or not self.running():
             return

@@ -41,9 +41,7 @@ PROXY_HEADERS = """\
 """
 
 
-def render_main_config(
-    *, nginx_dir: Path, log_dir: Path, run_dir: Path, run_as_root: bool
-) -> str:
+def render_main_config(*, nginx_dir: Path, log_dir: Path, run_dir: Path, run_as_root: bool) -> str:
     """The static nginx.conf that includes the rendered site file."""
     user = "user nobody nogroup;\n" if run_as_root else ""
     tmp = nginx_dir / "tmp"
@@ -97,17 +95,14 @@ def render_app_routes(route: AppRoute) -> tuple[str, str]:
         location = (
             f"    location {prefix}/ {{\n"
             f"        default_type text/html;\n"
-            f'        add_header Retry-After 30 always;\n'
+            f"        add_header Retry-After 30 always;\n"
             f"        return 503 '{_stopped_page(route)}';\n"
             f"    }}\n"
         )
         return "", redirect + location
     upstream_name = f"minipaas_app_{route.app_id}"
     upstream = (
-        f"upstream {upstream_name} {{\n"
-        f"    server 127.0.0.1:{route.port};\n"
-        f"    keepalive 32;\n"
-        f"}}\n"
+        f"upstream {upstream_name} {{\n    server 127.0.0.1:{route.port};\n    keepalive 32;\n}}\n"
     )
     location = (
         f"    location {prefix}/ {{\n"
@@ -177,7 +172,7 @@ def config_version(*parts: object) -> str:
 
 
 def version_of(site_text: str) -> str | None:
-    marker = 'location = /__router/version {'
+    marker = "location = /__router/version {"
     index = site_text.find(marker)
     if index < 0:
         return None

@@ -362,7 +362,9 @@ def fail_abandoned_deployment(deployment_id: int, reason: str) -> None:
         container_id = deployment.container_id
         app = deployment.app
         old_container_id = app.container_id
-        previous = db.get(Deployment, app.current_deployment_id) if app.current_deployment_id else None
+        previous = (
+            db.get(Deployment, app.current_deployment_id) if app.current_deployment_id else None
+        )
     target = _Target(
         app_id=app_id,
         deployment_id=deployment_id,

@@ -31,11 +31,11 @@ def readiness() -> JSONResponse:
     """Database, Redis, Docker engine and router all answer; 503 names what is down."""
     checks = health.readiness()
     down = {name: problem for name, problem in checks.items() if problem}
-    body = {
+    body: dict[str, object] = {
         "status": "ready" if not down else "unavailable",
         "checks": {name: (problem or "ok") for name, problem in checks.items()},
     }
     if down:
-        body["detail"] = "not ready: " + "; ".join(down.values())  # type: ignore[assignment]
+        body["detail"] = "not ready: " + "; ".join(down.values())
         return JSONResponse(body, status_code=503)
     return JSONResponse(body)
