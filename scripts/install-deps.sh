@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io nginx redis-server postgresql python3-venv ca-certificates)
+# busybox-static: the demo image and the tests' images are built from it
+packages=(docker.io nginx redis-server postgresql python3-venv ca-certificates busybox-static)
 if [[ "${1:-}" == "--dev" ]]; then
   # tests build tiny images from busybox and check the compose file
-  packages+=(busybox-static docker-compose)
+  packages+=(docker-compose)
 fi
 
 missing=()

@@ -95,11 +95,30 @@ class Settings(BaseSettings):
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.app_host}:{self.app_port}"
+        return f"http://{_url_host(_reachable(self.app_host))}:{self.app_port}"
 
     @property
     def router_url(self) -> str:
-        return f"http://{self.router_host}:{self.router_port}"
+        return f"http://{_url_host(self.router_host)}:{self.router_port}"
+
+    @property
+    def router_probe_url(self) -> str:
+        """Where this host reaches its own router (loopback when nginx listens everywhere)."""
+        return f"http://{_url_host(_reachable(self.router_host))}:{self.router_port}"
+
+    @property
+    def router_listen(self) -> str:
+        """nginx's `listen` value: IPv6 addresses go in brackets."""
+        return f"{_url_host(self.router_host)}:{self.router_port}"
+
+
+def _reachable(host: str) -> str:
+    """A wildcard bind address is reached through loopback."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 @lru_cache

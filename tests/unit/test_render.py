@@ -14,9 +14,7 @@ from minipaas.router.render import (
 
 
 def _site(routes: list[AppRoute]) -> str:
-    return render_site(
-        routes, listen_host="127.0.0.1", listen_port=8080, api_host="127.0.0.1", api_port=8081
-    )
+    return render_site(routes, listen="127.0.0.1:8080", api_address="127.0.0.1:8081")
 
 
 def test_running_app_is_proxied_with_prefix_stripped_and_forwarded_headers() -> None:

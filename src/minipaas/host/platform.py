@@ -12,6 +12,8 @@ from minipaas.host.docker_engine import ensure_docker_engine
 from minipaas.host.postgres import HostServiceError, LocalPostgres
 from minipaas.host.processes import ManagedProcess, api_process, worker_process
 from minipaas.host.redis import LocalRedis
+from minipaas.runtime import get_runtime
+from minipaas.runtime.busybox_image import DEMO_IMAGE, ensure_demo_image
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -62,6 +64,8 @@ def up(settings: Settings, say: Callable[[str], None]) -> None:
         say(f"{process.name} ...")
         process.start()
     wait_until_ready(settings)
+    if ensure_demo_image(get_runtime()):
+        say(f"built the demo image {DEMO_IMAGE} (the README's examples deploy it)")
 
 
 def wait_until_ready(settings: Settings, timeout: float = 90.0) -> None:

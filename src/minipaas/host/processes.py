@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minipaas.config import Settings
+from minipaas.pidfile import live_pid
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,7 @@ class ManagedProcess:
         return self.log_dir / f"{self.name}.log"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            return None
-        return pid
+        return live_pid(self.pid_file, "minipaas")
 
     def start(self, env: dict[str, str] | None = None) -> int:
         existing = self.pid()

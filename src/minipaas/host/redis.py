@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minipaas.host.postgres import HostServiceError
+from minipaas.pidfile import live_pid
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,7 @@ class LocalRedis:
         return self.dir / "redis.pid"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            return None
-        return pid
+        return live_pid(self.pid_file, "redis-server")
 
     def start(self) -> None:
         if self.pid() is not None:

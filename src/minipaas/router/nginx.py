@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from minipaas.config import Settings
+from minipaas.pidfile import live_pid
 from minipaas.router.render import render_main_config, version_of
 
 
@@ -103,12 +104,7 @@ class NginxRouter:
         return (result.stderr or result.stdout).strip() or f"nginx -t exited {result.returncode}"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            return None
-        return pid
+        return live_pid(self.pid_file, "nginx")
 
     def is_running(self) -> bool:
         return self.pid() is not None
@@ -142,7 +138,7 @@ class NginxRouter:
         """Waits until nginx answers with the new config, so a switched route is really live."""
         if version is None:
             return
-        url = f"http://127.0.0.1:{self.settings.router_port}/__router/version"
+        url = f"{self.settings.router_probe_url}/__router/version"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -177,7 +173,7 @@ class NginxRouter:
                 time.sleep(0.01)
 
     def healthy(self) -> bool:
-        url = f"http://127.0.0.1:{self.settings.router_port}/__router/health"
+        url = f"{self.settings.router_probe_url}/__router/health"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return bool(response.status == 200)

@@ -114,9 +114,7 @@ def render_app_routes(route: AppRoute) -> tuple[str, str]:
     return upstream, redirect + location
 
 
-def render_site(
-    routes: list[AppRoute], *, listen_host: str, listen_port: int, api_host: str, api_port: int
-) -> str:
+def render_site(routes: list[AppRoute], *, listen: str, api_address: str) -> str:
     """The whole site file: every app's route plus the API and the router's own endpoints."""
     upstreams: list[str] = []
     locations: list[str] = []
@@ -127,17 +125,17 @@ def render_site(
         locations.append(location)
     body_upstreams = "".join(upstreams)
     body_locations = "".join(locations)
-    version = config_version(body_upstreams + body_locations, listen_port, api_port)
+    version = config_version(body_upstreams + body_locations, listen, api_address)
     return f"""\
 # Rendered by mini-paas from the database; do not edit, it is overwritten.
 {body_upstreams}
 upstream minipaas_api {{
-    server {api_host}:{api_port};
+    server {api_address};
     keepalive 8;
 }}
 
 server {{
-    listen {listen_host}:{listen_port} default_server;
+    listen {listen} default_server;
 
     location = /__router/health {{
         default_type text/plain;

@@ -36,10 +36,8 @@ def render_current_site() -> str:
     settings = get_settings()
     return render_site(
         current_routes(),
-        listen_host=settings.router_host,
-        listen_port=settings.router_port,
-        api_host="127.0.0.1" if settings.app_host in ("0.0.0.0", "::") else settings.app_host,
-        api_port=settings.app_port,
+        listen=settings.router_listen,
+        api_address=settings.api_url.removeprefix("http://"),
     )
 
 
