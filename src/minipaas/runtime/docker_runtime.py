@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
+from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from minipaas.config import Settings, get_settings
 
@@ -72,6 +75,15 @@ def platform_labels(settings: Settings, app_id: int, deployment_id: int) -> dict
 def _decode(raw: bytes | str) -> str:
     # App output is arbitrary bytes; never fail on them
     return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
+
+
+@contextmanager
+def _engine_reachable() -> Iterator[None]:
+    """Turns "cannot talk to the engine" into EngineUnavailable; API errors pass through."""
+    try:
+        yield
+    except RequestsConnectionError as exc:
+        raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
 
 
 class DockerRuntime:
@@ -175,7 +187,8 @@ class DockerRuntime:
 
     def state(self, container_ref: str) -> ContainerState | None:
         try:
-            attrs: dict[str, Any] = self.client.api.inspect_container(container_ref)
+            with _engine_reachable():
+                attrs: dict[str, Any] = self.client.api.inspect_container(container_ref)
         except NotFound:
             return None
         state = attrs.get("State", {})
@@ -189,13 +202,14 @@ class DockerRuntime:
 
     def logs(self, container_ref: str, *, tail: int | None, timestamps: bool) -> str:
         try:
-            raw = self.client.api.logs(
-                container_ref,
-                stdout=True,
-                stderr=True,
-                tail="all" if tail is None else tail,
-                timestamps=timestamps,
-            )
+            with _engine_reachable():
+                raw = self.client.api.logs(
+                    container_ref,
+                    stdout=True,
+                    stderr=True,
+                    tail="all" if tail is None else tail,
+                    timestamps=timestamps,
+                )
         except NotFound:
             return ""
         return _decode(raw)
