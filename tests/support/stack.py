@@ -3,10 +3,14 @@ Docker engine, API and worker, each on its own free loopback port under a temp D
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +85,61 @@ def wait_ready(api_url: str, timeout: float = 60.0) -> None:
             last = str(exc)
         time.sleep(0.2)
     raise RuntimeError(f"the test platform did not become ready: {last}")
+
+
+@contextlib.contextmanager
+def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
+    """The whole platform, started the way `make up` starts it, torn down on exit.
+
+    Points this process's settings at the stack (see apply_env) and builds the test images.
+    On exit: the instance's containers are removed, everything is stopped in reverse order
+    and the temp DATA_DIR is deleted.
+    """
+    from minipaas.config import get_settings
+    from minipaas.db import migrate
+    from minipaas.host.platform import local_postgres, local_redis, processes
+    from minipaas.services.routing import get_router, publish_routes
+    from tests.support.images import build_test_images
+
+    # PostgreSQL runs as its own user, which must be able to reach its data directory
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    data_dir.chmod(0o711)
+    env = stack_env(data_dir)
+    apply_env(env)
+    settings = get_settings()
+    postgres = local_postgres(settings)
+    redis = local_redis(settings)
+    assert postgres is not None and redis is not None
+    started: list[Callable[[], None]] = []
+    try:
+        postgres.start()
+        started.append(postgres.stop)
+        redis.start()
+        started.append(redis.stop)
+        migrate.upgrade("head")
+        publish_routes()
+        started.append(get_router().stop)
+        for process in processes(settings):
+            process.start(env)
+            started.append(process.stop)
+        build_test_images()
+        wait_ready(settings.api_url)
+        yield Stack(settings=settings, env=env)
+    finally:
+        remove_instance_containers(settings.instance_name)
+        for stop in reversed(started):
+            with contextlib.suppress(Exception):
+                stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def remove_instance_containers(instance: str) -> None:
+    """Removes every container labelled as belonging to this platform instance."""
+    import docker
+
+    client = docker.from_env()
+    for container in client.containers.list(
+        all=True, filters={"label": f"io.minipaas.instance={instance}"}
+    ):
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
