@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -19,7 +20,8 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture
 def api(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.api_url, timeout=60) as client:
+    """The API as the admin the platform bootstrapped."""
+    with httpx.Client(base_url=stack.api_url, headers=stack.admin_headers, timeout=60) as client:
         yield client
 
 
@@ -34,5 +36,5 @@ def app_name(request: pytest.FixtureRequest) -> str:
     """A unique, valid app name per test."""
     import secrets
 
-    base = request.node.name.lower().replace("_", "-")[:40].strip("-")
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
     return f"{base}-{secrets.token_hex(3)}"

@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,34 @@ class Settings(BaseSettings):
     log_max_size: str = "10m"
     log_max_files: int = Field(default=3, ge=1)
 
+    # Secrets: SECRET_KEY keys token hashes and env encryption; when unset, a random key is
+    # kept in DATA_DIR/secret.key. ADMIN_TOKEN, when set, is the first admin's token.
+    secret_key: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    # Failed authentications per client and minute before answering 429
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+
+    # Per-app limits: the defaults an app gets, and the most it may ask for
+    default_memory_mb: int = Field(default=256, ge=6)
+    max_memory_mb: int = Field(default=2048, ge=6)
+    default_cpus: float = Field(default=0.5, gt=0)
+    max_cpus: float = Field(default=2.0, gt=0)
+    default_pids: int = Field(default=256, ge=8)
+    max_pids: int = Field(default=1024, ge=8)
+    # Per-user quotas
+    user_max_apps: int = Field(default=20, ge=0)
+    user_max_memory_mb: int = Field(default=8192, ge=0)
+    # Image policy: shell-style patterns (fnmatch) an app's image must match, comma-separated
+    allowed_images: str = "*"
+
+    @field_validator("secret_key", "admin_token", "redis_password", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # `SECRET_KEY=` in a .env file means "not set", never "the empty key"
+        if value == "" or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            return None
+        return value
+
     @field_validator("instance_name")
     @classmethod
     def _instance_is_a_name(cls, value: str) -> str:
@@ -92,6 +120,22 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin-token"
+
+    @property
+    def allowed_image_patterns(self) -> list[str]:
+        return [p.strip() for p in self.allowed_images.split(",") if p.strip()]
+
+    @property
+    def apps_network(self) -> str:
+        return f"{self.instance_name}-apps"
 
     @property
     def api_url(self) -> str:

@@ -156,8 +156,8 @@ def test_env_example_lists_every_setting_with_its_default() -> None:
     example = env_example()
     assert set(example) == {name.upper() for name in Settings.model_fields}
     for name, field in Settings.model_fields.items():
-        default = "" if field.default is None else field.default
-        # Validating the example's text gives the default back
+        default = field.default
+        # Validating the example's text gives the default back (an empty value means unset)
         parsed = Settings.model_validate({name: example[name.upper()]}).model_dump()[name]
         assert parsed == default, f"{name.upper()}={example[name.upper()]!r} is not {default!r}"
 

@@ -9,6 +9,7 @@ HELLO_V1 = "minipaas-test/hello:v1"
 HELLO_V2 = "minipaas-test/hello:v2"
 CRASHER = "minipaas-test/crasher:v1"
 BINARY_LOGGER = "minipaas-test/binary-logger:v1"
+MEMORY_EATER = "minipaas-test/memory-eater:v1"
 MISSING = "minipaas-test/does-not-exist:v1"
 
 
@@ -24,4 +25,10 @@ def build_test_images() -> None:
         BINARY_LOGGER,
         ["/bin/sh", "-c", "printf 'before \\377\\376 after\\n'; exec httpd -f -v -p 80 -h /www"],
         {"index.html": "binary logger\n"},
+    )
+    # Doubles a string until memory runs out, before it would serve anything
+    build_busybox_image(
+        runtime,
+        MEMORY_EATER,
+        ["/bin/sh", "-c", "x=0123456789; while true; do x=$x$x; done"],
     )

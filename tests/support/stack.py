@@ -38,6 +38,10 @@ class Stack:
     def router_url(self) -> str:
         return self.settings.router_url
 
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.env['ADMIN_TOKEN']}"}
+
 
 def stack_env(data_dir: Path) -> dict[str, str]:
     return {
@@ -56,12 +60,21 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         "ROUTER_PORT": str(free_port()),
         "READY_TIMEOUT_SECONDS": "20",
         "STOP_GRACE_SECONDS": "5",
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "ADMIN_TOKEN": f"mp_{secrets.token_urlsafe(32)}",
+        # Small quotas, so tests can reach them; every test client is 127.0.0.1, so the
+        # throttle is tested in-process with its own client address instead
+        "USER_MAX_APPS": "3",
+        "USER_MAX_MEMORY_MB": "768",
+        "MAX_MEMORY_MB": "512",
+        "AUTH_FAILURES_PER_MINUTE": "100000",
     }
 
 
 def apply_env(env: dict[str, str]) -> None:
     """Points this process's settings at the stack (settings and clients are cached)."""
     os.environ.update(env)
+    from minipaas import security
     from minipaas.config import get_settings
     from minipaas.db.session import _session_factory, get_engine
     from minipaas.queue import get_redis
@@ -70,6 +83,7 @@ def apply_env(env: dict[str, str]) -> None:
 
     for cached in (get_settings, get_engine, _session_factory, get_redis, get_runtime, get_router):
         cached.cache_clear()
+    security.reset_cache()
 
 
 def wait_ready(api_url: str, timeout: float = 60.0) -> None:
@@ -98,6 +112,8 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
     from minipaas.config import get_settings
     from minipaas.db import migrate
     from minipaas.host.platform import local_postgres, local_redis, processes
+    from minipaas.runtime import get_runtime
+    from minipaas.services.bootstrap import ensure_admin
     from minipaas.services.routing import get_router, publish_routes
     from tests.support.images import build_test_images
 
@@ -117,6 +133,7 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
         redis.start()
         started.append(redis.stop)
         migrate.upgrade("head")
+        ensure_admin(settings)
         publish_routes()
         started.append(get_router().stop)
         for process in processes(settings):
@@ -127,6 +144,8 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
         yield Stack(settings=settings, env=env)
     finally:
         remove_instance_containers(settings.instance_name)
+        with contextlib.suppress(Exception):
+            get_runtime().remove_apps_network()
         for stop in reversed(started):
             with contextlib.suppress(Exception):
                 stop()

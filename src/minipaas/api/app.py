@@ -8,11 +8,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minipaas import __version__
-from minipaas.api.routes import apps, health
-from minipaas.services.errors import ServiceError
+from minipaas.api.routes import apps, health, users
+from minipaas.db.session import get_session
+from minipaas.services import audit
+from minipaas.services.errors import ServiceError, TooManyRequests, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +45,36 @@ def create_app() -> FastAPI:
         description="Register apps, deploy them as containers, reach them at /apps/{id}/.",
     )
     app.include_router(health.router)
-    app.include_router(apps.router)
+    app.include_router(apps.collection)
+    app.include_router(apps.item)
+    app.include_router(users.router)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        headers = {}
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, TooManyRequests):
+            headers["Retry-After"] = str(exc.retry_after)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+    @app.middleware("http")
+    async def _audit_changes(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.method in _CHANGING_METHODS:
+            user = getattr(request.state, "user", None)
+            if user is not None:
+                route = request.scope.get("route")
+                template = getattr(route, "path", request.url.path)
+                await run_in_threadpool(
+                    _record_audit,
+                    user,
+                    f"{request.method} {template}",
+                    request.url.path,
+                    response.status_code,
+                    request.client.host if request.client else None,
+                )
+        return response
 
     @app.exception_handler(OperationalError)
     async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
@@ -57,6 +85,26 @@ def create_app() -> FastAPI:
 
     app.add_middleware(ForwardedPrefixMiddleware)
     return app
+
+
+_CHANGING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _record_audit(user: Any, action: str, target: str, status: int, client: str | None) -> None:
+    """Every change an authenticated caller asks for, with its HTTP outcome."""
+    try:
+        with get_session() as db:
+            audit.record(
+                db=db,
+                actor_id=user.id,
+                actor=user.username,
+                action=action,
+                target=target,
+                outcome="ok" if status < 400 else f"refused ({status})",
+                client_ip=client,
+            )
+    except Exception:  # the change itself is done; a lost audit line must not turn it into a 500
+        log.exception("audit event not recorded: %s %s", action, target)
 
 
 def app_factory(**_: Any) -> FastAPI:

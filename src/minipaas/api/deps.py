@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
+from minipaas.db.models import App, User
 from minipaas.db.session import new_session
+from minipaas.services import auth_throttle, users
+from minipaas.services.access import app_for
+from minipaas.services.errors import Forbidden, Unauthorized
+
+# Ids are PostgreSQL integers: a larger number is a 422, not a database error
+MAX_ID = 2**31 - 1
 
 
 def _db_session() -> Iterator[Session]:
@@ -20,3 +27,44 @@ def _db_session() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(_db_session)]
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _current_user(request: Request, db: SessionDep) -> User:
+    """The caller, from `Authorization: Bearer <token>`; the same 401 for every failure."""
+    client = client_address(request)
+    auth_throttle.check_allowed(client)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    user = users.authenticate(db=db, token=token.strip() if scheme.lower() == "bearer" else "")
+    if user is None:
+        auth_throttle.record_failure(client)
+        raise Unauthorized("missing, invalid, expired or revoked token")
+    request.state.user = user
+    return user
+
+
+CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+def _admin(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("only admins may do this")
+    return user
+
+
+AdminUser = Annotated[User, Depends(_admin)]
+
+
+def _visible_app(
+    app_id: Annotated[int, Path(ge=1, le=MAX_ID, description="the app's id")],
+    user: CurrentUser,
+    db: SessionDep,
+) -> App:
+    return app_for(db=db, user=user, app_id=app_id)
+
+
+# Every /apps/{app_id}... route depends on this: another user's app is a 404
+VisibleApp = Annotated[App, Depends(_visible_app)]

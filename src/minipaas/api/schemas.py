@@ -5,9 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
-from minipaas.db.models import AppStatus, DeploymentStatus, PullPolicy
+from minipaas.db.models import App, AppStatus, DeploymentStatus, PullPolicy, UserRole
 from minipaas.services import validation
 
 AppName = Annotated[str, AfterValidator(validation.check_app_name)]
@@ -20,15 +28,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MemoryMb = Annotated[int, Field(ge=6, le=1_048_576, description="memory limit in MB")]
+Cpus = Annotated[float, Field(gt=0, le=1024, description="CPU limit in cores")]
+Pids = Annotated[int, Field(ge=8, le=4_194_304, description="process limit")]
+
+
 class AppCreate(_Strict):
     name: AppName = Field(examples=["hello"])
-    image: ImageReference = Field(examples=["local/hello:v1"])
+    image: ImageReference = Field(examples=["minipaas/hello:latest"])
     internal_port: Port = Field(examples=[80])
-    env: EnvVars = Field(default_factory=dict)
+    env: EnvVars = Field(default_factory=dict, description="values are stored encrypted")
     command: list[str] | str | None = Field(
         default=None, description="argv list, or a string split like a shell would"
     )
     pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
+    memory_mb: MemoryMb | None = Field(default=None, description="default: MEMORY default")
+    cpus: Cpus | None = None
+    pids: Pids | None = None
 
     @field_validator("command")
     @classmethod
@@ -42,13 +58,18 @@ class AppUpdate(_Strict):
     env: EnvVars | None = None
     command: list[str] | str | None = None
     pull_policy: PullPolicy | None = None
+    memory_mb: MemoryMb | None = None
+    cpus: Cpus | None = None
+    pids: Pids | None = None
 
     @field_validator("command")
     @classmethod
     def _command(cls, value: list[str] | str | None) -> list[str] | None:
         return validation.normalize_command(value)
 
-    @field_validator("image", "internal_port", "env", "pull_policy", mode="before")
+    @field_validator(
+        "image", "internal_port", "env", "pull_policy", "memory_mb", "cpus", "pids", mode="before"
+    )
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -56,15 +77,22 @@ class AppUpdate(_Strict):
         return value
 
 
+ENV_MASK = "********"
+
+
 class AppOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
     name: str
+    owner_id: int | None
     image: str
     internal_port: int
-    env: dict[str, str]
+    env: dict[str, str] = Field(description="names only; values are never returned")
     command: list[str] | None
+    memory_mb: int
+    cpus: float
+    pids: int
     pull_policy: PullPolicy
     status: AppStatus
     container_name: str | None
@@ -72,6 +100,15 @@ class AppOut(BaseModel):
     current_deployment_id: int | None
     created_at: datetime
     updated_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mask_env(cls, value: Any) -> Any:
+        if isinstance(value, App):
+            data = {name: getattr(value, name) for name in cls.model_fields if name != "env"}
+            data["env"] = {name: ENV_MASK for name in value.env_names or []}
+            return data
+        return value
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -108,3 +145,57 @@ class ActionOut(BaseModel):
     action: str
     done: bool = Field(description="false when the worker had not finished when we answered")
     app: AppOut
+
+
+class UserCreate(_Strict):
+    username: AppName = Field(examples=["alice"], description="a DNS label, like app names")
+    role: UserRole = UserRole.MEMBER
+
+
+class UserUpdate(_Strict):
+    disabled: bool | None = None
+    role: UserRole | None = None
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    role: UserRole
+    disabled: bool
+    created_at: datetime
+
+
+class TokenCreate(_Strict):
+    name: str = Field(min_length=1, max_length=100, examples=["laptop"])
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    prefix: str = Field(description="the start of the token, to recognize it")
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class IssuedTokenOut(TokenOut):
+    token: str = Field(description="shown this once; only a keyed hash is stored")
+
+
+class AuditEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    actor_id: int | None
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    client_ip: str | None
+    created_at: datetime

@@ -23,16 +23,24 @@ def up() -> None:
     settings = get_settings()
     typer.echo(f"starting mini-paas (data in {settings.data_dir})")
     try:
-        platform.up(settings, _say)
+        admin = platform.up(settings, _say)
     except HostServiceError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    if admin.from_env:
+        where = "the token is the value of ADMIN_TOKEN"
+    elif admin.token_file is not None:
+        where = f"token in {admin.token_file} (mode 0600)"
+    else:
+        where = "token was shown when it was created; issue another with POST /tokens"
     typer.echo(
         "\nmini-paas is up.\n"
         f"  API:     {settings.api_url}   (docs: {settings.api_url}/docs)\n"
         f"  Router:  {settings.router_url}/apps/<id>/   (API also at {settings.router_url}/api/)\n"
         f"  Logs:    {settings.log_dir}\n"
-        "  Admin:   no authentication yet (issue 3): the API listens on loopback only.\n"
+        f"  Admin:   user '{admin.username}', {where}\n"
+        f'           e.g. curl -H "Authorization: Bearer $(cat {settings.admin_token_file})" '
+        f"{settings.api_url}/me\n"
     )
 
 

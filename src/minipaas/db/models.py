@@ -1,4 +1,4 @@
-"""ORM models: apps and their deployments."""
+"""ORM models: users and their tokens, apps and their deployments, the audit log."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -40,6 +42,11 @@ class DeploymentStatus(enum.StrEnum):
 
 
 ACTIVE_DEPLOYMENT_STATUSES = (DeploymentStatus.QUEUED, DeploymentStatus.RUNNING)
+
+
+class UserRole(enum.StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
 
 
 class PullPolicy(enum.StrEnum):
@@ -68,6 +75,57 @@ class Base(DeclarativeBase):
     pass
 
 
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("username", name="uq_users_username"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(63))
+    role: Mapped[UserRole] = mapped_column(_str_enum(UserRole, "user_role"))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is UserRole.ADMIN
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # The start of the token, safe to show; the token itself is never stored
+    prefix: Mapped[str] = mapped_column(String(16))
+    # HMAC-SHA256 of the token under the platform's secret key
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    user: Mapped[User] = relationship()
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    actor: Mapped[str] = mapped_column(String(63))
+    action: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str] = mapped_column(String(500))
+    outcome: Mapped[str] = mapped_column(String(100))
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+
+
 class App(Base):
     __tablename__ = "apps"
     __table_args__ = (
@@ -77,13 +135,26 @@ class App(Base):
             name="ck_apps_published_port",
         ),
         UniqueConstraint("name", name="uq_apps_name"),
+        CheckConstraint("memory_mb > 0", name="ck_apps_memory_mb"),
+        CheckConstraint("cpus > 0", name="ck_apps_cpus"),
+        CheckConstraint("pids > 0", name="ck_apps_pids"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63))
     image: Mapped[str] = mapped_column(String(512))
     internal_port: Mapped[int] = mapped_column(Integer)
-    env: Mapped[dict[str, str]] = mapped_column(JsonDocument, default=dict)
+    owner_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="RESTRICT", name="fk_apps_owner_id"),
+        nullable=True,
+        index=True,
+    )
+    # Env vars may hold secrets: only their encrypted JSON is stored (see services/secrets.py)
+    env_ciphertext: Mapped[str | None] = mapped_column(Text, nullable=True)
+    env_names: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    cpus: Mapped[float] = mapped_column(Float)
+    pids: Mapped[int] = mapped_column(Integer)
     command: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
     pull_policy: Mapped[PullPolicy] = mapped_column(
         _str_enum(PullPolicy, "pull_policy"), default=PullPolicy.IF_NOT_PRESENT

@@ -14,6 +14,7 @@ from minipaas.host.processes import ManagedProcess, api_process, worker_process
 from minipaas.host.redis import LocalRedis
 from minipaas.runtime import get_runtime
 from minipaas.runtime.busybox_image import DEMO_IMAGE, ensure_demo_image
+from minipaas.services.bootstrap import AdminCredentials, ensure_admin
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -41,7 +42,7 @@ def processes(settings: Settings) -> list[ManagedProcess]:
     return [api_process(settings), worker_process(settings)]
 
 
-def up(settings: Settings, say: Callable[[str], None]) -> None:
+def up(settings: Settings, say: Callable[[str], None]) -> AdminCredentials:
     from minipaas.db import migrate
     from minipaas.services.routing import publish_routes
 
@@ -58,6 +59,9 @@ def up(settings: Settings, say: Callable[[str], None]) -> None:
         redis.start()
     say("migrations ...")
     migrate.upgrade("head")
+    admin = ensure_admin(settings)
+    if admin.created:
+        say(f"created the admin user '{admin.username}'")
     say(f"router (nginx) on {settings.router_host}:{settings.router_port} ...")
     publish_routes()
     for process in processes(settings):
@@ -66,6 +70,7 @@ def up(settings: Settings, say: Callable[[str], None]) -> None:
     wait_until_ready(settings)
     if ensure_demo_image(get_runtime()):
         say(f"built the demo image {DEMO_IMAGE} (the README's examples deploy it)")
+    return admin
 
 
 def wait_until_ready(settings: Settings, timeout: float = 90.0) -> None:

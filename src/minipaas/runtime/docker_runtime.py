@@ -41,6 +41,13 @@ class ContainerSpec:
     command: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    memory_mb: int = 256
+    cpus: float = 0.5
+    pids: int = 256
+
+
+# What most images need to start as root and drop to their own user; everything else is dropped
+APP_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "NET_BIND_SERVICE"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class ContainerState:
     exit_code: int
     oom_killed: bool
     restart_count: int
+    memory_limit_mb: int | None = None
 
 
 def container_name(settings: Settings, app_id: int, deployment_id: int) -> str:
@@ -138,6 +146,7 @@ class DockerRuntime:
         settings = self._settings
         port_key = f"{spec.internal_port}/tcp"
         self.remove(spec.name)  # a leftover from an interrupted attempt of the same deployment
+        network = self.ensure_apps_network()
         try:
             container = self.client.containers.create(
                 spec.image,
@@ -158,7 +167,15 @@ class DockerRuntime:
                     },
                 ),
                 init=True,  # signals reach the app even when it ignores SIGTERM as PID 1
+                # Hardening is fixed here; nothing from the request reaches these options
                 security_opt=["no-new-privileges"],
+                cap_drop=["ALL"],
+                cap_add=APP_CAPABILITIES,
+                mem_limit=f"{spec.memory_mb}m",
+                memswap_limit=f"{spec.memory_mb}m",  # no swap beyond the limit
+                nano_cpus=int(spec.cpus * 1e9),
+                pids_limit=spec.pids,
+                network=network,
                 detach=True,
             )
             container.start()
@@ -179,6 +196,31 @@ class DockerRuntime:
             id=str(container.id), name=spec.name, published_port=int(bindings[0]["HostPort"])
         )
 
+    def ensure_apps_network(self) -> str:
+        """The bridge network app containers live on; apps cannot talk to each other on it."""
+        name = self._settings.apps_network
+        # the engine's name filter also matches longer names: compare exactly
+        if not any(n.name == name for n in self.client.networks.list(names=[name])):
+            try:
+                self.client.networks.create(
+                    name,
+                    driver="bridge",
+                    options={"com.docker.network.bridge.enable_icc": "false"},
+                    labels={
+                        LABEL_PLATFORM: "minipaas",
+                        LABEL_INSTANCE: self._settings.instance_name,
+                    },
+                )
+            except APIError as exc:
+                if exc.status_code != 409:  # created meanwhile by another worker
+                    raise
+        return name
+
+    def remove_apps_network(self) -> None:
+        for network in self.client.networks.list(names=[self._settings.apps_network]):
+            if network.name == self._settings.apps_network:
+                network.remove()
+
     def enable_restarts(self, container_ref: str) -> None:
         """From now on Docker restarts the container if it dies (and after a reboot)."""
         self.client.api.update_container(
@@ -198,6 +240,7 @@ class DockerRuntime:
             exit_code=int(state.get("ExitCode") or 0),
             oom_killed=bool(state.get("OOMKilled")),
             restart_count=int(attrs.get("RestartCount") or 0),
+            memory_limit_mb=(attrs.get("HostConfig", {}).get("Memory") or 0) // 2**20 or None,
         )
 
     def logs(self, container_ref: str, *, tail: int | None, timestamps: bool) -> str:

@@ -3,46 +3,72 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from minipaas.db.models import App, PullPolicy
+from minipaas import security
+from minipaas.config import get_settings
+from minipaas.db.models import App, PullPolicy, User
+from minipaas.services import quotas
+from minipaas.services.access import readable_apps
 from minipaas.services.errors import Conflict, NotFound
 
 
+@dataclass
+class AppSettings:
+    """What a user chooses for an app; limits left out get the platform defaults."""
+
+    image: str
+    internal_port: int
+    env: dict[str, str] = field(default_factory=dict)
+    command: list[str] | None = None
+    pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
+    memory_mb: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+
+
 def get_app(*, db: Session, app_id: int) -> App:
+    """Unscoped: for the worker and for code behind the API's access check."""
     app = db.get(App, app_id)
     if app is None:
         raise NotFound(f"app {app_id} does not exist")
     return app
 
 
-def list_apps(*, db: Session, limit: int, offset: int) -> tuple[Sequence[App], int]:
-    total = db.scalar(select(func.count()).select_from(App)) or 0
-    apps = db.scalars(select(App).order_by(App.id).limit(limit).offset(offset)).all()
+def list_apps(*, db: Session, user: User, limit: int, offset: int) -> tuple[Sequence[App], int]:
+    visible = readable_apps(user)
+    total = db.scalar(select(func.count()).select_from(visible.subquery())) or 0
+    apps = db.scalars(visible.order_by(App.id).limit(limit).offset(offset)).all()
     return apps, total
 
 
-def create_app(
-    *,
-    db: Session,
-    name: str,
-    image: str,
-    internal_port: int,
-    env: dict[str, str],
-    command: list[str] | None,
-    pull_policy: PullPolicy,
-) -> App:
+def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> App:
+    settings = get_settings()
+    memory_mb = wanted.memory_mb or settings.default_memory_mb
+    cpus = wanted.cpus or settings.default_cpus
+    pids = wanted.pids or settings.default_pids
+    quotas.check_image_allowed(settings, wanted.image)
+    quotas.check_limits(settings, memory_mb=memory_mb, cpus=cpus, pids=pids)
+    # Serialize quota checks per owner, so two concurrent creates cannot both squeeze in
+    db.execute(select(User.id).where(User.id == owner.id).with_for_update())
+    quotas.check_user_quota(settings, db, owner=owner, memory_mb=memory_mb, replacing=None)
     app = App(
         name=name,
-        image=image,
-        internal_port=internal_port,
-        env=env,
-        command=command,
-        pull_policy=pull_policy,
+        owner_id=owner.id,
+        image=wanted.image,
+        internal_port=wanted.internal_port,
+        env_ciphertext=security.encrypt_env(wanted.env),
+        env_names=sorted(wanted.env),
+        command=wanted.command,
+        pull_policy=wanted.pull_policy,
+        memory_mb=memory_mb,
+        cpus=cpus,
+        pids=pids,
     )
     db.add(app)
     try:
@@ -56,10 +82,27 @@ def create_app(
     return app
 
 
-def update_app(*, db: Session, app_id: int, changes: dict[str, Any]) -> App:
+def update_app(*, db: Session, app: App, changes: dict[str, Any]) -> App:
     """Changes take effect on the next deploy."""
-    app = get_app(db=db, app_id=app_id)
-    for field, value in changes.items():
-        setattr(app, field, value)
+    settings = get_settings()
+    if "image" in changes:
+        quotas.check_image_allowed(settings, changes["image"])
+    memory_mb = changes.get("memory_mb", app.memory_mb)
+    quotas.check_limits(
+        settings,
+        memory_mb=memory_mb,
+        cpus=changes.get("cpus", app.cpus),
+        pids=changes.get("pids", app.pids),
+    )
+    owner = db.get(User, app.owner_id) if app.owner_id is not None else None
+    if owner is not None and memory_mb != app.memory_mb:
+        db.execute(select(User.id).where(User.id == owner.id).with_for_update())
+        quotas.check_user_quota(settings, db, owner=owner, memory_mb=memory_mb, replacing=app)
+    for name, value in changes.items():
+        if name == "env":
+            app.env_ciphertext = security.encrypt_env(value)
+            app.env_names = sorted(value)
+        else:
+            setattr(app, name, value)
     db.commit()
     return app

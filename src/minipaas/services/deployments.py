@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from minipaas import queue
+from minipaas import queue, security
 from minipaas.config import get_settings
 from minipaas.db.models import (
     ACTIVE_DEPLOYMENT_STATUSES,
@@ -26,6 +26,7 @@ from minipaas.db.session import get_session
 from minipaas.router.nginx import RouterError
 from minipaas.runtime import (
     ContainerSpec,
+    ContainerState,
     RuntimeFailure,
     StartedContainer,
     container_name,
@@ -147,6 +148,9 @@ class _Target:
     internal_port: int
     command: list[str] | None
     env: dict[str, str]
+    memory_mb: int
+    cpus: float
+    pids: int
     pull_policy: str
     old_container_id: str | None
     old_container_name: str | None
@@ -197,7 +201,10 @@ def _begin(deployment_id: int) -> _Target | None:
             image=deployment.image,
             internal_port=deployment.internal_port,
             command=deployment.command,
-            env=dict(app.env or {}),
+            env=security.decrypt_env(app.env_ciphertext),
+            memory_mb=app.memory_mb,
+            cpus=app.cpus,
+            pids=app.pids,
             pull_policy=str(app.pull_policy),
             old_container_id=app.container_id,
             old_container_name=app.container_name,
@@ -224,6 +231,9 @@ def _start_container(target: _Target) -> StartedContainer:
             command=target.command,
             env=target.env,
             labels=platform_labels(settings, target.app_id, target.deployment_id),
+            memory_mb=target.memory_mb,
+            cpus=target.cpus,
+            pids=target.pids,
         )
     )
     with get_session() as db:
@@ -248,7 +258,7 @@ def wait_until_ready(started: StartedContainer) -> None:
         if state is None:
             raise DeploymentFailed("the container disappeared while starting (removed by hand?)")
         if not state.running or state.restart_count > 0:
-            raise DeploymentFailed(exit_message(started.id, state.exit_code, state.oom_killed))
+            raise DeploymentFailed(exit_message(started.id, state))
         if answers_http(started.published_port, timeout=1.0):
             return
         if time.monotonic() >= deadline:
@@ -262,10 +272,16 @@ def wait_until_ready(started: StartedContainer) -> None:
         interval = min(interval * 1.5, 0.5)
 
 
-def exit_message(container_id: str, exit_code: int, oom_killed: bool) -> str:
+def exit_message(container_id: str, state: ContainerState) -> str:
     logs = get_runtime().tail_logs(container_id, LOG_LINES_IN_ERRORS)
-    reason = "was killed for using too much memory (OOM)" if oom_killed else "exited"
-    return f"the container {reason} with code {exit_code}; last log lines:\n{logs or '(none)'}"
+    if state.oom_killed:
+        limit = f"{state.memory_limit_mb} MB" if state.memory_limit_mb else "its"
+        reason = f"was killed for using more memory than its limit of {limit} (OOM)"
+    else:
+        reason = "exited"
+    return (
+        f"the container {reason} with code {state.exit_code}; last log lines:\n{logs or '(none)'}"
+    )
 
 
 def _switch_route(target: _Target, started: StartedContainer) -> None:
@@ -372,6 +388,9 @@ def fail_abandoned_deployment(deployment_id: int, reason: str) -> None:
         internal_port=0,
         command=None,
         env={},
+        memory_mb=0,
+        cpus=0,
+        pids=0,
         pull_policy="never",
         old_container_id=previous.container_id if previous else None,
         old_container_name=previous.container_name if previous else None,

@@ -152,7 +152,7 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
         db.commit()
         routing.publish_routes()
         if state is not None and not state.running:
-            message = exit_message(container_id, state.exit_code, state.oom_killed)
+            message = exit_message(container_id, state)
         else:
             message = str(exc)
         raise Conflict(f"could not {action} the app: {message}") from None

@@ -1,0 +1,106 @@
+"""Users (admins manage them), the caller's own tokens, and the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from minipaas.api.deps import MAX_ID, AdminUser, CurrentUser, SessionDep
+from minipaas.api.schemas import (
+    AuditEventOut,
+    IssuedTokenOut,
+    TokenCreate,
+    TokenOut,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+)
+from minipaas.services import audit, users
+
+router = APIRouter(tags=["users"])
+
+UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
+TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+
+
+def _issued(issued: users.IssuedToken) -> IssuedTokenOut:
+    shown = TokenOut.model_validate(issued.record).model_dump()
+    return IssuedTokenOut(**shown, token=issued.token)
+
+
+@router.get("/me", response_model=UserOut)
+def me(user: CurrentUser) -> UserOut:
+    """The caller."""
+    return UserOut.model_validate(user)
+
+
+@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+def create_user(body: UserCreate, _: AdminUser, db: SessionDep) -> UserOut:
+    """Create a user (admin); give them a token with POST /users/{id}/tokens."""
+    return UserOut.model_validate(users.create_user(db=db, username=body.username, role=body.role))
+
+
+@router.get("/users", response_model=list[UserOut])
+def list_users(
+    _: AdminUser, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
+) -> list[UserOut]:
+    """All users (admin)."""
+    rows, total = users.list_users(db=db, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(total)
+    return [UserOut.model_validate(row) for row in rows]
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+def update_user(user_id: UserId, body: UserUpdate, admin: AdminUser, db: SessionDep) -> UserOut:
+    """Disable or enable a user, or change their role (admin)."""
+    return UserOut.model_validate(
+        users.update_user(
+            db=db, actor=admin, user_id=user_id, disabled=body.disabled, role=body.role
+        )
+    )
+
+
+@router.post(
+    "/users/{user_id}/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedTokenOut
+)
+def issue_user_token(
+    user_id: UserId, body: TokenCreate, _: AdminUser, db: SessionDep
+) -> IssuedTokenOut:
+    """Issue a token for a user (admin); the token is in this answer only."""
+    user = users.get_user(db=db, user_id=user_id)
+    return _issued(
+        users.issue_token(db=db, user=user, name=body.name, expires_in_days=body.expires_in_days)
+    )
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedTokenOut)
+def create_token(body: TokenCreate, user: CurrentUser, db: SessionDep) -> IssuedTokenOut:
+    """Create a token for the caller; the token is in this answer only."""
+    return _issued(
+        users.issue_token(db=db, user=user, name=body.name, expires_in_days=body.expires_in_days)
+    )
+
+
+@router.get("/tokens", response_model=list[TokenOut])
+def list_tokens(user: CurrentUser, db: SessionDep) -> list[TokenOut]:
+    """The caller's tokens (never the tokens themselves)."""
+    return [TokenOut.model_validate(row) for row in users.list_tokens(db=db, user=user)]
+
+
+@router.delete("/tokens/{token_id}", response_model=TokenOut)
+def revoke_token(token_id: TokenId, user: CurrentUser, db: SessionDep) -> TokenOut:
+    """Revoke one of the caller's tokens; it stops working with the next request."""
+    return TokenOut.model_validate(users.revoke_token(db=db, user=user, token_id=token_id))
+
+
+@router.get("/audit", response_model=list[AuditEventOut])
+def audit_log(
+    _: AdminUser, db: SessionDep, response: Response, limit: Limit = 100, offset: Offset = 0
+) -> list[AuditEventOut]:
+    """Who did what, newest first (admin)."""
+    rows, total = audit.list_events(db=db, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(total)
+    return [AuditEventOut.model_validate(row) for row in rows]

@@ -1,0 +1,86 @@
+"""Token generation and hashing, and encryption of app env vars, under one secret key."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from minipaas.config import Settings, get_settings
+
+TOKEN_PREFIX = "mp_"
+TOKEN_SHOWN_CHARS = 11  # "mp_" and 8 more: enough to recognize a token in a list
+
+
+class SecretsUnreadable(Exception):
+    pass
+
+
+def _load_or_create_key(settings: Settings) -> bytes:
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    path = settings.secret_key_file
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48).encode()
+    # O_EXCL: if two processes race, one creates and the other reads the winner's key
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key + b"\n")
+    return key
+
+
+@lru_cache
+def _root_key() -> bytes:
+    return _load_or_create_key(get_settings())
+
+
+def _derived(purpose: str) -> bytes:
+    return hmac.new(_root_key(), purpose.encode(), hashlib.sha256).digest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    """Keyed hash: a stolen database alone does not let anyone check guesses."""
+    return hmac.new(_derived("api-token"), token.encode(), hashlib.sha256).hexdigest()
+
+
+def shown_prefix(token: str) -> str:
+    return token[:TOKEN_SHOWN_CHARS]
+
+
+def _fernet() -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(_derived("app-env")))
+
+
+def encrypt_env(env: dict[str, str]) -> str:
+    return _fernet().encrypt(json.dumps(env, sort_keys=True).encode()).decode()
+
+
+def decrypt_env(ciphertext: str | None) -> dict[str, str]:
+    if not ciphertext:
+        return {}
+    try:
+        value = json.loads(_fernet().decrypt(ciphertext.encode()))
+    except InvalidToken as exc:
+        raise SecretsUnreadable(
+            "app env vars cannot be decrypted: SECRET_KEY (or DATA_DIR/secret.key) changed"
+        ) from exc
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def reset_cache() -> None:
+    _root_key.cache_clear()

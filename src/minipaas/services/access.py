@@ -1,0 +1,25 @@
+"""Who may see which app: the one place every app query is scoped."""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from minipaas.db.models import App, User
+from minipaas.services.errors import NotFound
+
+
+def readable_apps(user: User) -> Select[App]:
+    """Admins see every app; members only their own."""
+    statement = select(App)
+    if not user.is_admin:
+        statement = statement.where(App.owner_id == user.id)
+    return statement
+
+
+def app_for(*, db: Session, user: User, app_id: int) -> App:
+    """The app if this user may act on it; otherwise 404, exactly as if it did not exist."""
+    app = db.scalar(readable_apps(user).where(App.id == app_id))
+    if app is None:
+        raise NotFound(f"app {app_id} does not exist")
+    return app
