@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     queue_name: str = "deployments"
     deploy_timeout_seconds: int = Field(default=300, ge=10)
     ready_timeout_seconds: float = Field(default=60.0, gt=0)
-    ready_poll_interval_seconds: float = Field(default=0.05, gt=0)
+    ready_poll_interval_seconds: float = Field(default=0.01, gt=0)
     action_timeout_seconds: int = Field(default=60, ge=5)
     # How long a lifecycle request waits for the worker before answering 202
     action_wait_seconds: float = Field(default=30.0, ge=0)

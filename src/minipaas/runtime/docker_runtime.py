@@ -98,6 +98,7 @@ class DockerRuntime:
     def __init__(self, settings: Settings, client: docker.DockerClient | None = None) -> None:
         self._settings = settings
         self._client = client
+        self._network_ready = False
 
     @property
     def client(self) -> docker.DockerClient:
@@ -182,6 +183,9 @@ class DockerRuntime:
             container.reload()
         except APIError as exc:
             self.remove(spec.name)
+            if "network" in str(exc.explanation) and self._network_ready:
+                self._network_ready = False  # removed by hand since we last looked: recreate
+                return self.run_container(spec)
             raise RuntimeFailure(f"container could not start: {exc.explanation or exc}") from exc
         bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(port_key)
         if not bindings:
@@ -199,6 +203,8 @@ class DockerRuntime:
     def ensure_apps_network(self) -> str:
         """The bridge network app containers live on; apps cannot talk to each other on it."""
         name = self._settings.apps_network
+        if self._network_ready:
+            return name
         # the engine's name filter also matches longer names: compare exactly
         if not any(n.name == name for n in self.client.networks.list(names=[name])):
             try:
@@ -214,9 +220,11 @@ class DockerRuntime:
             except APIError as exc:
                 if exc.status_code != 409:  # created meanwhile by another worker
                     raise
+        self._network_ready = True
         return name
 
     def remove_apps_network(self) -> None:
+        self._network_ready = False
         for network in self.client.networks.list(names=[self._settings.apps_network]):
             if network.name == self._settings.apps_network:
                 network.remove()

@@ -45,6 +45,22 @@ DEPLOY_JOB = "minipaas.worker.jobs.deploy"
 LOG_LINES_IN_ERRORS = 20
 
 
+class PhaseTimer:
+    """Where a deployment's time went, for the worker log."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self.phases: list[tuple[str, float]] = []
+
+    def mark(self, phase: str) -> None:
+        current = time.monotonic()
+        self.phases.append((phase, current - self._last))
+        self._last = current
+
+    def summary(self) -> str:
+        return ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in self.phases)
+
+
 class DeploymentFailed(Exception):
     """A deployment failed for a reason its owner can act on."""
 
@@ -170,15 +186,19 @@ def run_deployment(deployment_id: int) -> None:
         if target is None:
             return
         started: StartedContainer | None = None
+        timer = PhaseTimer()
         try:
-            started = _start_container(target)
+            started = _start_container(target, timer)
             _switch_route(target, started)
+            timer.mark("route")
         except BaseException as exc:  # also job timeouts and worker shutdowns
             _fail(target, started, _describe(exc))
             if not isinstance(exc, Exception):
                 raise
             return
         _finish(target, started)
+        timer.mark("finish")
+        log.info("deployment %s succeeded: %s", deployment_id, timer.summary())
 
 
 def _begin(deployment_id: int) -> _Target | None:
@@ -212,10 +232,11 @@ def _begin(deployment_id: int) -> _Target | None:
         )
 
 
-def _start_container(target: _Target) -> StartedContainer:
+def _start_container(target: _Target, timer: PhaseTimer) -> StartedContainer:
     settings = get_settings()
     runtime = get_runtime()
     image_id = runtime.ensure_image(target.image, target.pull_policy)
+    timer.mark("image")
     name = container_name(settings, target.app_id, target.deployment_id)
     with get_session() as db:
         deployment = db.get(Deployment, target.deployment_id)
@@ -236,6 +257,7 @@ def _start_container(target: _Target) -> StartedContainer:
             pids=target.pids,
         )
     )
+    timer.mark("start")
     with get_session() as db:
         deployment = db.get(Deployment, target.deployment_id)
         assert deployment is not None
@@ -243,6 +265,7 @@ def _start_container(target: _Target) -> StartedContainer:
         deployment.published_port = started.published_port
         db.commit()
     wait_until_ready(started)
+    timer.mark("ready")
     runtime.enable_restarts(started.id)
     return started
 
@@ -269,7 +292,7 @@ def wait_until_ready(started: StartedContainer) -> None:
                 f"listens on 0.0.0.0, not 127.0.0.1. Last log lines:\n{logs}"
             )
         time.sleep(interval)
-        interval = min(interval * 1.5, 0.5)
+        interval = min(interval * 1.3, 0.25)
 
 
 def exit_message(container_id: str, state: ContainerState) -> str:
