@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     # Per-app limits: the defaults an app gets, and the most it may ask for
     default_memory_mb: int = Field(default=256, ge=6)
     max_memory_mb: int = Field(default=2048, ge=6)
-    default_cpus: float = Field(default=0.5, gt=0)
-    max_cpus: float = Field(default=2.0, gt=0)
+    default_cpus: float = Field(default=0.5, ge=0.01)
+    max_cpus: float = Field(default=2.0, ge=0.01)
     default_pids: int = Field(default=256, ge=8)
     max_pids: int = Field(default=1024, ge=8)
     # Per-user quotas

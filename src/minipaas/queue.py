@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
 
@@ -52,6 +54,25 @@ def enqueue(
         )
     except (RedisError, OSError) as exc:
         raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
+
+
+@contextmanager
+def pending_action(app_id: int, action: str, ttl_seconds: int) -> Iterator[bool]:
+    """At most one lifecycle action per app waits in the queue; yields False if one does.
+
+    The claim ends when the waiting request ends, or after the job's timeout if the API dies.
+    """
+    key = f"minipaas:{get_settings().instance_name}:pending-action:{app_id}"
+    try:
+        claimed = bool(get_redis().set(key, action, nx=True, ex=ttl_seconds + 5))
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
+    try:
+        yield claimed
+    finally:
+        if claimed:
+            with suppress(RedisError, OSError):  # else it expires by itself
+                get_redis().delete(key)
 
 
 def wait_for_job(job: Job, seconds: float) -> Any | None:

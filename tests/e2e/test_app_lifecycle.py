@@ -136,3 +136,8 @@ def test_forwarded_headers_and_prefix_reach_the_app(
     assert "HTTP_X_FORWARDED_HOST=example.test" in response.text
     # the prefix is stripped before the request reaches the app
     assert "REQUEST_URI=/cgi-bin/env" in response.text
+    # a platform token sent to the router never reaches the app; other credentials do
+    leaked = router.get(f"/apps/{app_id}/cgi-bin/env", headers={"Authorization": "Bearer mp_x"})
+    assert "HTTP_AUTHORIZATION" not in leaked.text
+    own = router.get(f"/apps/{app_id}/cgi-bin/env", headers={"Authorization": "Bearer app-own"})
+    assert "HTTP_AUTHORIZATION=Bearer app-own" in own.text

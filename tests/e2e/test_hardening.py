@@ -38,6 +38,9 @@ def test_deployed_container_is_hardened_and_limited(
     assert host["Init"] is True
     assert not host.get("Binds") and not host.get("Devices")
     assert host["NetworkMode"] == stack.settings.apps_network
+    network = docker.from_env().networks.get(stack.settings.apps_network)
+    # apps on the network cannot talk to each other
+    assert network.attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
     assert host["LogConfig"] == {
         "Type": "json-file",
         "Config": {"max-file": "3", "max-size": "10m"},
@@ -86,7 +89,7 @@ def test_apps_cannot_reach_the_platforms_postgres_redis_or_api(
     for name, port in platform_ports.items():
         # The platform binds loopback only, so no address the container can route to answers
         assert _listening_addresses(port) == {"127.0.0.1"}, name
-        # and the container's own loopback is not the host's
+        # and the container's loopback is not the host's (it would be with host networking)
         exit_code, output = container.exec_run(_connect_command(port))
         assert exit_code != 0, (name, output)
     # the app's own port does answer from inside, so the probe itself works

@@ -57,7 +57,7 @@ def test_tokens_are_shown_once_listed_by_prefix_and_revocable(
     second = issued.json()
     assert second["token"].startswith(second["prefix"]) and len(second["prefix"]) == 11
     listed = client.get("/tokens", headers=member.headers).json()
-    assert [t["name"] for t in listed] == ["tests", "ci"]
+    assert [t["name"] for t in listed][:2] == ["tests", "ci"]
     assert all("token" not in t for t in listed)
     assert listed[0]["last_used_at"] is not None  # the token we are using
 
@@ -65,6 +65,18 @@ def test_tokens_are_shown_once_listed_by_prefix_and_revocable(
     with get_session() as db:
         stored = db.scalars(select(ApiToken.token_hash)).all()
     assert second["token"] not in stored and member.token not in stored
+
+    # a token cannot mint one that outlives it
+    child = client.post(
+        "/tokens",
+        json={"name": "child", "expires_in_days": 3650},
+        headers={"Authorization": f"Bearer {second['token']}"},
+    ).json()
+    assert child["expires_at"] == second["expires_at"]
+    unlimited = client.post(
+        "/tokens", json={"name": "child2"}, headers={"Authorization": f"Bearer {second['token']}"}
+    ).json()
+    assert unlimited["expires_at"] == second["expires_at"]
 
     headers = {"Authorization": f"Bearer {second['token']}"}
     assert client.get("/me", headers=headers).status_code == 200
@@ -101,8 +113,12 @@ def test_admins_manage_users_members_cannot(client: httpx.Client, api: httpx.Cli
 def test_changes_are_in_the_audit_log(api: httpx.Client, app_name: str) -> None:
     app_id = register_app(api, app_name, HELLO_V1)["id"]
     assert api.post(f"/apps/{app_id}/stop").status_code == 409
+    # a refusal that rolls the database session back is recorded too
+    duplicate = api.post("/apps", json={"name": app_name, "image": HELLO_V1, "internal_port": 80})
+    assert duplicate.status_code == 409
     events = api.get("/audit", params={"limit": 20}).json()
-    stop, create = events[0], events[1]
+    assert (events[0]["action"], events[0]["outcome"]) == ("POST /apps", "refused (409)")
+    stop, create = events[1], events[2]
     assert (stop["action"], stop["target"], stop["outcome"]) == (
         "POST /apps/{app_id}/stop",
         f"/apps/{app_id}/stop",
@@ -147,6 +163,8 @@ def test_repeated_failed_authentication_is_slowed_down(
         assert throttled.status_code == 429
         assert 1 <= int(throttled.headers["retry-after"]) <= 60
         assert "too many failed" in throttled.json()["detail"]
+        # a valid token from the same client still works
+        assert test_client.get("/me", headers=stack.admin_headers).status_code == 200
 
 
 def _member_client(stack: Stack, member: Member) -> httpx.Client:

@@ -143,12 +143,13 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
         wait_ready(settings.api_url)
         yield Stack(settings=settings, env=env)
     finally:
-        remove_instance_containers(settings.instance_name)
-        with contextlib.suppress(Exception):
-            get_runtime().remove_apps_network()
         for stop in reversed(started):
             with contextlib.suppress(Exception):
                 stop()
+        # After the worker stopped, so no queued deploy creates a container behind our back
+        remove_instance_containers(settings.instance_name)
+        with contextlib.suppress(Exception):
+            get_runtime().remove_apps_network()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

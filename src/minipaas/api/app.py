@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -16,6 +17,7 @@ from minipaas.api.routes import apps, health, users
 from minipaas.db.session import get_session
 from minipaas.services import audit
 from minipaas.services.errors import ServiceError, TooManyRequests, Unauthorized
+from minipaas.services.users import Caller
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +64,28 @@ def create_app() -> FastAPI:
     async def _audit_changes(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
         if request.method in _CHANGING_METHODS:
-            user = getattr(request.state, "user", None)
-            if user is not None:
+            caller = getattr(request.state, "caller", None)
+            if caller is not None:
                 route = request.scope.get("route")
                 template = getattr(route, "path", request.url.path)
                 await run_in_threadpool(
                     _record_audit,
-                    user,
+                    caller,
                     f"{request.method} {template}",
                     request.url.path,
                     response.status_code,
                     request.client.host if request.client else None,
                 )
         return response
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _database_busy(_: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
+        log.warning("database pool exhausted: %s", exc)
+        return JSONResponse(
+            {"detail": "the platform is busy (no database connection free); try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(OperationalError)
     async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
@@ -90,14 +101,16 @@ def create_app() -> FastAPI:
 _CHANGING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def _record_audit(user: Any, action: str, target: str, status: int, client: str | None) -> None:
+def _record_audit(
+    caller: Caller, action: str, target: str, status: int, client: str | None
+) -> None:
     """Every change an authenticated caller asks for, with its HTTP outcome."""
     try:
         with get_session() as db:
             audit.record(
                 db=db,
-                actor_id=user.id,
-                actor=user.username,
+                actor_id=caller.user_id,
+                actor=caller.username,
                 action=action,
                 target=target,
                 outcome="ok" if status < 400 else f"refused ({status})",

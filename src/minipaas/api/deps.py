@@ -34,19 +34,29 @@ def client_address(request: Request) -> str:
 
 
 def _current_user(request: Request, db: SessionDep) -> User:
-    """The caller, from `Authorization: Bearer <token>`; the same 401 for every failure."""
-    client = client_address(request)
-    auth_throttle.check_allowed(client)
+    """The caller, from `Authorization: Bearer <token>`; the same 401 for every failure.
+
+    A valid token always works; a client that keeps failing gets 429 instead of 401.
+    """
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    user = users.authenticate(db=db, token=token.strip() if scheme.lower() == "bearer" else "")
-    if user is None:
-        auth_throttle.record_failure(client)
+    found = users.authenticate(db=db, token=token.strip() if scheme.lower() == "bearer" else "")
+    if found is None:
+        auth_throttle.record_failure(client_address(request))
         raise Unauthorized("missing, invalid, expired or revoked token")
-    request.state.user = user
+    user, record = found
+    request.state.caller = users.Caller(user.id, user.username, record.expires_at)
     return user
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]
+
+
+def _caller(request: Request, _: CurrentUser) -> users.Caller:
+    caller: users.Caller = request.state.caller
+    return caller
+
+
+Caller = Annotated[users.Caller, Depends(_caller)]
 
 
 def _admin(user: CurrentUser) -> User:

@@ -29,7 +29,8 @@ class _Strict(BaseModel):
 
 
 MemoryMb = Annotated[int, Field(ge=6, le=1_048_576, description="memory limit in MB")]
-Cpus = Annotated[float, Field(gt=0, le=1024, description="CPU limit in cores")]
+# Docker counts CPUs in billionths; below 0.01 a limit rounds to 0, which means "no limit"
+Cpus = Annotated[float, Field(ge=0.01, le=1024, description="CPU limit in cores")]
 Pids = Annotated[int, Field(ge=8, le=4_194_304, description="process limit")]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import signal
@@ -11,12 +12,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from minipaas.config import Settings
 from minipaas.pidfile import live_pid
 from minipaas.router.render import render_main_config, version_of
+
+log = logging.getLogger(__name__)
 
 
 class RouterError(Exception):
@@ -69,27 +72,36 @@ class NginxRouter:
         """Renders and makes the site config live; returns False when it already was.
 
         `render` runs under the lock, so it reads state no older than the last change.
-        A config that fails `nginx -t` is never left in place: the previous file is restored
-        and RouterError carries nginx's message.
+        A config that nginx refuses, or that does not go live, is never left in place: the
+        previous file is restored (and reloaded) and RouterError says what happened.
         """
         with self.locked():
             site_text = render()
             previous = self.site_conf.read_text() if self.site_conf.exists() else None
-            if previous == site_text and self.is_running():
+            if previous == site_text and self._live_version() == version_of(site_text):
                 return False
             _write_atomically(self.site_conf, site_text)
             problem = self._check()
             if problem is not None:
-                if previous is None:
-                    self.site_conf.unlink(missing_ok=True)
-                else:
-                    _write_atomically(self.site_conf, previous)
+                self._restore(previous)
                 raise RouterError(f"nginx refused the new route configuration: {problem}")
             old_workers = self._worker_pids()
-            self._reload_or_start()
-            self._wait_for_version(version_of(site_text))
+            try:
+                self._reload_or_start()
+                self._wait_for_version(version_of(site_text))
+            except RouterError:
+                self._restore(previous)
+                with suppress(RouterError, OSError):
+                    self._reload_or_start()
+                raise
             self._wait_for_exit(old_workers)
             return True
+
+    def _restore(self, previous: str | None) -> None:
+        if previous is None:
+            self.site_conf.unlink(missing_ok=True)
+        else:
+            _write_atomically(self.site_conf, previous)
 
     # --- process ---------------------------------------------------------------------------
 
@@ -134,6 +146,15 @@ class NginxRouter:
         while time.monotonic() < deadline and self.is_running():
             time.sleep(0.05)
 
+    def _live_version(self) -> str | None:
+        """The config version nginx serves now, or None if it does not answer."""
+        try:
+            url = f"{self.settings.router_probe_url}/__router/version"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return str(response.read().decode().strip())
+        except (urllib.error.URLError, OSError):
+            return None
+
     def _wait_for_version(self, version: str | None, timeout: float = 5.0) -> None:
         """Waits until nginx answers with the new config, so a switched route is really live."""
         if version is None:
@@ -164,13 +185,16 @@ class NginxRouter:
                 children.add(int(stat.parent.name))
         return children
 
-    def _wait_for_exit(self, pids: set[int], timeout: float = 5.0) -> None:
-        """Old workers keep serving the old config on open connections until they exit."""
+    def _wait_for_exit(self, pids: set[int], timeout: float = 11.0) -> None:
+        """Old workers keep serving the old config on open connections until they exit
+        (at most worker_shutdown_timeout, 10 s, after a reload)."""
         deadline = time.monotonic() + timeout
         while pids and time.monotonic() < deadline:
             pids = {pid for pid in pids if Path(f"/proc/{pid}").exists()}
             if pids:
                 time.sleep(0.01)
+        if pids:
+            log.warning("old nginx workers %s still running after %.0f s", sorted(pids), timeout)
 
     def healthy(self) -> bool:
         url = f"{self.settings.router_probe_url}/__router/health"

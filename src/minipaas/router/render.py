@@ -49,7 +49,7 @@ def render_main_config(*, nginx_dir: Path, log_dir: Path, run_dir: Path, run_as_
 # Written by mini-paas; the routes live in site.conf, rendered from the database.
 {user}worker_processes auto;
 # Old workers finish in-flight requests after a reload, but not forever
-worker_shutdown_timeout 30s;
+worker_shutdown_timeout 10s;
 pid {run_dir}/nginx.pid;
 error_log {log_dir}/nginx-error.log warn;
 
@@ -73,6 +73,12 @@ http {{
     map $http_upgrade $connection_upgrade {{
         default upgrade;
         '' '';
+    }}
+
+    # A mini-paas API token sent to the router is never passed on to an app
+    map $http_authorization $app_authorization {{
+        default $http_authorization;
+        "~*^bearer\s+mp_" "";
     }}
 
     include {nginx_dir}/site.conf;
@@ -110,6 +116,7 @@ def render_app_routes(route: AppRoute) -> tuple[str, str]:
         f"        proxy_pass http://{upstream_name}/;\n"
         f"{PROXY_HEADERS}"
         f"        proxy_set_header X-Forwarded-Prefix {prefix};\n"
+        f"        proxy_set_header Authorization $app_authorization;\n"
         f"    }}\n"
     )
     return upstream, redirect + location

@@ -94,6 +94,20 @@ def _engine_reachable() -> Iterator[None]:
         raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
 
 
+@contextmanager
+def _as_runtime_failure(what: str) -> Iterator[None]:
+    """Any engine error becomes a RuntimeFailure the services know how to handle."""
+    try:
+        with _engine_reachable():
+            yield
+    except NotFound:
+        raise
+    except APIError as exc:
+        raise RuntimeFailure(f"{what} failed: {exc.explanation or exc}") from exc
+    except DockerException as exc:
+        raise RuntimeFailure(f"{what} failed: {exc}") from exc
+
+
 class DockerRuntime:
     def __init__(self, settings: Settings, client: docker.DockerClient | None = None) -> None:
         self._settings = settings
@@ -231,9 +245,10 @@ class DockerRuntime:
 
     def enable_restarts(self, container_ref: str) -> None:
         """From now on Docker restarts the container if it dies (and after a reboot)."""
-        self.client.api.update_container(
-            container_ref, restart_policy={"Name": "unless-stopped", "MaximumRetryCount": 0}
-        )
+        with _as_runtime_failure("enabling restarts"):
+            self.client.api.update_container(
+                container_ref, restart_policy={"Name": "unless-stopped", "MaximumRetryCount": 0}
+            )
 
     def state(self, container_ref: str) -> ContainerState | None:
         try:
@@ -270,14 +285,16 @@ class DockerRuntime:
 
     def stop(self, container_ref: str) -> None:
         try:
-            self.client.api.stop(container_ref, timeout=self._settings.stop_grace_seconds)
+            with _as_runtime_failure("stopping the container"):
+                self.client.api.stop(container_ref, timeout=self._settings.stop_grace_seconds)
         except NotFound:
             return  # already gone counts as stopped
 
     def start(self, container_ref: str) -> int:
         """Starts a stopped container; returns its (possibly new) published port."""
-        self.client.api.start(container_ref)
-        attrs = self.client.api.inspect_container(container_ref)
+        with _as_runtime_failure("starting the container"):
+            self.client.api.start(container_ref)
+            attrs = self.client.api.inspect_container(container_ref)
         ports = attrs.get("NetworkSettings", {}).get("Ports") or {}
         for bindings in ports.values():
             if bindings:
@@ -292,7 +309,9 @@ class DockerRuntime:
         except APIError as exc:
             if exc.status_code == 409 and "already in progress" in str(exc.explanation):
                 return
-            raise
+            raise RuntimeFailure(f"removing the container failed: {exc.explanation}") from exc
+        except RequestsConnectionError as exc:
+            raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
 
     def platform_container_ids(self, app_id: int | None = None) -> list[str]:
         filters = [f"{LABEL_INSTANCE}={self._settings.instance_name}"]

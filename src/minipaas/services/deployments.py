@@ -104,7 +104,13 @@ def get_deployment(*, db: Session, app_id: int, deployment_id: int) -> Deploymen
 
 def request_deployment(*, db: Session, app_id: int) -> Deployment:
     """Records a queued deployment, then hands its id to the worker."""
-    app = db.scalar(select(App).where(App.id == app_id).with_for_update())
+    # populate_existing: the API already loaded this app; read it again under the lock
+    app = db.scalar(
+        select(App)
+        .where(App.id == app_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     if app is None:
         raise NotFound(f"app {app_id} does not exist")
     previous_status = app.status
@@ -334,16 +340,21 @@ def _restore_previous_container(target: _Target) -> None:
 
 def _finish(target: _Target, started: StartedContainer) -> None:
     runtime = get_runtime()
-    # The route already points at the new container; the old one can go
+    # The route already points at the new container; the old one can go. Best effort: the new
+    # one serves whatever happens here, so nothing below may turn this into a failed deploy.
     if target.old_container_id and target.old_container_id != started.id:
         try:
             runtime.stop(target.old_container_id)
             runtime.remove(target.old_container_id)
-        except RuntimeFailure as exc:
+        except Exception as exc:
             log.warning("old container %s not removed: %s", target.old_container_id, exc)
+    _mark_succeeded(target.app_id, target.deployment_id)
+
+
+def _mark_succeeded(app_id: int, deployment_id: int) -> None:
     with get_session() as db:
-        deployment = db.get(Deployment, target.deployment_id)
-        app = db.get(App, target.app_id)
+        deployment = db.get(Deployment, deployment_id)
+        app = db.get(App, app_id)
         assert deployment is not None and app is not None
         deployment.status = DeploymentStatus.SUCCEEDED
         deployment.finished_at = now()
@@ -420,7 +431,12 @@ def fail_abandoned_deployment(deployment_id: int, reason: str) -> None:
         old_published_port=previous.published_port if previous else None,
     )
     if container_id and container_id == old_container_id:
-        # It died after switching the app to the new container: point back at the old one
+        state = get_runtime().state(container_id)
+        if state is not None and state.running:
+            # It died after the switch: the new container serves, so the deploy did succeed
+            _mark_succeeded(app_id, deployment_id)
+            return
+        # The switched-to container is gone: point back at the old one
         _restore_previous_container(target)
     _fail(target, None, reason)
     if container_id:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -43,9 +44,8 @@ def request_action(*, db: Session, app_id: int, action: Action) -> bool:
             f"cannot {action} while deployment {active.id} is {active.status}; wait for it to end"
         )
     check_action(action, app.status, app.container_id is not None)
-    settings = get_settings()
-    job = _enqueue(ACTION_JOB, app_id, action.value, timeout=settings.action_timeout_seconds)
-    return _await(job)
+    db.commit()  # no transaction (nor pooled connection) is held while we wait
+    return _queue_and_wait(app_id, str(action), ACTION_JOB, app_id, action.value)
 
 
 def request_delete(*, db: Session, app_id: int) -> bool:
@@ -57,17 +57,24 @@ def request_delete(*, db: Session, app_id: int) -> bool:
             f"cannot delete app {app_id} while deployment {active.id} is {active.status}; "
             "wait for it to end"
         )
-    job = _enqueue(DELETE_JOB, app_id, timeout=get_settings().action_timeout_seconds)
-    return _await(job)
+    db.commit()
+    return _queue_and_wait(app_id, "delete", DELETE_JOB, app_id)
 
 
-def _enqueue(function_path: str, *args: Any, timeout: int) -> Any:
-    import uuid
-
+def _queue_and_wait(app_id: int, label: str, function_path: str, *args: Any) -> bool:
+    """One waiting action per app: a flood of requests cannot fill the worker's queue."""
+    timeout = get_settings().action_timeout_seconds
     try:
-        return queue.enqueue(
-            function_path, *args, job_id=f"{args[0]}-{uuid.uuid4().hex[:12]}", timeout=timeout
-        )
+        with queue.pending_action(app_id, label, timeout) as claimed:
+            if not claimed:
+                raise Conflict(f"another action is still pending for app {app_id}; wait for it")
+            job = queue.enqueue(
+                function_path,
+                *args,
+                job_id=f"{label}-{app_id}-{uuid.uuid4().hex[:12]}",
+                timeout=timeout,
+            )
+            return _await(job)
     except queue.QueueUnavailable as exc:
         raise Unavailable(f"{exc}; nothing was changed, try again later") from None
 
@@ -111,24 +118,31 @@ def _take_down(db: Session, app: App, action: Action) -> None:
     runtime = get_runtime()
     container_id = app.container_id
     assert container_id is not None
-    previous_status = app.status
+    before = (app.status, app.container_id, app.container_name, app.published_port)
     app.status = status_after(action)
     if action is Action.REMOVE:
         app.container_id = app.container_name = None
         app.published_port = None
     db.commit()
-    routing.publish_routes()
     try:
+        routing.publish_routes()
         if action is Action.STOP:
             runtime.stop(container_id)
         else:
             runtime.remove(container_id)
-    except RuntimeFailure:
-        if action is Action.STOP:
-            app.status = previous_status
-            db.commit()
-            routing.publish_routes()
+    except (RuntimeFailure, RouterError):
+        # Nothing happened as far as anyone can tell: put the app back as it was
+        app.status, app.container_id, app.container_name, app.published_port = before
+        db.commit()
+        _republish_best_effort()
         raise
+
+
+def _republish_best_effort() -> None:
+    try:
+        routing.publish_routes()
+    except (RouterError, OSError) as exc:
+        log.error("routes could not be republished: %s", exc)
 
 
 def _bring_up(db: Session, app: App, action: Action) -> None:

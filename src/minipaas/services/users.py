@@ -28,8 +28,17 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def authenticate(*, db: Session, token: str) -> User | None:
-    """The active user a token belongs to, or None. One hash and one indexed lookup either way."""
+@dataclass(frozen=True)
+class Caller:
+    """Plain values about who is calling: safe to read after any session rollback."""
+
+    user_id: int
+    username: str
+    token_expires_at: datetime | None
+
+
+def authenticate(*, db: Session, token: str) -> tuple[User, ApiToken] | None:
+    """The active user and token, or None. One hash and one indexed lookup either way."""
     digest = security.token_hash(token)
     row = db.execute(select(ApiToken, User).join(User).where(ApiToken.token_hash == digest)).first()
     if row is None:
@@ -43,7 +52,7 @@ def authenticate(*, db: Session, token: str) -> User | None:
     if record.last_used_at is None or moment - record.last_used_at > LAST_USED_RESOLUTION:
         db.execute(update(ApiToken).where(ApiToken.id == record.id).values(last_used_at=moment))
         db.commit()
-    return user
+    return user, record
 
 
 def create_user(*, db: Session, username: str, role: UserRole) -> User:
@@ -91,14 +100,19 @@ def issue_token(
     name: str,
     expires_in_days: int | None = None,
     token: str | None = None,
+    not_after: datetime | None = None,
 ) -> IssuedToken:
+    """A new token; `not_after` caps its expiry (a token cannot mint one that outlives it)."""
     token = token or security.new_token()
+    expires_at = now() + timedelta(days=expires_in_days) if expires_in_days else None
+    if not_after is not None and (expires_at is None or expires_at > not_after):
+        expires_at = not_after
     record = ApiToken(
         user_id=user.id,
         name=name,
         prefix=security.shown_prefix(token),
         token_hash=security.token_hash(token),
-        expires_at=now() + timedelta(days=expires_in_days) if expires_in_days else None,
+        expires_at=expires_at,
     )
     db.add(record)
     db.commit()

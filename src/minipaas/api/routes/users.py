@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from minipaas.api.deps import MAX_ID, AdminUser, CurrentUser, SessionDep
+from minipaas.api.deps import MAX_ID, AdminUser, Caller, CurrentUser, SessionDep
 from minipaas.api.schemas import (
     AuditEventOut,
     IssuedTokenOut,
@@ -77,10 +77,18 @@ def issue_user_token(
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedTokenOut)
-def create_token(body: TokenCreate, user: CurrentUser, db: SessionDep) -> IssuedTokenOut:
-    """Create a token for the caller; the token is in this answer only."""
+def create_token(
+    body: TokenCreate, user: CurrentUser, caller: Caller, db: SessionDep
+) -> IssuedTokenOut:
+    """Create a token for the caller, expiring no later than the token used to ask."""
     return _issued(
-        users.issue_token(db=db, user=user, name=body.name, expires_in_days=body.expires_in_days)
+        users.issue_token(
+            db=db,
+            user=user,
+            name=body.name,
+            expires_in_days=body.expires_in_days,
+            not_after=caller.token_expires_at,
+        )
     )
 
 
