@@ -81,6 +81,13 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("SECRET_KEY must be at least 32 characters (or unset)")
+        return value
+
     @field_validator("instance_name")
     @classmethod
     def _instance_is_a_name(cls, value: str) -> str:

@@ -14,8 +14,10 @@ app = typer.Typer(
 )
 migrate_app = typer.Typer(no_args_is_help=True, help="Database migrations (Alembic)")
 router_app = typer.Typer(no_args_is_help=True, help="The nginx router")
+admin_app = typer.Typer(no_args_is_help=True, help="Users and tokens, from the host")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(router_app, name="router")
+app.add_typer(admin_app, name="admin")
 app.add_typer(platform.app, name="platform")
 
 
@@ -89,6 +91,22 @@ def migrate_create(message: str, empty: bool = typer.Option(False, help="no auto
     from minipaas.db import migrate
 
     migrate.create(message, autogenerate=not empty)
+
+
+@admin_app.command("ensure")
+def admin_ensure() -> None:
+    """Create the first admin when there are no users (token: ADMIN_TOKEN or a 0600 file)."""
+    from minipaas.config import get_settings
+    from minipaas.services.bootstrap import ensure_admin
+
+    settings = get_settings()
+    admin = ensure_admin(settings)
+    if not admin.created:
+        typer.echo(f"admin '{admin.username}' exists")
+    elif admin.from_env:
+        typer.echo(f"created admin '{admin.username}' with the token in ADMIN_TOKEN")
+    else:
+        typer.echo(f"created admin '{admin.username}'; token in {admin.token_file}")
 
 
 @router_app.command("publish")

@@ -208,6 +208,11 @@ class Deployment(Base):
     )
     image: Mapped[str] = mapped_column(String(512))
     image_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # What the app was when this deployment was asked for: the router keeps serving the old
+    # container during the deploy only if it was running
+    app_status_before: Mapped[AppStatus | None] = mapped_column(
+        _str_enum(AppStatus, "deployment_app_status_before"), nullable=True
+    )
     internal_port: Mapped[int] = mapped_column(Integer)
     command: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
     container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -78,7 +78,7 @@ http {{
     # A mini-paas API token sent to the router is never passed on to an app
     map $http_authorization $app_authorization {{
         default $http_authorization;
-        "~*^bearer\s+mp_" "";
+        "~*^bearer\\s+mp_" "";
     }}
 
     include {nginx_dir}/site.conf;

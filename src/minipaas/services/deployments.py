@@ -113,9 +113,9 @@ def request_deployment(*, db: Session, app_id: int) -> Deployment:
     )
     if app is None:
         raise NotFound(f"app {app_id} does not exist")
-    previous_status = app.status
     deployment = Deployment(
         app_id=app.id,
+        app_status_before=app.status,
         status=DeploymentStatus.QUEUED,
         image=app.image,
         internal_port=app.internal_port,
@@ -145,7 +145,7 @@ def request_deployment(*, db: Session, app_id: int) -> Deployment:
         deployment.status = DeploymentStatus.FAILED
         deployment.error = f"could not queue the deployment: {exc}"
         deployment.finished_at = now()
-        app.status = previous_status
+        app.status = deployment.app_status_before or AppStatus.CREATED
         db.commit()
         raise Unavailable(f"{exc}; the deployment was not started, try again later") from None
     deployment.job_id = job.id
@@ -320,6 +320,7 @@ def _switch_route(target: _Target, started: StartedContainer) -> None:
         app.container_id = started.id
         app.container_name = started.name
         app.published_port = started.published_port
+        app.status = AppStatus.RUNNING  # the new container serves from this switch on
         db.commit()
     try:
         routing.publish_routes()
@@ -381,8 +382,8 @@ def _fail(target: _Target, started: StartedContainer | None, message: str) -> No
         deployment.duration_seconds = _duration(deployment)
         app.status = _status_after_failure(app)
         db.commit()
-    if started is not None:
-        _republish_best_effort()
+    # The deploy may have changed what the router shows meanwhile: render the truth again
+    _republish_best_effort()
 
 
 def _republish_best_effort() -> None:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from sqlalchemy import select
 
 from minipaas.config import get_settings
-from minipaas.db.models import App, AppStatus
+from minipaas.db.models import ACTIVE_DEPLOYMENT_STATUSES, App, AppStatus, Deployment
 from minipaas.db.session import get_session
 from minipaas.router.nginx import NginxRouter
 from minipaas.router.render import AppRoute, RouteKind, render_site
@@ -23,8 +23,19 @@ def current_routes() -> list[AppRoute]:
     routes: list[AppRoute] = []
     with get_session() as session:
         apps = session.scalars(select(App).where(App.container_id.is_not(None))).all()
+        # During a deploy the old container keeps serving only if it was running before
+        was_running = set(
+            session.scalars(
+                select(Deployment.app_id).where(
+                    Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES),
+                    Deployment.app_status_before == AppStatus.RUNNING,
+                )
+            ).all()
+        )
         for app in apps:
-            serving = app.status in (AppStatus.RUNNING, AppStatus.DEPLOYING)
+            serving = app.status is AppStatus.RUNNING or (
+                app.status is AppStatus.DEPLOYING and app.id in was_running
+            )
             if serving and app.published_port:
                 routes.append(AppRoute(app.id, app.name, RouteKind.PROXY, app.published_port))
             else:
