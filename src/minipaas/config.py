@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -127,6 +127,26 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+    @model_validator(mode="after")
+    def _generated_local_passwords(self) -> Settings:
+        """`make up` generates passwords for the PostgreSQL and Redis it runs; use them unless
+        the environment names others."""
+        for field, path in (
+            ("postgres_password", self.postgres_password_file),
+            ("redis_password", self.redis_password_file),
+        ):
+            if field not in self.model_fields_set and path.exists():
+                setattr(self, field, path.read_text().strip())
+        return self
+
+    @property
+    def postgres_password_file(self) -> Path:
+        return self.data_dir / "postgres.password"
+
+    @property
+    def redis_password_file(self) -> Path:
+        return self.data_dir / "redis.password"
 
     @property
     def secret_key_file(self) -> Path:

@@ -56,6 +56,7 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         "POSTGRES_DB": "minipaas",
         "REDIS_HOST": "127.0.0.1",
         "REDIS_PORT": str(free_port()),
+        "REDIS_PASSWORD": secrets.token_urlsafe(12),
         "ROUTER_HOST": "127.0.0.1",
         "ROUTER_PORT": str(free_port()),
         "READY_TIMEOUT_SECONDS": "20",

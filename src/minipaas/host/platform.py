@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from minipaas.config import Settings
+from minipaas.config import Settings, get_settings
 from minipaas.host.docker_engine import ensure_docker_engine
 from minipaas.host.postgres import HostServiceError, LocalPostgres
 from minipaas.host.processes import ManagedProcess, api_process, worker_process
@@ -42,11 +44,33 @@ def processes(settings: Settings) -> list[ManagedProcess]:
     return [api_process(settings), worker_process(settings)]
 
 
+def generate_local_passwords(settings: Settings) -> bool:
+    """Random passwords for the PostgreSQL and Redis we run, unless the environment sets them:
+    any local user could otherwise queue jobs for the root worker or edit the database."""
+    created = False
+    for field, path, managed in (
+        ("postgres_password", settings.postgres_password_file, local_postgres(settings)),
+        ("redis_password", settings.redis_password_file, local_redis(settings)),
+    ):
+        if managed is None or field in settings.model_fields_set or path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
+        created = True
+    return created
+
+
 def up(settings: Settings, say: Callable[[str], None]) -> AdminCredentials:
     from minipaas.db import migrate
     from minipaas.services.routing import publish_routes
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if generate_local_passwords(settings):
+        get_settings.cache_clear()
+        settings = get_settings()
+        say(f"generated passwords for the local PostgreSQL and Redis in {settings.data_dir}")
     say("docker engine ...")
     ensure_docker_engine(settings.log_dir / "dockerd.log")
     postgres = local_postgres(settings)
