@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # How long a lifecycle request waits for the worker before answering 202
     action_wait_seconds: float = Field(default=30.0, ge=0)
     stop_grace_seconds: int = Field(default=10, ge=0)
+    # The reconciler compares database, Docker and router this often (in the worker)
+    reconcile_interval_seconds: float = Field(default=15.0, gt=0)
+    # Restarts by Docker after which a crashing app is stopped and marked failed
+    crash_loop_restarts: int = Field(default=5, ge=1)
     log_max_size: str = "10m"
     log_max_files: int = Field(default=3, ge=1)
 

@@ -56,6 +56,13 @@ def enqueue(
         raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
 
 
+def job_exists(job_id: str) -> bool:
+    try:
+        return bool(Job.exists(job_id, connection=get_redis()))
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
+
+
 @contextmanager
 def pending_action(app_id: int, action: str, ttl_seconds: int) -> Iterator[bool]:
     """At most one lifecycle action per app waits in the queue; yields False if one does.

@@ -10,6 +10,8 @@ HELLO_V2 = "minipaas-test/hello:v2"
 CRASHER = "minipaas-test/crasher:v1"
 BINARY_LOGGER = "minipaas-test/binary-logger:v1"
 MEMORY_EATER = "minipaas-test/memory-eater:v1"
+SLOW_STARTER = "minipaas-test/slow-starter:v1"
+CRASH_LOOPER = "minipaas-test/crash-looper:v1"
 MISSING = "minipaas-test/does-not-exist:v1"
 
 
@@ -25,6 +27,20 @@ def build_test_images() -> None:
         BINARY_LOGGER,
         ["/bin/sh", "-c", "printf 'before \\377\\376 after\\n'; exec httpd -f -v -p 80 -h /www"],
         {"index.html": "binary logger\n"},
+    )
+    # Answers HTTP only after 4 s: a deploy of it is mid-way for a while
+    build_busybox_image(
+        runtime,
+        SLOW_STARTER,
+        ["/bin/sh", "-c", "sleep 4; exec httpd -f -p 80 -h /www"],
+        {"index.html": "slow\n"},
+    )
+    # Serves, then dies a second later with code 5, again and again
+    build_busybox_image(
+        runtime,
+        CRASH_LOOPER,
+        ["/bin/sh", "-c", "httpd -p 80 -h /www; sleep 1; echo 'giving up' >&2; exit 5"],
+        {"index.html": "for a moment\n"},
     )
     # Doubles a string until memory runs out, before it would serve anything
     build_busybox_image(

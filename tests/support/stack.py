@@ -69,6 +69,9 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         "USER_MAX_MEMORY_MB": "768",
         "MAX_MEMORY_MB": "512",
         "AUTH_FAILURES_PER_MINUTE": "100000",
+        # The reconciler's repairs show within seconds in the fault tests
+        "RECONCILE_INTERVAL_SECONDS": "1",
+        "CRASH_LOOP_RESTARTS": "3",
     }
 
 

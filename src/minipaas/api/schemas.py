@@ -96,6 +96,9 @@ class AppOut(BaseModel):
     pids: int
     pull_policy: PullPolicy
     status: AppStatus
+    status_detail: str | None = Field(
+        description="why the platform set this status, e.g. a crash loop with its exit code"
+    )
     container_name: str | None
     published_port: int | None
     current_deployment_id: int | None

@@ -162,6 +162,8 @@ class App(Base):
     status: Mapped[AppStatus] = mapped_column(
         _str_enum(AppStatus, "app_status"), default=AppStatus.CREATED
     )
+    # Why the app is in its status, when the platform (not its owner) put it there
+    status_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The container that serves the app now, if any; the route exists exactly when it does
     container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -313,6 +313,28 @@ class DockerRuntime:
         except RequestsConnectionError as exc:
             raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
 
+    def published_port(self, container_ref: str) -> int | None:
+        """The host port Docker published now (it can change when Docker restarts it)."""
+        try:
+            with _engine_reachable():
+                attrs = self.client.api.inspect_container(container_ref)
+        except NotFound:
+            return None
+        for bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
+            if bindings:
+                return int(bindings[0]["HostPort"])
+        return None
+
+    def platform_containers(self) -> list[tuple[str, dict[str, str], str]]:
+        """(id, labels, created) of every container of this instance."""
+        with _as_runtime_failure("listing containers"):
+            found = self.client.api.containers(
+                all=True, filters={"label": f"{LABEL_INSTANCE}={self._settings.instance_name}"}
+            )
+        return [
+            (str(c["Id"]), dict(c.get("Labels") or {}), str(c.get("Created", 0))) for c in found
+        ]
+
     def platform_container_ids(self, app_id: int | None = None) -> list[str]:
         filters = [f"{LABEL_INSTANCE}={self._settings.instance_name}"]
         if app_id is not None:

@@ -29,3 +29,25 @@ def app_lock(app_id: int) -> Iterator[None]:
                 {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
             )
             connection.commit()
+
+
+@contextmanager
+def try_app_lock(app_id: int) -> Iterator[bool]:
+    """Like app_lock, but does not wait: yields False when someone is working on the app."""
+    with get_engine().connect() as connection:
+        acquired = bool(
+            connection.execute(
+                text("SELECT pg_try_advisory_lock(:ns, :app)"),
+                {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
+            ).scalar()
+        )
+        connection.commit()
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:ns, :app)"),
+                    {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
+                )
+                connection.commit()

@@ -361,6 +361,7 @@ def _mark_succeeded(app_id: int, deployment_id: int) -> None:
         deployment.finished_at = now()
         deployment.duration_seconds = _duration(deployment)
         app.status = AppStatus.RUNNING
+        app.status_detail = None
         app.current_deployment_id = deployment.id
         db.commit()
 
@@ -381,6 +382,8 @@ def _fail(target: _Target, started: StartedContainer | None, message: str) -> No
         deployment.finished_at = now()
         deployment.duration_seconds = _duration(deployment)
         app.status = _status_after_failure(app)
+        if app.status is AppStatus.FAILED:
+            app.status_detail = f"deployment {deployment.id} failed: {message.splitlines()[0]}"
         db.commit()
     # The deploy may have changed what the router shows meanwhile: render the truth again
     _republish_best_effort()

@@ -163,6 +163,7 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
         state = runtime.state(container_id)
         runtime.stop(container_id)
         app.status = AppStatus.FAILED
+        app.status_detail = f"{action} failed: {str(exc).splitlines()[0]}"
         db.commit()
         routing.publish_routes()
         if state is not None and not state.running:
@@ -172,6 +173,7 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
         raise Conflict(f"could not {action} the app: {message}") from None
     app.published_port = port
     app.status = status_after(action)
+    app.status_detail = None
     db.commit()
     routing.publish_routes()
 

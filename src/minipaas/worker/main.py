@@ -11,6 +11,7 @@ from minipaas.config import get_settings
 from minipaas.db.session import get_engine
 from minipaas.queue import get_queue, get_redis
 from minipaas.runtime import get_runtime
+from minipaas.services.reconciler import ReconcilerThread, reconcile_once
 from minipaas.worker import jobs  # noqa: F401  (imported up front, so the first job is fast)
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ def run_worker(*, burst: bool = False) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _warm_up()
+    # Before taking jobs: repair what a previous worker left (e.g. killed mid-deploy)
+    reconcile_once()
+    reconciler = ReconcilerThread(settings.reconcile_interval_seconds)
+    reconciler.start()
     # Jobs run in this process (no fork per job): the database pool and the Docker client stay
     # warm, which takes ~0.2 s off every deploy. Timeouts still apply (SIGALRM in the job).
     worker = SimpleWorker(
@@ -40,4 +45,7 @@ def run_worker(*, burst: bool = False) -> None:
         log_job_description=False,
     )
     log.info("worker of instance %s starting", settings.instance_name)
-    worker.work(burst=burst, with_scheduler=False)
+    try:
+        worker.work(burst=burst, with_scheduler=False)
+    finally:
+        reconciler.stop()

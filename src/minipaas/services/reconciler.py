@@ -1,0 +1,213 @@
+"""Compares the database with the Docker engine and the router, and repairs the difference.
+
+Runs in the worker: once at start (so a worker killed mid-deploy is cleaned up when it comes
+back) and then every RECONCILE_INTERVAL_SECONDS. Every repair of an app happens under the
+app's advisory lock, taken without waiting: an app a job is working on is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from minipaas import queue
+from minipaas.config import get_settings
+from minipaas.db.models import (
+    ACTIVE_DEPLOYMENT_STATUSES,
+    App,
+    AppStatus,
+    Deployment,
+    DeploymentStatus,
+)
+from minipaas.db.session import get_session
+from minipaas.router.nginx import RouterError
+from minipaas.runtime import RuntimeFailure, get_runtime
+from minipaas.runtime.docker_runtime import LABEL_APP_ID, LABEL_DEPLOYMENT_ID
+from minipaas.services import routing
+from minipaas.services.app_lock import try_app_lock
+from minipaas.services.deployments import (
+    DEPLOY_JOB,
+    exit_message,
+    fail_abandoned_deployment,
+)
+
+log = logging.getLogger(__name__)
+
+# A queued deployment whose job Redis does not know is re-queued after this long
+LOST_JOB_GRACE = timedelta(seconds=30)
+# Containers of this instance that nobody knows are removed when older than this
+UNKNOWN_CONTAINER_GRACE = timedelta(seconds=60)
+
+
+def reconcile_once() -> list[str]:
+    """One pass; returns what it did, one line per repair."""
+    actions: list[str] = []
+    for step in (
+        _end_abandoned_deployments,
+        _requeue_lost_jobs,
+        _match_app_status_to_containers,
+        _remove_unknown_containers,
+        _republish_routes,
+    ):
+        try:
+            actions.extend(step())
+        except Exception:  # one broken step (engine or database down) must not stop the rest
+            log.exception("reconciler step %s failed", step.__name__)
+    for action in actions:
+        log.info("reconciler: %s", action)
+    return actions
+
+
+def _end_abandoned_deployments() -> list[str]:
+    """A running deployment whose app lock is free has no worker any more."""
+    actions = []
+    with get_session() as db:
+        running = db.execute(
+            select(Deployment.id, Deployment.app_id).where(
+                Deployment.status == DeploymentStatus.RUNNING
+            )
+        ).all()
+    for deployment_id, app_id in running:
+        with try_app_lock(app_id) as free:
+            if not free:
+                continue
+            fail_abandoned_deployment(
+                deployment_id,
+                "the worker carrying out this deployment stopped (killed or crashed) before "
+                "it ended; deploy again",
+            )
+            actions.append(f"ended deployment {deployment_id} left by a stopped worker")
+    return actions
+
+
+def _requeue_lost_jobs() -> list[str]:
+    """Queued deployments whose job Redis lost (restart without its data) are queued again."""
+    actions = []
+    cutoff = datetime.now(UTC) - LOST_JOB_GRACE
+    with get_session() as db:
+        queued = db.execute(
+            select(Deployment.id).where(
+                Deployment.status == DeploymentStatus.QUEUED, Deployment.created_at < cutoff
+            )
+        ).all()
+    for (deployment_id,) in queued:
+        job_id = f"deploy-{deployment_id}"
+        if queue.job_exists(job_id):
+            continue
+        queue.enqueue(
+            DEPLOY_JOB, deployment_id, job_id=job_id, timeout=get_settings().deploy_timeout_seconds
+        )
+        actions.append(f"queued deployment {deployment_id} again: its job was lost")
+    return actions
+
+
+def _match_app_status_to_containers() -> list[str]:
+    """Apps shown running have a running container, on the port the route uses."""
+    settings = get_settings()
+    runtime = get_runtime()
+    actions = []
+    with get_session() as db:
+        app_ids = db.scalars(
+            select(App.id).where(App.status == AppStatus.RUNNING, App.container_id.is_not(None))
+        ).all()
+    for app_id in app_ids:
+        with try_app_lock(app_id) as free, get_session() as db:
+            app = db.get(App, app_id)
+            if not free or app is None or app.status is not AppStatus.RUNNING:
+                continue
+            container_id = app.container_id
+            assert container_id is not None
+            state = runtime.state(container_id)
+            if state is None:
+                app.container_id = app.container_name = None
+                app.published_port = None
+                app.status = AppStatus.FAILED
+                app.status_detail = "its container disappeared (removed outside mini-paas)"
+                actions.append(f"app {app_id}: container gone, marked failed")
+            elif state.restart_count >= settings.crash_loop_restarts and (
+                not state.running or state.status == "restarting"
+            ):
+                detail = exit_message(container_id, state)
+                runtime.stop(container_id)
+                app.status = AppStatus.FAILED
+                app.status_detail = (
+                    f"crash-looping: restarted {state.restart_count} times; {detail}"
+                )
+                actions.append(f"app {app_id}: crash-looping, stopped and marked failed")
+            elif state.running:
+                port = runtime.published_port(container_id)
+                if port is not None and port != app.published_port:
+                    app.published_port = port
+                    actions.append(f"app {app_id}: published port moved to {port}")
+            elif state.status == "exited":
+                # Docker gave up or never restarted it (e.g. stopped by hand): say so
+                app.status = AppStatus.FAILED
+                app.status_detail = exit_message(container_id, state)
+                actions.append(f"app {app_id}: container exited, marked failed")
+            db.commit()
+    return actions
+
+
+def _remove_unknown_containers() -> list[str]:
+    """Containers labelled as this instance's that no app or active deployment owns."""
+    runtime = get_runtime()
+    with get_session() as db:
+        known = set(db.scalars(select(App.container_id).where(App.container_id.is_not(None))))
+        active = set(
+            db.scalars(
+                select(Deployment.id).where(Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES))
+            )
+        )
+    actions = []
+    now = time.time()
+    for container_id, labels, created in runtime.platform_containers():
+        if container_id in known:
+            continue
+        deployment_label = labels.get(LABEL_DEPLOYMENT_ID, "")
+        if deployment_label.isdigit() and int(deployment_label) in active:
+            continue  # a deploy in progress owns it
+        if created.isdigit() and now - int(created) < UNKNOWN_CONTAINER_GRACE.total_seconds():
+            continue
+        try:
+            runtime.remove(container_id)
+        except RuntimeFailure as exc:
+            log.warning("could not remove unknown container %s: %s", container_id[:12], exc)
+            continue
+        actions.append(
+            f"removed container {container_id[:12]} (app {labels.get(LABEL_APP_ID, '?')}) "
+            "that no app or deployment owns"
+        )
+    return actions
+
+
+def _republish_routes() -> list[str]:
+    """Routes follow the database; a dead or changed nginx is brought back."""
+    try:
+        if routing.publish_routes():
+            return ["routes rewritten from the database (nginx was down or out of date)"]
+    except RouterError as exc:
+        log.error("router: %s", exc)
+    return []
+
+
+class ReconcilerThread(threading.Thread):
+    """Runs reconcile_once every interval until stopped; never dies of an exception."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(name="reconciler", daemon=True)
+        self.interval = interval
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            try:
+                reconcile_once()
+            except Exception:
+                log.exception("reconciler pass failed")
+
+    def stop(self) -> None:
+        self._stopping.set()

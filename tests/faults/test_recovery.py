@@ -1,0 +1,138 @@
+"""Real faults, real signals: the platform repairs itself (the worker's reconciler)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from minipaas.host.platform import local_postgres, processes
+from minipaas.services.routing import get_router
+from tests.support.flows import create_app, deploy, platform_containers, wait_for_deployment
+from tests.support.images import CRASH_LOOPER, HELLO_V1, SLOW_STARTER
+from tests.support.stack import Stack
+
+pytestmark = [pytest.mark.e2e]
+
+
+def _eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def _worker(stack: Stack):  # type: ignore[no-untyped-def]
+    return next(p for p in processes(stack.settings) if p.name == "worker")
+
+
+def test_worker_killed_mid_deploy_is_cleaned_up_when_it_comes_back(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, SLOW_STARTER)["id"]
+    deployment_id = api.post(f"/apps/{app_id}/deploy").json()["id"]
+
+    def container_started() -> bool:
+        deployment = api.get(f"/apps/{app_id}/deployments/{deployment_id}").json()
+        return deployment["status"] == "running" and bool(deployment["container_id"])
+
+    _eventually(container_started, 20, "the deploy started its container")
+    worker = _worker(stack)
+    pid = worker.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _eventually(lambda: worker.pid() is None, 10, "the worker died")
+    worker.start(stack.env)
+
+    ended = wait_for_deployment(api, app_id, deployment_id, timeout=30)
+    assert ended["status"] == "failed"
+    assert "worker" in ended["error"] and "stopped" in ended["error"]
+    app = api.get(f"/apps/{app_id}").json()
+    assert app["status"] == "failed" and app["container_name"] is None
+    assert platform_containers(stack.settings.instance_name, app_id) == []
+    # and the new worker deploys normally
+    assert api.patch(f"/apps/{app_id}", json={"image": HELLO_V1}).status_code == 200
+    assert deploy(api, app_id)["status"] == "succeeded"
+
+
+def test_container_removed_by_hand_is_not_shown_running(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    deployment = deploy(api, app_id)
+    docker.from_env().containers.get(deployment["container_id"]).remove(force=True)
+
+    _eventually(
+        lambda: api.get(f"/apps/{app_id}").json()["status"] == "failed", 15, "app marked failed"
+    )
+    app = api.get(f"/apps/{app_id}").json()
+    assert "disappeared" in app["status_detail"]
+    _eventually(lambda: router.get(f"/apps/{app_id}/").status_code == 404, 10, "route removed")
+
+
+def test_crash_looping_app_is_stopped_and_marked_failed(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, CRASH_LOOPER)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+
+    _eventually(
+        lambda: api.get(f"/apps/{app_id}").json()["status"] == "failed", 60, "crash loop noticed"
+    )
+    detail = api.get(f"/apps/{app_id}").json()["status_detail"]
+    assert "crash-looping" in detail and "code 5" in detail and "giving up" in detail
+
+
+def test_killed_nginx_comes_back_with_all_routes(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    master = get_router().pid()
+    assert master is not None
+    children = [
+        int(stat.parent.name)
+        for stat in Path("/proc").glob("[0-9]*/stat")
+        if _parent(stat) == master
+    ]
+    for pid in [master, *children]:
+        os.kill(pid, signal.SIGKILL)
+
+    def serving() -> bool:
+        try:
+            return router.get(f"/apps/{app_id}/").text == "hello from v1\n"
+        except httpx.HTTPError:
+            return False
+
+    _eventually(serving, 20, "nginx back with the app's route")
+
+
+def _parent(stat: Path) -> int:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def test_postgres_restart_readiness_503_then_recovers(stack: Stack, api: httpx.Client) -> None:
+    postgres = local_postgres(stack.settings)
+    assert postgres is not None
+    postgres.stop()
+    try:
+        ready = api.get("/health/ready")
+        assert ready.status_code == 503
+        assert "database" in ready.json()["detail"]
+        assert api.get("/health").status_code == 200
+        assert api.get("/apps").status_code == 503
+    finally:
+        postgres.start()
+    _eventually(lambda: api.get("/health/ready").status_code == 200, 30, "ready again")
+    assert api.get("/apps").status_code == 200
