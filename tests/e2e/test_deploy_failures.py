@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 
 import httpx
 import pytest
 
 from tests.support.flows import create_app, deploy, platform_containers, wait_for_deployment
-from tests.support.images import BINARY_LOGGER, CRASHER, HELLO_V1, MISSING
+from tests.support.images import BINARY_LOGGER, CRASHER, HELLO_V1, MISSING, SLOW_STARTER
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.deployments]
@@ -104,3 +105,35 @@ def test_logs_with_bytes_that_are_not_utf8(api: httpx.Client, app_name: str) -> 
 def test_logs_of_an_app_never_deployed_are_empty(api: httpx.Client, app_name: str) -> None:
     app_id = create_app(api, app_name, HELLO_V1)["id"]
     assert api.get(f"/apps/{app_id}/logs").json() == {"logs": ""}
+
+
+def test_cancel_a_running_and_a_queued_deployment(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    slow = create_app(api, app_name, SLOW_STARTER)["id"]
+    waiting = create_app(api, f"{app_name}-q", HELLO_V1)["id"]
+    running_id = api.post(f"/apps/{slow}/deploy").json()["id"]
+    # one worker: this one waits in the queue behind the slow deploy
+    queued_id = api.post(f"/apps/{waiting}/deploy").json()["id"]
+
+    cancelled = api.post(f"/apps/{waiting}/deployments/{queued_id}/cancel")
+    assert cancelled.status_code == 202, cancelled.text
+    assert cancelled.json()["status"] == "failed"
+    assert cancelled.json()["error"] == "cancelled before it started"
+    assert api.get(f"/apps/{waiting}").json()["status"] == "created"
+
+    deadline = time.monotonic() + 20
+    while api.get(f"/apps/{slow}/deployments/{running_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert api.post(f"/apps/{slow}/deployments/{running_id}/cancel").status_code == 202
+    ended = wait_for_deployment(api, slow, running_id)
+    assert ended["status"] == "failed" and ended["error"] == "cancelled while it was running"
+    assert ended["finished_at"] is not None
+    assert platform_containers(stack.settings.instance_name, slow) == []
+    again = api.post(f"/apps/{slow}/deployments/{running_id}/cancel")
+    assert again.status_code == 409 and "already ended" in again.json()["detail"]
+    # the queued job, when the worker reaches it, changes nothing
+    time.sleep(0.5)
+    assert api.get(f"/apps/{waiting}/deployments/{queued_id}").json()["status"] == "failed"
+    assert platform_containers(stack.settings.instance_name, waiting) == []

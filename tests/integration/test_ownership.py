@@ -23,6 +23,7 @@ APP_ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/apps/{id}/logs", None),
     ("GET", "/apps/{id}/deployments", None),
     ("GET", "/apps/{id}/deployments/{deployment}", None),
+    ("POST", "/apps/{id}/deployments/{deployment}/cancel", None),
     ("DELETE", "/apps/{id}", None),
 ]
 

@@ -135,6 +135,7 @@ class DeploymentOut(BaseModel):
     container_name: str | None
     published_port: int | None
     error: str | None
+    cancel_requested_at: datetime | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

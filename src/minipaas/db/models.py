@@ -221,6 +221,10 @@ class Deployment(Base):
     container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Set by the API; the worker stops at its next check and fails the deployment
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -159,6 +159,39 @@ def _on_failure_callback() -> Any:
     return Callback("minipaas.worker.jobs.on_deploy_job_failure")
 
 
+def cancel_deployment(*, db: Session, app_id: int, deployment_id: int) -> Deployment:
+    """A queued deployment ends at once; a running one at the worker's next check."""
+    deployment = db.scalar(
+        select(Deployment)
+        .where(Deployment.id == deployment_id, Deployment.app_id == app_id)
+        .with_for_update()
+    )
+    if deployment is None:
+        raise NotFound(f"deployment {deployment_id} of app {app_id} does not exist")
+    if deployment.status not in ACTIVE_DEPLOYMENT_STATUSES:
+        raise Conflict(f"deployment {deployment_id} already ended ({deployment.status})")
+    deployment.cancel_requested_at = now()
+    if deployment.status is DeploymentStatus.QUEUED:
+        # The worker skips a deployment that is no longer active when its job comes up
+        app = db.get(App, app_id)
+        assert app is not None
+        deployment.status = DeploymentStatus.FAILED
+        deployment.error = "cancelled before it started"
+        deployment.finished_at = now()
+        app.status = deployment.app_status_before or AppStatus.CREATED
+    db.commit()
+    return deployment
+
+
+def _check_cancelled(deployment_id: int) -> None:
+    with get_session() as db:
+        requested = db.scalar(
+            select(Deployment.cancel_requested_at).where(Deployment.id == deployment_id)
+        )
+    if requested is not None:
+        raise DeploymentFailed("cancelled while it was running")
+
+
 # --- worker side ---------------------------------------------------------------------------
 
 
@@ -243,6 +276,7 @@ def _start_container(target: _Target, timer: PhaseTimer) -> StartedContainer:
     runtime = get_runtime()
     image_id = runtime.ensure_image(target.image, target.pull_policy)
     timer.mark("image")
+    _check_cancelled(target.deployment_id)
     name = container_name(settings, target.app_id, target.deployment_id)
     with get_session() as db:
         deployment = db.get(Deployment, target.deployment_id)
@@ -270,14 +304,15 @@ def _start_container(target: _Target, timer: PhaseTimer) -> StartedContainer:
         deployment.container_id = started.id
         deployment.published_port = started.published_port
         db.commit()
-    wait_until_ready(started)
+    wait_until_ready(started, target.deployment_id)
     timer.mark("ready")
     runtime.enable_restarts(started.id)
     return started
 
 
-def wait_until_ready(started: StartedContainer) -> None:
-    """Waits until the app answers HTTP; fails fast when its container exits."""
+def wait_until_ready(started: StartedContainer, deployment_id: int | None = None) -> None:
+    """Waits until the app answers HTTP; fails fast when its container exits (or the
+    deployment is cancelled)."""
     settings = get_settings()
     runtime = get_runtime()
     deadline = time.monotonic() + settings.ready_timeout_seconds
@@ -288,6 +323,8 @@ def wait_until_ready(started: StartedContainer) -> None:
             raise DeploymentFailed("the container disappeared while starting (removed by hand?)")
         if not state.running or state.restart_count > 0:
             raise DeploymentFailed(exit_message(started.id, state))
+        if deployment_id is not None:
+            _check_cancelled(deployment_id)
         if answers_http(started.published_port, timeout=1.0):
             return
         if time.monotonic() >= deadline:

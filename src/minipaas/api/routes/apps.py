@@ -129,6 +129,20 @@ def list_deployments(
     return [DeploymentOut.model_validate(row) for row in rows]
 
 
+@item.post(
+    "/deployments/{deployment_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeploymentOut,
+)
+def cancel_deployment(
+    app: VisibleApp, deployment_id: DeploymentId, db: SessionDep
+) -> DeploymentOut:
+    """Cancel a queued (ends now) or running (ends at the worker's next check) deployment."""
+    return DeploymentOut.model_validate(
+        deployments.cancel_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
+    )
+
+
 @item.get("/deployments/{deployment_id}", response_model=DeploymentOut)
 def get_deployment(app: VisibleApp, deployment_id: DeploymentId, db: SessionDep) -> DeploymentOut:
     """One deployment."""
