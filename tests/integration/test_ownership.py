@@ -16,6 +16,8 @@ APP_ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/apps/{id}", None),
     ("PATCH", "/apps/{id}", {"internal_port": 8080}),
     ("POST", "/apps/{id}/deploy", None),
+    ("GET", "/apps/{id}/releases", None),
+    ("POST", "/apps/{id}/rollback", None),
     ("POST", "/apps/{id}/stop", None),
     ("POST", "/apps/{id}/start", None),
     ("POST", "/apps/{id}/restart", None),

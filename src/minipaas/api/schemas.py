@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from minipaas.db.models import App, AppStatus, DeploymentStatus, PullPolicy, UserRole
+from minipaas.db.models import App, AppStatus, DeploymentStatus, PullPolicy, Release, UserRole
 from minipaas.services import validation
 
 AppName = Annotated[str, AfterValidator(validation.check_app_name)]
@@ -135,6 +135,8 @@ class DeploymentOut(BaseModel):
     container_name: str | None
     published_port: int | None
     error: str | None
+    release_number: int | None = Field(description="the release this deployment made")
+    rollback_to_release: int | None = Field(description="set when it rolled back to a release")
     cancel_requested_at: datetime | None
     created_at: datetime
     started_at: datetime | None
@@ -204,3 +206,36 @@ class AuditEventOut(BaseModel):
     outcome: str
     client_ip: str | None
     created_at: datetime
+
+
+class ReleaseOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    number: int
+    app_id: int
+    deployment_id: int | None
+    image: str
+    image_id: str = Field(description="the exact image (content digest) that ran")
+    internal_port: int
+    command: list[str] | None
+    env: dict[str, str] = Field(description="names only; values are never returned")
+    memory_mb: int
+    cpus: float
+    pids: int
+    pull_policy: PullPolicy
+    created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mask_env(cls, value: Any) -> Any:
+        if isinstance(value, Release):
+            data = {name: getattr(value, name) for name in cls.model_fields if name != "env"}
+            data["env"] = {name: ENV_MASK for name in value.env_names or []}
+            return data
+        return value
+
+
+class RollbackRequest(_Strict):
+    release: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="default: the release before the current"
+    )

@@ -217,6 +217,19 @@ class Deployment(Base):
     )
     internal_port: Mapped[int] = mapped_column(Integer)
     command: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
+    # The rest of the app's settings as they were when the deployment was asked for
+    env_ciphertext: Mapped[str | None] = mapped_column(Text, nullable=True)
+    env_names: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
+    memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cpus: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pids: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pull_policy: Mapped[PullPolicy | None] = mapped_column(
+        _str_enum(PullPolicy, "deployment_pull_policy"), nullable=True
+    )
+    # A rollback runs this exact image (by id), whatever the tag points at now
+    pinned_image_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    rollback_to_release: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    release_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -232,3 +245,28 @@ class Deployment(Base):
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     app: Mapped[App] = relationship(back_populates="deployments", foreign_keys=[app_id])
+
+
+class Release(Base):
+    """What a successful deployment ran: numbered per app, the source of rollbacks."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("app_id", "number", name="uq_releases_app_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    deployment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True
+    )
+    image: Mapped[str] = mapped_column(String(512))
+    image_id: Mapped[str] = mapped_column(String(128))
+    internal_port: Mapped[int] = mapped_column(Integer)
+    command: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
+    env_ciphertext: Mapped[str | None] = mapped_column(Text, nullable=True)
+    env_names: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    cpus: Mapped[float] = mapped_column(Float)
+    pids: Mapped[int] = mapped_column(Integer)
+    pull_policy: Mapped[PullPolicy] = mapped_column(_str_enum(PullPolicy, "release_pull_policy"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

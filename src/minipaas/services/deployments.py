@@ -27,13 +27,14 @@ from minipaas.router.nginx import RouterError
 from minipaas.runtime import (
     ContainerSpec,
     ContainerState,
+    ImageUnavailable,
     RuntimeFailure,
     StartedContainer,
     container_name,
     get_runtime,
     platform_labels,
 )
-from minipaas.services import routing
+from minipaas.services import releases, routing
 from minipaas.services.app_lock import app_lock
 from minipaas.services.apps import get_app
 from minipaas.services.errors import Conflict, NotFound, Unavailable
@@ -102,8 +103,12 @@ def get_deployment(*, db: Session, app_id: int, deployment_id: int) -> Deploymen
     return deployment
 
 
-def request_deployment(*, db: Session, app_id: int) -> Deployment:
-    """Records a queued deployment, then hands its id to the worker."""
+def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = None) -> Deployment:
+    """Records a queued deployment of the app's settings, then hands its id to the worker.
+
+    With `rollback_to`, the app's settings first become those of that release (or of the one
+    before the current release), and the release's exact image runs.
+    """
     # populate_existing: the API already loaded this app; read it again under the lock
     app = db.scalar(
         select(App)
@@ -113,6 +118,12 @@ def request_deployment(*, db: Session, app_id: int) -> Deployment:
     )
     if app is None:
         raise NotFound(f"app {app_id} does not exist")
+    pinned_image_id = None
+    rollback_number = None
+    if rollback_to is not None:
+        release = releases.choose_release(db=db, app=app, number=rollback_to or None)
+        releases.apply_release_settings(db=db, app=app, release=release)
+        pinned_image_id, rollback_number = release.image_id, release.number
     deployment = Deployment(
         app_id=app.id,
         app_status_before=app.status,
@@ -120,6 +131,14 @@ def request_deployment(*, db: Session, app_id: int) -> Deployment:
         image=app.image,
         internal_port=app.internal_port,
         command=app.command,
+        env_ciphertext=app.env_ciphertext,
+        env_names=list(app.env_names or []),
+        memory_mb=app.memory_mb,
+        cpus=app.cpus,
+        pids=app.pids,
+        pull_policy=app.pull_policy,
+        pinned_image_id=pinned_image_id,
+        rollback_to_release=rollback_number,
     )
     db.add(deployment)
     app.status = AppStatus.DEPLOYING
@@ -254,17 +273,26 @@ def _begin(deployment_id: int) -> _Target | None:
         deployment.container_id = None
         app.status = AppStatus.DEPLOYING
         db.commit()
+        # The deployment's own snapshot; rows from before snapshots fall back to the app
         return _Target(
             app_id=app.id,
             deployment_id=deployment.id,
-            image=deployment.image,
+            image=deployment.pinned_image_id or deployment.image,
             internal_port=deployment.internal_port,
             command=deployment.command,
-            env=security.decrypt_env(app.env_ciphertext),
-            memory_mb=app.memory_mb,
-            cpus=app.cpus,
-            pids=app.pids,
-            pull_policy=str(app.pull_policy),
+            env=security.decrypt_env(
+                deployment.env_ciphertext
+                if deployment.env_names is not None
+                else app.env_ciphertext
+            ),
+            memory_mb=deployment.memory_mb or app.memory_mb,
+            cpus=deployment.cpus or app.cpus,
+            pids=deployment.pids or app.pids,
+            pull_policy=(
+                "never"
+                if deployment.pinned_image_id
+                else str(deployment.pull_policy or app.pull_policy)
+            ),
             old_container_id=app.container_id,
             old_container_name=app.container_name,
             old_published_port=app.published_port,
@@ -274,7 +302,15 @@ def _begin(deployment_id: int) -> _Target | None:
 def _start_container(target: _Target, timer: PhaseTimer) -> StartedContainer:
     settings = get_settings()
     runtime = get_runtime()
-    image_id = runtime.ensure_image(target.image, target.pull_policy)
+    try:
+        image_id = runtime.ensure_image(target.image, target.pull_policy)
+    except ImageUnavailable:
+        if target.image.startswith("sha256:"):
+            raise DeploymentFailed(
+                f"the image of the release to roll back to ({target.image[:19]}) is no longer "
+                "on this host (only the last releases' images are kept)"
+            ) from None
+        raise
     timer.mark("image")
     _check_cancelled(target.deployment_id)
     name = container_name(settings, target.app_id, target.deployment_id)
@@ -394,6 +430,10 @@ def _mark_succeeded(app_id: int, deployment_id: int) -> None:
         deployment = db.get(Deployment, deployment_id)
         app = db.get(App, app_id)
         assert deployment is not None and app is not None
+        if deployment.release_number is None:
+            releases.record_release(
+                db, app, deployment, deployment.image_id or deployment.pinned_image_id or ""
+            )
         deployment.status = DeploymentStatus.SUCCEEDED
         deployment.finished_at = now()
         deployment.duration_seconds = _duration(deployment)

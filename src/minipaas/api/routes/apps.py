@@ -8,9 +8,18 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from minipaas.api.deps import MAX_ID, CurrentUser, SessionDep, VisibleApp, _visible_app
-from minipaas.api.schemas import ActionOut, AppCreate, AppOut, AppUpdate, DeploymentOut, LogsOut
+from minipaas.api.schemas import (
+    ActionOut,
+    AppCreate,
+    AppOut,
+    AppUpdate,
+    DeploymentOut,
+    LogsOut,
+    ReleaseOut,
+    RollbackRequest,
+)
 from minipaas.db.models import App
-from minipaas.services import apps, deployments, lifecycle, logs
+from minipaas.services import apps, deployments, lifecycle, logs, releases
 from minipaas.services.state import Action
 
 collection = APIRouter(prefix="/apps", tags=["apps"])
@@ -70,6 +79,27 @@ def delete_app(app: VisibleApp, db: SessionDep) -> Response:
     """Delete the app with its container, route and history."""
     done = lifecycle.request_delete(db=db, app_id=app.id)
     return Response(status_code=204 if done else 202)
+
+
+@item.get("/releases", response_model=list[ReleaseOut])
+def list_releases(
+    app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
+) -> list[ReleaseOut]:
+    """Releases (one per successful deployment), newest first."""
+    rows, total = releases.list_releases(db=db, app_id=app.id, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(total)
+    return [ReleaseOut.model_validate(row) for row in rows]
+
+
+@item.post("/rollback", status_code=status.HTTP_202_ACCEPTED, response_model=DeploymentOut)
+def rollback_app(
+    app: VisibleApp, db: SessionDep, body: RollbackRequest | None = None
+) -> DeploymentOut:
+    """Deploy an earlier release's image and settings (default: the one before the current)."""
+    number = body.release if body is not None and body.release is not None else 0
+    return DeploymentOut.model_validate(
+        deployments.request_deployment(db=db, app_id=app.id, rollback_to=number)
+    )
 
 
 @item.post("/deploy", status_code=status.HTTP_202_ACCEPTED, response_model=DeploymentOut)
