@@ -137,3 +137,30 @@ def test_cancel_a_running_and_a_queued_deployment(
     time.sleep(0.5)
     assert api.get(f"/apps/{waiting}/deployments/{queued_id}").json()["status"] == "failed"
     assert platform_containers(stack.settings.instance_name, waiting) == []
+
+
+def test_health_check_path_and_running_seconds(api: httpx.Client, app_name: str) -> None:
+    # any answer below 500 is healthy, a 404 included
+    app_id = create_app(api, app_name, HELLO_V1, health_check_path="/no-such-page")["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    # an app without an HTTP health page: healthy once it has run 2 s
+    quiet = create_app(
+        api,
+        f"{app_name}-quiet",
+        HELLO_V1,
+        command=["/bin/sh", "-c", "sleep 3600"],
+        health_check_running_seconds=2,
+    )["id"]
+    result = deploy(api, quiet)
+    assert result["status"] == "succeeded", result["error"]
+    assert result["duration_seconds"] >= 2
+    bad = api.post(
+        "/apps",
+        json={
+            "name": f"{app_name}-bad",
+            "image": HELLO_V1,
+            "internal_port": 80,
+            "health_check_path": "no-slash here",
+        },
+    )
+    assert bad.status_code == 422 and "health_check_path" in bad.text

@@ -136,3 +136,30 @@ def test_postgres_restart_readiness_503_then_recovers(stack: Stack, api: httpx.C
         postgres.start()
     _eventually(lambda: api.get("/health/ready").status_code == 200, 30, "ready again")
     assert api.get("/apps").status_code == 200
+
+
+def test_redis_restart_loses_no_queued_deploy_and_reads_keep_working(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    from minipaas.host.platform import local_redis
+
+    redis = local_redis(stack.settings)
+    assert redis is not None
+    slow = create_app(api, app_name, SLOW_STARTER)["id"]
+    waiting = create_app(api, f"{app_name}-q", HELLO_V1)["id"]
+    api.post(f"/apps/{slow}/deploy")
+    queued = api.post(f"/apps/{waiting}/deploy").json()["id"]  # behind the slow one
+
+    redis.stop()  # SIGTERM: Redis writes its append-only file and exits
+    try:
+        assert api.get(f"/apps/{waiting}").status_code == 200  # reads need no Redis
+        ready = api.get("/health/ready")
+        assert ready.status_code == 503 and "redis" in ready.json()["detail"]
+        refused = api.post(f"/apps/{slow}/stop")
+        assert refused.status_code in (409, 503)
+    finally:
+        redis.start()
+
+    ended = wait_for_deployment(api, waiting, queued, timeout=60)
+    assert ended["status"] == "succeeded", ended["error"]
+    _eventually(lambda: api.get("/health/ready").status_code == 200, 30, "ready again")

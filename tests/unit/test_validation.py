@@ -74,3 +74,10 @@ def test_command_is_normalized_to_argv() -> None:
     for bad in ("", [], "unbalanced 'quote"):
         with pytest.raises(ValueError):
             validation.normalize_command(bad)
+
+
+def test_health_check_paths() -> None:
+    assert validation.check_health_path("/healthz?full=1") == "/healthz?full=1"
+    for bad in ("healthz", "/a b", "/x\n", "/" + "a" * 255):
+        with pytest.raises(ValueError, match="health_check_path"):
+            validation.check_health_path(bad)

@@ -22,6 +22,15 @@ AppName = Annotated[str, AfterValidator(validation.check_app_name)]
 ImageReference = Annotated[str, AfterValidator(validation.check_image_reference)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 EnvVars = Annotated[dict[str, str], AfterValidator(validation.check_env)]
+HealthPath = Annotated[
+    str,
+    AfterValidator(validation.check_health_path),
+    Field(description="GET this path on a new container; any status below 500 is healthy"),
+]
+RunningSeconds = Annotated[
+    int,
+    Field(ge=1, le=600, description="instead of HTTP: healthy once running this many seconds"),
+]
 
 
 class _Strict(BaseModel):
@@ -46,6 +55,8 @@ class AppCreate(_Strict):
     memory_mb: MemoryMb | None = Field(default=None, description="default: MEMORY default")
     cpus: Cpus | None = None
     pids: Pids | None = None
+    health_check_path: HealthPath = "/"
+    health_check_running_seconds: RunningSeconds | None = None
 
     @field_validator("command")
     @classmethod
@@ -62,6 +73,8 @@ class AppUpdate(_Strict):
     memory_mb: MemoryMb | None = None
     cpus: Cpus | None = None
     pids: Pids | None = None
+    health_check_path: HealthPath | None = None
+    health_check_running_seconds: RunningSeconds | None = None
 
     @field_validator("command")
     @classmethod
@@ -69,7 +82,15 @@ class AppUpdate(_Strict):
         return validation.normalize_command(value)
 
     @field_validator(
-        "image", "internal_port", "env", "pull_policy", "memory_mb", "cpus", "pids", mode="before"
+        "image",
+        "internal_port",
+        "env",
+        "pull_policy",
+        "memory_mb",
+        "cpus",
+        "pids",
+        "health_check_path",
+        mode="before",
     )
     @classmethod
     def _not_null(cls, value: Any) -> Any:
@@ -95,6 +116,8 @@ class AppOut(BaseModel):
     cpus: float
     pids: int
     pull_policy: PullPolicy
+    health_check_path: str
+    health_check_running_seconds: int | None
     status: AppStatus
     status_detail: str | None = Field(
         description="why the platform set this status, e.g. a crash loop with its exit code"

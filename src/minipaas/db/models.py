@@ -159,6 +159,10 @@ class App(Base):
     pull_policy: Mapped[PullPolicy] = mapped_column(
         _str_enum(PullPolicy, "pull_policy"), default=PullPolicy.IF_NOT_PRESENT
     )
+    # A new container is healthy when GET health_check_path answers below 500, or, for apps
+    # that serve no HTTP health page, once it has been running health_check_running_seconds
+    health_check_path: Mapped[str] = mapped_column(String(255), default="/", server_default="/")
+    health_check_running_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[AppStatus] = mapped_column(
         _str_enum(AppStatus, "app_status"), default=AppStatus.CREATED
     )

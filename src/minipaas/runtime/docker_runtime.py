@@ -131,6 +131,10 @@ class DockerRuntime:
 
     def ensure_image(self, image: str, pull_policy: str) -> str:
         """Makes the image present according to the pull policy; returns its id."""
+        with _engine_reachable():
+            return self._ensure_image(image, pull_policy)
+
+    def _ensure_image(self, image: str, pull_policy: str) -> str:
         if pull_policy == "always":
             return self._pull(image)
         try:
@@ -158,6 +162,10 @@ class DockerRuntime:
 
     def run_container(self, spec: ContainerSpec) -> StartedContainer:
         """Creates and starts a container, its port published on 127.0.0.1 by Docker."""
+        with _engine_reachable():
+            return self._run_container(spec)
+
+    def _run_container(self, spec: ContainerSpec) -> StartedContainer:
         settings = self._settings
         port_key = f"{spec.internal_port}/tcp"
         self.remove(spec.name)  # a leftover from an interrupted attempt of the same deployment
@@ -199,7 +207,7 @@ class DockerRuntime:
             self.remove(spec.name)
             if "network" in str(exc.explanation) and self._network_ready:
                 self._network_ready = False  # removed by hand since we last looked: recreate
-                return self.run_container(spec)
+                return self._run_container(spec)
             raise RuntimeFailure(f"container could not start: {exc.explanation or exc}") from exc
         bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(port_key)
         if not bindings:

@@ -30,6 +30,8 @@ class AppSettings:
     memory_mb: int | None = None
     cpus: float | None = None
     pids: int | None = None
+    health_check_path: str = "/"
+    health_check_running_seconds: int | None = None
 
 
 def get_app(*, db: Session, app_id: int) -> App:
@@ -69,6 +71,8 @@ def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> A
         memory_mb=memory_mb,
         cpus=cpus,
         pids=pids,
+        health_check_path=wanted.health_check_path,
+        health_check_running_seconds=wanted.health_check_running_seconds,
     )
     db.add(app)
     try:

@@ -38,7 +38,8 @@ from minipaas.services import releases, routing
 from minipaas.services.app_lock import app_lock
 from minipaas.services.apps import get_app
 from minipaas.services.errors import Conflict, NotFound, Unavailable
-from minipaas.services.probe import answers_http
+from minipaas.services.probe import http_status
+from minipaas.services.retry import retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ class _Target:
     cpus: float
     pids: int
     pull_policy: str
+    health: HealthCheck
     old_container_id: str | None
     old_container_name: str | None
     old_published_port: int | None
@@ -246,7 +248,11 @@ def run_deployment(deployment_id: int) -> None:
         started: StartedContainer | None = None
         timer = PhaseTimer()
         try:
-            started = _start_container(target, timer)
+            # A Docker engine that restarts is waited for; a bad image or a crash is not
+            started = retry_transient(
+                lambda: _start_container(target, timer),
+                before_retry=lambda: _check_cancelled(target.deployment_id),
+            )
             _switch_route(target, started)
             timer.mark("route")
         except BaseException as exc:  # also job timeouts and worker shutdowns
@@ -293,6 +299,7 @@ def _begin(deployment_id: int) -> _Target | None:
                 if deployment.pinned_image_id
                 else str(deployment.pull_policy or app.pull_policy)
             ),
+            health=HealthCheck(app.health_check_path, app.health_check_running_seconds),
             old_container_id=app.container_id,
             old_container_name=app.container_name,
             old_published_port=app.published_port,
@@ -340,19 +347,33 @@ def _start_container(target: _Target, timer: PhaseTimer) -> StartedContainer:
         deployment.container_id = started.id
         deployment.published_port = started.published_port
         db.commit()
-    wait_until_ready(started, target.deployment_id)
+    wait_until_ready(started, target.deployment_id, target.health)
     timer.mark("ready")
     runtime.enable_restarts(started.id)
     return started
 
 
-def wait_until_ready(started: StartedContainer, deployment_id: int | None = None) -> None:
-    """Waits until the app answers HTTP; fails fast when its container exits (or the
-    deployment is cancelled)."""
+@dataclass(frozen=True)
+class HealthCheck:
+    path: str = "/"
+    running_seconds: int | None = None  # instead of HTTP: running this long is healthy
+
+
+def wait_until_ready(
+    started: StartedContainer,
+    deployment_id: int | None = None,
+    health: HealthCheck | None = None,
+) -> None:
+    """Waits until the app is healthy: GET health.path answers below 500 (or it has run for
+    health.running_seconds). Fails fast when the container exits or the deployment is
+    cancelled, and after READY_TIMEOUT_SECONDS with the last answer and log lines."""
     settings = get_settings()
     runtime = get_runtime()
-    deadline = time.monotonic() + settings.ready_timeout_seconds
+    health = health or HealthCheck()
+    started_at = time.monotonic()
+    deadline = started_at + settings.ready_timeout_seconds
     interval = settings.ready_poll_interval_seconds
+    last_answer = "no HTTP answer"
     while True:
         state = runtime.state(started.id)
         if state is None:
@@ -361,13 +382,20 @@ def wait_until_ready(started: StartedContainer, deployment_id: int | None = None
             raise DeploymentFailed(exit_message(started.id, state))
         if deployment_id is not None:
             _check_cancelled(deployment_id)
-        if answers_http(started.published_port, timeout=1.0):
-            return
+        if health.running_seconds is not None:
+            if time.monotonic() - started_at >= health.running_seconds:
+                return
+        else:
+            status = http_status(started.published_port, path=health.path, timeout=1.0)
+            if status is not None and status < 500:
+                return
+            if status is not None:
+                last_answer = f"GET {health.path} answered {status}"
         if time.monotonic() >= deadline:
             logs = runtime.tail_logs(started.id, LOG_LINES_IN_ERRORS)
             raise DeploymentFailed(
-                f"the app did not answer HTTP on its internal port within "
-                f"{settings.ready_timeout_seconds:.0f} s; check internal_port and that the app "
+                f"the app did not become healthy within {settings.ready_timeout_seconds:.0f} s "
+                f"({last_answer}); check internal_port, health_check_path and that the app "
                 f"listens on 0.0.0.0, not 127.0.0.1. Last log lines:\n{logs}"
             )
         time.sleep(interval)
@@ -507,6 +535,7 @@ def fail_abandoned_deployment(deployment_id: int, reason: str) -> None:
         cpus=0,
         pids=0,
         pull_policy="never",
+        health=HealthCheck(),
         old_container_id=previous.container_id if previous else None,
         old_container_name=previous.container_name if previous else None,
         old_published_port=previous.published_port if previous else None,

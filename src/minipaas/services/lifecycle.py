@@ -19,6 +19,7 @@ from minipaas.services.app_lock import app_lock
 from minipaas.services.apps import get_app
 from minipaas.services.deployments import (
     DeploymentFailed,
+    HealthCheck,
     active_deployment,
     exit_message,
     wait_until_ready,
@@ -158,7 +159,10 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
         runtime.stop(container_id)
     try:
         port = runtime.start(container_id)
-        wait_until_ready(StartedContainer(container_id, app.container_name or container_id, port))
+        wait_until_ready(
+            StartedContainer(container_id, app.container_name or container_id, port),
+            health=HealthCheck(app.health_check_path, app.health_check_running_seconds),
+        )
     except (RuntimeFailure, DeploymentFailed) as exc:
         state = runtime.state(container_id)
         runtime.stop(container_id)

@@ -5,19 +5,19 @@ from __future__ import annotations
 import http.client
 
 
-def answers_http(port: int, *, path: str = "/", timeout: float = 2.0) -> bool:
-    """True once anything answers HTTP on 127.0.0.1:port.
+def http_status(port: int, *, path: str = "/", timeout: float = 2.0) -> int | None:
+    """The status of GET path on 127.0.0.1:port, or None when nothing answers HTTP yet.
 
     A TCP connect is not enough: Docker's userland proxy accepts connections on a published
     port before the app inside listens.
     """
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        connection.request("GET", path, headers={"User-Agent": "minipaas-probe"})
+        connection.request("GET", path, headers={"User-Agent": "minipaas-health-check"})
         response = connection.getresponse()
         response.read(1024)
-        return True
+        return int(response.status)
     except (OSError, http.client.HTTPException):
-        return False
+        return None
     finally:
         connection.close()

@@ -84,3 +84,16 @@ def normalize_command(command: str | list[str] | None) -> list[str] | None:
                 f"{MAX_COMMAND_ARG_LENGTH} characters each"
             )
     return command
+
+
+def check_health_path(path: str) -> str:
+    if (
+        not path.startswith("/")
+        or len(path) > 255
+        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in path)
+    ):
+        raise ValueError(
+            "health_check_path must be a URL path starting with '/', without spaces, "
+            "at most 255 characters (e.g. '/healthz')"
+        )
+    return path

@@ -43,6 +43,8 @@ def create_app(body: AppCreate, user: CurrentUser, db: SessionDep) -> AppOut:
         memory_mb=body.memory_mb,
         cpus=body.cpus,
         pids=body.pids,
+        health_check_path=body.health_check_path,
+        health_check_running_seconds=body.health_check_running_seconds,
     )
     return AppOut.model_validate(apps.create_app(db=db, owner=user, name=body.name, wanted=wanted))
 
