@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     stop_grace_seconds: int = Field(default=10, ge=0)
     # The reconciler compares database, Docker and router this often (in the worker)
     reconcile_interval_seconds: float = Field(default=15.0, gt=0)
+    # Images of this many newest releases per app are kept for rollbacks; older ones are removed
+    keep_release_images: int = Field(default=5, ge=1)
     # Restarts by Docker after which a crashing app is stopped and marked failed
     crash_loop_restarts: int = Field(default=5, ge=1)
     log_max_size: str = "10m"

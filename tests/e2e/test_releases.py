@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import docker
 import httpx
 import pytest
@@ -57,3 +59,46 @@ def test_releases_and_rollback_to_the_exact_image(
     assert api.post(f"/apps/{app_id}/rollback", json={"release": 99}).status_code == 404
     assert api.post(f"/apps/{app_id}/rollback", json={"release": 0}).status_code == 422
     client.images.remove(moving)
+
+
+def test_images_of_old_releases_are_removed_and_rollback_says_so(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    from minipaas.runtime import get_runtime
+    from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
+
+    keep = stack.settings.keep_release_images  # 2 in tests
+    tags = [f"minipaas-test/{app_name}:r{n}" for n in range(1, keep + 2)]
+    for number, tag in enumerate(tags, start=1):
+        build_busybox_image(get_runtime(), tag, HTTPD, {"index.html": f"release {number}\n"})
+    app_id = create_app(api, app_name, tags[0])["id"]
+    image_ids = []
+    for tag in tags:
+        api.patch(f"/apps/{app_id}", json={"image": tag})
+        deployed = deploy(api, app_id)
+        assert deployed["status"] == "succeeded", deployed["error"]
+        image_ids.append(deployed["image_id"])
+    client = docker.from_env()
+    # the app is configured with the newest tag only, so release 1's image is the old one
+    client.images.remove(tags[0], noprune=True)  # its name goes; the image stays by id
+
+    def gone(image_id: str) -> bool:
+        try:
+            client.images.get(image_id)
+        except docker.errors.ImageNotFound:
+            return True
+        return False
+
+    deadline = time.monotonic() + 20
+    while not gone(image_ids[0]):
+        assert time.monotonic() < deadline, "old release image not removed"
+        time.sleep(0.3)
+    assert not gone(image_ids[-1]) and not gone(image_ids[-2])
+
+    rollback = api.post(f"/apps/{app_id}/rollback", json={"release": 1})
+    result = wait_for_deployment(api, app_id, rollback.json()["id"])
+    assert result["status"] == "failed"
+    assert "no longer on this host" in result["error"]
+    assert api.delete(f"/apps/{app_id}").status_code == 204
+    for tag in tags[1:]:
+        client.images.remove(tag)

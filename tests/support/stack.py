@@ -72,6 +72,7 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         # The reconciler's repairs show within seconds in the fault tests
         "RECONCILE_INTERVAL_SECONDS": "1",
         "CRASH_LOOP_RESTARTS": "3",
+        "KEEP_RELEASE_IMAGES": "2",
     }
 
 
@@ -117,6 +118,7 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
     from minipaas.db import migrate
     from minipaas.host.platform import local_postgres, local_redis, processes
     from minipaas.runtime import get_runtime
+    from minipaas.runtime.busybox_image import prune_superseded_builds
     from minipaas.services.bootstrap import ensure_admin
     from minipaas.services.routing import get_router, publish_routes
     from tests.support.images import build_test_images
@@ -154,6 +156,8 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
         remove_instance_containers(settings.instance_name)
         with contextlib.suppress(Exception):
             get_runtime().remove_apps_network()
+        with contextlib.suppress(Exception):
+            prune_superseded_builds(get_runtime())
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

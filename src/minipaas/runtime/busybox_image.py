@@ -13,6 +13,8 @@ from minipaas.runtime.docker_runtime import DockerRuntime, RuntimeFailure
 
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
 DEMO_IMAGE = "minipaas/hello:latest"
+# Marks images built here, so superseded builds can be pruned without touching anyone else's
+BUILT_LABEL = "io.minipaas.built"
 DEMO_PAGE = "<!doctype html><title>hello</title><h1>Hello from mini-paas</h1>\n"
 HTTPD = ["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/www"]
 
@@ -53,7 +55,12 @@ def build_busybox_image(
     context.seek(0)
     try:
         runtime.client.images.build(
-            fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True
+            fileobj=context,
+            custom_context=True,
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            labels={BUILT_LABEL: "busybox"},
         )
     except BuildError as exc:
         raise RuntimeFailure(f"building {tag} failed: {exc.msg}") from exc
@@ -67,3 +74,8 @@ def ensure_demo_image(runtime: DockerRuntime) -> bool:
     except ImageNotFound:
         build_busybox_image(runtime, DEMO_IMAGE, HTTPD, {"index.html": DEMO_PAGE})
         return True
+
+
+def prune_superseded_builds(runtime: DockerRuntime) -> None:
+    """Removes images built here that lost their name to a newer build."""
+    runtime.client.images.prune(filters={"dangling": True, "label": BUILT_LABEL})

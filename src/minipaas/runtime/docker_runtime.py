@@ -343,6 +343,30 @@ class DockerRuntime:
             (str(c["Id"]), dict(c.get("Labels") or {}), str(c.get("Created", 0))) for c in found
         ]
 
+    def image_id(self, reference: str) -> str | None:
+        try:
+            with _engine_reachable():
+                return str(self.client.images.get(reference).id)
+        except ImageNotFound:
+            return None
+
+    def images_in_use(self) -> set[str]:
+        """Ids of the images any container on this host (ours or not) was made from."""
+        with _as_runtime_failure("listing containers"):
+            return {str(item["ImageID"]) for item in self.client.api.containers(all=True)}
+
+    def remove_image(self, image_id: str) -> bool:
+        """Removes an image no container uses; False when Docker refuses (in use, or more
+        than one name points at it)."""
+        try:
+            with _engine_reachable():
+                self.client.api.remove_image(image_id, force=False, noprune=False)
+        except NotFound:
+            return True
+        except APIError:
+            return False
+        return True
+
     def platform_container_ids(self, app_id: int | None = None) -> list[str]:
         filters = [f"{LABEL_INSTANCE}={self._settings.instance_name}"]
         if app_id is not None:

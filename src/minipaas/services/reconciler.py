@@ -12,7 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from minipaas import queue
 from minipaas.config import get_settings
@@ -22,6 +22,7 @@ from minipaas.db.models import (
     AppStatus,
     Deployment,
     DeploymentStatus,
+    Release,
 )
 from minipaas.db.session import get_session
 from minipaas.router.nginx import RouterError
@@ -51,6 +52,7 @@ def reconcile_once() -> list[str]:
         _requeue_lost_jobs,
         _match_app_status_to_containers,
         _remove_unknown_containers,
+        _remove_old_release_images,
         _republish_routes,
     ):
         try:
@@ -181,6 +183,39 @@ def _remove_unknown_containers() -> list[str]:
             f"removed container {container_id[:12]} (app {labels.get(LABEL_APP_ID, '?')}) "
             "that no app or deployment owns"
         )
+    return actions
+
+
+def _remove_old_release_images() -> list[str]:
+    """Images only older releases ran are removed, so disks do not fill.
+
+    Kept: the newest KEEP_RELEASE_IMAGES releases' images of every app, images any container
+    uses, and the images apps are configured with now.
+    """
+    keep_count = get_settings().keep_release_images
+    runtime = get_runtime()
+    with get_session() as db:
+        ranked = (
+            select(
+                Release.image_id,
+                func.row_number()
+                .over(partition_by=Release.app_id, order_by=Release.number.desc())
+                .label("rank"),
+            )
+        ).subquery()
+        rows = db.execute(select(ranked.c.image_id, ranked.c.rank)).all()
+        configured = set(db.scalars(select(App.image).distinct()))
+    recent = {image_id for image_id, rank in rows if rank <= keep_count}
+    old = {image_id for image_id, rank in rows if rank > keep_count} - recent
+    if not old:
+        return []
+    keep = recent | runtime.images_in_use()
+    keep |= {image_id for ref in configured if (image_id := runtime.image_id(ref))}
+    actions = []
+    for image_id in sorted(old - keep):
+        present = image_id.startswith("sha256:") and runtime.image_id(image_id) is not None
+        if present and runtime.remove_image(image_id):
+            actions.append(f"removed image {image_id[:19]} of old releases")
     return actions
 
 
