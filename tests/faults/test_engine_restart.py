@@ -1,0 +1,74 @@
+"""The Docker engine restarts: running apps come back, behind the router, with true statuses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.flows import create_app, deploy
+from tests.support.images import HELLO_V1
+from tests.support.stack import Stack
+
+pytestmark = [pytest.mark.e2e]
+
+
+def _engine_answers() -> bool:
+    result = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=30)
+    return result.returncode == 0
+
+
+def _dockerd_pid() -> int | None:
+    found = subprocess.run(["pgrep", "-xo", "dockerd"], capture_output=True, text=True)
+    return int(found.stdout.strip()) if found.returncode == 0 else None
+
+
+def _restart_engine() -> None:
+    if Path("/run/systemd/system").is_dir():
+        subprocess.run(["systemctl", "restart", "docker"], check=True, timeout=120)
+        return
+    pid = _dockerd_pid()
+    assert pid is not None, "no dockerd process to restart"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while _dockerd_pid() == pid:
+        assert time.monotonic() < deadline, "dockerd did not stop"
+        time.sleep(0.2)
+    with open("/var/log/dockerd.log", "ab") as log:
+        subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+
+
+def test_apps_come_back_after_the_engine_restarts(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    stopped_id = create_app(api, f"{app_name}-off", HELLO_V1)["id"]
+    assert deploy(api, stopped_id)["status"] == "succeeded"
+    assert api.post(f"/apps/{stopped_id}/stop").status_code == 200
+
+    _restart_engine()
+    deadline = time.monotonic() + 90
+    while not _engine_answers():
+        assert time.monotonic() < deadline, "the Docker engine did not come back"
+        time.sleep(0.5)
+
+    def serving() -> bool:
+        try:
+            return router.get(f"/apps/{app_id}/").text == "hello from v1\n"
+        except httpx.HTTPError:
+            return False
+
+    while not serving():
+        assert time.monotonic() < deadline, "the app did not come back behind the router"
+        time.sleep(0.5)
+    assert api.get(f"/apps/{app_id}").json()["status"] == "running"
+    # a stopped app stays stopped (Docker's unless-stopped) and still shows the 503 page
+    assert api.get(f"/apps/{stopped_id}").json()["status"] == "stopped"
+    assert router.get(f"/apps/{stopped_id}/").status_code == 503
+    assert api.get("/health/ready").status_code == 200
