@@ -12,6 +12,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
 from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import Timeout as RequestsTimeout
 
 from minipaas.config import Settings, get_settings
 
@@ -90,7 +91,7 @@ def _engine_reachable() -> Iterator[None]:
     """Turns "cannot talk to the engine" into EngineUnavailable; API errors pass through."""
     try:
         yield
-    except RequestsConnectionError as exc:
+    except (RequestsConnectionError, RequestsTimeout) as exc:
         raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
 
 
