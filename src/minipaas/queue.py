@@ -11,6 +11,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from minipaas.config import get_settings
@@ -56,9 +57,22 @@ def enqueue(
         raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
 
 
-def job_exists(job_id: str) -> bool:
+def job_status(job_id: str) -> str | None:
+    """The job's RQ status ("queued", "started", "failed", ...), or None if Redis lost it."""
     try:
-        return bool(Job.exists(job_id, connection=get_redis()))
+        status = Job.fetch(job_id, connection=get_redis()).get_status(refresh=False)
+        return None if status is None else str(getattr(status, "value", status))
+    except NoSuchJobError:
+        return None
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
+
+
+def delete_job(job_id: str) -> None:
+    try:
+        Job.fetch(job_id, connection=get_redis()).delete()
+    except NoSuchJobError:
+        return
     except (RedisError, OSError) as exc:
         raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
 

@@ -99,6 +99,8 @@ def test_images_of_old_releases_are_removed_and_rollback_says_so(
     result = wait_for_deployment(api, app_id, rollback.json()["id"])
     assert result["status"] == "failed"
     assert "no longer on this host" in result["error"]
+    # a rollback that fails leaves the app's settings as they were
+    assert api.get(f"/apps/{app_id}").json()["image"] == tags[-1]
     assert api.delete(f"/apps/{app_id}").status_code == 204
     for tag in tags[1:]:
         client.images.remove(tag)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from minipaas.db.session import get_engine
 
@@ -24,11 +25,13 @@ def app_lock(app_id: int) -> Iterator[None]:
         try:
             yield
         finally:
-            connection.execute(
-                text("SELECT pg_advisory_unlock(:ns, :app)"),
-                {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
-            )
-            connection.commit()
+            # After a database restart the lock is gone with its session: nothing to undo
+            with suppress(SQLAlchemyError):
+                connection.execute(
+                    text("SELECT pg_advisory_unlock(:ns, :app)"),
+                    {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
+                )
+                connection.commit()
 
 
 @contextmanager
@@ -46,8 +49,9 @@ def try_app_lock(app_id: int) -> Iterator[bool]:
             yield acquired
         finally:
             if acquired:
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:ns, :app)"),
-                    {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
-                )
-                connection.commit()
+                with suppress(SQLAlchemyError):
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(:ns, :app)"),
+                        {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
+                    )
+                    connection.commit()

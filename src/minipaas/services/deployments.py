@@ -21,6 +21,7 @@ from minipaas.db.models import (
     AppStatus,
     Deployment,
     DeploymentStatus,
+    Release,
 )
 from minipaas.db.session import get_session
 from minipaas.router.nginx import RouterError
@@ -107,8 +108,8 @@ def get_deployment(*, db: Session, app_id: int, deployment_id: int) -> Deploymen
 def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = None) -> Deployment:
     """Records a queued deployment of the app's settings, then hands its id to the worker.
 
-    With `rollback_to`, the app's settings first become those of that release (or of the one
-    before the current release), and the release's exact image runs.
+    With `rollback_to`, that release's settings and exact image run (0: the release before the
+    current one); the app's settings become the release's only when the rollback succeeds.
     """
     # populate_existing: the API already loaded this app; read it again under the lock
     app = db.scalar(
@@ -119,25 +120,27 @@ def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = No
     )
     if app is None:
         raise NotFound(f"app {app_id} does not exist")
+    # What to run: the app's settings, or for a rollback those of the release
+    source: App | Release = app
     pinned_image_id = None
     rollback_number = None
     if rollback_to is not None:
         release = releases.choose_release(db=db, app=app, number=rollback_to or None)
-        releases.apply_release_settings(db=db, app=app, release=release)
-        pinned_image_id, rollback_number = release.image_id, release.number
+        releases.check_release_fits(db=db, app=app, release=release)
+        source, pinned_image_id, rollback_number = release, release.image_id, release.number
     deployment = Deployment(
         app_id=app.id,
         app_status_before=app.status,
         status=DeploymentStatus.QUEUED,
-        image=app.image,
-        internal_port=app.internal_port,
-        command=app.command,
-        env_ciphertext=app.env_ciphertext,
-        env_names=list(app.env_names or []),
-        memory_mb=app.memory_mb,
-        cpus=app.cpus,
-        pids=app.pids,
-        pull_policy=app.pull_policy,
+        image=source.image,
+        internal_port=source.internal_port,
+        command=source.command,
+        env_ciphertext=source.env_ciphertext,
+        env_names=list(source.env_names or []),
+        memory_mb=source.memory_mb,
+        cpus=source.cpus,
+        pids=source.pids,
+        pull_policy=source.pull_policy,
         pinned_image_id=pinned_image_id,
         rollback_to_release=rollback_number,
     )
@@ -158,7 +161,7 @@ def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = No
             deployment.id,
             job_id=f"deploy-{deployment.id}",
             timeout=get_settings().deploy_timeout_seconds,
-            on_failure=_on_failure_callback(),
+            on_failure=deploy_failure_callback(),
         )
     except queue.QueueUnavailable as exc:
         # Leave nothing stuck in "deploying": the deployment failed before it started
@@ -173,7 +176,7 @@ def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = No
     return deployment
 
 
-def _on_failure_callback() -> Any:
+def deploy_failure_callback() -> Any:
     from rq import Callback
 
     return Callback("minipaas.worker.jobs.on_deploy_job_failure")
@@ -371,7 +374,8 @@ def wait_until_ready(
     runtime = get_runtime()
     health = health or HealthCheck()
     started_at = time.monotonic()
-    deadline = started_at + settings.ready_timeout_seconds
+    patience = max(settings.ready_timeout_seconds, (health.running_seconds or 0) + 5)
+    deadline = started_at + patience
     interval = settings.ready_poll_interval_seconds
     last_answer = "no HTTP answer"
     while True:
@@ -394,7 +398,7 @@ def wait_until_ready(
         if time.monotonic() >= deadline:
             logs = runtime.tail_logs(started.id, LOG_LINES_IN_ERRORS)
             raise DeploymentFailed(
-                f"the app did not become healthy within {settings.ready_timeout_seconds:.0f} s "
+                f"the app did not become healthy within {patience:.0f} s "
                 f"({last_answer}); check internal_port, health_check_path and that the app "
                 f"listens on 0.0.0.0, not 127.0.0.1. Last log lines:\n{logs}"
             )
@@ -458,6 +462,8 @@ def _mark_succeeded(app_id: int, deployment_id: int) -> None:
         deployment = db.get(Deployment, deployment_id)
         app = db.get(App, app_id)
         assert deployment is not None and app is not None
+        if deployment.rollback_to_release is not None:
+            releases.adopt_deployment_settings(app, deployment)
         if deployment.release_number is None:
             releases.record_release(
                 db, app, deployment, deployment.image_id or deployment.pinned_image_id or ""
@@ -473,10 +479,14 @@ def _mark_succeeded(app_id: int, deployment_id: int) -> None:
 
 def _fail(target: _Target, started: StartedContainer | None, message: str) -> None:
     runtime = get_runtime()
-    if started is not None:
-        runtime.remove(started.id)
-    else:
-        runtime.remove(container_name(get_settings(), target.app_id, target.deployment_id))
+    try:
+        runtime.remove(
+            started.id
+            if started is not None
+            else container_name(get_settings(), target.app_id, target.deployment_id)
+        )
+    except RuntimeFailure as exc:  # the record below matters more; the reconciler tidies up
+        log.warning("new container of deployment %s not removed: %s", target.deployment_id, exc)
     with get_session() as db:
         deployment = db.get(Deployment, target.deployment_id)
         app = db.get(App, target.app_id)
@@ -505,14 +515,26 @@ def _status_after_failure(app: App) -> AppStatus:
     """A failed deploy leaves the previous container in charge if there is one."""
     if app.container_id is None:
         return AppStatus.FAILED
-    state = get_runtime().state(app.container_id)
+    try:
+        state = get_runtime().state(app.container_id)
+    except RuntimeFailure:
+        return AppStatus.RUNNING  # cannot ask the engine: the reconciler checks it later
     if state is not None and state.running:
         return AppStatus.RUNNING
     return AppStatus.STOPPED if state is not None else AppStatus.FAILED
 
 
-def fail_abandoned_deployment(deployment_id: int, reason: str) -> None:
+def fail_abandoned_deployment(deployment_id: int, reason: str, take_lock: bool = False) -> None:
     """Ends a deployment whose job died without ending it (the worker was killed)."""
+    if take_lock:
+        with get_session() as db:
+            found = db.get(Deployment, deployment_id)
+            app_id = found.app_id if found is not None else None
+        if app_id is None:
+            return
+        with app_lock(app_id):
+            fail_abandoned_deployment(deployment_id, reason)
+        return
     with get_session() as db:
         deployment = db.get(Deployment, deployment_id)
         if deployment is None or deployment.status not in ACTIVE_DEPLOYMENT_STATUSES:

@@ -64,7 +64,12 @@ def request_delete(*, db: Session, app_id: int) -> bool:
 
 def _queue_and_wait(app_id: int, label: str, function_path: str, *args: Any) -> bool:
     """One waiting action per app: a flood of requests cannot fill the worker's queue."""
-    timeout = get_settings().action_timeout_seconds
+    settings = get_settings()
+    # A start or restart waits for health: the job may take a stop, a start and that wait
+    timeout = max(
+        settings.action_timeout_seconds,
+        int(settings.ready_timeout_seconds) + 2 * settings.stop_grace_seconds + 15,
+    )
     try:
         with queue.pending_action(app_id, label, timeout) as claimed:
             if not claimed:

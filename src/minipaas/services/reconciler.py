@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -26,12 +28,13 @@ from minipaas.db.models import (
 )
 from minipaas.db.session import get_session
 from minipaas.router.nginx import RouterError
-from minipaas.runtime import RuntimeFailure, get_runtime
-from minipaas.runtime.docker_runtime import LABEL_APP_ID, LABEL_DEPLOYMENT_ID
+from minipaas.runtime import get_runtime
+from minipaas.runtime.docker_runtime import LABEL_APP_ID
 from minipaas.services import routing
 from minipaas.services.app_lock import try_app_lock
 from minipaas.services.deployments import (
     DEPLOY_JOB,
+    deploy_failure_callback,
     exit_message,
     fail_abandoned_deployment,
 )
@@ -74,7 +77,7 @@ def _end_abandoned_deployments() -> list[str]:
             )
         ).all()
     for deployment_id, app_id in running:
-        with try_app_lock(app_id) as free:
+        with _one_item(f"deployment {deployment_id}"), try_app_lock(app_id) as free:
             if not free:
                 continue
             fail_abandoned_deployment(
@@ -84,6 +87,15 @@ def _end_abandoned_deployments() -> list[str]:
             )
             actions.append(f"ended deployment {deployment_id} left by a stopped worker")
     return actions
+
+
+@contextmanager
+def _one_item(what: str) -> Iterator[None]:
+    """One broken app or deployment must not stop the repair of the others."""
+    try:
+        yield
+    except Exception:
+        log.exception("reconciler: %s could not be checked", what)
 
 
 def _requeue_lost_jobs() -> list[str]:
@@ -98,12 +110,23 @@ def _requeue_lost_jobs() -> list[str]:
         ).all()
     for (deployment_id,) in queued:
         job_id = f"deploy-{deployment_id}"
-        if queue.job_exists(job_id):
-            continue
+        status = queue.job_status(job_id)
+        if status in ("queued", "started", "deferred", "scheduled"):
+            continue  # on its way
+        # Lost (Redis restarted without it) or ended without ending the row (it failed
+        # before it could, e.g. with the database down): the job is idempotent, run it again
+        queue.delete_job(job_id)
         queue.enqueue(
-            DEPLOY_JOB, deployment_id, job_id=job_id, timeout=get_settings().deploy_timeout_seconds
+            DEPLOY_JOB,
+            deployment_id,
+            job_id=job_id,
+            timeout=get_settings().deploy_timeout_seconds,
+            on_failure=deploy_failure_callback(),
         )
-        actions.append(f"queued deployment {deployment_id} again: its job was lost")
+        actions.append(
+            f"queued deployment {deployment_id} again: its job was "
+            + ("lost" if status is None else status)
+        )
     return actions
 
 
@@ -117,8 +140,8 @@ def _match_app_status_to_containers() -> list[str]:
             select(App.id).where(App.status == AppStatus.RUNNING, App.container_id.is_not(None))
         ).all()
     for app_id in app_ids:
-        with try_app_lock(app_id) as free, get_session() as db:
-            app = db.get(App, app_id)
+        with _one_item(f"app {app_id}"), try_app_lock(app_id) as free, get_session() as db:
+            app = db.get(App, app_id, with_for_update=True)
             if not free or app is None or app.status is not AppStatus.RUNNING:
                 continue
             container_id = app.container_id
@@ -155,35 +178,49 @@ def _match_app_status_to_containers() -> list[str]:
 
 
 def _remove_unknown_containers() -> list[str]:
-    """Containers labelled as this instance's that no app or active deployment owns."""
+    """Containers labelled as this instance's that no app or active deployment owns.
+
+    Checked again under the app's lock: a deploy switching routes still needs the container
+    it is about to retire.
+    """
     runtime = get_runtime()
-    with get_session() as db:
-        known = set(db.scalars(select(App.container_id).where(App.container_id.is_not(None))))
-        active = set(
-            db.scalars(
-                select(Deployment.id).where(Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES))
-            )
-        )
     actions = []
     now = time.time()
     for container_id, labels, created in runtime.platform_containers():
-        if container_id in known:
-            continue
-        deployment_label = labels.get(LABEL_DEPLOYMENT_ID, "")
-        if deployment_label.isdigit() and int(deployment_label) in active:
-            continue  # a deploy in progress owns it
         if created.isdigit() and now - int(created) < UNKNOWN_CONTAINER_GRACE.total_seconds():
             continue
-        try:
-            runtime.remove(container_id)
-        except RuntimeFailure as exc:
-            log.warning("could not remove unknown container %s: %s", container_id[:12], exc)
-            continue
-        actions.append(
-            f"removed container {container_id[:12]} (app {labels.get(LABEL_APP_ID, '?')}) "
-            "that no app or deployment owns"
-        )
+        app_label = labels.get(LABEL_APP_ID, "")
+        app_id = int(app_label) if app_label.isdigit() else None
+        with _one_item(f"container {container_id[:12]}"):
+            if app_id is None:
+                owned = False
+            else:
+                with try_app_lock(app_id) as free:
+                    owned = not free or _owned(container_id, app_id, labels)
+                    if not owned:
+                        runtime.remove(container_id)
+            if app_id is None:
+                runtime.remove(container_id)
+            if not owned:
+                actions.append(
+                    f"removed container {container_id[:12]} (app {app_label or '?'}) "
+                    "that no app or deployment owns"
+                )
     return actions
+
+
+def _owned(container_id: str, app_id: int, labels: dict[str, str]) -> bool:
+    with get_session() as db:
+        app = db.get(App, app_id)
+        if app is not None and app.container_id == container_id:
+            return True
+        active = db.scalar(
+            select(Deployment.id).where(
+                Deployment.app_id == app_id,
+                Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES),
+            )
+        )
+    return active is not None  # a deploy in progress owns the app's containers
 
 
 def _remove_old_release_images() -> list[str]:
@@ -205,11 +242,17 @@ def _remove_old_release_images() -> list[str]:
         ).subquery()
         rows = db.execute(select(ranked.c.image_id, ranked.c.rank)).all()
         configured = set(db.scalars(select(App.image).distinct()))
+        in_flight = db.execute(
+            select(Deployment.pinned_image_id, Deployment.image_id).where(
+                Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES)
+            )
+        ).all()
     recent = {image_id for image_id, rank in rows if rank <= keep_count}
     old = {image_id for image_id, rank in rows if rank > keep_count} - recent
     if not old:
         return []
     keep = recent | runtime.images_in_use()
+    keep |= {image_id for pair in in_flight for image_id in pair if image_id}
     keep |= {image_id for ref in configured if (image_id := runtime.image_id(ref))}
     actions = []
     for image_id in sorted(old - keep):

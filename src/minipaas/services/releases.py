@@ -70,8 +70,8 @@ def choose_release(*, db: Session, app: App, number: int | None) -> Release:
     return release
 
 
-def apply_release_settings(*, db: Session, app: App, release: Release) -> None:
-    """The app's settings become the release's, so what runs and what is shown agree."""
+def check_release_fits(*, db: Session, app: App, release: Release) -> None:
+    """A release still has to fit today's limits and its owner's quota."""
     settings = get_settings()
     quotas.check_limits(settings, memory_mb=release.memory_mb, cpus=release.cpus, pids=release.pids)
     owner = db.get(User, app.owner_id) if app.owner_id is not None else None
@@ -79,12 +79,21 @@ def apply_release_settings(*, db: Session, app: App, release: Release) -> None:
         quotas.check_user_quota(
             settings, db, owner=owner, memory_mb=release.memory_mb, replacing=app
         )
-    app.image = release.image
-    app.internal_port = release.internal_port
-    app.command = release.command
-    app.env_ciphertext = release.env_ciphertext
-    app.env_names = list(release.env_names)
-    app.memory_mb = release.memory_mb
-    app.cpus = release.cpus
-    app.pids = release.pids
-    app.pull_policy = release.pull_policy
+
+
+def adopt_deployment_settings(app: App, deployment: Deployment) -> None:
+    """After a successful rollback the app's settings are what runs, so the next plain deploy
+    does not silently bring back the settings that were rolled away from."""
+    app.image = deployment.image
+    app.internal_port = deployment.internal_port
+    app.command = deployment.command
+    app.env_ciphertext = deployment.env_ciphertext
+    app.env_names = list(deployment.env_names or [])
+    if deployment.memory_mb is not None:
+        app.memory_mb = deployment.memory_mb
+    if deployment.cpus is not None:
+        app.cpus = deployment.cpus
+    if deployment.pids is not None:
+        app.pids = deployment.pids
+    if deployment.pull_policy is not None:
+        app.pull_policy = deployment.pull_policy

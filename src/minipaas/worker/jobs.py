@@ -28,4 +28,4 @@ def on_deploy_job_failure(job: Any, connection: Any, exc_type: Any, *args: Any) 
     deployment_id = int(job.args[0])
     reason = f"the deployment job failed ({getattr(exc_type, '__name__', exc_type)}); deploy again"
     log.error("deploy job %s failed: %s", job.id, reason)
-    deployments.fail_abandoned_deployment(deployment_id, reason)
+    deployments.fail_abandoned_deployment(deployment_id, reason, take_lock=True)
