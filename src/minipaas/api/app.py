@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,8 +13,9 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from minipaas import __version__
+from minipaas import __version__, metrics
 from minipaas.api.routes import apps, health, users
+from minipaas.api.routes import metrics as platform_metrics
 from minipaas.db.session import get_session
 from minipaas.services import audit
 from minipaas.services.errors import ServiceError, TooManyRequests, Unauthorized
@@ -50,6 +52,7 @@ def create_app() -> FastAPI:
     app.include_router(apps.collection)
     app.include_router(apps.item)
     app.include_router(users.router)
+    app.include_router(platform_metrics.router)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -62,7 +65,11 @@ def create_app() -> FastAPI:
 
     @app.middleware("http")
     async def _audit_changes(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
         response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
         if request.method in _CHANGING_METHODS:
             caller = getattr(request.state, "caller", None)
             if caller is not None:

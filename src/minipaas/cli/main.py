@@ -21,6 +21,17 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(platform.app, name="platform")
 
 
+def _enable_metrics() -> None:
+    """API and worker processes share one Prometheus multiprocess directory."""
+    import os
+
+    from minipaas.config import get_settings
+
+    metrics_dir = get_settings().run_dir / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+
+
 @app.command()
 def api(
     host: str | None = typer.Option(None, help="bind address (default APP_HOST)"),
@@ -33,6 +44,7 @@ def api(
     from minipaas.config import get_settings
 
     settings = get_settings()
+    _enable_metrics()
     uvicorn.run(
         "minipaas.api.app:create_app",
         factory=True,
@@ -48,6 +60,7 @@ def api(
 @app.command()
 def worker(burst: bool = typer.Option(False, help="exit when the queue is empty")) -> None:
     """Run a worker that carries out deployments and lifecycle actions."""
+    _enable_metrics()
     from minipaas.worker.main import run_worker
 
     run_worker(burst=burst)

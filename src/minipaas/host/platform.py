@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -88,6 +89,8 @@ def up(settings: Settings, say: Callable[[str], None]) -> AdminCredentials:
         say(f"created the admin user '{admin.username}'")
     say(f"router (nginx) on {settings.router_host}:{settings.router_port} ...")
     publish_routes()
+    # Metrics of processes from an earlier run would mix with the new ones
+    shutil.rmtree(settings.run_dir / "metrics", ignore_errors=True)
     for process in processes(settings):
         say(f"{process.name} ...")
         process.start()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from minipaas import metrics
 from minipaas.config import Settings
 from minipaas.pidfile import live_pid
 from minipaas.router.render import render_main_config, version_of
@@ -84,6 +85,7 @@ class NginxRouter:
             problem = self._check()
             if problem is not None:
                 self._restore(previous)
+                metrics.ROUTER_RELOAD_FAILURES.inc()
                 raise RouterError(f"nginx refused the new route configuration: {problem}")
             old_workers = self._worker_pids()
             try:
@@ -91,9 +93,11 @@ class NginxRouter:
                 self._wait_for_version(version_of(site_text))
             except RouterError:
                 self._restore(previous)
+                metrics.ROUTER_RELOAD_FAILURES.inc()
                 with suppress(RouterError, OSError):
                     self._reload_or_start()
                 raise
+            metrics.ROUTER_RELOADS.inc()
             self._wait_for_exit(old_workers)
             return True
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from minipaas import queue, security
+from minipaas import metrics, queue, security
 from minipaas.config import get_settings
 from minipaas.db.models import (
     ACTIVE_DEPLOYMENT_STATUSES,
@@ -471,6 +471,7 @@ def _mark_succeeded(app_id: int, deployment_id: int) -> None:
         deployment.status = DeploymentStatus.SUCCEEDED
         deployment.finished_at = now()
         deployment.duration_seconds = _duration(deployment)
+        _count("succeeded", deployment.duration_seconds)
         app.status = AppStatus.RUNNING
         app.status_detail = None
         app.current_deployment_id = deployment.id
@@ -496,6 +497,7 @@ def _fail(target: _Target, started: StartedContainer | None, message: str) -> No
         deployment.error = message
         deployment.finished_at = now()
         deployment.duration_seconds = _duration(deployment)
+        _count("failed", deployment.duration_seconds)
         app.status = _status_after_failure(app)
         if app.status is AppStatus.FAILED:
             app.status_detail = f"deployment {deployment.id} failed: {message.splitlines()[0]}"
@@ -574,6 +576,12 @@ def fail_abandoned_deployment(deployment_id: int, reason: str, take_lock: bool =
     if container_id:
         get_runtime().remove(container_id)
     _republish_best_effort()
+
+
+def _count(outcome: str, duration: float | None) -> None:
+    metrics.DEPLOYMENTS.labels(outcome).inc()
+    if duration is not None:
+        metrics.DEPLOYMENT_DURATION.labels(outcome).observe(duration)
 
 
 def _duration(deployment: Deployment) -> float | None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from minipaas import queue
+from minipaas import metrics, queue
 from minipaas.config import get_settings
 from minipaas.db.models import (
     ACTIVE_DEPLOYMENT_STATUSES,
@@ -50,18 +50,15 @@ UNKNOWN_CONTAINER_GRACE = timedelta(seconds=60)
 def reconcile_once() -> list[str]:
     """One pass; returns what it did, one line per repair."""
     actions: list[str] = []
-    for step in (
-        _end_abandoned_deployments,
-        _requeue_lost_jobs,
-        _match_app_status_to_containers,
-        _remove_unknown_containers,
-        _remove_old_release_images,
-        _republish_routes,
-    ):
+    for step in _steps():
         try:
-            actions.extend(step())
+            done = step()
         except Exception:  # one broken step (engine or database down) must not stop the rest
             log.exception("reconciler step %s failed", step.__name__)
+            continue
+        if done:
+            metrics.RECONCILER_ACTIONS.labels(_step_name(step)).inc(len(done))
+        actions.extend(done)
     for action in actions:
         log.info("reconciler: %s", action)
     return actions
@@ -272,11 +269,28 @@ def _republish_routes() -> list[str]:
     return []
 
 
+def _steps() -> tuple[Callable[[], list[str]], ...]:
+    return (
+        _end_abandoned_deployments,
+        _requeue_lost_jobs,
+        _match_app_status_to_containers,
+        _remove_unknown_containers,
+        _remove_old_release_images,
+        _republish_routes,
+    )
+
+
+def _step_name(step: Callable[[], list[str]]) -> str:
+    return step.__name__.strip("_")
+
+
 class ReconcilerThread(threading.Thread):
     """Runs reconcile_once every interval until stopped; never dies of an exception."""
 
     def __init__(self, interval: float) -> None:
         super().__init__(name="reconciler", daemon=True)
+        for step in _steps():  # every step shows in /metrics, at 0 until it repairs something
+            metrics.RECONCILER_ACTIONS.labels(_step_name(step))
         self.interval = interval
         self._stopping = threading.Event()
 
