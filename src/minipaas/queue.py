@@ -14,6 +14,7 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
+from minipaas import logs
 from minipaas.config import get_settings
 
 
@@ -52,6 +53,7 @@ def enqueue(
             result_ttl=3600,
             failure_ttl=7 * 24 * 3600,
             on_failure=on_failure,
+            meta={"request_id": logs.request_id.get()},
         )
     except (RedisError, OSError) as exc:
         raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc

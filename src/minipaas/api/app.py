@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from minipaas import __version__, metrics
+from minipaas import __version__, logs, metrics
 from minipaas.api.routes import apps, health, users
 from minipaas.api.routes import metrics as platform_metrics
 from minipaas.db.session import get_session
@@ -22,6 +24,7 @@ from minipaas.services.errors import ServiceError, TooManyRequests, Unauthorized
 from minipaas.services.users import Caller
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("minipaas.access")
 
 # Prefixes our own router puts in front of the API; only these are trusted
 _KNOWN_PREFIXES = {b"/api"}
@@ -43,6 +46,8 @@ class ForwardedPrefixMiddleware:
 
 
 def create_app() -> FastAPI:
+    if os.environ.get("MINIPAAS_JSON_LOGS") == "1":
+        logs.configure_json_logging()
     app = FastAPI(
         title="mini-paas",
         version=__version__,
@@ -66,10 +71,33 @@ def create_app() -> FastAPI:
     @app.middleware("http")
     async def _audit_changes(request: Request, call_next: Any) -> Any:
         started = time.perf_counter()
-        response = await call_next(request)
+        rid = logs.clean_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        try:
+            response = await call_next(request)
+        finally:
+            logs.request_id.reset(token)
+        elapsed = time.perf_counter() - started
+        response.headers["X-Request-ID"] = rid
         route = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        metrics.HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        metrics.HTTP_LATENCY.labels(request.method, route).observe(elapsed)
+        caller = getattr(request.state, "caller", None)
+        access_log.info(
+            "%s %s %s",
+            request.method,
+            route,
+            response.status_code,
+            extra={
+                "request_id": rid,
+                "method": request.method,
+                "route": route,
+                "path": request.url.path,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 1),
+                "user": caller.username if caller else None,
+            },
+        )
         if request.method in _CHANGING_METHODS:
             caller = getattr(request.state, "caller", None)
             if caller is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from minipaas.cli import platform
@@ -23,8 +25,6 @@ app.add_typer(platform.app, name="platform")
 
 def _enable_metrics() -> None:
     """API and worker processes share one Prometheus multiprocess directory."""
-    import os
-
     from minipaas.config import get_settings
 
     metrics_dir = get_settings().run_dir / "metrics"
@@ -45,6 +45,7 @@ def api(
 
     settings = get_settings()
     _enable_metrics()
+    os.environ["MINIPAAS_JSON_LOGS"] = "1"  # the app factory sets up logging in each process
     uvicorn.run(
         "minipaas.api.app:create_app",
         factory=True,
@@ -53,7 +54,9 @@ def api(
         workers=workers,
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
+        log_config=None,  # JSON lines from minipaas.logs, set up in each worker process
         log_level="info",
+        access_log=False,
     )
 
 

@@ -3,24 +3,51 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import Token
 from typing import Any
 
+from rq import get_current_job
+
+from minipaas import logs
 from minipaas.services import deployments, lifecycle
 from minipaas.services.state import Action
 
 log = logging.getLogger(__name__)
 
 
+@contextmanager
+def _job_context(**ids: int) -> Iterator[None]:
+    """Every log line of the job names the request that queued it and what it works on."""
+    job = get_current_job()
+    tokens: list[Token[Any]] = [logs.request_id.set(job.meta.get("request_id") if job else None)]
+    if "deployment_id" in ids:
+        tokens.append(logs.deployment_id.set(ids["deployment_id"]))
+    if "app_id" in ids:
+        tokens.append(logs.app_id.set(ids["app_id"]))
+    try:
+        yield
+    finally:
+        for token in reversed(tokens):
+            token.var.reset(token)
+
+
 def deploy(deployment_id: int) -> None:
-    deployments.run_deployment(deployment_id)
+    with _job_context(deployment_id=deployment_id):
+        deployments.run_deployment(deployment_id)
 
 
 def app_action(app_id: int, action: str) -> dict[str, Any]:
-    return lifecycle.perform_action(app_id, Action(action))
+    with _job_context(app_id=app_id):
+        log.info("%s app %s", action, app_id)
+        return lifecycle.perform_action(app_id, Action(action))
 
 
 def delete_app(app_id: int) -> dict[str, Any]:
-    return lifecycle.perform_delete(app_id)
+    with _job_context(app_id=app_id):
+        log.info("delete app %s", app_id)
+        return lifecycle.perform_delete(app_id)
 
 
 def on_deploy_job_failure(job: Any, connection: Any, exc_type: Any, *args: Any) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from minipaas.config import get_settings
 from minipaas.db.session import get_engine
+from minipaas.logs import configure_json_logging
 from minipaas.queue import get_queue, get_redis
 from minipaas.runtime import get_runtime
 from minipaas.services.reconciler import ReconcilerThread, reconcile_once
@@ -29,9 +30,7 @@ def _warm_up() -> None:
 
 def run_worker(*, burst: bool = False) -> None:
     settings = get_settings()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_json_logging()
     _warm_up()
     # Before taking jobs: repair what a previous worker left (e.g. killed mid-deploy)
     reconcile_once()

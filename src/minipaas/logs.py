@@ -1,0 +1,65 @@
+"""Structured (JSON) logs for the API and the worker, tied together by request id.
+
+A request's id (its X-Request-ID, or a new one) travels with the jobs it queues, so the
+worker's lines for a deployment carry the id of the request that asked for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+deployment_id: ContextVar[int | None] = ContextVar("deployment_id", default=None)
+app_id: ContextVar[int | None] = ContextVar("app_id", default=None)
+
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Fields of a LogRecord that are not "extra" data passed by the caller
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def clean_request_id(value: str | None) -> str | None:
+    """A client's X-Request-ID is kept only if it is short and plain (it lands in logs)."""
+    return value if value and _SAFE_REQUEST_ID.fullmatch(value) else None
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, var in (
+            ("request_id", request_id),
+            ("deployment_id", deployment_id),
+            ("app_id", app_id),
+        ):
+            value = var.get()
+            if value is not None:
+                entry[key] = value
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_json_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "rq.worker"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # One line per request comes from our middleware, with the route and the request id
+    logging.getLogger("uvicorn.access").disabled = True
