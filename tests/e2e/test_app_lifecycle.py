@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -141,3 +143,28 @@ def test_forwarded_headers_and_prefix_reach_the_app(
     assert "HTTP_AUTHORIZATION" not in leaked.text
     own = router.get(f"/apps/{app_id}/cgi-bin/env", headers={"Authorization": "Bearer app-own"})
     assert "HTTP_AUTHORIZATION=Bearer app-own" in own.text
+
+
+def test_logs_follow_streams_new_lines_until_the_client_leaves(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    seen: list[str] = []
+    with api.stream(
+        "GET", f"/apps/{app_id}/logs", params={"follow": "true", "tail": 1}, timeout=30
+    ) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/plain")
+        lines = stream.iter_lines()
+        seen.append(next(lines))  # the tail comes first
+        # a request made now shows up in the stream
+        router.get(f"/apps/{app_id}/index.html")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            seen.append(next(lines))
+            if "response:200" in seen[-1]:
+                break
+    assert len(seen) >= 2 and "response:200" in seen[-1], seen
+    # the API is fine after the client went away
+    assert api.get(f"/apps/{app_id}").status_code == 200

@@ -25,7 +25,7 @@ def test_a_deploy_request_and_its_job_share_the_request_id(
     deployment_id = response.json()["id"]
     assert wait_for_deployment(api, app_id, deployment_id)["status"] == "succeeded"
     # a header that is not a plain short id is replaced by one of ours
-    other = api.get("/me", headers={"X-Request-ID": "bad id {with} \"quotes\""})
+    other = api.get("/me", headers={"X-Request-ID": 'bad id {with} "quotes"'})
     assert len(other.headers["x-request-id"]) == 32
 
     time.sleep(0.5)  # let the processes flush their lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -275,7 +276,14 @@ class DockerRuntime:
             memory_limit_mb=(attrs.get("HostConfig", {}).get("Memory") or 0) // 2**20 or None,
         )
 
-    def logs(self, container_ref: str, *, tail: int | None, timestamps: bool) -> str:
+    def logs(
+        self,
+        container_ref: str,
+        *,
+        tail: int | None,
+        timestamps: bool,
+        since: datetime | None = None,
+    ) -> str:
         try:
             with _engine_reachable():
                 raw = self.client.api.logs(
@@ -284,6 +292,7 @@ class DockerRuntime:
                     stderr=True,
                     tail="all" if tail is None else tail,
                     timestamps=timestamps,
+                    since=since,
                 )
         except NotFound:
             return ""

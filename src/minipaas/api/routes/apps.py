@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from minipaas.api.deps import MAX_ID, CurrentUser, SessionDep, VisibleApp, _visible_app
 from minipaas.api.schemas import (
@@ -141,14 +141,31 @@ def remove_app_container(app: VisibleApp, db: SessionDep) -> JSONResponse:
     return _lifecycle(app, Action.REMOVE, db)
 
 
-@item.get("/logs", response_model=LogsOut)
+@item.get(
+    "/logs",
+    response_model=LogsOut,
+    responses={200: {"content": {"text/plain": {}}, "description": "with follow=true: a stream"}},
+)
 def app_logs(
     app: VisibleApp,
+    request: Request,
+    db: SessionDep,
     tail: Annotated[int, Query(ge=1, le=100_000)] = 100,
     timestamps: bool = False,
-) -> LogsOut:
-    """stdout and stderr of the app's container."""
-    return LogsOut(logs=logs.app_logs(app=app, tail=tail, timestamps=timestamps))
+    follow: Annotated[bool, Query(description="keep streaming new lines (text/plain)")] = False,
+) -> Response:
+    """stdout and stderr of the app's container; with follow=true, new lines as they come."""
+    if follow and app.container_id is not None:
+        db.close()  # a stream can last hours: it must not hold a pooled database connection
+        stream = logs.follow_app_logs(
+            container_id=app.container_id,
+            tail=tail,
+            timestamps=timestamps,
+            client_gone=request.is_disconnected,
+        )
+        return StreamingResponse(stream, media_type="text/plain; charset=utf-8")
+    body = LogsOut(logs=logs.app_logs(app=app, tail=tail, timestamps=timestamps))
+    return JSONResponse(body.model_dump())
 
 
 @item.get("/deployments", response_model=list[DeploymentOut])
