@@ -75,6 +75,12 @@ class AppUpdate(_Strict):
     pids: Pids | None = None
     health_check_path: HealthPath | None = None
     health_check_running_seconds: RunningSeconds | None = None
+    env_set: EnvVars | None = Field(
+        default=None, description="add or change these variables, keep the others"
+    )
+    env_unset: list[str] | None = Field(
+        default=None, max_length=100, description="remove these variables, keep the others"
+    )
 
     @field_validator("command")
     @classmethod

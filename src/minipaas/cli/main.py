@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from minipaas.cli import platform
+from minipaas.cli import client_commands, platform
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -20,6 +20,7 @@ admin_app = typer.Typer(no_args_is_help=True, help="Users and tokens, from the h
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(router_app, name="router")
 app.add_typer(admin_app, name="admin")
+client_commands.register(app)
 app.add_typer(platform.app, name="platform")
 
 

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from minipaas import security
 from minipaas.config import get_settings
 from minipaas.db.models import App, PullPolicy, User
-from minipaas.services import quotas
+from minipaas.services import quotas, validation
 from minipaas.services.access import readable_apps
-from minipaas.services.errors import Conflict, NotFound
+from minipaas.services.errors import Conflict, InvalidRequest, NotFound
 
 
 @dataclass
@@ -102,6 +102,19 @@ def update_app(*, db: Session, app: App, changes: dict[str, Any]) -> App:
     if owner is not None and memory_mb != app.memory_mb:
         db.execute(select(User.id).where(User.id == owner.id).with_for_update())
         quotas.check_user_quota(settings, db, owner=owner, memory_mb=memory_mb, replacing=app)
+    env_set = changes.pop("env_set", None)
+    env_unset = changes.pop("env_unset", None)
+    if env_set is not None or env_unset is not None:
+        # Values are never returned, so a client changes one variable without resending all
+        env = changes.pop("env", None)
+        merged = dict(env) if env is not None else security.decrypt_env(app.env_ciphertext)
+        merged.update(env_set or {})
+        for key in env_unset or []:
+            merged.pop(key, None)
+        try:
+            changes["env"] = validation.check_env(merged)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
     for name, value in changes.items():
         if name == "env":
             app.env_ciphertext = security.encrypt_env(value)

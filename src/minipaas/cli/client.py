@@ -1,0 +1,165 @@
+"""The client side of `minipaas`: talks to a mini-paas API with a token, like curl would."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+CONFIG_FILE = Path(os.environ.get("MINIPAAS_CONFIG", Path.home() / ".config/minipaas/config.json"))
+console = Console()
+
+
+class ClientError(Exception):
+    """One line for the user; never a traceback."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    url: str
+    token: str
+
+
+def load_connection() -> Connection:
+    saved: dict[str, str] = {}
+    if CONFIG_FILE.exists():
+        saved = json.loads(CONFIG_FILE.read_text())
+    url = os.environ.get("MINIPAAS_URL") or saved.get("url")
+    token = os.environ.get("MINIPAAS_TOKEN") or saved.get("token")
+    if not url or not token:
+        raise ClientError(
+            "not logged in: run `minipaas login --url URL` (or set MINIPAAS_URL and MINIPAAS_TOKEN)"
+        )
+    return Connection(url.rstrip("/"), token)
+
+
+def save_connection(connection: Connection) -> None:
+    CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(CONFIG_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": connection.url, "token": connection.token}, handle)
+    CONFIG_FILE.chmod(0o600)
+
+
+class Api:
+    def __init__(self, connection: Connection) -> None:
+        self.http = httpx.Client(
+            base_url=connection.url,
+            headers={"Authorization": f"Bearer {connection.token}"},
+            timeout=60,
+        )
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach {self.http.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            raise ClientError(_error_text(response))
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def app_id(self, ref: str) -> int:
+        """An app by id or by name."""
+        if ref.isdigit():
+            return int(ref)
+        for app in self.call("GET", "/apps", params={"limit": 500}):
+            if app["name"] == ref:
+                return int(app["id"])
+        raise ClientError(f"no app named '{ref}' (that you can see)")
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = response.text.strip()[:300]
+    if isinstance(detail, list):  # FastAPI validation errors
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}" for e in detail
+        )
+    return f"{response.status_code}: {detail}"
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def show(data: Any, as_json: bool, columns: list[str], title: str | None = None) -> None:
+    """A table on a terminal, JSON for scripts."""
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    rows = data if isinstance(data, list) else [data]
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[_cell(row.get(column)) for column in columns])
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(value) or "-"
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def follow_deployment(api: Api, app_id: int, deployment: dict[str, Any], as_json: bool) -> None:
+    """Shows a deployment live until it ends; exits non-zero with the reason if it failed."""
+    last = None
+    with console.status("deploying ...", spinner="dots") as status:
+        while deployment["status"] in ("queued", "running"):
+            if deployment["status"] != last:
+                last = deployment["status"]
+                status.update(f"deployment {deployment['id']}: {last}")
+            time.sleep(0.3)
+            deployment = api.call("GET", f"/apps/{app_id}/deployments/{deployment['id']}")
+    if as_json:
+        typer.echo(json.dumps(deployment, indent=2))
+    if deployment["status"] == "failed":
+        fail(f"deployment {deployment['id']} failed: {deployment['error']}")
+    if not as_json:
+        took = deployment.get("duration_seconds")
+        console.print(
+            f"deployment {deployment['id']} succeeded"
+            + (f" in {took:.1f} s" if took is not None else "")
+            + f" (release {deployment.get('release_number')})"
+        )
+
+
+def run(fn: Any) -> None:
+    try:
+        fn()
+    except ClientError as exc:
+        fail(str(exc))
+
+
+def stream_logs(api: Api, app_id: int, tail: int) -> None:
+    try:
+        with api.http.stream(
+            "GET", f"/apps/{app_id}/logs", params={"follow": "true", "tail": tail}, timeout=None
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ClientError(_error_text(response))
+            for chunk in response.iter_text():
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        return

@@ -1,0 +1,122 @@
+"""The `minipaas` client commands, run as a user would, against the real platform."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.images import CRASHER, HELLO_V1, HELLO_V2
+from tests.support.stack import Stack
+
+pytestmark = [pytest.mark.e2e]
+
+
+def _cli(
+    stack: Stack, tmp_path: Path, *args: str, token: str | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MINIPAAS_CONFIG": str(tmp_path / "config.json"),
+        "MINIPAAS_URL": stack.api_url,
+        "MINIPAAS_TOKEN": token if token is not None else stack.env["ADMIN_TOKEN"],
+        "COLUMNS": "200",
+    }
+    if token == "":
+        env.pop("MINIPAAS_URL")
+        env.pop("MINIPAAS_TOKEN")
+    return subprocess.run(
+        [sys.executable, "-m", "minipaas", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_app_lifecycle(stack: Stack, tmp_path: Path, app_name: str) -> None:
+    def ok(*args: str) -> str:
+        result = _cli(stack, tmp_path, *args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    ok("apps", "create", app_name, "--image", HELLO_V1, "--port", "80")
+    listed = json.loads(ok("apps", "list", "--json"))
+    assert app_name in [app["name"] for app in listed]
+    assert app_name in ok("apps", "list")  # the table
+
+    assert "succeeded" in ok("deploy", app_name)
+    assert "response:200" in ok("logs", app_name, "--tail", "5")
+    assert json.loads(ok("stop", app_name, "--json"))["status"] == "stopped"
+    assert json.loads(ok("start", app_name, "--json"))["status"] == "running"
+
+    ok("env", "set", app_name, "GREETING=hello", "TOKEN=s3cret")
+    ok("env", "unset", app_name, "GREETING")
+    names = [row["name"] for row in json.loads(ok("env", "list", app_name, "--json"))]
+    assert names == ["TOKEN"]
+
+    second = json.loads(ok("deploy", app_name, "--image", HELLO_V2, "--json"))
+    assert second["status"] == "succeeded" and second["release_number"] == 2
+    releases = json.loads(ok("releases", app_name, "--json"))
+    assert [r["number"] for r in releases] == [2, 1]
+    assert releases[0]["env"] == {"TOKEN": "********"}
+    assert "s3cret" not in ok("apps", "show", app_name, "--json")
+
+    back = json.loads(ok("rollback", app_name, "1", "--json"))
+    assert back["status"] == "succeeded" and back["rollback_to_release"] == 1
+    history = json.loads(ok("deployments", app_name, "--json"))
+    assert [d["status"] for d in history] == ["succeeded"] * 3
+    ok("apps", "delete", app_name, "--yes")
+    assert app_name not in ok("apps", "list")
+
+
+def test_cli_failed_deploy_exits_non_zero_with_the_reason(
+    stack: Stack, tmp_path: Path, app_name: str
+) -> None:
+    assert _cli(stack, tmp_path, "apps", "create", app_name, "--image", CRASHER, "--port", "80")
+    result = _cli(stack, tmp_path, "deploy", app_name)
+    assert result.returncode == 1
+    # the reason, then the app's last log lines
+    assert result.stderr.startswith("error: deployment") and "code 3" in result.stderr
+    assert "crashing on purpose" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_errors_are_one_line(stack: Stack, tmp_path: Path) -> None:
+    missing = _cli(stack, tmp_path, "apps", "show", "no-such-app")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "error: no app named 'no-such-app' (that you can see)"
+    bad_token = _cli(stack, tmp_path, "apps", "list", token="mp_wrong")
+    assert bad_token.returncode == 1
+    assert bad_token.stderr.strip() == "error: 401: missing, invalid, expired or revoked token"
+    invalid = _cli(stack, tmp_path, "apps", "create", "Bad_Name", "--image", "x", "--port", "80")
+    assert invalid.returncode == 1 and invalid.stderr.startswith("error: 422: name:")
+    logged_out = _cli(stack, tmp_path, "apps", "list", token="")
+    assert logged_out.returncode == 1 and "minipaas login" in logged_out.stderr
+    assert "Traceback" not in missing.stderr + bad_token.stderr + invalid.stderr
+
+
+def test_cli_login_stores_a_private_config(stack: Stack, tmp_path: Path) -> None:
+    result = _cli(
+        stack,
+        tmp_path,
+        "login",
+        "--url",
+        stack.api_url,
+        token="",
+        stdin=stack.env["ADMIN_TOKEN"] + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "logged in" in result.stdout and "admin" in result.stdout
+    config = tmp_path / "config.json"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert json.loads(config.read_text())["url"] == stack.api_url
+    # the stored login is used when no env vars are set
+    listed = _cli(stack, tmp_path, "apps", "list", "--json", token="")
+    assert listed.returncode == 0, listed.stderr
