@@ -108,9 +108,22 @@ class AppUpdate(_Strict):
 ENV_MASK = "********"
 
 
-class AppOut(BaseModel):
+class _MaskedEnvOut(BaseModel):
+    """Built from an App or Release row: `env` holds the names only, values never leave."""
+
     model_config = ConfigDict(from_attributes=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mask_env(cls, value: Any) -> Any:
+        if isinstance(value, App | Release):
+            data = {name: getattr(value, name) for name in cls.model_fields if name != "env"}
+            data["env"] = {name: ENV_MASK for name in value.env_names or []}
+            return data
+        return value
+
+
+class AppOut(_MaskedEnvOut):
     id: int
     name: str
     owner_id: int | None
@@ -133,15 +146,6 @@ class AppOut(BaseModel):
     current_deployment_id: int | None
     created_at: datetime
     updated_at: datetime
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mask_env(cls, value: Any) -> Any:
-        if isinstance(value, App):
-            data = {name: getattr(value, name) for name in cls.model_fields if name != "env"}
-            data["env"] = {name: ENV_MASK for name in value.env_names or []}
-            return data
-        return value
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -237,9 +241,7 @@ class AuditEventOut(BaseModel):
     created_at: datetime
 
 
-class ReleaseOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
+class ReleaseOut(_MaskedEnvOut):
     number: int
     app_id: int
     deployment_id: int | None
@@ -253,15 +255,6 @@ class ReleaseOut(BaseModel):
     pids: int
     pull_policy: PullPolicy
     created_at: datetime
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mask_env(cls, value: Any) -> Any:
-        if isinstance(value, Release):
-            data = {name: getattr(value, name) for name in cls.model_fields if name != "env"}
-            data["env"] = {name: ENV_MASK for name in value.env_names or []}
-            return data
-        return value
 
 
 class RollbackRequest(_Strict):
