@@ -164,3 +164,33 @@ def test_health_check_path_and_running_seconds(api: httpx.Client, app_name: str)
         },
     )
     assert bad.status_code == 422 and "health_check_path" in bad.text
+
+
+def test_deployment_progress_events_as_a_list_and_as_a_stream(
+    api: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, SLOW_STARTER)["id"]
+    deployment_id = api.post(f"/apps/{app_id}/deploy").json()["id"]
+    kinds: list[str] = []
+    with api.stream(
+        "GET",
+        f"/apps/{app_id}/deployments/{deployment_id}/events",
+        params={"follow": "true"},
+        timeout=60,
+    ) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kinds.append(line.removeprefix("event: "))
+    # the stream ended by itself with the outcome
+    assert kinds[0] == "queued" and kinds[-1] == "succeeded"
+    for kind in ("started", "image", "container", "health", "healthy", "route"):
+        assert kind in kinds, kinds
+    assert kinds.index("container") < kinds.index("healthy") < kinds.index("route")
+    listed = api.get(f"/apps/{app_id}/deployments/{deployment_id}/events").json()
+    assert [event["kind"] for event in listed] == kinds
+    later = api.get(
+        f"/apps/{app_id}/deployments/{deployment_id}/events", params={"after": listed[-2]["id"]}
+    ).json()
+    assert [event["kind"] for event in later] == ["succeeded"]
+    assert "waiting for health" in next(e["message"] for e in listed if e["kind"] == "health")

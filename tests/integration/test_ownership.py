@@ -26,6 +26,7 @@ APP_ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/apps/{id}/deployments", None),
     ("GET", "/apps/{id}/deployments/{deployment}", None),
     ("POST", "/apps/{id}/deployments/{deployment}/cancel", None),
+    ("GET", "/apps/{id}/deployments/{deployment}/events", None),
     ("DELETE", "/apps/{id}", None),
 ]
 

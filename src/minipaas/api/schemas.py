@@ -261,3 +261,15 @@ class RollbackRequest(_Strict):
     release: int | None = Field(
         default=None, ge=1, le=2**31 - 1, description="default: the release before the current"
     )
+
+
+class DeploymentEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str = Field(
+        description="queued, started, image, container, health, healthy, route, "
+        "old-container, succeeded or failed"
+    )
+    message: str
+    at: datetime

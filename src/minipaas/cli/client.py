@@ -121,15 +121,19 @@ def _cell(value: Any) -> str:
 
 
 def follow_deployment(api: Api, app_id: int, deployment: dict[str, Any], as_json: bool) -> None:
-    """Shows a deployment live until it ends; exits non-zero with the reason if it failed."""
-    last = None
-    with console.status("deploying ...", spinner="dots") as status:
-        while deployment["status"] in ("queued", "running"):
-            if deployment["status"] != last:
-                last = deployment["status"]
-                status.update(f"deployment {deployment['id']}: {last}")
-            time.sleep(0.3)
-            deployment = api.call("GET", f"/apps/{app_id}/deployments/{deployment['id']}")
+    """Prints a deployment's events as they happen until it ends; exit 1 with the reason if it
+    failed."""
+    base = f"/apps/{app_id}/deployments/{deployment['id']}"
+    seen = 0
+    while True:
+        for event in api.call("GET", f"{base}/events", params={"after": seen}):
+            seen = event["id"]
+            if not as_json and event["kind"] not in ("succeeded", "failed"):
+                console.print(f"  [dim]{event['at'][11:19]}[/dim] {event['message']}")
+        deployment = api.call("GET", base)
+        if deployment["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.3)
     if as_json:
         typer.echo(json.dumps(deployment, indent=2))
     if deployment["status"] == "failed":

@@ -274,3 +274,16 @@ class Release(Base):
     pids: Mapped[int] = mapped_column(Integer)
     pull_policy: Mapped[PullPolicy] = mapped_column(_str_enum(PullPolicy, "release_pull_policy"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DeploymentEvent(Base):
+    """One step of a deployment, as it happened: what `deploy` shows live."""
+
+    __tablename__ = "deployment_events"
+    __table_args__ = (Index("ix_deployment_events_deployment_id_id", "deployment_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from minipaas import metrics, queue, security
@@ -20,6 +20,7 @@ from minipaas.db.models import (
     App,
     AppStatus,
     Deployment,
+    DeploymentEvent,
     DeploymentStatus,
     Release,
 )
@@ -70,6 +71,27 @@ class DeploymentFailed(Exception):
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def record_event(deployment_id: int, kind: str, message: str) -> None:
+    """One step of a deployment, for people watching it (`deploy`, the events stream)."""
+    try:
+        with get_session() as db:
+            db.add(DeploymentEvent(deployment_id=deployment_id, kind=kind, message=message))
+            db.commit()
+    except SQLAlchemyError as exc:  # a lost progress line must not fail the deployment
+        log.warning("event of deployment %s not recorded: %s", deployment_id, exc)
+
+
+def list_events(
+    *, db: Session, app_id: int, deployment_id: int, after: int
+) -> Sequence[DeploymentEvent]:
+    get_deployment(db=db, app_id=app_id, deployment_id=deployment_id)
+    return db.scalars(
+        select(DeploymentEvent)
+        .where(DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.id > after)
+        .order_by(DeploymentEvent.id)
+    ).all()
 
 
 # --- API side ------------------------------------------------------------------------------
@@ -172,6 +194,8 @@ def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = No
         db.commit()
         raise Unavailable(f"{exc}; the deployment was not started, try again later") from None
     deployment.job_id = job.id
+    what = f"rollback to release {rollback_number}" if rollback_number else deployment.image
+    db.add(DeploymentEvent(deployment_id=deployment.id, kind="queued", message=f"queued: {what}"))
     db.commit()
     return deployment
 
@@ -200,6 +224,7 @@ def cancel_deployment(*, db: Session, app_id: int, deployment_id: int) -> Deploy
         assert app is not None
         deployment.status = DeploymentStatus.FAILED
         deployment.error = "cancelled before it started"
+        db.add(DeploymentEvent(deployment_id=deployment.id, kind="failed", message="cancelled"))
         deployment.finished_at = now()
         app.status = deployment.app_status_before or AppStatus.CREATED
     db.commit()
@@ -258,6 +283,7 @@ def run_deployment(deployment_id: int) -> None:
             )
             _switch_route(target, started)
             timer.mark("route")
+            record_event(deployment_id, "route", f"route /apps/{target.app_id}/ switched")
         except BaseException as exc:  # also job timeouts and worker shutdowns
             _fail(target, started, _describe(exc))
             if not isinstance(exc, Exception):
@@ -279,6 +305,9 @@ def _begin(deployment_id: int) -> _Target | None:
             get_runtime().remove(deployment.container_id)
         deployment.status = DeploymentStatus.RUNNING
         deployment.started_at = now()
+        db.add(
+            DeploymentEvent(deployment_id=deployment.id, kind="started", message="worker started")
+        )
         deployment.container_id = None
         app.status = AppStatus.DEPLOYING
         db.commit()
@@ -322,6 +351,7 @@ def _start_container(target: _Target, timer: PhaseTimer) -> StartedContainer:
             ) from None
         raise
     timer.mark("image")
+    record_event(target.deployment_id, "image", f"image {target.image} is here ({image_id[:19]})")
     _check_cancelled(target.deployment_id)
     name = container_name(settings, target.app_id, target.deployment_id)
     with get_session() as db:
@@ -344,6 +374,11 @@ def _start_container(target: _Target, timer: PhaseTimer) -> StartedContainer:
         )
     )
     timer.mark("start")
+    record_event(
+        target.deployment_id,
+        "container",
+        f"container {started.name} started on 127.0.0.1:{started.published_port}",
+    )
     with get_session() as db:
         deployment = db.get(Deployment, target.deployment_id)
         assert deployment is not None
@@ -352,6 +387,7 @@ def _start_container(target: _Target, timer: PhaseTimer) -> StartedContainer:
         db.commit()
     wait_until_ready(started, target.deployment_id, target.health)
     timer.mark("ready")
+    record_event(target.deployment_id, "healthy", "health check passed")
     runtime.enable_restarts(started.id)
     return started
 
@@ -378,6 +414,7 @@ def wait_until_ready(
     deadline = started_at + patience
     interval = settings.ready_poll_interval_seconds
     last_answer = "no HTTP answer"
+    next_report = started_at
     while True:
         state = runtime.state(started.id)
         if state is None:
@@ -395,6 +432,9 @@ def wait_until_ready(
                 return
             if status is not None:
                 last_answer = f"GET {health.path} answered {status}"
+            if deployment_id is not None and time.monotonic() >= next_report:
+                record_event(deployment_id, "health", f"waiting for health: {last_answer}")
+                next_report = time.monotonic() + 2
         if time.monotonic() >= deadline:
             logs = runtime.tail_logs(started.id, LOG_LINES_IN_ERRORS)
             raise DeploymentFailed(
@@ -454,6 +494,8 @@ def _finish(target: _Target, started: StartedContainer) -> None:
             runtime.remove(target.old_container_id)
         except Exception as exc:
             log.warning("old container %s not removed: %s", target.old_container_id, exc)
+        else:
+            record_event(target.deployment_id, "old-container", "old container stopped")
     _mark_succeeded(target.app_id, target.deployment_id)
 
 
@@ -472,6 +514,13 @@ def _mark_succeeded(app_id: int, deployment_id: int) -> None:
         deployment.finished_at = now()
         deployment.duration_seconds = _duration(deployment)
         _count("succeeded", deployment.duration_seconds)
+        db.add(
+            DeploymentEvent(
+                deployment_id=deployment.id,
+                kind="succeeded",
+                message=f"succeeded: release {deployment.release_number}",
+            )
+        )
         app.status = AppStatus.RUNNING
         app.status_detail = None
         app.current_deployment_id = deployment.id
@@ -498,6 +547,11 @@ def _fail(target: _Target, started: StartedContainer | None, message: str) -> No
         deployment.finished_at = now()
         deployment.duration_seconds = _duration(deployment)
         _count("failed", deployment.duration_seconds)
+        db.add(
+            DeploymentEvent(
+                deployment_id=deployment.id, kind="failed", message=f"failed: {message}"
+            )
+        )
         app.status = _status_after_failure(app)
         if app.status is AppStatus.FAILED:
             app.status_detail = f"deployment {deployment.id} failed: {message.splitlines()[0]}"

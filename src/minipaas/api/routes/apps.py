@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from minipaas.api.deps import MAX_ID, CurrentUser, SessionDep, VisibleApp, _visible_app
 from minipaas.api.schemas import (
@@ -13,12 +16,14 @@ from minipaas.api.schemas import (
     AppCreate,
     AppOut,
     AppUpdate,
+    DeploymentEventOut,
     DeploymentOut,
     LogsOut,
     ReleaseOut,
     RollbackRequest,
 )
 from minipaas.db.models import App
+from minipaas.db.session import get_session
 from minipaas.services import apps, deployments, lifecycle, logs, releases
 from minipaas.services.state import Action
 
@@ -190,6 +195,54 @@ def cancel_deployment(
     return DeploymentOut.model_validate(
         deployments.cancel_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
     )
+
+
+@item.get(
+    "/deployments/{deployment_id}/events",
+    response_model=list[DeploymentEventOut],
+    responses={200: {"content": {"text/event-stream": {}}, "description": "with follow=true"}},
+)
+def deployment_events(
+    app: VisibleApp,
+    deployment_id: DeploymentId,
+    request: Request,
+    db: SessionDep,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="only events after this id")] = 0,
+    follow: Annotated[bool, Query(description="Server-Sent Events until it ends")] = False,
+) -> Response:
+    """A deployment's progress: queued, image, container, health, route, succeeded/failed."""
+    rows = deployments.list_events(db=db, app_id=app.id, deployment_id=deployment_id, after=after)
+    if not follow:
+        body = [DeploymentEventOut.model_validate(row).model_dump(mode="json") for row in rows]
+        return JSONResponse(body)
+    db.close()  # the stream polls with sessions of its own
+    return StreamingResponse(
+        _event_stream(app.id, deployment_id, after, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+async def _event_stream(
+    app_id: int, deployment_id: int, after: int, request: Request
+) -> AsyncIterator[str]:
+    """SSE: every event once, ending after succeeded/failed or when the client goes."""
+    while not await request.is_disconnected():
+        rows = await run_in_threadpool(_events_after, app_id, deployment_id, after)
+        for row in rows:
+            after = row.id
+            yield f"id: {row.id}\nevent: {row.kind}\ndata: {row.model_dump_json()}\n\n"
+            if row.kind in ("succeeded", "failed"):
+                return
+        await asyncio.sleep(0.25)
+
+
+def _events_after(app_id: int, deployment_id: int, after: int) -> list[DeploymentEventOut]:
+    with get_session() as db:
+        rows = deployments.list_events(
+            db=db, app_id=app_id, deployment_id=deployment_id, after=after
+        )
+        return [DeploymentEventOut.model_validate(row) for row in rows]
 
 
 @item.get("/deployments/{deployment_id}", response_model=DeploymentOut)
