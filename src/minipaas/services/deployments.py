@@ -557,14 +557,7 @@ def _fail(target: _Target, started: StartedContainer | None, message: str) -> No
             app.status_detail = f"deployment {deployment.id} failed: {message.splitlines()[0]}"
         db.commit()
     # The deploy may have changed what the router shows meanwhile: render the truth again
-    _republish_best_effort()
-
-
-def _republish_best_effort() -> None:
-    try:
-        routing.publish_routes()
-    except (RouterError, OSError) as exc:
-        log.error("routes could not be republished: %s", exc)
+    routing.publish_routes_best_effort()
 
 
 def _status_after_failure(app: App) -> AppStatus:
@@ -629,7 +622,7 @@ def fail_abandoned_deployment(deployment_id: int, reason: str, take_lock: bool =
     _fail(target, None, reason)
     if container_id:
         get_runtime().remove(container_id)
-    _republish_best_effort()
+    routing.publish_routes_best_effort()
 
 
 def _count(outcome: str, duration: float | None) -> None:

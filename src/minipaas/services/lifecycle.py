@@ -140,15 +140,8 @@ def _take_down(db: Session, app: App, action: Action) -> None:
         # Nothing happened as far as anyone can tell: put the app back as it was
         app.status, app.container_id, app.container_name, app.published_port = before
         db.commit()
-        _republish_best_effort()
+        routing.publish_routes_best_effort()
         raise
-
-
-def _republish_best_effort() -> None:
-    try:
-        routing.publish_routes()
-    except (RouterError, OSError) as exc:
-        log.error("routes could not be republished: %s", exc)
 
 
 def _bring_up(db: Session, app: App, action: Action) -> None:

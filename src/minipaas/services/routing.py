@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 from sqlalchemy import select
@@ -9,8 +10,10 @@ from sqlalchemy import select
 from minipaas.config import get_settings
 from minipaas.db.models import ACTIVE_DEPLOYMENT_STATUSES, App, AppStatus, Deployment
 from minipaas.db.session import get_session
-from minipaas.router.nginx import NginxRouter
+from minipaas.router.nginx import NginxRouter, RouterError
 from minipaas.router.render import AppRoute, RouteKind, render_site
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache
@@ -50,6 +53,14 @@ def render_current_site() -> str:
         listen=settings.router_listen,
         api_address=settings.api_url.removeprefix("http://"),
     )
+
+
+def publish_routes_best_effort() -> None:
+    """For cleanup paths: the failure is logged, the caller's own error matters more."""
+    try:
+        publish_routes()
+    except (RouterError, OSError) as exc:
+        log.error("routes could not be republished: %s", exc)
 
 
 def publish_routes() -> bool:
