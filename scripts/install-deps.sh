@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # busybox-static: the demo image and the tests' images are built from it
 packages=(docker.io nginx redis-server postgresql python3-venv ca-certificates busybox-static)
 if [[ "${1:-}" == "--dev" ]]; then
-  # tests check the compose file and listening sockets; make bench drives wrk
-  packages+=(docker-compose wrk iproute2)
+  # tests check the compose file and listening sockets and drive the dashboard in Chromium;
+  # make bench drives wrk
+  packages+=(docker-compose wrk iproute2 chromium)
 fi
 
 missing=()

@@ -6,10 +6,11 @@ import logging
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.concurrency import run_in_threadpool
@@ -58,6 +59,11 @@ def create_app() -> FastAPI:
     app.include_router(apps.item)
     app.include_router(users.router)
     app.include_router(platform_metrics.router)
+
+    @app.get("/ui", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        """The dashboard: a static page; every call it makes carries the user's token."""
+        return FileResponse(_UI_PAGE, media_type="text/html")
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -134,6 +140,7 @@ def create_app() -> FastAPI:
 
 
 _CHANGING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+_UI_PAGE = Path(__file__).parent / "static" / "ui.html"
 
 
 def _record_audit(

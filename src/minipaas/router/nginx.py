@@ -69,8 +69,11 @@ class NginxRouter:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def apply(self, render: Callable[[], str]) -> bool:
+    def apply(self, render: Callable[[], str], *, drain: bool = False) -> bool:
         """Renders and makes the site config live; returns False when it already was.
+
+        With `drain`, also waits until the old nginx workers have finished their requests (at
+        most worker_shutdown_timeout): a deploy does, before it stops the old container.
 
         `render` runs under the lock, so it reads state no older than the last change.
         A config that nginx refuses, or that does not go live, is never left in place: the
@@ -98,7 +101,8 @@ class NginxRouter:
                     self._reload_or_start()
                 raise
             metrics.ROUTER_RELOADS.inc()
-            self._wait_for_exit(old_workers)
+            if drain:
+                self._wait_for_exit(old_workers)
             return True
 
     def _restore(self, previous: str | None) -> None:

@@ -468,7 +468,7 @@ def _switch_route(target: _Target, started: StartedContainer) -> None:
         app.status = AppStatus.RUNNING  # the new container serves from this switch on
         db.commit()
     try:
-        routing.publish_routes()
+        routing.publish_routes(drain=True)
     except BaseException:
         _restore_previous_container(target)
         raise

@@ -63,8 +63,13 @@ def publish_routes_best_effort() -> None:
         log.error("routes could not be republished: %s", exc)
 
 
-def publish_routes() -> bool:
-    """Renders routes from committed state and makes them live (raises RouterError)."""
+def publish_routes(*, drain: bool = False) -> bool:
+    """Renders routes from committed state and makes them live (raises RouterError).
+
+    `drain`: wait for requests still in flight on the old nginx workers. Only a deploy needs
+    it (its old container must outlive them). A request that waits for its own action must not
+    wait for it: that request itself keeps an old worker busy.
+    """
     router = get_router()
     router.ensure_layout()
-    return router.apply(render_current_site)
+    return router.apply(render_current_site, drain=drain)

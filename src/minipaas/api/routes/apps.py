@@ -33,6 +33,8 @@ item = APIRouter(prefix="/apps/{app_id}", tags=["apps"], dependencies=[Depends(_
 
 DeploymentId = Annotated[int, Path(ge=1, le=MAX_ID, description="the deployment's id")]
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+# Streams must reach the client line by line, also through the nginx router
+_UNBUFFERED = {"X-Accel-Buffering": "no"}
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
 
 
@@ -168,7 +170,9 @@ def app_logs(
             timestamps=timestamps,
             client_gone=request.is_disconnected,
         )
-        return StreamingResponse(stream, media_type="text/plain; charset=utf-8")
+        return StreamingResponse(
+            stream, media_type="text/plain; charset=utf-8", headers=_UNBUFFERED
+        )
     body = LogsOut(logs=logs.app_logs(app=app, tail=tail, timestamps=timestamps))
     return JSONResponse(body.model_dump())
 
@@ -219,7 +223,7 @@ def deployment_events(
     return StreamingResponse(
         _event_stream(app.id, deployment_id, after, request),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache"},
+        headers={"Cache-Control": "no-cache", **_UNBUFFERED},
     )
 
 
