@@ -120,3 +120,32 @@ def test_cli_login_stores_a_private_config(stack: Stack, tmp_path: Path) -> None
     # the stored login is used when no env vars are set
     listed = _cli(stack, tmp_path, "apps", "list", "--json", token="")
     assert listed.returncode == 0, listed.stderr
+
+
+def test_cli_logs_follow_prints_new_lines(stack: Stack, tmp_path: Path, app_name: str) -> None:
+    import httpx
+
+    assert _cli(stack, tmp_path, "apps", "create", app_name, "--image", HELLO_V1, "--port", "80")
+    assert _cli(stack, tmp_path, "deploy", app_name).returncode == 0
+    env = {
+        **os.environ,
+        "MINIPAAS_CONFIG": str(tmp_path / "config.json"),
+        "MINIPAAS_URL": stack.api_url,
+        "MINIPAAS_TOKEN": stack.env["ADMIN_TOKEN"],
+    }
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "minipaas", "logs", app_name, "-f", "--tail", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert follower.stdout is not None
+        first = follower.stdout.readline()
+        assert "response:200" in first
+        app_id = json.loads(_cli(stack, tmp_path, "apps", "show", app_name, "--json").stdout)["id"]
+        httpx.get(f"{stack.router_url}/apps/{app_id}/")  # a new line to follow
+        assert "response:200" in follower.stdout.readline()
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)

@@ -93,11 +93,23 @@ def test_admins_manage_users_members_cannot(client: httpx.Client, api: httpx.Cli
         ("GET", "/users", None),
         ("PATCH", f"/users/{member.id}", {"role": "admin"}),
         ("POST", f"/users/{member.id}/tokens", {"name": "x"}),
+        ("GET", f"/users/{member.id}/tokens", None),
+        ("DELETE", f"/users/{member.id}/tokens/1", None),
         ("GET", "/audit", None),
     ]:
         response = client.request(method, path, json=body, headers=member.headers)
         assert response.status_code == 403, (method, path, response.text)
 
+    # an admin sees and revokes a member's token (a leaked one, say)
+    listed = api.get(f"/users/{member.id}/tokens").json()
+    assert [t["name"] for t in listed] == ["tests"] and "token" not in listed[0]
+    spare = api.post(f"/users/{member.id}/tokens", json={"name": "spare"}).json()
+    revoked = api.delete(f"/users/{member.id}/tokens/{spare['id']}")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert (
+        client.get("/me", headers={"Authorization": f"Bearer {spare['token']}"}).status_code == 401
+    )
+    assert api.delete(f"/users/{member.id}/tokens/{listed[0]['id'] + 10_000}").status_code == 404
     assert api.post("/users", json={"username": member.username}).status_code == 409
     assert api.post("/users", json={"username": "Not A Name"}).status_code == 422
     disabled = api.patch(f"/users/{member.id}", json={"disabled": True})

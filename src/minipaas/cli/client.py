@@ -155,15 +155,36 @@ def run(fn: Any) -> None:
 
 
 def stream_logs(api: Api, app_id: int, tail: int) -> None:
+    """Follows the logs until Ctrl-C; reconnects when the router closes the stream (reloads
+    close long-lived connections), without printing the last line twice."""
+    last_line: str | None = None
     try:
-        with api.http.stream(
-            "GET", f"/apps/{app_id}/logs", params={"follow": "true", "tail": tail}, timeout=None
-        ) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise ClientError(_error_text(response))
-            for chunk in response.iter_text():
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
+        while True:
+            with api.http.stream(
+                "GET",
+                f"/apps/{app_id}/logs",
+                params={"follow": "true", "tail": tail if last_line is None else 1},
+                timeout=httpx.Timeout(10, read=None),
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ClientError(_error_text(response))
+                if not response.headers.get("content-type", "").startswith("text/plain"):
+                    return  # the app has no container: nothing to follow
+                first = True
+                try:
+                    for line in response.iter_lines():
+                        if first and line == last_line:
+                            first = False
+                            continue  # printed before the reconnect
+                        first = False
+                        last_line = line
+                        sys.stdout.write(line + "\n")
+                        sys.stdout.flush()
+                except httpx.HTTPError:
+                    pass  # cut: reconnect
+            time.sleep(1)
     except KeyboardInterrupt:
         return
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach {api.http.base_url}: {exc}") from None

@@ -76,6 +76,20 @@ def issue_user_token(
     )
 
 
+@router.get("/users/{user_id}/tokens", response_model=list[TokenOut])
+def list_user_tokens(user_id: UserId, _: AdminUser, db: SessionDep) -> list[TokenOut]:
+    """A user's tokens (admin; never the tokens themselves)."""
+    user = users.get_user(db=db, user_id=user_id)
+    return [TokenOut.model_validate(row) for row in users.list_tokens(db=db, user=user)]
+
+
+@router.delete("/users/{user_id}/tokens/{token_id}", response_model=TokenOut)
+def revoke_user_token(user_id: UserId, token_id: TokenId, _: AdminUser, db: SessionDep) -> TokenOut:
+    """Revoke one of a user's tokens (admin), e.g. a leaked one."""
+    user = users.get_user(db=db, user_id=user_id)
+    return TokenOut.model_validate(users.revoke_token(db=db, user=user, token_id=token_id))
+
+
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedTokenOut)
 def create_token(
     body: TokenCreate, user: CurrentUser, caller: Caller, db: SessionDep
