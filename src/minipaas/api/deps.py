@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from minipaas.db.models import App, User
@@ -16,6 +16,9 @@ from minipaas.services.errors import Forbidden, Unauthorized
 
 # Ids are PostgreSQL integers: a larger number is a 422, not a database error
 MAX_ID = 2**31 - 1
+# Pagination of every list
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
 
 
 def _db_session() -> Iterator[Session]:

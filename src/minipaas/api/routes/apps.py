@@ -10,7 +10,15 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from minipaas.api.deps import MAX_ID, CurrentUser, SessionDep, VisibleApp, _visible_app
+from minipaas.api.deps import (
+    MAX_ID,
+    CurrentUser,
+    Limit,
+    Offset,
+    SessionDep,
+    VisibleApp,
+    _visible_app,
+)
 from minipaas.api.schemas import (
     ActionOut,
     AppCreate,
@@ -32,10 +40,8 @@ collection = APIRouter(prefix="/apps", tags=["apps"])
 item = APIRouter(prefix="/apps/{app_id}", tags=["apps"], dependencies=[Depends(_visible_app)])
 
 DeploymentId = Annotated[int, Path(ge=1, le=MAX_ID, description="the deployment's id")]
-Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 # Streams must reach the client line by line, also through the nginx router
 _UNBUFFERED = {"X-Accel-Buffering": "no"}
-Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
 
 
 @collection.post("", status_code=status.HTTP_201_CREATED, response_model=AppOut)

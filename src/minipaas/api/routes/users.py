@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Path, Response, status
 
-from minipaas.api.deps import MAX_ID, AdminUser, Caller, CurrentUser, SessionDep
+from minipaas.api.deps import MAX_ID, AdminUser, Caller, CurrentUser, Limit, Offset, SessionDep
 from minipaas.api.schemas import (
     AuditEventOut,
     IssuedTokenOut,
@@ -22,8 +22,6 @@ router = APIRouter(tags=["users"])
 
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
 def _issued(issued: users.IssuedToken) -> IssuedTokenOut:
