@@ -29,8 +29,8 @@ test: dev-deps  ## the whole suite against real PostgreSQL, Redis, Docker and ng
 	@scripts/ensure-docker.sh
 	@$(PYTEST) -q
 
-test-unit: dev-deps
-	@$(PYTEST) -q tests/unit
+test-unit: dev-deps  ## every test that needs no Docker engine (nor the platform it runs)
+	@$(PYTEST) -q -m "not docker"
 
 test-deployments: dev-deps
 	@scripts/ensure-docker.sh

@@ -11,6 +11,24 @@ import pytest
 from tests.support.stack import Stack, running_stack
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything: every test is checked
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the whole platform (the `stack` fixture, also through `api`, `router`
+    or any other fixture) must be marked `docker`, so `pytest -m "not docker"` leaves it out."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "stack" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("docker") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use the `stack` fixture (the whole platform: PostgreSQL, Redis, nginx "
+            "and a Docker engine) but are not marked `docker`; add `pytest.mark.docker` to "
+            "their module's `pytestmark`:\n  " + "\n  ".join(unmarked)
+        )
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """The whole platform, started the way `make up` starts it."""

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue
+from rq import Callback, Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -42,17 +43,22 @@ def get_queue() -> Queue:
 
 
 def enqueue(
-    function_path: str, *args: Any, job_id: str, timeout: int, on_failure: Any = None
+    function: Callable[..., Any],
+    *args: Any,
+    job_id: str,
+    timeout: int,
+    on_failure: Callable[..., Any] | None = None,
 ) -> Job:
+    """Queues `function(*args)`; jobs carry ids only, the request id rides in their meta."""
     try:
         return get_queue().enqueue_call(
-            function_path,
+            function,
             args=args,
             job_id=job_id,
             timeout=timeout,
             result_ttl=3600,
             failure_ttl=7 * 24 * 3600,
-            on_failure=on_failure,
+            on_failure=Callback(on_failure) if on_failure is not None else None,
             meta={"request_id": logs.request_id.get()},
         )
     except (RedisError, OSError) as exc:
@@ -98,8 +104,16 @@ def pending_action(app_id: int, action: str, ttl_seconds: int) -> Iterator[bool]
                 get_redis().delete(key)
 
 
-def wait_for_job(job: Job, seconds: float) -> Any | None:
-    """Waits for a job to finish; returns its return value, or None if it did not in time."""
+@dataclass(frozen=True)
+class JobEnd:
+    """How a job ended: its return value if it finished, else RQ's status for it."""
+
+    status: str
+    value: object = None
+
+
+def wait_for_job(job: Job, seconds: float) -> JobEnd | None:
+    """Waits for a job to end; None if it did not within `seconds`."""
     deadline = time.monotonic() + seconds
     delay = 0.02
     while True:
@@ -108,9 +122,9 @@ def wait_for_job(job: Job, seconds: float) -> Any | None:
         except (RedisError, OSError):
             return None
         if status == JobStatus.FINISHED:
-            return job.return_value(refresh=True)
+            return JobEnd("finished", job.return_value(refresh=True))
         if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-            return {"error": f"the job ended as {status}"}
+            return JobEnd(str(getattr(status, "value", status)))
         if time.monotonic() >= deadline:
             return None
         time.sleep(delay)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from tests.support.flows import create_app, deploy, platform_containers
 from tests.support.images import HELLO_V1, HELLO_V2
 from tests.support.stack import Stack
+from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.deployments]
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.deployments]
 
 
 def test_create_deploy_route_logs_stop_start_restart_redeploy_remove(
@@ -160,11 +159,19 @@ def test_logs_follow_streams_new_lines_until_the_client_leaves(
         seen.append(next(lines))  # the tail comes first
         # a request made now shows up in the stream
         router.get(f"/apps/{app_id}/index.html")
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            seen.append(next(lines))
-            if "response:200" in seen[-1]:
-                break
+
+        def served_line_arrived() -> bool:
+            seen.append(next(lines))  # blocks until the stream has a line: no sleep needed
+            assert "response:200" in seen[-1], seen
+            return True
+
+        eventually(
+            served_line_arrived,
+            timeout=15,
+            interval=0,
+            retry_on=(AssertionError,),
+            message="the request did not show up in the followed logs",
+        )
     assert len(seen) >= 2 and "response:200" in seen[-1], seen
     # the API is fine after the client went away
     assert api.get(f"/apps/{app_id}").status_code == 200

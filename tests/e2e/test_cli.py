@@ -13,7 +13,7 @@ import pytest
 from tests.support.images import CRASHER, HELLO_V1, HELLO_V2
 from tests.support.stack import Stack
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 
 def _cli(

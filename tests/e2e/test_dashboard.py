@@ -10,7 +10,7 @@ import pytest
 from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 CHROMIUM = shutil.which("chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"

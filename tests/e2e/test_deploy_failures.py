@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import concurrent.futures
-import time
 
 import httpx
 import pytest
 
+from minipaas.queue import job_status
 from tests.support.flows import create_app, deploy, platform_containers, wait_for_deployment
 from tests.support.images import BINARY_LOGGER, CRASHER, HELLO_V1, MISSING, SLOW_STARTER
 from tests.support.stack import Stack
+from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.deployments]
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.deployments]
 
 
 def test_missing_image_fails_clearly_and_leaves_nothing(
@@ -122,10 +123,12 @@ def test_cancel_a_running_and_a_queued_deployment(
     assert cancelled.json()["error"] == "cancelled before it started"
     assert api.get(f"/apps/{waiting}").json()["status"] == "created"
 
-    deadline = time.monotonic() + 20
-    while api.get(f"/apps/{slow}/deployments/{running_id}").json()["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(
+        lambda: api.get(f"/apps/{slow}/deployments/{running_id}").json()["status"] == "running",
+        timeout=20,
+        interval=0.05,
+        message=f"deployment {running_id} did not start running",
+    )
     assert api.post(f"/apps/{slow}/deployments/{running_id}/cancel").status_code == 202
     ended = wait_for_deployment(api, slow, running_id)
     assert ended["status"] == "failed" and ended["error"] == "cancelled while it was running"
@@ -133,9 +136,20 @@ def test_cancel_a_running_and_a_queued_deployment(
     assert platform_containers(stack.settings.instance_name, slow) == []
     again = api.post(f"/apps/{slow}/deployments/{running_id}/cancel")
     assert again.status_code == 409 and "already ended" in again.json()["detail"]
-    # the queued job, when the worker reaches it, changes nothing
-    time.sleep(0.5)
-    assert api.get(f"/apps/{waiting}/deployments/{queued_id}").json()["status"] == "failed"
+    # the queued job, when the worker reaches it, changes nothing: wait until the worker has
+    # run it (its RQ job is `deploy-<id>`), then look
+    eventually(
+        lambda: job_status(f"deploy-{queued_id}") == "finished",
+        timeout=30,
+        interval=0.1,
+        message=f"the worker did not process the job of cancelled deployment {queued_id}",
+    )
+    skipped = api.get(f"/apps/{waiting}/deployments/{queued_id}").json()
+    assert skipped["status"] == "failed"
+    assert skipped["error"] == "cancelled before it started"
+    events = api.get(f"/apps/{waiting}/deployments/{queued_id}/events").json()
+    assert "started" not in [event["kind"] for event in events], events
+    assert api.get(f"/apps/{waiting}").json()["status"] == "created"
     assert platform_containers(stack.settings.instance_name, waiting) == []
 
 

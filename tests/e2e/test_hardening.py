@@ -12,7 +12,7 @@ from tests.support.flows import create_app, deploy
 from tests.support.images import HELLO_V1, MEMORY_EATER
 from tests.support.stack import Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.deployments]
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.deployments]
 
 
 def _inspect(container_id: str) -> dict[str, object]:

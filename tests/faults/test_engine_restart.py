@@ -14,8 +14,9 @@ import pytest
 from tests.support.flows import create_app, deploy
 from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
+from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 
 def _engine_answers() -> bool:
@@ -35,10 +36,9 @@ def _restart_engine() -> None:
     pid = _dockerd_pid()
     assert pid is not None, "no dockerd process to restart"
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while _dockerd_pid() == pid:
-        assert time.monotonic() < deadline, "dockerd did not stop"
-        time.sleep(0.2)
+    eventually(
+        lambda: _dockerd_pid() != pid, timeout=60, interval=0.2, message="dockerd did not stop"
+    )
     with open("/var/log/dockerd.log", "ab") as log:
         subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
 
@@ -53,20 +53,18 @@ def test_apps_come_back_after_the_engine_restarts(
     assert api.post(f"/apps/{stopped_id}/stop").status_code == 200
 
     _restart_engine()
-    deadline = time.monotonic() + 90
-    while not _engine_answers():
-        assert time.monotonic() < deadline, "the Docker engine did not come back"
-        time.sleep(0.5)
-
-    def serving() -> bool:
-        try:
-            return router.get(f"/apps/{app_id}/").text == "hello from v1\n"
-        except httpx.HTTPError:
-            return False
-
-    while not serving():
-        assert time.monotonic() < deadline, "the app did not come back behind the router"
-        time.sleep(0.5)
+    # 90 s in all for the engine and then the app behind the router to come back
+    restarted = time.monotonic()
+    eventually(
+        _engine_answers, timeout=90, interval=0.5, message="the Docker engine did not come back"
+    )
+    eventually(
+        lambda: router.get(f"/apps/{app_id}/").text == "hello from v1\n",
+        timeout=90 - (time.monotonic() - restarted),
+        interval=0.5,
+        retry_on=(httpx.HTTPError,),
+        message="the app did not come back behind the router",
+    )
     assert api.get(f"/apps/{app_id}").json()["status"] == "running"
     # a stopped app stays stopped (Docker's unless-stopped) and still shows the 503 page
     assert api.get(f"/apps/{stopped_id}").json()["status"] == "stopped"

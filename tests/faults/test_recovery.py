@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -17,17 +15,9 @@ from minipaas.services.routing import get_router
 from tests.support.flows import create_app, deploy, platform_containers, wait_for_deployment
 from tests.support.images import CRASH_LOOPER, HELLO_V1, SLOW_STARTER
 from tests.support.stack import Stack
+from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.e2e]
-
-
-def _eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout} s: {what}")
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 
 def _worker(stack: Stack):  # type: ignore[no-untyped-def]
@@ -44,12 +34,19 @@ def test_worker_killed_mid_deploy_is_cleaned_up_when_it_comes_back(
         deployment = api.get(f"/apps/{app_id}/deployments/{deployment_id}").json()
         return deployment["status"] == "running" and bool(deployment["container_id"])
 
-    _eventually(container_started, 20, "the deploy started its container")
+    eventually(
+        container_started,
+        timeout=20,
+        interval=0.2,
+        message="the deploy did not start its container",
+    )
     worker = _worker(stack)
     pid = worker.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    _eventually(lambda: worker.pid() is None, 10, "the worker died")
+    eventually(
+        lambda: worker.pid() is None, timeout=10, interval=0.2, message="the worker did not die"
+    )
     worker.start(stack.env)
 
     ended = wait_for_deployment(api, app_id, deployment_id, timeout=30)
@@ -70,12 +67,20 @@ def test_container_removed_by_hand_is_not_shown_running(
     deployment = deploy(api, app_id)
     docker.from_env().containers.get(deployment["container_id"]).remove(force=True)
 
-    _eventually(
-        lambda: api.get(f"/apps/{app_id}").json()["status"] == "failed", 15, "app marked failed"
+    eventually(
+        lambda: api.get(f"/apps/{app_id}").json()["status"] == "failed",
+        timeout=15,
+        interval=0.2,
+        message="the app was not marked failed",
     )
     app = api.get(f"/apps/{app_id}").json()
     assert "disappeared" in app["status_detail"]
-    _eventually(lambda: router.get(f"/apps/{app_id}/").status_code == 404, 10, "route removed")
+    eventually(
+        lambda: router.get(f"/apps/{app_id}/").status_code == 404,
+        timeout=10,
+        interval=0.2,
+        message="the route was not removed",
+    )
 
 
 def test_crash_looping_app_is_stopped_and_marked_failed(
@@ -84,8 +89,11 @@ def test_crash_looping_app_is_stopped_and_marked_failed(
     app_id = create_app(api, app_name, CRASH_LOOPER)["id"]
     assert deploy(api, app_id)["status"] == "succeeded"
 
-    _eventually(
-        lambda: api.get(f"/apps/{app_id}").json()["status"] == "failed", 60, "crash loop noticed"
+    eventually(
+        lambda: api.get(f"/apps/{app_id}").json()["status"] == "failed",
+        timeout=60,
+        interval=0.2,
+        message="the crash loop was not noticed",
     )
     detail = api.get(f"/apps/{app_id}").json()["status_detail"]
     assert "crash-looping" in detail and "code 5" in detail and "giving up" in detail
@@ -112,7 +120,9 @@ def test_killed_nginx_comes_back_with_all_routes(
         except httpx.HTTPError:
             return False
 
-    _eventually(serving, 20, "nginx back with the app's route")
+    eventually(
+        serving, timeout=20, interval=0.2, message="nginx did not come back with the app's route"
+    )
 
 
 def _parent(stat: Path) -> int:
@@ -134,7 +144,12 @@ def test_postgres_restart_readiness_503_then_recovers(stack: Stack, api: httpx.C
         assert api.get("/apps").status_code == 503
     finally:
         postgres.start()
-    _eventually(lambda: api.get("/health/ready").status_code == 200, 30, "ready again")
+    eventually(
+        lambda: api.get("/health/ready").status_code == 200,
+        timeout=30,
+        interval=0.2,
+        message="the API did not become ready again",
+    )
     assert api.get("/apps").status_code == 200
 
 
@@ -162,4 +177,9 @@ def test_redis_restart_loses_no_queued_deploy_and_reads_keep_working(
 
     ended = wait_for_deployment(api, waiting, queued, timeout=60)
     assert ended["status"] == "succeeded", ended["error"]
-    _eventually(lambda: api.get("/health/ready").status_code == 200, 30, "ready again")
+    eventually(
+        lambda: api.get("/health/ready").status_code == 200,
+        timeout=30,
+        interval=0.2,
+        message="the API did not become ready again",
+    )

@@ -13,7 +13,7 @@ from tests.support.flows import create_app, deploy
 from tests.support.images import HELLO_V1, HELLO_V2
 from tests.support.stack import Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.deployments]
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.deployments]
 
 CLIENTS = 4
 REDEPLOYS = 4

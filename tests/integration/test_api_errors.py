@@ -13,6 +13,8 @@ from minipaas import queue
 from minipaas.api.app import create_app
 from tests.support.stack import Stack, free_port
 
+pytestmark = [pytest.mark.docker]
+
 
 @pytest.fixture
 def client(stack: Stack) -> Iterator[TestClient]:

@@ -19,6 +19,8 @@ from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
 from tests.support.users import Member, new_member
 
+pytestmark = [pytest.mark.docker]
+
 
 @pytest.fixture
 def client(stack: Stack) -> Iterator[httpx.Client]:

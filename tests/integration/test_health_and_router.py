@@ -9,6 +9,8 @@ from minipaas.router.nginx import RouterError
 from minipaas.services.routing import get_router, render_current_site
 from tests.support.stack import Stack
 
+pytestmark = [pytest.mark.docker]
+
 
 def test_health_endpoints(api: httpx.Client) -> None:
     assert api.get("/health").json() == {"status": "ok"}

@@ -6,10 +6,13 @@ import json
 import time
 
 import httpx
+import pytest
 
 from tests.support.flows import create_app, wait_for_deployment
 from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
+
+pytestmark = [pytest.mark.docker]
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:

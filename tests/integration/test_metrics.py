@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 
 import httpx
+import pytest
 
 from tests.support.flows import create_app, deploy
 from tests.support.images import CRASHER, HELLO_V1
 from tests.support.stack import Stack
 from tests.support.users import new_member
+
+pytestmark = [pytest.mark.docker]
 
 
 def _value(text: str, series: str) -> float:

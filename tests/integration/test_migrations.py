@@ -1,23 +1,63 @@
-"""Migrations against a real, empty PostgreSQL database: up, down, up again."""
+"""Migrations against a real, empty PostgreSQL database: up, down, up again.
+
+Needs only PostgreSQL's server binaries: the test runs its own throw-away cluster, not the
+whole platform (so `pytest -m "not docker"` runs it too).
+"""
 
 from __future__ import annotations
 
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy import URL, create_engine, inspect
 
 from minipaas.db import migrate
 from minipaas.db.models import Base
-from minipaas.host.platform import local_postgres
-from tests.support.stack import Stack
+from minipaas.host.postgres import LocalPostgres
+from tests.support.stack import free_port
+
+pytestmark = [pytest.mark.postgres]
 
 
-def test_upgrade_from_empty_downgrade_and_upgrade_again(stack: Stack) -> None:
-    postgres = local_postgres(stack.settings)
-    assert postgres is not None
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL cluster of its own on a free loopback port, deleted afterwards."""
+    # PostgreSQL runs as its own user, which must be able to reach its data directory
+    top = Path(tempfile.mkdtemp(prefix="minipaas-test-pg-"))
+    top.chmod(0o711)
+    cluster = LocalPostgres(
+        data_dir=top / "postgres" / "data",
+        port=free_port(),
+        user="minipaas",
+        password=secrets.token_urlsafe(12),
+        database="minipaas",
+    )
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        try:
+            cluster.stop()
+        finally:
+            shutil.rmtree(top, ignore_errors=True)
+
+
+def test_upgrade_from_empty_downgrade_and_upgrade_again(postgres: LocalPostgres) -> None:
     postgres.create_database("migrations_check")
-    url = make_url(stack.settings.database_url).set(database="migrations_check")
+    url = URL.create(
+        "postgresql+psycopg",
+        username=postgres.user,
+        password=postgres.password,
+        host="127.0.0.1",
+        port=postgres.port,
+        database="migrations_check",
+    )
     url_text = url.render_as_string(hide_password=False)
     engine = create_engine(url)
     try:

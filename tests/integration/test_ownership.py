@@ -11,6 +11,8 @@ from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
 from tests.support.users import Member, new_member
 
+pytestmark = [pytest.mark.docker]
+
 # (method, path template, body): every route that takes an app id
 APP_ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/apps/{id}", None),

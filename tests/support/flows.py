@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
+
+from tests.support.waiting import eventually
 
 FINISHED = {"succeeded", "failed"}
 
@@ -19,15 +20,18 @@ def create_app(api: httpx.Client, name: str, image: str, **extra: Any) -> dict[s
 def wait_for_deployment(
     api: httpx.Client, app_id: int, deployment_id: int, timeout: float = 60.0
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def finished() -> dict[str, Any] | None:
         response = api.get(f"/apps/{app_id}/deployments/{deployment_id}")
         assert response.status_code == 200, response.text
         body = dict(response.json())
-        if body["status"] in FINISHED:
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"deployment {deployment_id} did not finish within {timeout} s")
+        return body if body["status"] in FINISHED else None
+
+    return eventually(
+        finished,
+        timeout=timeout,
+        interval=0.1,
+        message=f"deployment {deployment_id} did not finish",
+    )
 
 
 def deploy(api: httpx.Client, app_id: int) -> dict[str, Any]:

@@ -59,84 +59,86 @@ def create_app() -> FastAPI:
     app.include_router(apps.item)
     app.include_router(users.router)
     app.include_router(platform_metrics.router)
-
-    @app.get("/ui", include_in_schema=False)
-    def dashboard() -> FileResponse:
-        """The dashboard: a static page; every call it makes carries the user's token."""
-        return FileResponse(_UI_PAGE, media_type="text/html")
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        headers = {}
-        if isinstance(exc, Unauthorized):
-            headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, TooManyRequests):
-            headers["Retry-After"] = str(exc.retry_after)
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
-
-    @app.middleware("http")
-    async def _audit_changes(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        rid = logs.clean_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
-        token = logs.request_id.set(rid)
-        try:
-            response = await call_next(request)
-        finally:
-            logs.request_id.reset(token)
-        elapsed = time.perf_counter() - started
-        response.headers["X-Request-ID"] = rid
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        metrics.HTTP_LATENCY.labels(request.method, route).observe(elapsed)
-        caller = getattr(request.state, "caller", None)
-        access_log.info(
-            "%s %s %s",
-            request.method,
-            route,
-            response.status_code,
-            extra={
-                "request_id": rid,
-                "method": request.method,
-                "route": route,
-                "path": request.url.path,
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 1),
-                "user": caller.username if caller else None,
-            },
-        )
-        if request.method in _CHANGING_METHODS:
-            caller = getattr(request.state, "caller", None)
-            if caller is not None:
-                route = request.scope.get("route")
-                template = getattr(route, "path", request.url.path)
-                await run_in_threadpool(
-                    _record_audit,
-                    caller,
-                    f"{request.method} {template}",
-                    request.url.path,
-                    response.status_code,
-                    request.client.host if request.client else None,
-                )
-        return response
-
-    @app.exception_handler(SQLAlchemyTimeoutError)
-    async def _database_busy(_: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
-        log.warning("database pool exhausted: %s", exc)
-        return JSONResponse(
-            {"detail": "the platform is busy (no database connection free); try again shortly"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
-
-    @app.exception_handler(OperationalError)
-    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return JSONResponse(
-            {"detail": "the database is not reachable; try again shortly"}, status_code=503
-        )
-
+    app.add_api_route("/ui", dashboard, methods=["GET"], include_in_schema=False)
+    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(SQLAlchemyTimeoutError, _database_busy)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, _database_down)  # type: ignore[arg-type]
+    app.middleware("http")(_log_and_audit)
     app.add_middleware(ForwardedPrefixMiddleware)
     return app
+
+
+def dashboard() -> FileResponse:
+    """The dashboard: a static page; every call it makes carries the user's token."""
+    return FileResponse(_UI_PAGE, media_type="text/html")
+
+
+async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+async def _database_busy(_: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
+    log.warning("database pool exhausted: %s", exc)
+    return JSONResponse(
+        {"detail": "the platform is busy (no database connection free); try again shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+    log.warning("database unavailable: %s", exc)
+    return JSONResponse(
+        {"detail": "the database is not reachable; try again shortly"}, status_code=503
+    )
+
+
+async def _log_and_audit(request: Request, call_next: Any) -> Any:
+    """One access line per request (with its request id), metrics, and the audit log."""
+    started = time.perf_counter()
+    rid = logs.clean_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
+    token = logs.request_id.set(rid)
+    try:
+        response = await call_next(request)
+    finally:
+        logs.request_id.reset(token)
+    elapsed = time.perf_counter() - started
+    response.headers["X-Request-ID"] = rid
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+    metrics.HTTP_LATENCY.labels(request.method, route).observe(elapsed)
+    caller = getattr(request.state, "caller", None)
+    access_log.info(
+        "%s %s %s",
+        request.method,
+        route,
+        response.status_code,
+        extra={
+            "request_id": rid,
+            "method": request.method,
+            "route": route,
+            "path": request.url.path,
+            "status": response.status_code,
+            "duration_ms": round(elapsed * 1000, 1),
+            "user": caller.username if caller else None,
+        },
+    )
+    if request.method in _CHANGING_METHODS and caller is not None:
+        template = getattr(request.scope.get("route"), "path", request.url.path)
+        await run_in_threadpool(
+            _record_audit,
+            caller,
+            f"{request.method} {template}",
+            request.url.path,
+            response.status_code,
+            request.client.host if request.client else None,
+        )
+    return response
 
 
 _CHANGING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -160,7 +162,3 @@ def _record_audit(
             )
     except Exception:  # the change itself is done; a lost audit line must not turn it into a 500
         log.exception("audit event not recorded: %s %s", action, target)
-
-
-def app_factory(**_: Any) -> FastAPI:
-    return create_app()

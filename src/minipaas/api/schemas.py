@@ -254,6 +254,8 @@ class ReleaseOut(_MaskedEnvOut):
     cpus: float
     pids: int
     pull_policy: PullPolicy
+    health_check_path: str
+    health_check_running_seconds: int | None
     created_at: datetime
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, ParamSpec
 
 import httpx
 import typer
@@ -17,6 +19,7 @@ from rich.table import Table
 
 CONFIG_FILE = Path(os.environ.get("MINIPAAS_CONFIG", Path.home() / ".config/minipaas/config.json"))
 console = Console()
+P = ParamSpec("P")
 
 
 class ClientError(Exception):
@@ -147,11 +150,22 @@ def follow_deployment(api: Api, app_id: int, deployment: dict[str, Any], as_json
         )
 
 
-def run(fn: Any) -> None:
-    try:
-        fn()
-    except ClientError as exc:
-        fail(str(exc))
+def reports_errors(command: Callable[P, None]) -> Callable[P, None]:
+    """For a command: a ClientError (an API error, an unreachable API, no login) becomes one
+    `error: ...` line and exit code 1, never a traceback.
+
+    functools.wraps keeps the name, the help text and (through __wrapped__, which
+    inspect.signature follows) the parameters Typer reads its options and arguments from.
+    """
+
+    @functools.wraps(command)
+    def reporting(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except ClientError as exc:
+            fail(str(exc))
+
+    return reporting
 
 
 def stream_logs(api: Api, app_id: int, tail: int) -> None:

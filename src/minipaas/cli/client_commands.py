@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
 from minipaas.cli.client import (
     Api,
+    ClientError,
     Connection,
     follow_deployment,
     load_connection,
-    run,
+    reports_errors,
     save_connection,
     show,
     stream_logs,
@@ -42,41 +44,37 @@ def register(app: typer.Typer) -> None:
         app.command(action, help=f"{action.capitalize()} an app's container")(_lifecycle(action))
 
 
+@reports_errors
 def login(
     url: str = typer.Option(..., "--url", help="the API, e.g. http://127.0.0.1:8081"),
     token: str = typer.Option(..., prompt=True, hide_input=True, help="an API token (mp_...)"),
 ) -> None:
     """Store the API address and a token (in a 0600 file) after checking them."""
-
-    def go() -> None:
-        connection = Connection(url.rstrip("/"), token)
-        me = Api(connection).call("GET", "/me")
-        save_connection(connection)
-        typer.echo(f"logged in to {connection.url} as {me['username']} ({me['role']})")
-
-    run(go)
+    connection = Connection(url.rstrip("/"), token)
+    me = Api(connection).call("GET", "/me")
+    save_connection(connection)
+    typer.echo(f"logged in to {connection.url} as {me['username']} ({me['role']})")
 
 
 @apps_app.command("list")
+@reports_errors
 def apps_list(as_json: bool = JsonOption) -> None:
     """The apps you can see."""
-    run(lambda: show(_api().call("GET", "/apps", params={"limit": 500}), as_json, APP_COLUMNS))
+    show(_api().call("GET", "/apps", params={"limit": 500}), as_json, APP_COLUMNS)
 
 
 @apps_app.command("show")
+@reports_errors
 def apps_show(app: str, as_json: bool = JsonOption) -> None:
     """One app (by name or id)."""
-
-    def go() -> None:
-        api = _api()
-        data = api.call("GET", f"/apps/{api.app_id(app)}")
-        columns = [*APP_COLUMNS, "internal_port", "memory_mb", "cpus", "env", "published_port"]
-        show(data, as_json, columns)
-
-    run(go)
+    api = _api()
+    data = api.call("GET", f"/apps/{api.app_id(app)}")
+    columns = [*APP_COLUMNS, "internal_port", "memory_mb", "cpus", "env", "published_port"]
+    show(data, as_json, columns)
 
 
 @apps_app.command("create")
+@reports_errors
 def apps_create(
     name: str,
     image: str = typer.Option(..., help="image reference, e.g. nginx:1.27"),
@@ -88,157 +86,117 @@ def apps_create(
     body: dict[str, Any] = {"name": name, "image": image, "internal_port": port}
     if memory_mb is not None:
         body["memory_mb"] = memory_mb
-    run(lambda: show(_api().call("POST", "/apps", json=body), as_json, APP_COLUMNS))
+    show(_api().call("POST", "/apps", json=body), as_json, APP_COLUMNS)
 
 
 @apps_app.command("delete")
+@reports_errors
 def apps_delete(app: str, yes: bool = typer.Option(False, "--yes", help="do not ask")) -> None:
     """Delete an app with its container, route and history."""
-
-    def go() -> None:
-        api = _api()
-        app_id = api.app_id(app)
-        if not yes:
-            typer.confirm(f"delete app {app} and all it owns?", abort=True)
-        api.call("DELETE", f"/apps/{app_id}")
-        typer.echo(f"deleted app {app}")
-
-    run(go)
+    api = _api()
+    app_id = api.app_id(app)
+    if not yes:
+        typer.confirm(f"delete app {app} and all it owns?", abort=True)
+    api.call("DELETE", f"/apps/{app_id}")
+    typer.echo(f"deleted app {app}")
 
 
+@reports_errors
 def deploy(
     app: str,
     image: str | None = typer.Option(None, help="deploy this image (saved on the app)"),
     as_json: bool = JsonOption,
 ) -> None:
     """Deploy an app and follow it until it succeeds or fails (exit 1 on failure)."""
-
-    def go() -> None:
-        api = _api()
-        app_id = api.app_id(app)
-        if image is not None:
-            api.call("PATCH", f"/apps/{app_id}", json={"image": image})
-        follow_deployment(api, app_id, api.call("POST", f"/apps/{app_id}/deploy"), as_json)
-
-    run(go)
+    api = _api()
+    app_id = api.app_id(app)
+    if image is not None:
+        api.call("PATCH", f"/apps/{app_id}", json={"image": image})
+    follow_deployment(api, app_id, api.call("POST", f"/apps/{app_id}/deploy"), as_json)
 
 
+@reports_errors
 def rollback(
     app: str,
     release: int | None = typer.Argument(None, help="default: the release before the current"),
     as_json: bool = JsonOption,
 ) -> None:
     """Deploy an earlier release again and follow it."""
-
-    def go() -> None:
-        api = _api()
-        app_id = api.app_id(app)
-        body = {"release": release} if release is not None else {}
-        follow_deployment(
-            api, app_id, api.call("POST", f"/apps/{app_id}/rollback", json=body), as_json
-        )
-
-    run(go)
+    api = _api()
+    app_id = api.app_id(app)
+    body = {"release": release} if release is not None else {}
+    follow_deployment(api, app_id, api.call("POST", f"/apps/{app_id}/rollback", json=body), as_json)
 
 
+@reports_errors
 def logs(
     app: str,
     follow: bool = typer.Option(False, "-f", "--follow", help="keep printing new lines"),
     tail: int = typer.Option(100, "--tail", min=1, help="lines from the end"),
 ) -> None:
     """An app's output."""
-
-    def go() -> None:
-        api = _api()
-        app_id = api.app_id(app)
-        if follow:
-            stream_logs(api, app_id, tail)
-        else:
-            typer.echo(
-                api.call("GET", f"/apps/{app_id}/logs", params={"tail": tail})["logs"], nl=False
-            )
-
-    run(go)
+    api = _api()
+    app_id = api.app_id(app)
+    if follow:
+        stream_logs(api, app_id, tail)
+    else:
+        typer.echo(api.call("GET", f"/apps/{app_id}/logs", params={"tail": tail})["logs"], nl=False)
 
 
+@reports_errors
 def deployments(app: str, as_json: bool = JsonOption) -> None:
     """An app's deployment history, newest first."""
-
-    def go() -> None:
-        api = _api()
-        show(api.call("GET", f"/apps/{api.app_id(app)}/deployments"), as_json, DEPLOYMENT_COLUMNS)
-
-    run(go)
+    api = _api()
+    show(api.call("GET", f"/apps/{api.app_id(app)}/deployments"), as_json, DEPLOYMENT_COLUMNS)
 
 
+@reports_errors
 def releases(app: str, as_json: bool = JsonOption) -> None:
     """An app's releases, newest first."""
-
-    def go() -> None:
-        api = _api()
-        columns = ["number", "image", "image_id", "env", "memory_mb", "created_at"]
-        show(api.call("GET", f"/apps/{api.app_id(app)}/releases"), as_json, columns)
-
-    run(go)
+    api = _api()
+    columns = ["number", "image", "image_id", "env", "memory_mb", "created_at"]
+    show(api.call("GET", f"/apps/{api.app_id(app)}/releases"), as_json, columns)
 
 
-def _lifecycle(action: str) -> Any:
+def _lifecycle(action: str) -> Callable[[str, bool], None]:
     def command(app: str, as_json: bool = JsonOption) -> None:
-        def go() -> None:
-            api = _api()
-            result = api.call("POST", f"/apps/{api.app_id(app)}/{action}")
-            show(result["app"], as_json, APP_COLUMNS)
-
-        run(go)
+        api = _api()
+        result = api.call("POST", f"/apps/{api.app_id(app)}/{action}")
+        show(result["app"], as_json, APP_COLUMNS)
 
     command.__name__ = action
     command.__doc__ = f"{action.capitalize()} an app's container."
-    return command
+    return reports_errors(command)
 
 
 @env_app.command("list")
+@reports_errors
 def env_list(app: str, as_json: bool = JsonOption) -> None:
     """Names of an app's env vars."""
-
-    def go() -> None:
-        api = _api()
-        names = sorted(api.call("GET", f"/apps/{api.app_id(app)}")["env"])
-        show([{"name": n} for n in names], as_json, ["name"])
-
-    run(go)
+    api = _api()
+    names = sorted(api.call("GET", f"/apps/{api.app_id(app)}")["env"])
+    show([{"name": n} for n in names], as_json, ["name"])
 
 
 @env_app.command("set")
+@reports_errors
 def env_set(app: str, pairs: list[str] = typer.Argument(..., help="KEY=VALUE ...")) -> None:
     """Set env vars (applied by the next deploy); others are kept."""
-
-    def go() -> None:
-        values = {}
-        for pair in pairs:
-            key, sep, value = pair.partition("=")
-            if not sep:
-                raise_bad(pair)
-            values[key] = value
-        api = _api()
-        api.call("PATCH", f"/apps/{api.app_id(app)}", json={"env_set": values})
-        typer.echo(f"set {', '.join(sorted(values))} on {app}; deploy to apply")
-
-    run(go)
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ClientError(f"'{pair}' is not KEY=VALUE")
+        values[key] = value
+    api = _api()
+    api.call("PATCH", f"/apps/{api.app_id(app)}", json={"env_set": values})
+    typer.echo(f"set {', '.join(sorted(values))} on {app}; deploy to apply")
 
 
 @env_app.command("unset")
+@reports_errors
 def env_unset(app: str, names: list[str] = typer.Argument(..., help="KEY ...")) -> None:
     """Remove env vars (applied by the next deploy)."""
-
-    def go() -> None:
-        api = _api()
-        api.call("PATCH", f"/apps/{api.app_id(app)}", json={"env_unset": names})
-        typer.echo(f"unset {', '.join(names)} on {app}; deploy to apply")
-
-    run(go)
-
-
-def raise_bad(pair: str) -> None:
-    from minipaas.cli.client import ClientError
-
-    raise ClientError(f"'{pair}' is not KEY=VALUE")
+    api = _api()
+    api.call("PATCH", f"/apps/{api.app_id(app)}", json={"env_unset": names})
+    typer.echo(f"unset {', '.join(names)} on {app}; deploy to apply")

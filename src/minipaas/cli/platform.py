@@ -18,7 +18,7 @@ def up() -> None:
     """Start PostgreSQL, Redis, nginx, the API and the worker; wait until ready."""
     from minipaas.config import get_settings
     from minipaas.host import platform
-    from minipaas.host.postgres import HostServiceError
+    from minipaas.host.errors import HostServiceError
 
     settings = get_settings()
     typer.echo(f"starting mini-paas (data in {settings.data_dir})")

@@ -6,11 +6,9 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
-    JSON,
     Boolean,
     CheckConstraint,
     DateTime,
-    Enum,
     Float,
     ForeignKey,
     Index,
@@ -22,8 +20,17 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from minipaas.db.run_settings import (
+    HealthCheck,
+    PullPolicy,
+    RunSettings,
+    RunSettingsColumns,
+    str_enum,
+)
+
+__all__ = ["HealthCheck", "PullPolicy", "RunSettings"]
 
 
 class AppStatus(enum.StrEnum):
@@ -49,28 +56,6 @@ class UserRole(enum.StrEnum):
     MEMBER = "member"
 
 
-class PullPolicy(enum.StrEnum):
-    IF_NOT_PRESENT = "if-not-present"
-    ALWAYS = "always"
-    NEVER = "never"
-
-
-def _str_enum(enum_class: type[enum.StrEnum], name: str) -> Enum:
-    # VARCHAR + CHECK constraint: adding a value later is a plain migration
-    return Enum(
-        enum_class,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=32,
-        values_callable=lambda members: [member.value for member in members],
-        validate_strings=True,
-    )
-
-
-JsonDocument = JSON().with_variant(JSONB(), "postgresql")
-
-
 class Base(DeclarativeBase):
     pass
 
@@ -81,7 +66,7 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(63))
-    role: Mapped[UserRole] = mapped_column(_str_enum(UserRole, "user_role"))
+    role: Mapped[UserRole] = mapped_column(str_enum(UserRole, "user_role"))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -126,8 +111,11 @@ class AuditEvent(Base):
     )
 
 
-class App(Base):
+class App(RunSettingsColumns, Base):
+    """An app: its run settings (applied on the next deploy) and what serves it now."""
+
     __tablename__ = "apps"
+    pull_policy_type_name = "pull_policy"
     __table_args__ = (
         CheckConstraint("internal_port BETWEEN 1 AND 65535", name="ck_apps_internal_port"),
         CheckConstraint(
@@ -142,29 +130,13 @@ class App(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63))
-    image: Mapped[str] = mapped_column(String(512))
-    internal_port: Mapped[int] = mapped_column(Integer)
     owner_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="RESTRICT", name="fk_apps_owner_id"),
         nullable=True,
         index=True,
     )
-    # Env vars may hold secrets: only their encrypted JSON is stored (see services/secrets.py)
-    env_ciphertext: Mapped[str | None] = mapped_column(Text, nullable=True)
-    env_names: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
-    memory_mb: Mapped[int] = mapped_column(Integer)
-    cpus: Mapped[float] = mapped_column(Float)
-    pids: Mapped[int] = mapped_column(Integer)
-    command: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
-    pull_policy: Mapped[PullPolicy] = mapped_column(
-        _str_enum(PullPolicy, "pull_policy"), default=PullPolicy.IF_NOT_PRESENT
-    )
-    # A new container is healthy when GET health_check_path answers below 500, or, for apps
-    # that serve no HTTP health page, once it has been running health_check_running_seconds
-    health_check_path: Mapped[str] = mapped_column(String(255), default="/", server_default="/")
-    health_check_running_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[AppStatus] = mapped_column(
-        _str_enum(AppStatus, "app_status"), default=AppStatus.CREATED
+        str_enum(AppStatus, "app_status"), default=AppStatus.CREATED
     )
     # Why the app is in its status, when the platform (not its owner) put it there
     status_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -194,8 +166,11 @@ class App(Base):
     )
 
 
-class Deployment(Base):
+class Deployment(RunSettingsColumns, Base):
+    """One attempt to run a snapshot of the app's run settings (or a release's)."""
+
     __tablename__ = "deployments"
+    pull_policy_type_name = "deployment_pull_policy"
     __table_args__ = (
         # At most one queued or running deployment per app, even under concurrent requests
         Index(
@@ -210,25 +185,14 @@ class Deployment(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
     status: Mapped[DeploymentStatus] = mapped_column(
-        _str_enum(DeploymentStatus, "deployment_status"), default=DeploymentStatus.QUEUED
+        str_enum(DeploymentStatus, "deployment_status"), default=DeploymentStatus.QUEUED
     )
-    image: Mapped[str] = mapped_column(String(512))
+    # The image id the tag resolved to when it ran
     image_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # What the app was when this deployment was asked for: the router keeps serving the old
     # container during the deploy only if it was running
     app_status_before: Mapped[AppStatus | None] = mapped_column(
-        _str_enum(AppStatus, "deployment_app_status_before"), nullable=True
-    )
-    internal_port: Mapped[int] = mapped_column(Integer)
-    command: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
-    # The rest of the app's settings as they were when the deployment was asked for
-    env_ciphertext: Mapped[str | None] = mapped_column(Text, nullable=True)
-    env_names: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
-    memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    cpus: Mapped[float | None] = mapped_column(Float, nullable=True)
-    pids: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    pull_policy: Mapped[PullPolicy | None] = mapped_column(
-        _str_enum(PullPolicy, "deployment_pull_policy"), nullable=True
+        str_enum(AppStatus, "deployment_app_status_before"), nullable=True
     )
     # A rollback runs this exact image (by id), whatever the tag points at now
     pinned_image_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -238,6 +202,10 @@ class Deployment(Base):
     container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # When the route went to the new container: from then on a cancel is refused
+    route_switched_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     # Set by the API; the worker stops at its next check and fails the deployment
     cancel_requested_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
@@ -251,10 +219,11 @@ class Deployment(Base):
     app: Mapped[App] = relationship(back_populates="deployments", foreign_keys=[app_id])
 
 
-class Release(Base):
+class Release(RunSettingsColumns, Base):
     """What a successful deployment ran: numbered per app, the source of rollbacks."""
 
     __tablename__ = "releases"
+    pull_policy_type_name = "release_pull_policy"
     __table_args__ = (UniqueConstraint("app_id", "number", name="uq_releases_app_number"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -263,16 +232,8 @@ class Release(Base):
     deployment_id: Mapped[int | None] = mapped_column(
         ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True
     )
-    image: Mapped[str] = mapped_column(String(512))
+    # The exact image (content digest) that ran: a rollback runs it, whatever the tag says now
     image_id: Mapped[str] = mapped_column(String(128))
-    internal_port: Mapped[int] = mapped_column(Integer)
-    command: Mapped[list[str] | None] = mapped_column(JsonDocument, nullable=True)
-    env_ciphertext: Mapped[str | None] = mapped_column(Text, nullable=True)
-    env_names: Mapped[list[str]] = mapped_column(JsonDocument, default=list)
-    memory_mb: Mapped[int] = mapped_column(Integer)
-    cpus: Mapped[float] = mapped_column(Float)
-    pids: Mapped[int] = mapped_column(Integer)
-    pull_policy: Mapped[PullPolicy] = mapped_column(_str_enum(PullPolicy, "release_pull_policy"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from minipaas.host.postgres import HostServiceError
+from minipaas.host.errors import HostServiceError
 
 
 def docker_answers() -> bool:

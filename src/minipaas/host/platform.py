@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from minipaas.config import Settings, get_settings
 from minipaas.host.docker_engine import ensure_docker_engine
-from minipaas.host.postgres import HostServiceError, LocalPostgres
+from minipaas.host.errors import HostServiceError
+from minipaas.host.postgres import LocalPostgres
 from minipaas.host.processes import ManagedProcess, api_process, worker_process
 from minipaas.host.redis import LocalRedis
 from minipaas.runtime import get_runtime

@@ -10,9 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class HostServiceError(Exception):
-    pass
+from minipaas.host.errors import HostServiceError
 
 
 def postgres_bin_dir() -> Path:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from minipaas.host.postgres import HostServiceError
+from minipaas.host.errors import HostServiceError
 from minipaas.pidfile import live_pid
 
 

@@ -1,5 +1,6 @@
 """Containers: everything that talks to the Docker engine lives here."""
 
+from minipaas.runtime import labels
 from minipaas.runtime.docker_runtime import (
     ContainerSpec,
     ContainerState,
@@ -23,5 +24,6 @@ __all__ = [
     "StartedContainer",
     "container_name",
     "get_runtime",
+    "labels",
     "platform_labels",
 ]

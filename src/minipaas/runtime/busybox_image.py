@@ -9,12 +9,11 @@ from pathlib import Path
 
 from docker.errors import BuildError, ImageNotFound
 
+from minipaas.runtime import labels
 from minipaas.runtime.docker_runtime import DockerRuntime, RuntimeFailure
 
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
 DEMO_IMAGE = "minipaas/hello:latest"
-# Marks images built here, so superseded builds can be pruned without touching anyone else's
-BUILT_LABEL = "io.minipaas.built"
 DEMO_PAGE = "<!doctype html><title>hello</title><h1>Hello from mini-paas</h1>\n"
 HTTPD = ["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/www"]
 
@@ -60,7 +59,7 @@ def build_busybox_image(
             tag=tag,
             rm=True,
             forcerm=True,
-            labels={BUILT_LABEL: "busybox"},
+            labels={labels.BUILT: "busybox"},
         )
     except BuildError as exc:
         raise RuntimeFailure(f"building {tag} failed: {exc.msg}") from exc
@@ -78,4 +77,4 @@ def ensure_demo_image(runtime: DockerRuntime) -> bool:
 
 def prune_superseded_builds(runtime: DockerRuntime) -> None:
     """Removes images built here that lost their name to a newer build."""
-    runtime.client.images.prune(filters={"dangling": True, "label": BUILT_LABEL})
+    runtime.client.images.prune(filters={"dangling": True, "label": labels.BUILT})

@@ -16,11 +16,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout as RequestsTimeout
 
 from minipaas.config import Settings, get_settings
-
-LABEL_PLATFORM = "io.minipaas.platform"
-LABEL_INSTANCE = "io.minipaas.instance"
-LABEL_APP_ID = "io.minipaas.app-id"
-LABEL_DEPLOYMENT_ID = "io.minipaas.deployment-id"
+from minipaas.runtime import labels
 
 
 class RuntimeFailure(Exception):
@@ -74,12 +70,17 @@ def container_name(settings: Settings, app_id: int, deployment_id: int) -> str:
 
 
 def platform_labels(settings: Settings, app_id: int, deployment_id: int) -> dict[str, str]:
-    return {
-        LABEL_PLATFORM: "minipaas",
-        LABEL_INSTANCE: settings.instance_name,
-        LABEL_APP_ID: str(app_id),
-        LABEL_DEPLOYMENT_ID: str(deployment_id),
-    }
+    return labels.container_labels(settings.instance_name, app_id, deployment_id)
+
+
+def _host_port(attrs: dict[str, Any], port_key: str | None = None) -> int | None:
+    """The host port Docker published for `port_key` (or for any port), from inspect data."""
+    ports: dict[str, Any] = attrs.get("NetworkSettings", {}).get("Ports") or {}
+    candidates = [ports.get(port_key)] if port_key else list(ports.values())
+    for bindings in candidates:
+        if bindings:
+            return int(bindings[0]["HostPort"])
+    return None
 
 
 def _decode(raw: bytes | str) -> str:
@@ -211,8 +212,8 @@ class DockerRuntime:
                 self._network_ready = False  # removed by hand since we last looked: recreate
                 return self._run_container(spec)
             raise RuntimeFailure(f"container could not start: {exc.explanation or exc}") from exc
-        bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(port_key)
-        if not bindings:
+        published = _host_port(container.attrs, port_key)
+        if published is None:
             state = self.state(container.id)
             logs = self.tail_logs(container.id, 20)
             self.remove(container.id)
@@ -220,9 +221,7 @@ class DockerRuntime:
             raise RuntimeFailure(
                 f"container exited at once with code {code}; last log lines:\n{logs}"
             )
-        return StartedContainer(
-            id=str(container.id), name=spec.name, published_port=int(bindings[0]["HostPort"])
-        )
+        return StartedContainer(id=str(container.id), name=spec.name, published_port=published)
 
     def ensure_apps_network(self) -> str:
         """The bridge network app containers live on; apps cannot talk to each other on it."""
@@ -236,10 +235,7 @@ class DockerRuntime:
                     name,
                     driver="bridge",
                     options={"com.docker.network.bridge.enable_icc": "false"},
-                    labels={
-                        LABEL_PLATFORM: "minipaas",
-                        LABEL_INSTANCE: self._settings.instance_name,
-                    },
+                    labels=labels.instance_labels(self._settings.instance_name),
                 )
             except APIError as exc:
                 if exc.status_code != 409:  # created meanwhile by another worker
@@ -313,10 +309,9 @@ class DockerRuntime:
         with _as_runtime_failure("starting the container"):
             self.client.api.start(container_ref)
             attrs = self.client.api.inspect_container(container_ref)
-        ports = attrs.get("NetworkSettings", {}).get("Ports") or {}
-        for bindings in ports.values():
-            if bindings:
-                return int(bindings[0]["HostPort"])
+        port = _host_port(attrs)
+        if port is not None:
+            return port
         raise RuntimeFailure("container started but has no published port (it exited at once)")
 
     def remove(self, container_ref: str) -> None:
@@ -338,16 +333,13 @@ class DockerRuntime:
                 attrs = self.client.api.inspect_container(container_ref)
         except NotFound:
             return None
-        for bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
-            if bindings:
-                return int(bindings[0]["HostPort"])
-        return None
+        return _host_port(attrs)
 
     def platform_containers(self) -> list[tuple[str, dict[str, str], str]]:
         """(id, labels, created) of every container of this instance."""
         with _as_runtime_failure("listing containers"):
             found = self.client.api.containers(
-                all=True, filters={"label": f"{LABEL_INSTANCE}={self._settings.instance_name}"}
+                all=True, filters={"label": f"{labels.INSTANCE}={self._settings.instance_name}"}
             )
         return [
             (str(c["Id"]), dict(c.get("Labels") or {}), str(c.get("Created", 0))) for c in found
@@ -378,10 +370,11 @@ class DockerRuntime:
         return True
 
     def platform_container_ids(self, app_id: int | None = None) -> list[str]:
-        filters = [f"{LABEL_INSTANCE}={self._settings.instance_name}"]
+        filters = [f"{labels.INSTANCE}={self._settings.instance_name}"]
         if app_id is not None:
-            filters.append(f"{LABEL_APP_ID}={app_id}")
-        found = self.client.api.containers(all=True, filters={"label": filters})
+            filters.append(f"{labels.APP_ID}={app_id}")
+        with _as_runtime_failure("listing containers"):
+            found = self.client.api.containers(all=True, filters={"label": filters})
         return [str(item["Id"]) for item in found]
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from minipaas import security
 from minipaas.config import get_settings
-from minipaas.db.models import App, PullPolicy, User
+from minipaas.db.models import App, PullPolicy, RunSettings, User
 from minipaas.services import quotas, validation
 from minipaas.services.access import readable_apps
 from minipaas.services.errors import Conflict, InvalidRequest, NotFound
@@ -59,20 +59,21 @@ def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> A
     # Serialize quota checks per owner, so two concurrent creates cannot both squeeze in
     db.execute(select(User.id).where(User.id == owner.id).with_for_update())
     quotas.check_user_quota(settings, db, owner=owner, memory_mb=memory_mb, replacing=None)
-    app = App(
-        name=name,
-        owner_id=owner.id,
-        image=wanted.image,
-        internal_port=wanted.internal_port,
-        env_ciphertext=security.encrypt_env(wanted.env),
-        env_names=sorted(wanted.env),
-        command=wanted.command,
-        pull_policy=wanted.pull_policy,
-        memory_mb=memory_mb,
-        cpus=cpus,
-        pids=pids,
-        health_check_path=wanted.health_check_path,
-        health_check_running_seconds=wanted.health_check_running_seconds,
+    app = App(name=name, owner_id=owner.id)
+    app.set_run_settings(
+        RunSettings(
+            image=wanted.image,
+            internal_port=wanted.internal_port,
+            command=wanted.command,
+            env_ciphertext=security.encrypt_env(wanted.env),
+            env_names=sorted(wanted.env),
+            memory_mb=memory_mb,
+            cpus=cpus,
+            pids=pids,
+            pull_policy=wanted.pull_policy,
+            health_check_path=wanted.health_check_path,
+            health_check_running_seconds=wanted.health_check_running_seconds,
+        )
     )
     db.add(app)
     try:

@@ -39,3 +39,9 @@ class TooManyRequests(ServiceError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class InternalError(ServiceError):
+    """A failure nobody foresaw: a bug. The worker logged it with its traceback."""
+
+    status_code = 500

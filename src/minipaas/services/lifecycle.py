@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from typing import Any
+from collections.abc import Callable
 
+from rq.job import Job
 from sqlalchemy.orm import Session
 
 from minipaas import queue
@@ -13,24 +13,25 @@ from minipaas.config import get_settings
 from minipaas.db.models import App, AppStatus
 from minipaas.db.session import get_session
 from minipaas.router.nginx import RouterError
-from minipaas.runtime import RuntimeFailure, StartedContainer, get_runtime
+from minipaas.runtime import EngineUnavailable, RuntimeFailure, StartedContainer, get_runtime
 from minipaas.services import routing
 from minipaas.services.app_lock import app_lock
 from minipaas.services.apps import get_app
-from minipaas.services.deployments import (
-    DeploymentFailed,
-    HealthCheck,
-    active_deployment,
-    exit_message,
-    wait_until_ready,
+from minipaas.services.deployments import records
+from minipaas.services.deployments.outcome import DeploymentFailed, Serving, point_app_at
+from minipaas.services.deployments.readiness import exit_message, wait_until_ready
+from minipaas.services.errors import Conflict, Unavailable
+from minipaas.services.job_results import (
+    DONE,
+    FailureKind,
+    JobResult,
+    failure_of,
+    of_ended_job,
 )
-from minipaas.services.errors import Conflict, ServiceError, Unavailable
 from minipaas.services.state import Action, check_action, status_after
+from minipaas.worker import jobs
 
 log = logging.getLogger(__name__)
-
-ACTION_JOB = "minipaas.worker.jobs.app_action"
-DELETE_JOB = "minipaas.worker.jobs.delete_app"
 
 
 # --- API side ------------------------------------------------------------------------------
@@ -39,30 +40,34 @@ DELETE_JOB = "minipaas.worker.jobs.delete_app"
 def request_action(*, db: Session, app_id: int, action: Action) -> bool:
     """Queues a lifecycle action; returns True if it completed within the wait time."""
     app = get_app(db=db, app_id=app_id)
-    active = active_deployment(db=db, app_id=app_id)
+    active = records.active_deployment(db=db, app_id=app_id)
     if active is not None:
         raise Conflict(
             f"cannot {action} while deployment {active.id} is {active.status}; wait for it to end"
         )
     check_action(action, app.status, app.container_id is not None)
     db.commit()  # no transaction (nor pooled connection) is held while we wait
-    return _queue_and_wait(app_id, str(action), ACTION_JOB, app_id, action.value)
+    return _queue_and_wait(
+        app_id, str(action), lambda timeout: jobs.enqueue_action(app_id, action, timeout=timeout)
+    )
 
 
 def request_delete(*, db: Session, app_id: int) -> bool:
     """Queues the removal of an app and all it owns; True if done within the wait time."""
     get_app(db=db, app_id=app_id)
-    active = active_deployment(db=db, app_id=app_id)
+    active = records.active_deployment(db=db, app_id=app_id)
     if active is not None:
         raise Conflict(
             f"cannot delete app {app_id} while deployment {active.id} is {active.status}; "
             "wait for it to end"
         )
     db.commit()
-    return _queue_and_wait(app_id, "delete", DELETE_JOB, app_id)
+    return _queue_and_wait(
+        app_id, "delete", lambda timeout: jobs.enqueue_delete(app_id, timeout=timeout)
+    )
 
 
-def _queue_and_wait(app_id: int, label: str, function_path: str, *args: Any) -> bool:
+def _queue_and_wait(app_id: int, label: str, enqueue: Callable[[int], Job]) -> bool:
     """One waiting action per app: a flood of requests cannot fill the worker's queue."""
     settings = get_settings()
     # A start or restart waits for health: the job may take a stop, a start and that wait
@@ -74,43 +79,34 @@ def _queue_and_wait(app_id: int, label: str, function_path: str, *args: Any) -> 
         with queue.pending_action(app_id, label, timeout) as claimed:
             if not claimed:
                 raise Conflict(f"another action is still pending for app {app_id}; wait for it")
-            job = queue.enqueue(
-                function_path,
-                *args,
-                job_id=f"{label}-{app_id}-{uuid.uuid4().hex[:12]}",
-                timeout=timeout,
-            )
-            return _await(job)
+            job = enqueue(timeout)
+            ended = queue.wait_for_job(job, settings.action_wait_seconds)
     except queue.QueueUnavailable as exc:
         raise Unavailable(f"{exc}; nothing was changed, try again later") from None
-
-
-def _await(job: Any) -> bool:
-    outcome = queue.wait_for_job(job, get_settings().action_wait_seconds)
-    if outcome is None:
+    if ended is None:
         return False
-    if isinstance(outcome, dict) and outcome.get("error"):
-        raise Conflict(str(outcome["error"]))
+    result = ended.value if isinstance(ended.value, JobResult) else of_ended_job(ended.status)
+    result.raise_if_failed()
     return True
 
 
 # --- worker side ---------------------------------------------------------------------------
 
 
-def perform_action(app_id: int, action: Action) -> dict[str, Any]:
-    """Runs one lifecycle action under the app's lock; returns an outcome, never raises it."""
+def perform_action(app_id: int, action: Action) -> JobResult:
+    """Runs one lifecycle action under the app's lock; reports failures, never raises them."""
     with app_lock(app_id):
         try:
             _perform(app_id, action)
-        except (ServiceError, DeploymentFailed, RuntimeFailure, RouterError) as exc:
-            return {"ok": False, "error": str(exc)}
-    return {"ok": True, "error": None}
+        except Exception as exc:
+            return failure_of(exc)
+    return DONE
 
 
 def _perform(app_id: int, action: Action) -> None:
     with get_session() as db:
         app = get_app(db=db, app_id=app_id)
-        if active_deployment(db=db, app_id=app_id) is not None:
+        if records.active_deployment(db=db, app_id=app_id) is not None:
             raise Conflict(f"cannot {action} while a deployment is in progress")
         check_action(action, app.status, app.container_id is not None)
         if action in (Action.STOP, Action.REMOVE):
@@ -122,23 +118,22 @@ def _perform(app_id: int, action: Action) -> None:
 def _take_down(db: Session, app: App, action: Action) -> None:
     """The router shows the 503 page (or no route) before the container goes away."""
     runtime = get_runtime()
-    container_id = app.container_id
-    assert container_id is not None
-    before = (app.status, app.container_id, app.container_name, app.published_port)
+    before_status, before = app.status, Serving.of_app(app)
+    assert before is not None
     app.status = status_after(action)
     if action is Action.REMOVE:
-        app.container_id = app.container_name = None
-        app.published_port = None
+        point_app_at(app, None)
     db.commit()
     try:
         routing.publish_routes()
         if action is Action.STOP:
-            runtime.stop(container_id)
+            runtime.stop(before.container_id)
         else:
-            runtime.remove(container_id)
-    except (RuntimeFailure, RouterError):
+            runtime.remove(before.container_id)
+    except Exception:
         # Nothing happened as far as anyone can tell: put the app back as it was
-        app.status, app.container_id, app.container_name, app.published_port = before
+        app.status = before_status
+        point_app_at(app, before)
         db.commit()
         routing.publish_routes_best_effort()
         raise
@@ -149,7 +144,8 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
     container_id = app.container_id
     assert container_id is not None
     if runtime.state(container_id) is None:
-        _forget_container(app)
+        point_app_at(app, None)
+        app.status = AppStatus.FAILED
         db.commit()
         routing.publish_routes()
         raise Conflict("the app's container no longer exists; deploy the app again")
@@ -159,20 +155,12 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
         port = runtime.start(container_id)
         wait_until_ready(
             StartedContainer(container_id, app.container_name or container_id, port),
-            health=HealthCheck(app.health_check_path, app.health_check_running_seconds),
+            app.run_settings().health,
         )
+    except EngineUnavailable:
+        raise  # nothing is known about the app: 503, try again
     except (RuntimeFailure, DeploymentFailed) as exc:
-        state = runtime.state(container_id)
-        runtime.stop(container_id)
-        app.status = AppStatus.FAILED
-        app.status_detail = f"{action} failed: {str(exc).splitlines()[0]}"
-        db.commit()
-        routing.publish_routes()
-        if state is not None and not state.running:
-            message = exit_message(container_id, state)
-        else:
-            message = str(exc)
-        raise Conflict(f"could not {action} the app: {message}") from None
+        _mark_start_failed(db, app, action, exc)
     app.published_port = port
     app.status = status_after(action)
     app.status_detail = None
@@ -180,28 +168,44 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
     routing.publish_routes()
 
 
-def _forget_container(app: App) -> None:
-    app.container_id = app.container_name = None
-    app.published_port = None
+def _mark_start_failed(db: Session, app: App, action: Action, exc: Exception) -> None:
+    """The app would not come up: it is stopped and failed, and the message says why."""
+    runtime = get_runtime()
+    container_id = app.container_id
+    assert container_id is not None
+    state = runtime.state(container_id)
+    runtime.stop(container_id)
     app.status = AppStatus.FAILED
+    app.status_detail = f"{action} failed: {str(exc).splitlines()[0]}"
+    db.commit()
+    routing.publish_routes()
+    message = exit_message(container_id, state) if state and not state.running else str(exc)
+    raise Conflict(f"could not {action} the app: {message}") from None
 
 
-def perform_delete(app_id: int) -> dict[str, Any]:
+def perform_delete(app_id: int) -> JobResult:
     """Removes every container of the app, the app row (and its history), then its route."""
     runtime = get_runtime()
     with app_lock(app_id):
-        with get_session() as db:
-            if active_deployment(db=db, app_id=app_id) is not None:
-                return {"ok": False, "error": "a deployment started meanwhile; try again"}
-        for container_id in runtime.platform_container_ids(app_id):
-            runtime.remove(container_id)
-        with get_session() as db:
-            app = db.get(App, app_id)
-            if app is not None:
-                db.delete(app)
-                db.commit()
+        try:
+            with get_session() as db:
+                if records.active_deployment(db=db, app_id=app_id) is not None:
+                    raise Conflict("a deployment started meanwhile; try again")
+            for container_id in runtime.platform_container_ids(app_id):
+                runtime.remove(container_id)
+            with get_session() as db:
+                app = db.get(App, app_id)
+                if app is not None:
+                    db.delete(app)
+                    db.commit()
+        except Exception as exc:
+            return failure_of(exc)
         try:
             routing.publish_routes()
         except RouterError as exc:
-            return {"ok": False, "error": f"app deleted but the router was not updated: {exc}"}
-    return {"ok": True, "error": None}
+            return JobResult(
+                FailureKind.UNAVAILABLE,
+                f"the app was deleted but the router was not updated ({exc}); "
+                "the reconciler retries",
+            )
+    return DONE

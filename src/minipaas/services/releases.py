@@ -27,24 +27,16 @@ def list_releases(
     return rows, total
 
 
-def record_release(db: Session, app: App, deployment: Deployment, image_id: str) -> Release:
+def record_release(db: Session, app: App, deployment: Deployment) -> Release:
     """Called with the app's lock held, when a deployment succeeds."""
     number = (db.scalar(select(func.max(Release.number)).where(Release.app_id == app.id)) or 0) + 1
     release = Release(
         app_id=app.id,
         number=number,
         deployment_id=deployment.id,
-        image=deployment.image,
-        image_id=image_id,
-        internal_port=deployment.internal_port,
-        command=deployment.command,
-        env_ciphertext=deployment.env_ciphertext,
-        env_names=deployment.env_names or [],
-        memory_mb=deployment.memory_mb or app.memory_mb,
-        cpus=deployment.cpus or app.cpus,
-        pids=deployment.pids or app.pids,
-        pull_policy=deployment.pull_policy or app.pull_policy,
+        image_id=deployment.image_id or deployment.pinned_image_id or "",
     )
+    release.set_run_settings(deployment.run_settings())
     db.add(release)
     deployment.release_number = number
     return release
@@ -79,21 +71,3 @@ def check_release_fits(*, db: Session, app: App, release: Release) -> None:
         quotas.check_user_quota(
             settings, db, owner=owner, memory_mb=release.memory_mb, replacing=app
         )
-
-
-def adopt_deployment_settings(app: App, deployment: Deployment) -> None:
-    """After a successful rollback the app's settings are what runs, so the next plain deploy
-    does not silently bring back the settings that were rolled away from."""
-    app.image = deployment.image
-    app.internal_port = deployment.internal_port
-    app.command = deployment.command
-    app.env_ciphertext = deployment.env_ciphertext
-    app.env_names = list(deployment.env_names or [])
-    if deployment.memory_mb is not None:
-        app.memory_mb = deployment.memory_mb
-    if deployment.cpus is not None:
-        app.cpus = deployment.cpus
-    if deployment.pids is not None:
-        app.pids = deployment.pids
-    if deployment.pull_policy is not None:
-        app.pull_policy = deployment.pull_policy

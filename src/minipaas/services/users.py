@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from minipaas import security
+from minipaas.clock import now
 from minipaas.db.models import ApiToken, App, User, UserRole
 from minipaas.services.errors import Conflict, Forbidden, NotFound
 
@@ -22,10 +23,6 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 class IssuedToken:
     record: ApiToken
     token: str  # shown once, never stored
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,25 @@
-"""RQ jobs. Each takes ids only and calls a service; the database holds the truth."""
+"""RQ jobs, and the one place each kind is queued (job id, timeout, failure callback).
+
+Each job takes ids only and calls a service; the database holds the truth.
+"""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import Token
 from typing import Any
 
 from rq import get_current_job
+from rq.job import Job
 
-from minipaas import logs
-from minipaas.services import deployments, lifecycle
+from minipaas import logs, queue
+from minipaas.config import get_settings
+from minipaas.services import lifecycle
+from minipaas.services.deployments import pipeline, recovery
+from minipaas.services.job_results import JobResult
 from minipaas.services.state import Action
 
 log = logging.getLogger(__name__)
@@ -33,21 +41,17 @@ def _job_context(**ids: int) -> Iterator[None]:
             token.var.reset(token)
 
 
+# --- deploys -------------------------------------------------------------------------------
+
+
+def deploy_job_id(deployment_id: int) -> str:
+    """Fixed per deployment: queueing it twice (the reconciler re-queues) runs it once."""
+    return f"deploy-{deployment_id}"
+
+
 def deploy(deployment_id: int) -> None:
     with _job_context(deployment_id=deployment_id):
-        deployments.run_deployment(deployment_id)
-
-
-def app_action(app_id: int, action: str) -> dict[str, Any]:
-    with _job_context(app_id=app_id):
-        log.info("%s app %s", action, app_id)
-        return lifecycle.perform_action(app_id, Action(action))
-
-
-def delete_app(app_id: int) -> dict[str, Any]:
-    with _job_context(app_id=app_id):
-        log.info("delete app %s", app_id)
-        return lifecycle.perform_delete(app_id)
+        pipeline.run_deployment(deployment_id)
 
 
 def on_deploy_job_failure(job: Any, connection: Any, exc_type: Any, *args: Any) -> None:
@@ -55,4 +59,51 @@ def on_deploy_job_failure(job: Any, connection: Any, exc_type: Any, *args: Any) 
     deployment_id = int(job.args[0])
     reason = f"the deployment job failed ({getattr(exc_type, '__name__', exc_type)}); deploy again"
     log.error("deploy job %s failed: %s", job.id, reason)
-    deployments.fail_abandoned_deployment(deployment_id, reason, take_lock=True)
+    recovery.end_abandoned_deployment_locked(deployment_id, reason)
+
+
+def enqueue_deploy(deployment_id: int) -> str:
+    """Queues a deployment's job; returns its id. Raises queue.QueueUnavailable."""
+    job = queue.enqueue(
+        deploy,
+        deployment_id,
+        job_id=deploy_job_id(deployment_id),
+        timeout=get_settings().deploy_timeout_seconds,
+        on_failure=on_deploy_job_failure,
+    )
+    return str(job.id)
+
+
+# --- lifecycle actions ---------------------------------------------------------------------
+
+
+def app_action(app_id: int, action: str) -> JobResult:
+    with _job_context(app_id=app_id):
+        log.info("%s app %s", action, app_id)
+        return lifecycle.perform_action(app_id, Action(action))
+
+
+def delete_app(app_id: int) -> JobResult:
+    with _job_context(app_id=app_id):
+        log.info("delete app %s", app_id)
+        return lifecycle.perform_delete(app_id)
+
+
+def enqueue_action(app_id: int, action: Action, *, timeout: int) -> Job:
+    return queue.enqueue(
+        app_action,
+        app_id,
+        action.value,
+        job_id=_action_job_id(action.value, app_id),
+        timeout=timeout,
+    )
+
+
+def enqueue_delete(app_id: int, *, timeout: int) -> Job:
+    return queue.enqueue(
+        delete_app, app_id, job_id=_action_job_id("delete", app_id), timeout=timeout
+    )
+
+
+def _action_job_id(label: str, app_id: int) -> str:
+    return f"{label}-{app_id}-{uuid.uuid4().hex[:12]}"

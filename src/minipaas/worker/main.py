@@ -12,8 +12,8 @@ from minipaas.db.session import get_engine
 from minipaas.logs import configure_json_logging
 from minipaas.queue import get_queue, get_redis
 from minipaas.runtime import get_runtime
-from minipaas.services.reconciler import ReconcilerThread, reconcile_once
 from minipaas.worker import jobs  # noqa: F401  (imported up front, so the first job is fast)
+from minipaas.worker.reconciler import ReconcilerThread, reconcile_once
 
 log = logging.getLogger(__name__)
 

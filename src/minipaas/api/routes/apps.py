@@ -32,7 +32,8 @@ from minipaas.api.schemas import (
 )
 from minipaas.db.models import App
 from minipaas.db.session import get_session
-from minipaas.services import apps, deployments, lifecycle, logs, releases
+from minipaas.services import apps, lifecycle, logs, releases
+from minipaas.services.deployments import cancellation, events, records
 from minipaas.services.state import Action
 
 collection = APIRouter(prefix="/apps", tags=["apps"])
@@ -113,14 +114,14 @@ def rollback_app(
     """Deploy an earlier release's image and settings (default: the one before the current)."""
     number = body.release if body is not None and body.release is not None else 0
     return DeploymentOut.model_validate(
-        deployments.request_deployment(db=db, app_id=app.id, rollback_to=number)
+        records.request_deployment(db=db, app_id=app.id, rollback_to=number)
     )
 
 
 @item.post("/deploy", status_code=status.HTTP_202_ACCEPTED, response_model=DeploymentOut)
 def deploy_app(app: VisibleApp, db: SessionDep) -> DeploymentOut:
     """Queue a deployment of the app's current settings."""
-    return DeploymentOut.model_validate(deployments.request_deployment(db=db, app_id=app.id))
+    return DeploymentOut.model_validate(records.request_deployment(db=db, app_id=app.id))
 
 
 def _lifecycle(app: App, action: Action, db: SessionDep) -> JSONResponse:
@@ -188,7 +189,7 @@ def list_deployments(
     app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
 ) -> list[DeploymentOut]:
     """Deployment history, newest first."""
-    rows, total = deployments.list_deployments(db=db, app_id=app.id, limit=limit, offset=offset)
+    rows, total = records.list_deployments(db=db, app_id=app.id, limit=limit, offset=offset)
     response.headers["X-Total-Count"] = str(total)
     return [DeploymentOut.model_validate(row) for row in rows]
 
@@ -203,7 +204,7 @@ def cancel_deployment(
 ) -> DeploymentOut:
     """Cancel a queued (ends now) or running (ends at the worker's next check) deployment."""
     return DeploymentOut.model_validate(
-        deployments.cancel_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
+        cancellation.cancel_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
     )
 
 
@@ -221,7 +222,7 @@ def deployment_events(
     follow: Annotated[bool, Query(description="Server-Sent Events until it ends")] = False,
 ) -> Response:
     """A deployment's progress: queued, image, container, health, route, succeeded/failed."""
-    rows = deployments.list_events(db=db, app_id=app.id, deployment_id=deployment_id, after=after)
+    rows = events.list_events(db=db, app_id=app.id, deployment_id=deployment_id, after=after)
     if not follow:
         body = [DeploymentEventOut.model_validate(row).model_dump(mode="json") for row in rows]
         return JSONResponse(body)
@@ -249,9 +250,7 @@ async def _event_stream(
 
 def _events_after(app_id: int, deployment_id: int, after: int) -> list[DeploymentEventOut]:
     with get_session() as db:
-        rows = deployments.list_events(
-            db=db, app_id=app_id, deployment_id=deployment_id, after=after
-        )
+        rows = events.list_events(db=db, app_id=app_id, deployment_id=deployment_id, after=after)
         return [DeploymentEventOut.model_validate(row) for row in rows]
 
 
@@ -259,5 +258,5 @@ def _events_after(app_id: int, deployment_id: int, after: int) -> list[Deploymen
 def get_deployment(app: VisibleApp, deployment_id: DeploymentId, db: SessionDep) -> DeploymentOut:
     """One deployment."""
     return DeploymentOut.model_validate(
-        deployments.get_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
+        records.get_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
     )

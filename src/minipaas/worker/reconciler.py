@@ -28,16 +28,13 @@ from minipaas.db.models import (
 )
 from minipaas.db.session import get_session
 from minipaas.router.nginx import RouterError
-from minipaas.runtime import get_runtime
-from minipaas.runtime.docker_runtime import LABEL_APP_ID
+from minipaas.runtime import get_runtime, labels
 from minipaas.services import routing
 from minipaas.services.app_lock import try_app_lock
-from minipaas.services.deployments import (
-    DEPLOY_JOB,
-    deploy_failure_callback,
-    exit_message,
-    fail_abandoned_deployment,
-)
+from minipaas.services.deployments.outcome import point_app_at
+from minipaas.services.deployments.readiness import exit_message
+from minipaas.services.deployments.recovery import end_abandoned_deployment
+from minipaas.worker import jobs
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +74,7 @@ def _end_abandoned_deployments() -> list[str]:
         with _one_item(f"deployment {deployment_id}"), try_app_lock(app_id) as free:
             if not free:
                 continue
-            fail_abandoned_deployment(
+            end_abandoned_deployment(
                 deployment_id,
                 "the worker carrying out this deployment stopped (killed or crashed) before "
                 "it ended; deploy again",
@@ -106,20 +103,14 @@ def _requeue_lost_jobs() -> list[str]:
             )
         ).all()
     for (deployment_id,) in queued:
-        job_id = f"deploy-{deployment_id}"
+        job_id = jobs.deploy_job_id(deployment_id)
         status = queue.job_status(job_id)
         if status in ("queued", "started", "deferred", "scheduled"):
             continue  # on its way
         # Lost (Redis restarted without it) or ended without ending the row (it failed
         # before it could, e.g. with the database down): the job is idempotent, run it again
         queue.delete_job(job_id)
-        queue.enqueue(
-            DEPLOY_JOB,
-            deployment_id,
-            job_id=job_id,
-            timeout=get_settings().deploy_timeout_seconds,
-            on_failure=deploy_failure_callback(),
-        )
+        jobs.enqueue_deploy(deployment_id)
         actions.append(
             f"queued deployment {deployment_id} again: its job was "
             + ("lost" if status is None else status)
@@ -145,8 +136,7 @@ def _match_app_status_to_containers() -> list[str]:
             assert container_id is not None
             state = runtime.state(container_id)
             if state is None:
-                app.container_id = app.container_name = None
-                app.published_port = None
+                point_app_at(app, None)
                 app.status = AppStatus.FAILED
                 app.status_detail = "its container disappeared (removed outside mini-paas)"
                 actions.append(f"app {app_id}: container gone, marked failed")
@@ -183,30 +173,29 @@ def _remove_unknown_containers() -> list[str]:
     runtime = get_runtime()
     actions = []
     now = time.time()
-    for container_id, labels, created in runtime.platform_containers():
+    for container_id, container_labels, created in runtime.platform_containers():
         if created.isdigit() and now - int(created) < UNKNOWN_CONTAINER_GRACE.total_seconds():
             continue
-        app_label = labels.get(LABEL_APP_ID, "")
-        app_id = int(app_label) if app_label.isdigit() else None
+        app_id = labels.app_id_of(container_labels)
         with _one_item(f"container {container_id[:12]}"):
             if app_id is None:
                 owned = False
             else:
                 with try_app_lock(app_id) as free:
-                    owned = not free or _owned(container_id, app_id, labels)
+                    owned = not free or _owned(container_id, app_id)
                     if not owned:
                         runtime.remove(container_id)
             if app_id is None:
                 runtime.remove(container_id)
             if not owned:
                 actions.append(
-                    f"removed container {container_id[:12]} (app {app_label or '?'}) "
+                    f"removed container {container_id[:12]} (app {app_id or '?'}) "
                     "that no app or deployment owns"
                 )
     return actions
 
 
-def _owned(container_id: str, app_id: int, labels: dict[str, str]) -> bool:
+def _owned(container_id: str, app_id: int) -> bool:
     with get_session() as db:
         app = db.get(App, app_id)
         if app is not None and app.container_id == container_id:

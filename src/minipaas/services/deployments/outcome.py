@@ -1,0 +1,140 @@
+"""How a deployment ends: succeeded (a release is recorded) or failed (with the reason)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from minipaas import metrics
+from minipaas.clock import now
+from minipaas.config import get_settings
+from minipaas.db.models import App, AppStatus, Deployment, DeploymentEvent, DeploymentStatus
+from minipaas.db.session import get_session
+from minipaas.router.nginx import RouterError
+from minipaas.runtime import RuntimeFailure, StartedContainer, get_runtime
+from minipaas.services import releases, routing
+
+log = logging.getLogger(__name__)
+
+
+class DeploymentFailed(Exception):
+    """A deployment failed for a reason its owner can act on."""
+
+
+def mark_succeeded(app_id: int, deployment_id: int) -> None:
+    """The new container serves: record the release and make it the app's current one."""
+    with get_session() as db:
+        deployment = db.get(Deployment, deployment_id)
+        app = db.get(App, app_id)
+        assert deployment is not None and app is not None
+        if deployment.rollback_to_release is not None:
+            # The app's settings are what runs now, so the next plain deploy does not
+            # silently bring back the settings that were rolled away from
+            app.set_run_settings(deployment.run_settings())
+        if deployment.release_number is None:
+            releases.record_release(db, app, deployment)
+        _end(deployment, DeploymentStatus.SUCCEEDED)
+        db.add(
+            DeploymentEvent(
+                deployment_id=deployment.id,
+                kind="succeeded",
+                message=f"succeeded: release {deployment.release_number}",
+            )
+        )
+        app.status = AppStatus.RUNNING
+        app.status_detail = None
+        app.current_deployment_id = deployment.id
+        db.commit()
+
+
+def mark_failed(app_id: int, deployment_id: int, message: str, *, new_container: str) -> None:
+    """Removes the deployment's new container, records why it failed, republishes routes."""
+    try:
+        get_runtime().remove(new_container)
+    except RuntimeFailure as exc:  # the record below matters more; the reconciler tidies up
+        log.warning("new container of deployment %s not removed: %s", deployment_id, exc)
+    with get_session() as db:
+        deployment = db.get(Deployment, deployment_id)
+        app = db.get(App, app_id)
+        if deployment is None or app is None:
+            return  # the app was deleted meanwhile
+        deployment.error = message
+        _end(deployment, DeploymentStatus.FAILED)
+        db.add(
+            DeploymentEvent(
+                deployment_id=deployment.id, kind="failed", message=f"failed: {message}"
+            )
+        )
+        app.status = _status_after_failure(app)
+        if app.status is AppStatus.FAILED:
+            app.status_detail = f"deployment {deployment.id} failed: {message.splitlines()[0]}"
+        db.commit()
+    # The deploy may have changed what the router shows meanwhile: render the truth again
+    routing.publish_routes_best_effort()
+
+
+def _end(deployment: Deployment, status: DeploymentStatus) -> None:
+    deployment.status = status
+    deployment.finished_at = now()
+    started = deployment.started_at
+    duration = None if started is None else (deployment.finished_at - started).total_seconds()
+    deployment.duration_seconds = None if duration is None else round(duration, 3)
+    metrics.DEPLOYMENTS.labels(status.value).inc()
+    if duration is not None:
+        metrics.DEPLOYMENT_DURATION.labels(status.value).observe(duration)
+
+
+def _status_after_failure(app: App) -> AppStatus:
+    """A failed deploy leaves the previous container in charge if there is one."""
+    if app.container_id is None:
+        return AppStatus.FAILED
+    try:
+        state = get_runtime().state(app.container_id)
+    except RuntimeFailure:
+        return AppStatus.RUNNING  # cannot ask the engine: the reconciler checks it later
+    if state is not None and state.running:
+        return AppStatus.RUNNING
+    return AppStatus.STOPPED if state is not None else AppStatus.FAILED
+
+
+def describe(exc: BaseException) -> str:
+    """What the owner reads in `error`; unexpected failures are logged with their traceback."""
+    if isinstance(exc, DeploymentFailed | RuntimeFailure):
+        return str(exc)
+    if isinstance(exc, RouterError):
+        return f"the route could not be switched: {exc}"
+    name = type(exc).__name__
+    if name == "JobTimeoutException":
+        return (
+            f"the deployment passed its deadline of {get_settings().deploy_timeout_seconds} s "
+            "and was stopped"
+        )
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return "the worker shut down during the deployment; deploy again"
+    log.exception("deployment failed unexpectedly")
+    return f"internal error while deploying ({name}: {exc}); see the worker log"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The container an app's route points at."""
+
+    container_id: str
+    container_name: str | None
+    published_port: int | None
+
+    @classmethod
+    def of_app(cls, app: App) -> Serving | None:
+        if app.container_id is None:
+            return None
+        return cls(app.container_id, app.container_name, app.published_port)
+
+    @classmethod
+    def started(cls, container: StartedContainer) -> Serving:
+        return cls(container.id, container.name, container.published_port)
+
+
+def point_app_at(app: App, serving: Serving | None) -> None:
+    app.container_id = serving.container_id if serving else None
+    app.container_name = serving.container_name if serving else None
+    app.published_port = serving.published_port if serving else None

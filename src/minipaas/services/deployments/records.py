@@ -1,0 +1,117 @@
+"""Deployments as the API sees them: request one, list them, read one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from minipaas import queue
+from minipaas.clock import now
+from minipaas.db.models import (
+    ACTIVE_DEPLOYMENT_STATUSES,
+    App,
+    AppStatus,
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+)
+from minipaas.services import releases
+from minipaas.services.apps import get_app
+from minipaas.services.errors import Conflict, NotFound, Unavailable
+from minipaas.worker import jobs
+
+
+def active_deployment(*, db: Session, app_id: int) -> Deployment | None:
+    return db.scalar(
+        select(Deployment).where(
+            Deployment.app_id == app_id, Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES)
+        )
+    )
+
+
+def list_deployments(
+    *, db: Session, app_id: int, limit: int, offset: int
+) -> tuple[Sequence[Deployment], int]:
+    get_app(db=db, app_id=app_id)
+    total = db.scalar(select(func.count()).where(Deployment.app_id == app_id)) or 0
+    rows = db.scalars(
+        select(Deployment)
+        .where(Deployment.app_id == app_id)
+        .order_by(Deployment.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return rows, total
+
+
+def get_deployment(*, db: Session, app_id: int, deployment_id: int) -> Deployment:
+    deployment = db.get(Deployment, deployment_id)
+    if deployment is None or deployment.app_id != app_id:
+        raise NotFound(f"deployment {deployment_id} of app {app_id} does not exist")
+    return deployment
+
+
+def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = None) -> Deployment:
+    """Records a queued deployment of the app's run settings, then hands its id to the worker.
+
+    With `rollback_to`, that release's run settings and exact image run (0: the release before
+    the current one); the app's settings become the release's only when the rollback succeeds.
+    """
+    # populate_existing: the API already loaded this app; read it again under the lock
+    app = db.scalar(
+        select(App)
+        .where(App.id == app_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if app is None:
+        raise NotFound(f"app {app_id} does not exist")
+    deployment = Deployment(
+        app_id=app.id, app_status_before=app.status, status=DeploymentStatus.QUEUED
+    )
+    if rollback_to is None:
+        deployment.set_run_settings(app.run_settings())
+    else:
+        release = releases.choose_release(db=db, app=app, number=rollback_to or None)
+        releases.check_release_fits(db=db, app=app, release=release)
+        deployment.set_run_settings(release.run_settings())
+        deployment.pinned_image_id = release.image_id
+        deployment.rollback_to_release = release.number
+    db.add(deployment)
+    app.status = AppStatus.DEPLOYING
+    _commit_one_active(db, app_id)
+    _queue(db, app, deployment)
+    return deployment
+
+
+def _commit_one_active(db: Session, app_id: int) -> None:
+    """The partial unique index decides, so two concurrent requests cannot both win."""
+    try:
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        active = active_deployment(db=db, app_id=app_id)
+        which = f"deployment {active.id} is {active.status}" if active else "one is in progress"
+        raise Conflict(
+            f"app {app_id} is already being deployed ({which}); wait for it to end"
+        ) from None
+
+
+def _queue(db: Session, app: App, deployment: Deployment) -> None:
+    try:
+        deployment.job_id = jobs.enqueue_deploy(deployment.id)
+    except queue.QueueUnavailable as exc:
+        # Leave nothing stuck in "deploying": the deployment failed before it started
+        deployment.status = DeploymentStatus.FAILED
+        deployment.error = f"could not queue the deployment: {exc}"
+        deployment.finished_at = now()
+        app.status = deployment.app_status_before or AppStatus.CREATED
+        db.commit()
+        raise Unavailable(f"{exc}; the deployment was not started, try again later") from None
+    number = deployment.rollback_to_release
+    what = f"rollback to release {number}" if number else deployment.image
+    db.add(DeploymentEvent(deployment_id=deployment.id, kind="queued", message=f"queued: {what}"))
+    db.commit()

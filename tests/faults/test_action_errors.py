@@ -1,0 +1,103 @@
+"""Lifecycle failures are answered by kind: conflict 409, engine or router down 503, bug 500."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import docker
+import httpx
+import pytest
+
+from minipaas.host.platform import processes
+from minipaas.host.processes import ManagedProcess
+from minipaas.services import lifecycle, routing
+from minipaas.services.errors import InternalError
+from minipaas.services.job_results import FailureKind
+from minipaas.services.state import Action
+from tests.support.flows import create_app, deploy
+from tests.support.images import HELLO_V1
+from tests.support.stack import Stack
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+
+@contextmanager
+def worker_with(stack: Stack, **broken: str) -> Iterator[None]:
+    """The stack's worker is replaced by one whose environment breaks a part, then back."""
+    worker = next(p for p in processes(stack.settings) if p.name == "worker")
+    settings = stack.settings
+    substitute = ManagedProcess("worker-broken", ("worker",), settings.run_dir, settings.log_dir)
+    worker.stop()
+    substitute.start({**stack.env, **broken})
+    try:
+        yield
+    finally:
+        substitute.stop()
+        worker.start(stack.env)
+
+
+def test_docker_engine_down_during_stop_is_503_and_changes_nothing(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    with worker_with(stack, DOCKER_HOST="unix:///nonexistent/docker.sock"):
+        response = api.post(f"/apps/{app_id}/stop")
+    assert response.status_code == 503, response.text
+    assert "engine" in response.json()["detail"]
+    assert api.get(f"/apps/{app_id}").json()["status"] == "running"
+    assert router.get(f"/apps/{app_id}/").text == "hello from v1\n"
+
+
+def test_router_failure_during_stop_is_503_and_changes_nothing(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    # /bin/false refuses every configuration, as nginx -t does a broken one
+    with worker_with(stack, NGINX_BIN="/bin/false"):
+        response = api.post(f"/apps/{app_id}/stop")
+    assert response.status_code == 503, response.text
+    assert "router" in response.json()["detail"]
+    assert api.get(f"/apps/{app_id}").json()["status"] == "running"
+    assert router.get(f"/apps/{app_id}/").text == "hello from v1\n"
+
+
+def test_a_conflict_found_by_the_worker_is_409(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    deployment = deploy(api, app_id)
+    assert api.post(f"/apps/{app_id}/stop").status_code == 200
+    docker.from_env().containers.get(deployment["container_id"]).remove(force=True)
+    response = api.post(f"/apps/{app_id}/start")
+    assert response.status_code == 409, response.text
+    assert "no longer exists; deploy the app again" in response.json()["detail"]
+
+
+def test_an_unforeseen_failure_is_500_and_logged(
+    stack: Stack,
+    api: httpx.Client,
+    app_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No real fault produces a bug on demand, so a bug is planted in this process's router
+    call; the action runs here against the real database, engine and nginx."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+
+    def planted_bug(**_: object) -> bool:
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(routing, "publish_routes", planted_bug)
+    result = lifecycle.perform_action(app_id, Action.STOP)
+    assert result.failure is FailureKind.INTERNAL
+    assert "ZeroDivisionError" in result.message and "worker log" in result.message
+    assert "planted" in caplog.text  # the traceback went to the log
+    with pytest.raises(InternalError) as raised:
+        result.raise_if_failed()
+    assert raised.value.status_code == 500
+    monkeypatch.undo()
+    assert api.get(f"/apps/{app_id}").json()["status"] == "running"
