@@ -56,3 +56,18 @@ def app_name(request: pytest.FixtureRequest) -> str:
 
     base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
     return f"{base}-{secrets.token_hex(3)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed platform test shows the last lines of the API and worker logs: the temp
+    DATA_DIR is gone when the session ends, and CI keeps only what pytest prints."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    stack: Stack | None = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and stack is not None:
+        for name in ("api", "worker"):
+            log_file = stack.settings.log_dir / f"{name}.log"
+            if log_file.exists():
+                tail = log_file.read_text(errors="replace").splitlines()[-40:]
+                report.sections.append((f"{name}.log (last 40 lines)", "\n".join(tail)))
