@@ -202,7 +202,7 @@ def perform_delete(app_id: int) -> JobResult:
             return failure_of(exc)
         try:
             routing.publish_routes()
-        except RouterError as exc:
+        except (RouterError, OSError) as exc:
             return JobResult(
                 FailureKind.UNAVAILABLE,
                 f"the app was deleted but the router was not updated ({exc}); "
