@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # busybox-static: the demo image and the tests' images are built from it
-packages=(docker.io nginx redis-server postgresql python3-venv ca-certificates busybox-static)
+# libnginx-mod-http-lua + lua-cjson: the router keeps its routes in nginx's memory (Lua)
+packages=(docker.io nginx libnginx-mod-http-lua lua-cjson redis-server postgresql python3-venv
+  ca-certificates busybox-static)
 if [[ "${1:-}" == "--dev" ]]; then
   # tests check the compose file and listening sockets and drive the dashboard in Chromium;
   # make bench drives wrk

@@ -34,6 +34,16 @@ class Settings(BaseSettings):
     router_port: int = 80
     router_host: str = "127.0.0.1"
     nginx_bin: str = "nginx"
+    # Reload-free router (nginx + Lua): an app answers at <name>.<APPS_DOMAIN> and at its own
+    # domains; PLATFORM_HOST, a bare IP or no Host at all reach the platform (the API at /api/)
+    apps_domain: str = "apps.localhost"
+    platform_host: str = "minipaas.localhost"
+    # Also serve apps at /apps/<id>/ on the platform's own origin (the seed design's paths)
+    router_path_routes: bool = True
+    # nginx's shared route table; one app with a few hosts takes well under 1 KiB
+    router_table_mb: int = Field(default=64, ge=1, le=4096)
+    # Secret of the router's control socket; when unset, a random one is kept in DATA_DIR
+    router_control_secret: SecretStr | None = None
 
     # Where local state lives: nginx config, logs, pid files, local databases
     data_dir: Path = Path("/var/lib/minipaas")
@@ -50,6 +60,9 @@ class Settings(BaseSettings):
     # How long a lifecycle request waits for the worker before answering 202
     action_wait_seconds: float = Field(default=30.0, ge=0)
     stop_grace_seconds: int = Field(default=10, ge=0)
+    # After a deploy switched the route: how long requests still running on the old
+    # container may take before it is stopped (a websocket would hold it forever)
+    drain_timeout_seconds: float = Field(default=10.0, ge=0)
     # The reconciler compares database, Docker and router this often (in the worker)
     reconcile_interval_seconds: float = Field(default=15.0, gt=0)
     # Images of this many newest releases per app are kept for rollbacks; older ones are removed
@@ -78,6 +91,8 @@ class Settings(BaseSettings):
     user_max_memory_mb: int = Field(default=8192, ge=0)
     # Image policy: shell-style patterns (fnmatch) an app's image must match, comma-separated
     allowed_images: str = "*"
+    # Domain policy for members (admins are exempt): shell-style patterns, comma-separated
+    allowed_domains: str = "*"
 
     @field_validator("secret_key", "admin_token", "redis_password", mode="before")
     @classmethod
@@ -92,6 +107,25 @@ class Settings(BaseSettings):
     def _secret_key_is_long(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("SECRET_KEY must be at least 32 characters (or unset)")
+        return value
+
+    @field_validator("apps_domain", "platform_host")
+    @classmethod
+    def _is_a_hostname(cls, value: str) -> str:
+        value = value.lower().removesuffix(".")
+        if len(value) > 253 or not re.fullmatch(rf"{_LABEL}(\.{_LABEL})*", value):
+            raise ValueError("must be a host name such as 'apps.example.com'")
+        return value
+
+    @field_validator("router_control_secret", mode="before")
+    @classmethod
+    def _control_secret(cls, value: object) -> object:
+        if value == "" or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        # It travels in an HTTP header and a file nginx reads: letters, digits, '-', '_' only
+        if isinstance(text, str) and not re.fullmatch(r"[A-Za-z0-9_-]{32,256}", text):
+            raise ValueError("ROUTER_CONTROL_SECRET must be 32-256 letters, digits, '-' or '_'")
         return value
 
     @field_validator("instance_name")
@@ -159,6 +193,15 @@ class Settings(BaseSettings):
         return self.data_dir / "secret.key"
 
     @property
+    def router_control_secret_file(self) -> Path:
+        return self.data_dir / "router-control.secret"
+
+    @property
+    def router_control_socket(self) -> Path:
+        """The router's control endpoint: a unix socket, never a network port."""
+        return self.run_dir / "router" / "control.sock"
+
+    @property
     def admin_token_file(self) -> Path:
         return self.data_dir / "admin-token"
 
@@ -187,6 +230,9 @@ class Settings(BaseSettings):
     def router_listen(self) -> str:
         """nginx's `listen` value: IPv6 addresses go in brackets."""
         return f"{_url_host(self.router_host)}:{self.router_port}"
+
+
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 
 
 def _reachable(host: str) -> str:

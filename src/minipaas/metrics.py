@@ -34,9 +34,13 @@ DEPLOYMENT_DURATION = Histogram(
 RECONCILER_ACTIONS = Counter(
     "minipaas_reconciler_actions_total", "Repairs made by the reconciler", ["step"]
 )
-ROUTER_RELOADS = Counter("minipaas_router_reloads_total", "nginx configurations made live")
-ROUTER_RELOAD_FAILURES = Counter(
-    "minipaas_router_reload_failures_total", "nginx configurations refused or not going live"
+ROUTER_RELOADS = Counter(
+    "minipaas_router_reloads_total", "nginx started or reloaded (static config changes only)"
+)
+ROUTE_UPDATES = Counter(
+    "minipaas_router_route_updates_total",
+    "Route changes sent to nginx's memory (no reload), by outcome",
+    ["outcome"],
 )
 
 

@@ -113,7 +113,7 @@ def test_stopped_app_does_not_affect_others(
 
 
 def test_forwarded_headers_and_prefix_reach_the_app(
-    api: httpx.Client, router: httpx.Client, app_name: str
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
 ) -> None:
     # busybox httpd runs CGI scripts: one that echoes the headers it got
     app_id = create_app(
@@ -128,20 +128,32 @@ def test_forwarded_headers_and_prefix_reach_the_app(
             "&& exec httpd -f -v -p 80 -h /tmp/www",
         ],
     )["id"]
+    app = api.get(f"/apps/{app_id}").json()
     assert deploy(api, app_id)["status"] == "succeeded"
-    response = router.get(f"/apps/{app_id}/cgi-bin/env", headers={"Host": "example.test"})
+    # by path, on the router's own address
+    response = router.get(f"/apps/{app_id}/cgi-bin/env")
     assert response.status_code == 200, response.text
-    assert "HTTP_X_FORWARDED_PREFIX=/apps/" in response.text
+    assert f"HTTP_X_FORWARDED_PREFIX=/apps/{app_id}" in response.text
     assert "HTTP_X_FORWARDED_FOR=127.0.0.1" in response.text
     assert "HTTP_X_FORWARDED_PROTO=http" in response.text
-    assert "HTTP_X_FORWARDED_HOST=example.test" in response.text
+    assert f"HTTP_X_FORWARDED_HOST=127.0.0.1:{stack.settings.router_port}" in response.text
     # the prefix is stripped before the request reaches the app
     assert "REQUEST_URI=/cgi-bin/env" in response.text
+    # by host, on the app's own origin: no prefix, whatever a client claims
+    host = f"{app['name']}.{stack.settings.apps_domain}"
+    by_host = router.get(
+        "/cgi-bin/env", headers={"Host": host.upper(), "X-Forwarded-Prefix": "/evil"}
+    )
+    assert by_host.status_code == 200, by_host.text
+    assert "HTTP_X_FORWARDED_PREFIX" not in by_host.text
+    assert f"HTTP_X_FORWARDED_HOST={host.upper()}" in by_host.text
+    assert "REQUEST_URI=/cgi-bin/env" in by_host.text
     # a platform token sent to the router never reaches the app; other credentials do
-    leaked = router.get(f"/apps/{app_id}/cgi-bin/env", headers={"Authorization": "Bearer mp_x"})
-    assert "HTTP_AUTHORIZATION" not in leaked.text
-    own = router.get(f"/apps/{app_id}/cgi-bin/env", headers={"Authorization": "Bearer app-own"})
-    assert "HTTP_AUTHORIZATION=Bearer app-own" in own.text
+    for path, headers in ((f"/apps/{app_id}/cgi-bin/env", {}), ("/cgi-bin/env", {"Host": host})):
+        leaked = router.get(path, headers={**headers, "Authorization": "Bearer mp_x"})
+        assert leaked.status_code == 200 and "HTTP_AUTHORIZATION" not in leaked.text
+        own = router.get(path, headers={**headers, "Authorization": "Bearer app-own"})
+        assert "HTTP_AUTHORIZATION=Bearer app-own" in own.text
 
 
 def test_logs_follow_streams_new_lines_until_the_client_leaves(

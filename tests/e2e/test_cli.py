@@ -149,3 +149,30 @@ def test_cli_logs_follow_prints_new_lines(stack: Stack, tmp_path: Path, app_name
     finally:
         follower.terminate()
         follower.wait(timeout=10)
+
+
+def test_cli_domains(stack: Stack, tmp_path: Path, app_name: str) -> None:
+    def ok(*args: str) -> str:
+        result = _cli(stack, tmp_path, *args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    hostname = f"www.{app_name}.example.test"
+    ok("apps", "create", app_name, "--image", HELLO_V1, "--port", "80")
+    added = json.loads(ok("domains", "add", app_name, hostname.upper(), "--json"))
+    assert added["hostname"] == hostname
+    assert hostname in ok("domains", "list", app_name)  # the table
+    assert [d["hostname"] for d in json.loads(ok("domains", "list", app_name, "--json"))] == [
+        hostname
+    ]
+    shown = json.loads(ok("apps", "show", app_name, "--json"))
+    assert shown["domains"] == [hostname]
+    assert shown["url"].startswith(f"http://{app_name}.{stack.settings.apps_domain}:")
+    assert " url " in ok("apps", "list")  # a column of the table
+    taken = _cli(stack, tmp_path, "domains", "add", app_name, hostname)
+    assert taken.returncode == 1
+    assert taken.stderr.strip() == f"error: 409: '{hostname}' is already a domain of app {app_name}"
+    assert (
+        ok("domains", "remove", app_name, hostname).strip() == f"removed {hostname} from {app_name}"
+    )
+    assert json.loads(ok("domains", "list", app_name, "--json")) == []

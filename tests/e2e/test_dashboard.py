@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -55,6 +56,23 @@ def test_dashboard_sign_in_create_deploy_and_logs(stack: Stack, app_name: str) -
         expect(page.locator("#deployments")).to_contain_text("succeeded")
         expect(page.locator("#releases")).to_contain_text("sha256:")
         page.screenshot(path=str(SCREENSHOTS / "2-deployed.png"))
+
+        # the app's own origin opens in a tab of its own; its domains are managed here
+        own_url = page.locator("#app-url a")
+        expect(own_url).to_have_attribute("href", re.compile(rf"^http://{app_name}\."))
+        expect(own_url).to_have_attribute("target", "_blank")
+        expect(own_url).to_have_attribute("rel", "noopener")
+        hostname = f"www.{app_name}.example.test"
+        page.fill("#new-domain", hostname)
+        page.click("#domain-form button")
+        domain = page.locator(f"tr[data-domain='{hostname}']")
+        expect(domain.locator("a")).to_have_attribute("target", "_blank")
+        page.fill("#new-domain", f"{app_name}.{stack.settings.apps_domain}")
+        page.click("#domain-form button")
+        expect(page.locator("#domain-error")).to_contain_text("already app")
+        page.screenshot(path=str(SCREENSHOTS / "2b-domains.png"))
+        domain.locator("button").click()
+        expect(domain).to_have_count(0)
 
         # the app answers through the router, and the live logs show the request
         app_path = page.locator("#app-meta").inner_text().split("route ")[1].split(" ")[0]

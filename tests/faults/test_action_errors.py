@@ -41,8 +41,9 @@ def worker_with(stack: Stack, **broken: str) -> Iterator[None]:
     ("broken", "named"),
     [
         ({"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "engine"),
-        # /bin/false refuses every configuration, as nginx -t does a broken one
-        ({"NGINX_BIN": "/bin/false"}, "router"),
+        # a worker that finds no router: its control socket is under another DATA_DIR
+        # (no reconciler pass but the first, which cannot start a second nginx on the port)
+        ({"DATA_DIR": "{data_dir}/elsewhere", "RECONCILE_INTERVAL_SECONDS": "3600"}, "router"),
     ],
     ids=["docker-engine-down", "router-refuses"],
 )
@@ -56,7 +57,8 @@ def test_a_part_down_during_stop_is_503_and_changes_nothing(
 ) -> None:
     app_id = create_app(api, app_name, HELLO_V1)["id"]
     assert deploy(api, app_id)["status"] == "succeeded"
-    with worker_with(stack, **broken):
+    env = {name: value.format(data_dir=stack.settings.data_dir) for name, value in broken.items()}
+    with worker_with(stack, **env):
         response = api.post(f"/apps/{app_id}/stop")
     assert response.status_code == 503, response.text
     assert named in response.json()["detail"]
@@ -88,10 +90,10 @@ def test_an_unforeseen_failure_is_500_and_logged(
     app_id = create_app(api, app_name, HELLO_V1)["id"]
     assert deploy(api, app_id)["status"] == "succeeded"
 
-    def planted_bug(**_: object) -> bool:
+    def planted_bug(*_: object) -> None:
         raise ZeroDivisionError("planted")
 
-    monkeypatch.setattr(routing, "publish_routes", planted_bug)
+    monkeypatch.setattr(routing, "publish_app_route", planted_bug)
     result = lifecycle.perform_action(app_id, Action.STOP)
     assert result.failure is FailureKind.INTERNAL
     assert "ZeroDivisionError" in result.message and "worker log" in result.message

@@ -13,7 +13,7 @@ from tests.support.users import Member, new_member
 
 pytestmark = [pytest.mark.docker]
 
-# (method, path template, body): every route that takes an app id
+# (method, path template, body): every route that takes an app id; {id} is formatted in both
 APP_ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/apps/{id}", None),
     ("PATCH", "/apps/{id}", {"internal_port": 8080}),
@@ -29,6 +29,9 @@ APP_ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("GET", "/apps/{id}/deployments/{deployment}", None),
     ("POST", "/apps/{id}/deployments/{deployment}/cancel", None),
     ("GET", "/apps/{id}/deployments/{deployment}/events", None),
+    ("POST", "/apps/{id}/domains", {"hostname": "new-{id}.example.test"}),
+    ("GET", "/apps/{id}/domains", None),
+    ("DELETE", "/apps/{id}/domains/www-{id}.example.test", None),
     ("DELETE", "/apps/{id}", None),
 ]
 
@@ -57,6 +60,13 @@ def _app_with_a_deployment(client: httpx.Client, member: Member, name: str) -> t
     )
     assert created.status_code == 201, created.text
     app_id = created.json()["id"]
+    # before the deploy, so the route it publishes already has the domain
+    domain = client.post(
+        f"/apps/{app_id}/domains",
+        json={"hostname": f"www-{app_id}.example.test"},
+        headers=member.headers,
+    )
+    assert domain.status_code == 201, domain.text
     deployed = client.post(f"/apps/{app_id}/deploy", headers=member.headers)
     assert deployed.status_code == 202, deployed.text
     return app_id, deployed.json()["id"]
@@ -71,6 +81,8 @@ def _call(
 ) -> httpx.Response:
     method, template, body = route
     path = template.format(id=app_id, deployment=deployment_id)
+    if body is not None:
+        body = {k: v.format(id=app_id) if isinstance(v, str) else v for k, v in body.items()}
     return client.request(method, path, json=body, headers=headers)
 
 
@@ -112,6 +124,7 @@ def test_other_members_and_anonymous_callers_never_reach_an_app(
     after = client.get(f"/apps/{app_id}", headers=owner.headers).json()
     assert after["internal_port"] == before["internal_port"]
     assert after["name"] == before["name"]
+    assert after["domains"] == before["domains"] == [f"www-{app_id}.example.test"]
 
 
 @pytest.mark.parametrize("route", APP_ROUTES, ids=lambda r: f"{r[0]} {r[1]}")

@@ -134,7 +134,7 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
     from minipaas.runtime import get_runtime
     from minipaas.runtime.busybox_image import prune_superseded_builds
     from minipaas.services.bootstrap import ensure_admin
-    from minipaas.services.routing import get_router, publish_routes
+    from minipaas.services.routing import get_router, sync_routes
     from tests.support.images import build_test_images
 
     # PostgreSQL runs as its own user, which must be able to reach its data directory
@@ -154,7 +154,7 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
         started.append(redis.stop)
         migrate.upgrade("head")
         ensure_admin(settings)
-        publish_routes()
+        sync_routes()
         started.append(get_router().stop)
         for process in processes(settings):
             process.start(env)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from minipaas.router.nginx import _write_atomically
+from minipaas.files import write_atomically
 
 
 def test_concurrent_writers_never_trip_over_each_other(tmp_path: Path) -> None:
@@ -15,7 +15,7 @@ def test_concurrent_writers_never_trip_over_each_other(tmp_path: Path) -> None:
     def write(text: str) -> None:
         try:
             for _ in range(200):
-                _write_atomically(target, text)
+                write_atomically(target, text)
         except BaseException as exc:  # collected: an assertion in a thread would be lost
             errors.append(exc)
 

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from minipaas.router.nginx import RouterError
+from minipaas.router.errors import RouterError
 from minipaas.runtime import EngineUnavailable, RuntimeFailure
 from minipaas.services.deployments.outcome import DeploymentFailed
 from minipaas.services.errors import Conflict, NotFound, ServiceError, Unavailable

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from minipaas import __version__, logs, metrics
-from minipaas.api.routes import apps, health, users
+from minipaas.api.routes import apps, domains, health, users
 from minipaas.api.routes import metrics as platform_metrics
 from minipaas.db.session import get_session
 from minipaas.services import audit
@@ -57,6 +57,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(apps.collection)
     app.include_router(apps.item)
+    app.include_router(domains.router)
     app.include_router(users.router)
     app.include_router(platform_metrics.router)
     app.add_api_route("/ui", dashboard, methods=["GET"], include_in_schema=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from minipaas.db.models import App, AppStatus, DeploymentStatus, PullPolicy, Release, UserRole
-from minipaas.services import validation
+from minipaas.services import domains, routing, validation
 
 AppName = Annotated[str, AfterValidator(validation.check_app_name)]
 ImageReference = Annotated[str, AfterValidator(validation.check_image_reference)]
@@ -112,15 +112,26 @@ class _MaskedEnvOut(BaseModel):
     """Built from an App or Release row: `env` holds the names only, values never leave."""
 
     model_config = ConfigDict(from_attributes=True)
+    # Fields not read from the row's attribute of the same name (see _derived)
+    derived_fields: ClassVar[frozenset[str]] = frozenset({"env"})
 
     @model_validator(mode="before")
     @classmethod
     def _mask_env(cls, value: Any) -> Any:
         if isinstance(value, App | Release):
-            data = {name: getattr(value, name) for name in cls.model_fields if name != "env"}
+            data = {
+                name: getattr(value, name)
+                for name in cls.model_fields
+                if name not in cls.derived_fields
+            }
             data["env"] = {name: ENV_MASK for name in value.env_names or []}
-            return data
+            return data | cls._derived(value)
         return value
+
+    @classmethod
+    def _derived(cls, row: App | Release) -> dict[str, Any]:
+        """Values computed from the row, for the fields in derived_fields besides env."""
+        return {}
 
 
 class AppOut(_MaskedEnvOut):
@@ -146,12 +157,45 @@ class AppOut(_MaskedEnvOut):
     current_deployment_id: int | None
     created_at: datetime
     updated_at: datetime
+    url: str = Field(description="the app's own origin: http://<name>.<APPS_DOMAIN>/")
+    domains: list[str] = Field(description="the app's own domains, which also reach it")
+
+    derived_fields: ClassVar[frozenset[str]] = frozenset({"env", "url", "domains"})
+
+    @classmethod
+    def _derived(cls, row: App | Release) -> dict[str, Any]:
+        if not isinstance(row, App):
+            raise TypeError("AppOut is built from an App row")
+        return {"url": routing.app_url(row), "domains": [d.hostname for d in row.domains]}
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def path(self) -> str:
-        """Where the router serves the app."""
+        """Where the router serves the app on the platform's origin."""
         return f"/apps/{self.id}/"
+
+
+class DomainCreate(_Strict):
+    hostname: str = Field(
+        min_length=1,
+        max_length=300,
+        examples=["www.example.com"],
+        description="a DNS name; not under PLATFORM_HOST or APPS_DOMAIN",
+    )
+
+
+class DomainOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    hostname: str
+    app_id: int
+    created_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        """Where the app answers at this domain (once DNS points it at the router)."""
+        return domains.domain_url(self.hostname)
 
 
 class DeploymentOut(BaseModel):

@@ -1,9 +1,10 @@
-"""Client commands: login, apps, deploy, logs, lifecycle, releases, rollback, env."""
+"""Client commands: login, apps, deploy, logs, lifecycle, releases, rollback, env, domains."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import typer
 
@@ -21,10 +22,12 @@ from minipaas.cli.client import (
 
 apps_app = typer.Typer(no_args_is_help=True, help="Your apps")
 env_app = typer.Typer(no_args_is_help=True, help="An app's env vars (values are never shown)")
+domains_app = typer.Typer(no_args_is_help=True, help="An app's own domains (besides its url)")
 
 JsonOption = typer.Option(False, "--json", help="print JSON instead of a table")
-APP_COLUMNS = ["id", "name", "status", "image", "path", "status_detail"]
+APP_COLUMNS = ["id", "name", "status", "image", "url", "status_detail"]
 DEPLOYMENT_COLUMNS = ["id", "status", "image", "release_number", "duration_seconds", "error"]
+DOMAIN_COLUMNS = ["hostname", "url", "created_at"]
 
 
 def _api() -> Api:
@@ -34,6 +37,7 @@ def _api() -> Api:
 def register(app: typer.Typer) -> None:
     app.add_typer(apps_app, name="apps")
     app.add_typer(env_app, name="env")
+    app.add_typer(domains_app, name="domains")
     app.command("login")(login)
     app.command("deploy")(deploy)
     app.command("logs")(logs)
@@ -69,7 +73,8 @@ def apps_show(app: str, as_json: bool = JsonOption) -> None:
     """One app (by name or id)."""
     api = _api()
     data = api.call("GET", f"/apps/{api.app_id(app)}")
-    columns = [*APP_COLUMNS, "internal_port", "memory_mb", "cpus", "env", "published_port"]
+    details = ["path", "domains", "internal_port", "memory_mb", "cpus", "env", "published_port"]
+    columns = [*APP_COLUMNS, *details]
     show(data, as_json, columns)
 
 
@@ -200,3 +205,30 @@ def env_unset(app: str, names: list[str] = typer.Argument(..., help="KEY ...")) 
     api = _api()
     api.call("PATCH", f"/apps/{api.app_id(app)}", json={"env_unset": names})
     typer.echo(f"unset {', '.join(names)} on {app}; deploy to apply")
+
+
+@domains_app.command("add")
+@reports_errors
+def domains_add(app: str, hostname: str, as_json: bool = JsonOption) -> None:
+    """Give an app one more host name (point its DNS at the router)."""
+    api = _api()
+    body = {"hostname": hostname}
+    show(api.call("POST", f"/apps/{api.app_id(app)}/domains", json=body), as_json, DOMAIN_COLUMNS)
+
+
+@domains_app.command("list")
+@reports_errors
+def domains_list(app: str, as_json: bool = JsonOption) -> None:
+    """An app's own domains."""
+    api = _api()
+    rows = api.call("GET", f"/apps/{api.app_id(app)}/domains", params={"limit": 500})
+    show(rows, as_json, DOMAIN_COLUMNS)
+
+
+@domains_app.command("remove")
+@reports_errors
+def domains_remove(app: str, hostname: str) -> None:
+    """Take a host name from an app."""
+    api = _api()
+    api.call("DELETE", f"/apps/{api.app_id(app)}/domains/{quote(hostname, safe='')}")
+    typer.echo(f"removed {hostname} from {app}")

@@ -128,11 +128,11 @@ def admin_ensure() -> None:
 
 @router_app.command("publish")
 def router_publish() -> None:
-    """Render routes from the database and (re)load nginx."""
-    from minipaas.services.routing import publish_routes
+    """Start the router if needed and make its route table the database's."""
+    from minipaas.services.routing import sync_routes
 
-    changed = publish_routes()
-    typer.echo("routes published" if changed else "routes unchanged")
+    repaired = sync_routes()
+    typer.echo(repaired or "routes unchanged")
 
 
 if __name__ == "__main__":

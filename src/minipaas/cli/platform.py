@@ -33,13 +33,17 @@ def up() -> None:
         where = f"token in {admin.token_file} (mode 0600)"
     else:
         where = "token was shown when it was created; issue another with POST /tokens"
+    port = "" if settings.router_port == 80 else f":{settings.router_port}"
+    platform_url = f"http://{settings.platform_host}{port}"
     typer.echo(
         "\nmini-paas is up.\n"
-        f"  API:     {settings.api_url}   (docs: {settings.api_url}/docs)\n"
-        f"  Router:  {settings.router_url}/apps/<id>/   (API also at {settings.router_url}/api/)\n"
-        f"  Logs:    {settings.log_dir}\n"
-        f"  Admin:   user '{admin.username}', {where}\n"
-        f'           e.g. curl -H "Authorization: Bearer $(cat {settings.admin_token_file})" '
+        f"  API:       {settings.api_url}   (docs: {settings.api_url}/docs)\n"
+        f"  Dashboard: {platform_url}/api/ui   (or {settings.api_url}/ui)\n"
+        f"  Apps:      http://<name>.{settings.apps_domain}{port}/   "
+        f"(also {settings.router_url}/apps/<id>/)\n"
+        f"  Logs:      {settings.log_dir}\n"
+        f"  Admin:     user '{admin.username}', {where}\n"
+        f'             e.g. curl -H "Authorization: Bearer $(cat {settings.admin_token_file})" '
         f"{settings.api_url}/me\n"
     )
 

@@ -164,6 +164,27 @@ class App(RunSettingsColumns, Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
     )
+    domains: Mapped[list[AppDomain]] = relationship(
+        back_populates="app",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="AppDomain.hostname",
+    )
+
+
+class AppDomain(Base):
+    """A host name of the owner's own that reaches the app (besides <name>.<APPS_DOMAIN>)."""
+
+    __tablename__ = "app_domains"
+    __table_args__ = (UniqueConstraint("hostname", name="uq_app_domains_hostname"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    # Lowercase, no trailing dot: one spelling per name, so the unique constraint decides
+    hostname: Mapped[str] = mapped_column(String(253))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    app: Mapped[App] = relationship(back_populates="domains")
 
 
 class Deployment(RunSettingsColumns, Base):

@@ -66,7 +66,7 @@ def generate_local_passwords(settings: Settings) -> bool:
 
 def up(settings: Settings, say: Callable[[str], None]) -> AdminCredentials:
     from minipaas.db import migrate
-    from minipaas.services.routing import publish_routes
+    from minipaas.services.routing import sync_routes
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if generate_local_passwords(settings):
@@ -89,7 +89,7 @@ def up(settings: Settings, say: Callable[[str], None]) -> AdminCredentials:
     if admin.created:
         say(f"created the admin user '{admin.username}'")
     say(f"router (nginx) on {settings.router_host}:{settings.router_port} ...")
-    publish_routes()
+    sync_routes()
     # Metrics of processes from an earlier run would mix with the new ones
     shutil.rmtree(settings.run_dir / "metrics", ignore_errors=True)
     for process in processes(settings):

@@ -10,7 +10,7 @@ import enum
 import logging
 from dataclasses import dataclass
 
-from minipaas.router.nginx import RouterError
+from minipaas.router.errors import RouterError
 from minipaas.runtime import RuntimeFailure
 from minipaas.services.deployments.outcome import DeploymentFailed
 from minipaas.services.errors import (

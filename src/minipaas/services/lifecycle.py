@@ -12,7 +12,7 @@ from minipaas import queue
 from minipaas.config import get_settings
 from minipaas.db.models import App, AppStatus
 from minipaas.db.session import get_session
-from minipaas.router.nginx import RouterError
+from minipaas.router.errors import RouterError
 from minipaas.runtime import EngineUnavailable, RuntimeFailure, StartedContainer, get_runtime
 from minipaas.services import routing
 from minipaas.services.app_lock import app_lock
@@ -125,7 +125,7 @@ def _take_down(db: Session, app: App, action: Action) -> None:
         point_app_at(app, None)
     db.commit()
     try:
-        routing.publish_routes()
+        routing.publish_app_route(app.id)
         if action is Action.STOP:
             runtime.stop(before.container_id)
         else:
@@ -135,7 +135,7 @@ def _take_down(db: Session, app: App, action: Action) -> None:
         app.status = before_status
         point_app_at(app, before)
         db.commit()
-        routing.publish_routes_best_effort()
+        routing.publish_app_route_best_effort(app.id)
         raise
 
 
@@ -147,7 +147,7 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
         point_app_at(app, None)
         app.status = AppStatus.FAILED
         db.commit()
-        routing.publish_routes()
+        routing.publish_app_route(app.id)
         raise Conflict("the app's container no longer exists; deploy the app again")
     if action is Action.RESTART:
         runtime.stop(container_id)
@@ -165,7 +165,7 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
     app.status = status_after(action)
     app.status_detail = None
     db.commit()
-    routing.publish_routes()
+    routing.publish_app_route(app.id)
 
 
 def _mark_start_failed(db: Session, app: App, action: Action, exc: Exception) -> None:
@@ -178,7 +178,7 @@ def _mark_start_failed(db: Session, app: App, action: Action, exc: Exception) ->
     app.status = AppStatus.FAILED
     app.status_detail = f"{action} failed: {str(exc).splitlines()[0]}"
     db.commit()
-    routing.publish_routes()
+    routing.publish_app_route(app.id)
     message = exit_message(container_id, state) if state and not state.running else str(exc)
     raise Conflict(f"could not {action} the app: {message}") from None
 
@@ -201,7 +201,7 @@ def perform_delete(app_id: int) -> JobResult:
         except Exception as exc:
             return failure_of(exc)
         try:
-            routing.publish_routes()
+            routing.publish_app_route(app_id)
         except (RouterError, OSError) as exc:
             return JobResult(
                 FailureKind.UNAVAILABLE,

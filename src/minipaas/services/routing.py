@@ -1,75 +1,134 @@
-"""Publishes the router configuration from the apps' state in the database."""
+"""Routes follow the database: one app's route is published when it changes, the whole table
+when the reconciler finds drift. nginx is never reloaded for a route (router/lua_router.py)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from functools import lru_cache
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
 
+from minipaas import metrics
 from minipaas.config import get_settings
 from minipaas.db.models import ACTIVE_DEPLOYMENT_STATUSES, App, AppStatus, Deployment
 from minipaas.db.session import get_session
-from minipaas.router.nginx import NginxRouter, RouterError
-from minipaas.router.render import AppRoute, RouteKind, render_site
+from minipaas.router.errors import RouterError
+from minipaas.router.lua_router import LuaRouter, Route, RouteKind
 
 log = logging.getLogger(__name__)
 
 
 @lru_cache
-def get_router() -> NginxRouter:
-    return NginxRouter(get_settings())
+def get_router() -> LuaRouter:
+    return LuaRouter(get_settings())
 
 
-def current_routes() -> list[AppRoute]:
-    """Every app that has a container gets a route: a proxy when it runs, a 503 page if not."""
-    routes: list[AppRoute] = []
-    with get_session() as session:
-        apps = session.scalars(select(App).where(App.container_id.is_not(None))).all()
-        # During a deploy the old container keeps serving only if it was running before
-        was_running = set(
-            session.scalars(
-                select(Deployment.app_id).where(
-                    Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES),
-                    Deployment.app_status_before == AppStatus.RUNNING,
-                )
-            ).all()
-        )
-        for app in apps:
-            serving = app.status is AppStatus.RUNNING or (
-                app.status is AppStatus.DEPLOYING and app.id in was_running
-            )
-            if serving and app.published_port:
-                routes.append(AppRoute(app.id, app.name, RouteKind.PROXY, app.published_port))
-            else:
-                routes.append(AppRoute(app.id, app.name, RouteKind.STOPPED))
-    return routes
-
-
-def render_current_site() -> str:
+def app_url(app: App) -> str:
+    """Where the app answers on its own origin."""
     settings = get_settings()
-    return render_site(
-        current_routes(),
-        listen=settings.router_listen,
-        api_address=settings.api_url.removeprefix("http://"),
+    port = "" if settings.router_port == 80 else f":{settings.router_port}"
+    return f"http://{app.name}.{settings.apps_domain}{port}/"
+
+
+def _was_running_before_deploy(db: Session, app_ids: list[int]) -> set[int]:
+    """During a deploy the old container keeps serving only if it was running before."""
+    return set(
+        db.scalars(
+            select(Deployment.app_id).where(
+                Deployment.app_id.in_(app_ids),
+                Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES),
+                Deployment.app_status_before == AppStatus.RUNNING,
+            )
+        )
     )
 
 
-def publish_routes_best_effort() -> None:
-    """For cleanup paths: the failure is logged, the caller's own error matters more."""
+def _route_of(app: App, was_running: bool) -> Route | None:
+    """An app with a container gets a route: a proxy when it serves, a 503 page if not."""
+    if app.container_id is None:
+        return None
+    serving = app.status is AppStatus.RUNNING or (app.status is AppStatus.DEPLOYING and was_running)
+    kind = RouteKind.PROXY if serving and app.published_port else RouteKind.STOPPED
+    return get_router().route(
+        app_id=app.id,
+        app_name=app.name,
+        kind=kind,
+        port=app.published_port if kind is RouteKind.PROXY else None,
+        domains=[domain.hostname for domain in app.domains],
+    )
+
+
+def route_of_app(db: Session, app_id: int) -> Route | None:
+    app = db.get(App, app_id)
+    if app is None:
+        return None
+    return _route_of(app, app_id in _was_running_before_deploy(db, [app_id]))
+
+
+def current_routes() -> list[Route]:
+    with get_session() as db:
+        apps = db.scalars(
+            select(App).where(App.container_id.is_not(None)).options(selectinload(App.domains))
+        ).all()
+        was_running = _was_running_before_deploy(db, [app.id for app in apps])
+        routes = [_route_of(app, app.id in was_running) for app in apps]
+    return [route for route in routes if route is not None]
+
+
+def publish_app_route(app_id: int) -> None:
+    """Makes the app's committed state live in the router (raises RouterError).
+
+    The state is read under the router's lock, so the last publish shows the newest state.
+    """
+
+    def read_route() -> Route | None:
+        with get_session() as db:
+            return route_of_app(db, app_id)
+
     try:
-        publish_routes()
-    except (RouterError, OSError) as exc:
-        log.error("routes could not be republished: %s", exc)
+        get_router().publish(app_id, read_route)
+    except BaseException:
+        metrics.ROUTE_UPDATES.labels("failed").inc()
+        raise
+    metrics.ROUTE_UPDATES.labels("ok").inc()
 
 
-def publish_routes(*, drain: bool = False) -> bool:
-    """Renders routes from committed state and makes them live (raises RouterError).
+def publish_app_route_best_effort(app_id: int) -> None:
+    """For cleanup paths: the failure is logged, the caller's own error matters more; the
+    reconciler repairs the table within one interval."""
+    try:
+        publish_app_route(app_id)
+    except (RouterError, OSError, ValueError) as exc:
+        log.error("route of app %s could not be republished: %s", app_id, exc)
 
-    `drain`: wait for requests still in flight on the old nginx workers. Only a deploy needs
-    it (its old container must outlive them). A request that waits for its own action must not
-    wait for it: that request itself keeps an old worker busy.
+
+def sync_routes() -> str | None:
+    """The reconciler's pass: nginx runs, and its table is exactly the database's.
+
+    Returns what it repaired, or None when nothing needed it.
     """
     router = get_router()
-    router.ensure_layout()
-    return router.apply(render_current_site, drain=drain)
+    started = router.ensure_running()
+    if started:
+        metrics.ROUTER_RELOADS.inc()
+    wanted = {route.app_id: route for route in current_routes()}
+    if router.live_table() == wanted:
+        return "nginx (re)started with its routes" if started else None
+    router.replace_all(wanted.values())
+    return "routes rewritten from the database (the router's table had drifted)"
+
+
+def drain(port: int, *, timeout: float) -> int:
+    """Waits until no request the router proxies to `port` is still in flight; returns how
+    many still were when `timeout` ran out (a websocket can outlive any sane wait)."""
+    router = get_router()
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        in_flight = router.in_flight(port)
+        if in_flight == 0 or time.monotonic() >= deadline:
+            return in_flight
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)

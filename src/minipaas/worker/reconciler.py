@@ -27,7 +27,7 @@ from minipaas.db.models import (
     Release,
 )
 from minipaas.db.session import get_session
-from minipaas.router.nginx import RouterError
+from minipaas.router.errors import RouterError
 from minipaas.runtime import get_runtime, labels
 from minipaas.services import routing
 from minipaas.services.app_lock import try_app_lock
@@ -249,13 +249,13 @@ def _remove_old_release_images() -> list[str]:
 
 
 def _republish_routes() -> list[str]:
-    """Routes follow the database; a dead or changed nginx is brought back."""
+    """nginx runs, and its route table is the database's; a killed nginx is brought back."""
     try:
-        if routing.publish_routes():
-            return ["routes rewritten from the database (nginx was down or out of date)"]
-    except RouterError as exc:
+        repaired = routing.sync_routes()
+    except (RouterError, ValueError) as exc:
         log.error("router: %s", exc)
-    return []
+        return []
+    return [repaired] if repaired else []
 
 
 def _steps() -> tuple[Callable[[], list[str]], ...]:

@@ -10,7 +10,7 @@ from minipaas.clock import now
 from minipaas.config import get_settings
 from minipaas.db.models import App, AppStatus, Deployment, DeploymentEvent, DeploymentStatus
 from minipaas.db.session import get_session
-from minipaas.router.nginx import RouterError
+from minipaas.router.errors import RouterError
 from minipaas.runtime import RuntimeFailure, StartedContainer, get_runtime
 from minipaas.services import releases, routing
 
@@ -70,7 +70,7 @@ def mark_failed(app_id: int, deployment_id: int, message: str, *, new_container:
             app.status_detail = f"deployment {deployment.id} failed: {message.splitlines()[0]}"
         db.commit()
     # The deploy may have changed what the router shows meanwhile: render the truth again
-    routing.publish_routes_best_effort()
+    routing.publish_app_route_best_effort(app_id)
 
 
 def _end(deployment: Deployment, status: DeploymentStatus) -> None:

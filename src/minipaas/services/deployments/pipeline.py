@@ -232,7 +232,7 @@ def switch_route(plan: Plan, started: StartedContainer) -> None:
         app.status = AppStatus.RUNNING  # the new container serves from this switch on
         db.commit()
     try:
-        routing.publish_routes(drain=True)
+        routing.publish_app_route(plan.app_id)
     except BaseException:
         with get_session() as db:
             app = db.get(App, plan.app_id)
@@ -240,7 +240,20 @@ def switch_route(plan: Plan, started: StartedContainer) -> None:
             outcome.point_app_at(app, plan.previous)
             db.commit()
         raise
-    record_event(plan.deployment_id, "route", f"route /apps/{plan.app_id}/ switched")
+    record_event(plan.deployment_id, "route", "route switched to the new container")
+
+
+def _drain(plan: Plan, port: int) -> None:
+    """Requests the old container is still answering finish before it is stopped."""
+    timeout = get_settings().drain_timeout_seconds
+    left = routing.drain(port, timeout=timeout)
+    if left:
+        record_event(
+            plan.deployment_id,
+            "drain",
+            f"{left} request(s) to the old container still open after {timeout:.0f} s "
+            "(long-lived connections); stopping it anyway",
+        )
 
 
 def finish(plan: Plan, started: StartedContainer) -> None:
@@ -249,6 +262,8 @@ def finish(plan: Plan, started: StartedContainer) -> None:
     if previous is not None and previous.container_id != started.id:
         runtime = get_runtime()
         try:
+            if previous.published_port is not None:
+                _drain(plan, previous.published_port)
             runtime.stop(previous.container_id)
             runtime.remove(previous.container_id)
         except Exception as exc:

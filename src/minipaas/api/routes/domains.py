@@ -1,0 +1,58 @@
+"""An app's own domains: host names besides <name>.<APPS_DOMAIN> that reach it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Response, status
+
+from minipaas.api.deps import CurrentUser, Limit, Offset, SessionDep, VisibleApp, _visible_app
+from minipaas.api.schemas import DomainCreate, DomainOut
+from minipaas.services import domains
+
+# Like every route under /apps/{app_id}: the caller must be able to see the app (else 404)
+router = APIRouter(
+    prefix="/apps/{app_id}/domains", tags=["domains"], dependencies=[Depends(_visible_app)]
+)
+
+Hostname = Annotated[str, Path(max_length=300, description="the domain, e.g. www.example.com")]
+_ROUTER_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"description": "the router could not be updated; see the message"}
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DomainOut,
+    responses={
+        403: {"description": "the platform's host, under APPS_DOMAIN, or not in ALLOWED_DOMAINS"},
+        409: {"description": "another app's (or already this app's) name, or too many domains"},
+        **_ROUTER_DOWN,
+    },
+)
+def add_domain(app: VisibleApp, body: DomainCreate, user: CurrentUser, db: SessionDep) -> DomainOut:
+    """Give the app one more host name; the router serves it at once (point DNS at it)."""
+    domain = domains.add_domain(db=db, app=app, hostname=body.hostname, user=user)
+    return DomainOut.model_validate(domain)
+
+
+@router.get("", response_model=list[DomainOut])
+def list_domains(
+    app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
+) -> list[DomainOut]:
+    """The app's own domains by name; the total is in X-Total-Count."""
+    rows, total = domains.list_domains(db=db, app=app, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(total)
+    return [DomainOut.model_validate(row) for row in rows]
+
+
+@router.delete(
+    "/{hostname}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "the app has no such domain"}, **_ROUTER_DOWN},
+)
+def remove_domain(app: VisibleApp, hostname: Hostname, db: SessionDep) -> Response:
+    """Take a host name from the app; the router stops serving it for the app."""
+    domains.remove_domain(db=db, app=app, hostname=hostname)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,514 @@
+-- mini-paas route table: app entries and a host index in one lua_shared_dict.
+--
+-- Keys: "app:<id>" -> JSON entry {id, kind, port, name, hosts}; "host:<name>" -> id.
+-- The app entry is the truth: a host key counts only while the entry it points to still lists
+-- that host, so a request never sees half of an update (one shared-dict write switches an app).
+-- Written by the platform through the control socket (one writer at a time: the Python side
+-- holds a file lock); loaded from the snapshot files by init() when nginx starts.
+
+local cjson = require("cjson.safe")
+local balancer = require("ngx.balancer")
+
+local routes = ngx.shared.minipaas_routes
+-- requests being proxied, by upstream port
+local inflight = ngx.shared.minipaas_inflight
+local _M = {}
+
+local secret -- read by init() in the master; workers inherit it
+local config_version
+
+local MAX_ID = 2147483647
+local MAX_HOSTS = 64
+
+local NOT_FOUND_HOST = '{"detail": "no app is routed at this host"}'
+local NOT_FOUND_PATH = '{"detail": "no app is routed at this path; apps live under /apps/<id>/"}'
+
+-- validation: the Python side checks the same rules; this keeps a bad caller from
+-- putting anything else into the table
+
+local function is_int(value, low, high)
+    return type(value) == "number" and value == math.floor(value) and value >= low
+        and value <= high
+end
+
+local function is_label(s)
+    return #s >= 1 and #s <= 63 and s:find("^[a-z0-9][a-z0-9-]*$") ~= nil
+        and s:sub(-1) ~= "-"
+end
+
+local function is_host(s)
+    if type(s) ~= "string" or #s == 0 or #s > 253 then
+        return false
+    end
+    for label in (s .. "."):gmatch("([^.]*)%.") do
+        if not is_label(label) then
+            return false
+        end
+    end
+    return true
+end
+
+local function check_entry(data)
+    if type(data) ~= "table" then
+        return nil, "a route is a JSON object"
+    end
+    if not is_int(data.id, 1, MAX_ID) then
+        return nil, "id must be an integer between 1 and " .. MAX_ID
+    end
+    if data.kind ~= "proxy" and data.kind ~= "stopped" then
+        return nil, "kind must be proxy or stopped"
+    end
+    local port = data.port
+    if port == cjson.null or data.kind == "stopped" then
+        port = nil
+    end
+    if data.kind == "proxy" and not is_int(port, 1, 65535) then
+        return nil, "a proxy route needs a port between 1 and 65535"
+    end
+    if type(data.name) ~= "string" or not is_label(data.name) then
+        return nil, "name must be a DNS label"
+    end
+    local hosts = data.hosts
+    if hosts == nil or hosts == cjson.null then
+        hosts = {}
+    end
+    if type(hosts) ~= "table" or #hosts > MAX_HOSTS then
+        return nil, "hosts must be a list of at most " .. MAX_HOSTS .. " host names"
+    end
+    local seen, count = {}, 0
+    for _ in pairs(hosts) do
+        count = count + 1
+    end
+    if count ~= #hosts then
+        return nil, "hosts must be a list"
+    end
+    for _, host in ipairs(hosts) do
+        if not is_host(host) or seen[host] then
+            return nil, "hosts must be distinct lowercase host names"
+        end
+        seen[host] = true
+    end
+    return { id = data.id, kind = data.kind, port = port, name = data.name, hosts = hosts }
+end
+
+local function encode_entry(entry)
+    local copy = { id = entry.id, kind = entry.kind, port = entry.port, name = entry.name }
+    -- cjson writes an empty table as {}; leave the key out instead
+    if #entry.hosts > 0 then
+        copy.hosts = entry.hosts
+    end
+    return cjson.encode(copy)
+end
+
+local function decode_entry(raw)
+    local entry = cjson.decode(raw)
+    if entry and not entry.hosts then
+        entry.hosts = {}
+    end
+    return entry
+end
+
+local function get_entry(id)
+    local raw = routes:get("app:" .. id)
+    return raw and decode_entry(raw)
+end
+
+local function lists(entry, host)
+    for _, h in ipairs(entry.hosts) do
+        if h == host then
+            return true
+        end
+    end
+    return false
+end
+
+-- The app serving `host`, or nil; a stale host key (its app no longer lists it) is no route
+local function entry_for_host(host)
+    local id = routes:get("host:" .. host)
+    if not id then
+        return nil
+    end
+    local entry = get_entry(id)
+    if entry and lists(entry, host) then
+        return entry
+    end
+    return nil
+end
+
+-- table updates
+
+local function drop_hosts(id, hosts, keep)
+    for _, host in ipairs(hosts) do
+        if not (keep and lists(keep, host)) and routes:get("host:" .. host) == id then
+            routes:delete("host:" .. host)
+        end
+    end
+end
+
+-- Writes one app's entry; `exclusive` refuses a host another app serves (409).
+-- New host keys go first (ignored until the entry lists them), then the entry itself: the
+-- one write that switches the app. A failure undoes what this call wrote.
+local function put(entry, exclusive)
+    local id = entry.id
+    if exclusive then
+        for _, host in ipairs(entry.hosts) do
+            local owner = entry_for_host(host)
+            if owner and owner.id ~= id then
+                return nil, 409, "host " .. host .. " is routed to app " .. owner.id
+            end
+        end
+    end
+    local added = {}
+    local function undo_hosts()
+        for _, host in ipairs(added) do
+            routes:delete("host:" .. host)
+        end
+    end
+    -- safe_set: a full table fails the update instead of evicting other apps' routes
+    for _, host in ipairs(entry.hosts) do
+        if routes:get("host:" .. host) ~= id then
+            local ok, err = routes:safe_set("host:" .. host, id)
+            if not ok then
+                undo_hosts()
+                return nil, 507, "route table: " .. tostring(err)
+            end
+            added[#added + 1] = host
+        end
+    end
+    local old_raw = routes:get("app:" .. id)
+    local raw = encode_entry(entry)
+    -- A full sync sends every app and most have not changed: write only what differs
+    if raw ~= old_raw then
+        local ok, err = routes:safe_set("app:" .. id, raw)
+        if not ok then
+            -- a failed safe_set has already freed the old value; its space takes it back
+            if old_raw and not routes:safe_set("app:" .. id, old_raw) then
+                ngx.log(ngx.ERR, "route of app ", id, " lost: the table is full")
+            end
+            undo_hosts()
+            return nil, 507, "route table: " .. tostring(err)
+        end
+    end
+    if old_raw then
+        drop_hosts(id, decode_entry(old_raw).hosts, entry)
+    end
+    return true
+end
+
+local function remove(id)
+    local old = get_entry(id)
+    routes:delete("app:" .. id)
+    if old then
+        drop_hosts(id, old.hosts, nil)
+    end
+end
+
+-- Makes `entries` the whole table. Per app atomic, not as a whole: a failure (a full table)
+-- leaves some apps updated; the caller's next full sync finishes the job.
+local function replace(entries)
+    local keep = {}
+    for _, entry in ipairs(entries) do
+        keep[entry.id] = true
+    end
+    -- Removals first: they free the room the new entries may need
+    for _, key in ipairs(routes:get_keys(0)) do
+        local id = tonumber(key:match("^app:(%d+)$"))
+        if id and not keep[id] then
+            remove(id)
+        end
+    end
+    for _, entry in ipairs(entries) do
+        local ok, status, err = put(entry, false)
+        if not ok then
+            return nil, status, err
+        end
+    end
+    -- Host keys left behind by a host that moved between apps in this table
+    for _, key in ipairs(routes:get_keys(0)) do
+        local host = key:match("^host:(.+)$")
+        if host and not entry_for_host(host) then
+            routes:delete(key)
+        end
+    end
+    return true
+end
+
+local function check_entries(list)
+    if type(list) ~= "table" then
+        return nil, "routes must be a list"
+    end
+    local entries, ids, hosts = {}, {}, {}
+    for i, data in ipairs(list) do
+        local entry, err = check_entry(data)
+        if not entry then
+            return nil, "route " .. i .. ": " .. err
+        end
+        if ids[entry.id] then
+            return nil, "app " .. entry.id .. " appears twice"
+        end
+        ids[entry.id] = true
+        for _, host in ipairs(entry.hosts) do
+            if hosts[host] then
+                return nil, "host " .. host .. " is listed by apps " .. hosts[host] .. " and "
+                    .. entry.id
+            end
+            hosts[host] = entry.id
+        end
+        entries[i] = entry
+    end
+    return entries
+end
+
+-- start: the snapshot (compacted) then the journal (appended since), one JSON op a line
+
+local function read_secret(path)
+    local file = io.open(path, "r")
+    if not file then
+        ngx.log(ngx.ERR, "router secret ", path, " is missing: control requests are refused")
+        return nil
+    end
+    local value = file:read("*l")
+    file:close()
+    if not value or #value < 32 then
+        ngx.log(ngx.ERR, "router secret in ", path, " is too short: control requests are refused")
+        return nil
+    end
+    return value
+end
+
+local function fold_file(path, table_by_id)
+    local file = io.open(path, "r")
+    if not file then
+        return 0
+    end
+    local n = 0
+    for line in file:lines() do
+        local op = cjson.decode(line)
+        local entry = op and op.op == "set" and check_entry(op.route)
+        if entry then
+            table_by_id[entry.id] = entry
+            n = n + 1
+        elseif op and op.op == "remove" and is_int(op.id, 1, MAX_ID) then
+            table_by_id[op.id] = nil
+            n = n + 1
+        elseif line ~= "" then
+            -- e.g. a line cut short by a power loss; the platform's next full sync repairs it
+            ngx.log(ngx.WARN, "skipping unreadable route line in ", path)
+        end
+    end
+    file:close()
+    return n
+end
+
+function _M.init(opts)
+    config_version = opts.version
+    secret = read_secret(opts.secret_file)
+    -- A broken snapshot must not keep the router from starting: log it and go on
+    local ok, err = pcall(function()
+        local by_id = {}
+        fold_file(opts.snapshot_file, by_id)
+        fold_file(opts.journal_file, by_id)
+        local entries = {}
+        for _, entry in pairs(by_id) do
+            entries[#entries + 1] = entry
+        end
+        local done, _, problem = replace(entries)
+        if not done then
+            error(problem)
+        end
+    end)
+    if not ok then
+        ngx.log(ngx.ERR, "routes not restored from the snapshot: ", err)
+    end
+end
+
+-- requests
+
+local function send(status, content_type, body, extra_headers)
+    ngx.status = status
+    ngx.header["Content-Type"] = content_type
+    if extra_headers then
+        for name, value in pairs(extra_headers) do
+            ngx.header[name] = value
+        end
+    end
+    ngx.print(body)
+    return ngx.exit(ngx.HTTP_OK)
+end
+
+local function stopped_page(entry)
+    local name = entry.name -- a DNS label (checked on the way in): safe in HTML
+    return "<!doctype html><title>" .. name .. " is stopped</title><h1>503: app " .. name
+        .. " is not running</h1><p>Start or deploy it through the mini-paas API.</p>"
+end
+
+local function serve(entry)
+    if entry.kind == "stopped" then
+        return send(503, "text/html", stopped_page(entry), { ["Retry-After"] = "30" })
+    end
+    ngx.ctx.minipaas_port = entry.port
+    -- Counted until the log phase: a deploy waits for its old container's requests to end
+    local ok = inflight:incr(entry.port, 1, 0)
+    if ok then
+        ngx.ctx.minipaas_counted = entry.port
+    end
+end
+
+-- log phase of every proxied request
+function _M.done()
+    local port = ngx.ctx.minipaas_counted
+    if port then
+        inflight:incr(port, -1, 0)
+    end
+end
+
+function _M.route_by_host()
+    -- $host: lowercased, without port or trailing dot
+    local entry = entry_for_host(ngx.var.host)
+    if not entry then
+        return send(404, "application/json", NOT_FOUND_HOST)
+    end
+    return serve(entry)
+end
+
+function _M.route_by_path()
+    local entry = get_entry(tonumber(ngx.var.minipaas_app_id))
+    if not entry then
+        return send(404, "application/json", NOT_FOUND_PATH)
+    end
+    return serve(entry)
+end
+
+function _M.redirect_by_path()
+    local id = tonumber(ngx.var.minipaas_app_id)
+    if not get_entry(id) then
+        return send(404, "application/json", NOT_FOUND_PATH)
+    end
+    local args = ngx.var.args
+    local target = "/apps/" .. id .. "/" .. (args and ("?" .. args) or "")
+    return ngx.redirect(target, 308)
+end
+
+function _M.balance()
+    local port = ngx.ctx.minipaas_port
+    if not port then
+        ngx.log(ngx.ERR, "no app was chosen for this request")
+        return ngx.exit(500)
+    end
+    local ok, err = balancer.set_current_peer("127.0.0.1", port)
+    if not ok then
+        ngx.log(ngx.ERR, "set_current_peer 127.0.0.1:", port, ": ", err)
+        return ngx.exit(500)
+    end
+end
+
+-- control socket
+
+local function reply(status, data)
+    return send(status, "application/json", cjson.encode(data))
+end
+
+local function read_json()
+    ngx.req.read_body()
+    local body = ngx.req.get_body_data()
+    if not body then
+        local path = ngx.req.get_body_file()
+        if path then
+            local file = io.open(path, "rb")
+            if file then
+                body = file:read("*a")
+                file:close()
+            end
+        end
+    end
+    if not body then
+        return nil, "the request has no body"
+    end
+    local data, err = cjson.decode(body)
+    if data == nil then
+        return nil, "body is not JSON: " .. tostring(err)
+    end
+    return data
+end
+
+local function dump()
+    local parts = {}
+    for _, key in ipairs(routes:get_keys(0)) do
+        if key:sub(1, 4) == "app:" then
+            local raw = routes:get(key)
+            if raw then
+                parts[#parts + 1] = raw
+            end
+        end
+    end
+    return '{"routes": [' .. table.concat(parts, ",") .. "]}"
+end
+
+local function control_app(method, id)
+    if method == "PUT" then
+        local data, err = read_json()
+        local entry
+        if data then
+            entry, err = check_entry(data)
+        end
+        if not entry then
+            return reply(400, { error = err })
+        end
+        if entry.id ~= id then
+            return reply(400, { error = "the route's id is not the one in the path" })
+        end
+        local ok, status, problem = put(entry, true)
+        if not ok then
+            return reply(status, { error = problem })
+        end
+        return reply(200, { ok = true })
+    end
+    if method == "DELETE" then
+        remove(id)
+        return reply(200, { ok = true })
+    end
+    return reply(405, { error = "use PUT or DELETE" })
+end
+
+function _M.control()
+    -- Plain comparison: the socket is local and only the platform's processes can open it
+    if not secret or ngx.var.http_x_minipaas_router_secret ~= secret then
+        return reply(403, { error = "wrong or missing router secret" })
+    end
+    local method, uri = ngx.req.get_method(), ngx.var.uri
+    if uri == "/status" then
+        return reply(200, { version = config_version })
+    end
+    local port = tonumber(uri:match("^/inflight/(%d+)$"))
+    if port and method == "GET" then
+        return reply(200, { port = port, requests = inflight:get(port) or 0 })
+    end
+    if uri == "/apps" then
+        if method == "GET" then
+            return send(200, "application/json", dump())
+        end
+        if method ~= "PUT" then
+            return reply(405, { error = "use GET or PUT" })
+        end
+        local data, err = read_json()
+        local entries
+        if data then
+            entries, err = check_entries(data.routes)
+        end
+        if not entries then
+            return reply(400, { error = err })
+        end
+        local ok, status, problem = replace(entries)
+        if not ok then
+            return reply(status, { error = problem })
+        end
+        return reply(200, { ok = true, routes = #entries })
+    end
+    local id = tonumber(uri:match("^/apps/([1-9]%d*)$"))
+    if id and id <= MAX_ID then
+        return control_app(method, id)
+    end
+    return reply(404, { error = "no such control path" })
+end
+
+return _M

@@ -1,0 +1,118 @@
+"""One app's route in the reload-free router: validated values and their JSON form."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MAX_HOSTS", "Route", "RouteKind", "app_route", "check_host_policy", "normalize_host"]
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+APP_NAME = re.compile(_LABEL)
+HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+MAX_APP_ID = 2**31 - 1
+MAX_HOSTS = 64
+
+
+def normalize_host(host: str) -> str:
+    """Lowercase, no trailing dot; raises ValueError unless it is a plain DNS host name."""
+    name = host.strip().lower().removesuffix(".")
+    if len(name) > 253 or not HOSTNAME.fullmatch(name):
+        raise ValueError(f"{host[:80]!r} is not a host name (letters, digits, '-' and dots)")
+    # A dotted-number host is an IP address to browsers and to nginx: the platform's, not an app's
+    if name.rsplit(".", 1)[-1].isdigit():
+        raise ValueError(f"{name!r} looks like an IP address; an app needs a host name")
+    if name == "localhost":
+        raise ValueError("'localhost' cannot be an app's host")
+    return name
+
+
+class RouteKind(enum.StrEnum):
+    PROXY = "proxy"  # the app has a running container
+    STOPPED = "stopped"  # the app has a container that is not running: a 503 page
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the router sends one app's traffic: by path /apps/<id>/ and by each of its hosts."""
+
+    app_id: int
+    app_name: str
+    kind: RouteKind
+    port: int | None = None
+    hosts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Everything here ends up in nginx's memory and in its error pages: validate it all
+        if type(self.app_id) is not int or not 1 <= self.app_id <= MAX_APP_ID:
+            raise ValueError(f"app_id must be an integer between 1 and {MAX_APP_ID}")
+        if not isinstance(self.app_name, str) or not APP_NAME.fullmatch(self.app_name):
+            raise ValueError("app names in routes are DNS labels")
+        object.__setattr__(self, "kind", RouteKind(self.kind))
+        if self.kind is RouteKind.PROXY:
+            if type(self.port) is not int or not 1 <= self.port <= 65535:
+                raise ValueError("a proxy route needs a port between 1 and 65535")
+        else:
+            # A stopped app has no target; keeping a stale port would only make drift checks lie
+            object.__setattr__(self, "port", None)
+        if isinstance(self.hosts, str):
+            raise ValueError("hosts is a sequence of host names, not one string")
+        hosts = tuple(sorted({normalize_host(host) for host in self.hosts}))
+        if len(hosts) > MAX_HOSTS:
+            raise ValueError(f"an app may have at most {MAX_HOSTS} hosts")
+        object.__setattr__(self, "hosts", hosts)
+
+    def to_json(self) -> dict[str, Any]:
+        """The form the router's Lua code and the snapshot files keep."""
+        data: dict[str, Any] = {"id": self.app_id, "kind": self.kind.value, "name": self.app_name}
+        if self.port is not None:
+            data["port"] = self.port
+        if self.hosts:
+            data["hosts"] = list(self.hosts)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Route:
+        """Parses (and validates) what to_json wrote or nginx dumped; raises ValueError."""
+        if not isinstance(data, Mapping):
+            raise ValueError("a route is a JSON object")
+        hosts = data.get("hosts") or ()
+        if not isinstance(hosts, list | tuple):
+            raise ValueError("hosts must be a list")
+        try:
+            kind = RouteKind(data["kind"])
+            return cls(data["id"], data["name"], kind, data.get("port"), tuple(hosts))
+        except KeyError as exc:
+            raise ValueError(f"a route needs {exc.args[0]!r}") from exc
+
+
+def app_route(
+    *,
+    app_id: int,
+    app_name: str,
+    kind: RouteKind,
+    port: int | None = None,
+    apps_domain: str,
+    domains: Iterable[str] = (),
+) -> Route:
+    """The usual route of an app: <name>.<apps_domain> plus its own domains."""
+    return Route(app_id, app_name, kind, port, (f"{app_name}.{apps_domain}", *domains))
+
+
+def check_host_policy(route: Route, *, platform_host: str, apps_domain: str) -> None:
+    """Refuses hosts an app must not answer for; raises ValueError saying which and why.
+
+    The platform's host and its subdomains share cookies with the platform; a name under the
+    apps domain other than the app's own belongs to another app (existing or future).
+    """
+    own = f"{route.app_name}.{apps_domain}"
+    for host in route.hosts:
+        if host == platform_host or host.endswith(f".{platform_host}"):
+            raise ValueError(f"{host!r} is the platform's own host or under it")
+        if host == apps_domain:
+            raise ValueError(f"{host!r} is the apps domain itself, not an app's host")
+        if host.endswith(f".{apps_domain}") and host != own:
+            raise ValueError(f"{host!r} is under the apps domain; app {route.app_name} has {own!r}")
