@@ -3,15 +3,20 @@
 Starts a throw-away platform (the same one the end-to-end tests use: PostgreSQL, Redis,
 nginx, API and worker on free loopback ports under a temp DATA_DIR), then measures:
 
-1. deploy latency: POST /apps/{id}/deploy until the app answers 200 through the router,
-   next to `docker run -d -p 127.0.0.1::80 --init <image>` until its published port answers 200;
-2. router throughput: wrk through the router (/apps/{id}/) next to wrk straight at the
-   container's published port.
+1. deploy latency: POST /apps/{id}/deploy until the app answers 200 through the router on its
+   host route (`Host: <name>.<APPS_DOMAIN>`), and on its path route (/apps/{id}/), next to
+   `docker run -d -p 127.0.0.1::80 --init <image>` until its published port answers 200;
+2. router throughput with keep-alive connections (wrk -t1 -c16) to an app that keeps them open
+   (the host's own nginx binary in a FROM scratch image, answering 200 from memory, deployed
+   through the platform): straight at the container's published port, through a static nginx
+   `proxy_pass` with upstream keepalive to that same port (the floor of any proxy hop), and
+   through the router by Host (and by path); plus p50 latency with one connection, so the
+   latency the router adds per request shows without queueing.
 
 Every request goes to 127.0.0.1. Not a pass/fail test: it prints whether the product's goals
 were met and exits 0 (CI machines are noisy); it fails only if the platform cannot run.
 
-Usage: .venv/bin/python bench/deploy_and_route.py [--repeats 5] [--duration 5] ...
+Usage: .venv/bin/python bench/deploy_and_route.py [--repeats 5] [--duration 5] [--rounds 3] ...
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import io
 import os
 import re
 import secrets
@@ -26,7 +32,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,22 +46,28 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 import httpx  # noqa: E402
+from bench.router_switch import static_proxy  # noqa: E402
 from tests.support.images import HELLO_V1  # noqa: E402
 from tests.support.stack import Stack, running_stack  # noqa: E402
 
-DEPLOY_GOAL = 1.5  # platform deploy within 1.5x of a bare `docker run`
-ROUTER_GOAL = 0.8  # router at least 0.8x the RPS of hitting the container directly
+DEPLOY_GOAL = 1.2  # platform deploy (host route answering) within 1.2x of a bare `docker run`
+DIRECT_GOAL = 0.9  # router by host at least 0.9x the RPS of hitting the container directly
+PROXY_GOAL = 0.8  # router by host at least 0.8x the RPS of a static proxy_pass to the same port
 BENCH_LABEL = "io.minipaas.bench"
+KEEPALIVE_IMAGE = "minipaas-bench/keepalive-nginx:latest"
 
 
 # --- small helpers -------------------------------------------------------------------------
 
 
-def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
+def http_status(port: int, path: str, host: str | None = None, timeout: float = 1.0) -> int | None:
     """One GET on a fresh connection to 127.0.0.1:port; None when nothing answers HTTP."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    headers = {"User-Agent": "minipaas-bench"}
+    if host is not None:
+        headers["Host"] = host
     try:
-        connection.request("GET", path, headers={"User-Agent": "minipaas-bench"})
+        connection.request("GET", path, headers=headers)
         response = connection.getresponse()
         response.read()
         return int(response.status)
@@ -62,14 +77,22 @@ def http_status(port: int, path: str, timeout: float = 1.0) -> int | None:
         connection.close()
 
 
-def wait_for_200(port: int, path: str, *, interval: float, timeout: float) -> float:
-    """Polls until 127.0.0.1:port answers 200; returns time.monotonic() of that answer."""
+def wait_for_200(
+    port: int, probes: dict[str, tuple[str, str | None]], *, interval: float, timeout: float
+) -> dict[str, float]:
+    """Polls each probe (name -> (path, Host)) on 127.0.0.1:port, in order, until each has
+    answered 200; returns time.monotonic() of each one's first 200."""
     deadline = time.monotonic() + timeout
+    answered: dict[str, float] = {}
     while True:
-        if http_status(port, path) == 200:
-            return time.monotonic()
+        for name, (path, host) in probes.items():
+            if name not in answered and http_status(port, path, host) == 200:
+                answered[name] = time.monotonic()
+        if len(answered) == len(probes):
+            return answered
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"127.0.0.1:{port}{path} did not answer 200 within {timeout} s")
+            missing = sorted(set(probes) - set(answered))
+            raise TimeoutError(f"127.0.0.1:{port} {missing} did not answer 200 within {timeout} s")
         time.sleep(interval)
 
 
@@ -86,7 +109,11 @@ def fmt_s(value: float | None) -> str:
 def fmt_ms(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.2f} ms"
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.3f} ms"
+
+
+def fmt_us(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1e6:+.0f} us"
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -104,9 +131,16 @@ def fmt_ratio(value: float | None) -> str:
 
 @dataclass
 class DeploySample:
-    seconds: float
+    seconds: float  # until the first 200 on the host route (or the floor's port)
+    path_seconds: float | None = None  # until the first 200 on the path route
     queued: float | None = None  # deployment created -> worker started it
     worker: float | None = None  # worker started -> deployment finished
+
+
+@dataclass(frozen=True)
+class BenchApp:
+    id: int
+    name: str
 
 
 class Platform:
@@ -119,35 +153,35 @@ class Platform:
         self.router_port = stack.settings.router_port
         self.apps: list[int] = []
 
-    def create(self) -> int:
-        name = f"bench-{secrets.token_hex(4)}"
-        response = self.api.post(
-            "/apps", json={"name": name, "image": self.image, "internal_port": 80}
-        )
-        response.raise_for_status()
-        app_id = int(response.json()["id"])
-        self.apps.append(app_id)
-        return app_id
+    def host(self, app: BenchApp) -> str:
+        return f"{app.name}.{self.stack.settings.apps_domain}"
 
-    def deploy(self, app_id: int, *, interval: float, timeout: float) -> DeploySample:
-        """POST deploy, then poll the router until the app answers 200 through it."""
+    def create(self, image: str | None = None, **extra: Any) -> BenchApp:
+        name = f"bench-{secrets.token_hex(4)}"
+        body = {"name": name, "image": image or self.image, "internal_port": 80, **extra}
+        response = self.api.post("/apps", json=body)
+        response.raise_for_status()
+        app = BenchApp(id=int(response.json()["id"]), name=name)
+        self.apps.append(app.id)
+        return app
+
+    def deploy(self, app: BenchApp, *, interval: float, timeout: float) -> DeploySample:
+        """POST deploy, then poll the router until the app answers 200 by host and by path."""
         start = time.monotonic()
-        response = self.api.post(f"/apps/{app_id}/deploy")
+        response = self.api.post(f"/apps/{app.id}/deploy")
         if response.status_code != 202:
-            raise RuntimeError(f"deploy of app {app_id} refused: {response.text}")
+            raise RuntimeError(f"deploy of app {app.id} refused: {response.text}")
         deployment_id = int(response.json()["id"])
+        probes = {"host": ("/", self.host(app)), "path": (f"/apps/{app.id}/", None)}
         try:
-            answered = wait_for_200(
-                self.router_port, f"/apps/{app_id}/", interval=interval, timeout=timeout
-            )
-        except TimeoutError:
-            body = self.api.get(f"/apps/{app_id}/deployments/{deployment_id}").json()
-            raise RuntimeError(
-                f"app {app_id} never answered through the router; deployment: {body}"
-            ) from None
-        body = self._finished(app_id, deployment_id, timeout)
+            answered = wait_for_200(self.router_port, probes, interval=interval, timeout=timeout)
+        except TimeoutError as exc:
+            body = self.api.get(f"/apps/{app.id}/deployments/{deployment_id}").json()
+            raise RuntimeError(f"app {app.id}: {exc}; deployment: {body}") from None
+        body = self._finished(app.id, deployment_id, timeout)
         return DeploySample(
-            seconds=answered - start,
+            seconds=answered["host"] - start,
+            path_seconds=answered["path"] - start,
             queued=seconds_between(body.get("created_at"), body.get("started_at")),
             worker=seconds_between(body.get("started_at"), body.get("finished_at")),
         )
@@ -198,10 +232,10 @@ class Floor:
         try:
             container.reload()
             port = int(container.attrs["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"])
-            answered = wait_for_200(port, "/", interval=interval, timeout=timeout)
+            answered = wait_for_200(port, {"/": ("/", None)}, interval=interval, timeout=timeout)
         finally:
             container.remove(force=True)
-        return DeploySample(seconds=answered - start)
+        return DeploySample(seconds=answered["/"] - start)
 
     def cleanup(self) -> None:
         for container in self.client.containers.list(
@@ -220,19 +254,101 @@ def measure_deploys(
     total = args.warmup_deploys + args.repeats
     for index in range(total):
         warmup = index < args.warmup_deploys
-        app_id = platform.create()
-        sample = platform.deploy(app_id, interval=args.poll_interval, timeout=args.timeout)
-        platform.delete(app_id)
+        app = platform.create()
+        sample = platform.deploy(app, interval=args.poll_interval, timeout=args.timeout)
+        platform.delete(app.id)
         floor_sample = floor.run(interval=args.poll_interval, timeout=args.timeout)
         tag = "warm-up" if warmup else f"run {index - args.warmup_deploys + 1}"
         print(
-            f"  {tag:<8} platform {fmt_s(sample.seconds)}   floor {fmt_s(floor_sample.seconds)}",
+            f"  {tag:<8} platform by host {fmt_s(sample.seconds)}, by path "
+            f"{fmt_s(sample.path_seconds)}   floor {fmt_s(floor_sample.seconds)}",
             flush=True,
         )
         if not warmup:
             ours.append(sample)
             bare.append(floor_sample)
     return ours, bare
+
+
+# --- the keep-alive app --------------------------------------------------------------------
+
+KEEPALIVE_CONF = """\
+user nobody nogroup;
+worker_processes 1;
+pid /tmp/nginx.pid;
+error_log stderr warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    client_body_temp_path /tmp/client_body;
+    proxy_temp_path /tmp/proxy;
+    fastcgi_temp_path /tmp/fastcgi;
+    uwsgi_temp_path /tmp/uwsgi;
+    scgi_temp_path /tmp/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+        listen 80;
+        location / {
+            default_type text/plain;
+            return 200 "ok\\n";
+        }
+    }
+}
+"""
+KEEPALIVE_DOCKERFILE = """\
+FROM scratch
+COPY rootfs/ /
+ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
+CMD ["/usr/sbin/nginx", "-e", "stderr", "-c", "/etc/nginx/nginx.conf", "-g", "daemon off;"]
+"""
+
+
+def nginx_files(nginx: str) -> list[str]:
+    """The nginx binary, the shared libraries ldd lists for it and the dynamic loader."""
+    listed = subprocess.run(["ldd", nginx], capture_output=True, text=True, check=True).stdout
+    files = [nginx]
+    for line in listed.splitlines():
+        found = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
+        if found:
+            files.append(found.group(1))
+    return files
+
+
+def build_keepalive_image(client: docker.DockerClient) -> str:
+    """FROM scratch: the host's nginx and its libraries, answering 200 "ok" on :80 with
+    keep-alive (busybox httpd closes every connection). Runs as root, workers as nobody."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+
+        def add(name: str, data: bytes, mode: int = 0o644) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            archive.addfile(info, io.BytesIO(data))
+
+        add("Dockerfile", KEEPALIVE_DOCKERFILE.encode())
+        for path in nginx_files(nginx):
+            target = "/usr/sbin/nginx" if path == nginx else path
+            add(f"rootfs{target}", Path(path).read_bytes(), 0o755)  # read through symlinks
+        add("rootfs/etc/nginx/nginx.conf", KEEPALIVE_CONF.encode())
+        add("rootfs/etc/passwd", b"root:x:0:0::/:/nologin\nnobody:x:65534:65534::/:/nologin\n")
+        add("rootfs/etc/group", b"root:x:0:\nnogroup:x:65534:\n")
+        tmp = tarfile.TarInfo("rootfs/tmp")
+        tmp.type, tmp.mode = tarfile.DIRTYPE, 0o1777
+        archive.addfile(tmp)
+    context.seek(0)
+    client.images.build(
+        fileobj=context,
+        custom_context=True,
+        tag=KEEPALIVE_IMAGE,
+        rm=True,
+        forcerm=True,
+        labels={BENCH_LABEL: "keepalive"},
+    )
+    return KEEPALIVE_IMAGE
 
 
 # --- router throughput ---------------------------------------------------------------------
@@ -278,17 +394,13 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(url: str, *, threads: int, connections: int, seconds: float) -> WrkResult:
-    command = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{seconds:g}s",
-        "--timeout",
-        "5s",
-        "--latency",
-        url,
-    ]
+def run_wrk(
+    url: str, host: str | None, *, threads: int, connections: int, seconds: float
+) -> WrkResult:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    if host is not None:
+        command += ["-H", f"Host: {host}"]
+    command += ["--timeout", "5s", url]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 30, check=False
     )
@@ -311,83 +423,94 @@ def merge(results: list[WrkResult]) -> WrkResult:
     )
 
 
-def time_wait_sockets(ports: set[int]) -> int:
-    """TCP sockets in TIME_WAIT (state 06) with a local or remote port among `ports`."""
-    count = 0
-    for table_path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table_path) as rows:
-            next(rows, None)
-            for row in rows:
-                fields = row.split(None, 4)
-                if len(fields) < 4 or fields[3] != "06":
-                    continue
-                local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
-                if local in ports or remote in ports:
-                    count += 1
-    return count
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    host: str | None = None
 
 
-def drain_time_wait(ports: set[int], threshold: int, max_wait: float) -> str:
-    """Waits (bounded) until few of our sockets are left in TIME_WAIT; returns what it saw.
+@dataclass
+class TargetResult:
+    target: Target
+    loaded: WrkResult  # -t1 -cN: throughput
+    single: WrkResult | None  # -t1 -c1: latency without queueing
 
-    busybox httpd closes every connection, so each request leaves a socket in TIME_WAIT for
-    60 s on Docker's proxy -> container hop (172.17.0.1 -> 172.17.0.x:80, which
-    tcp_tw_reuse=2 does not cover). Once the ~28k local ports are used up, new connections
-    stall and RPS collapses, whichever target is measured then. So every run starts clean.
-    Only sockets to or from the router, the published port and the container port count:
-    other programs' loopback traffic does not use up those port pairs.
-    """
-    before = time_wait_sockets(ports)
-    started = time.monotonic()
-    count = before
-    while count > threshold and time.monotonic() - started < max_wait:
-        time.sleep(1)
-        count = time_wait_sockets(ports)
-    waited = time.monotonic() - started
-    if before <= threshold:
-        return f"{before} sockets in TIME_WAIT"
-    return f"waited {waited:.0f} s for TIME_WAIT sockets to drain: {before} -> {count}"
+
+DIRECT, STATIC, BY_HOST, BY_PATH = "direct", "static proxy_pass", "router by host", "router by path"
+
+
+@contextlib.contextmanager
+def throughput_targets(
+    platform: Platform, args: argparse.Namespace, workdir: Path
+) -> Iterator[list[Target]]:
+    """The keep-alive app deployed through the platform, and the four ways to reach it."""
+    client = docker.from_env(timeout=120)
+    image = build_keepalive_image(client)
+    cpus = platform.stack.settings.max_cpus  # the platform's default (0.5) would cap the app
+    app = platform.create(image, cpus=cpus)
+    platform.deploy(app, interval=args.poll_interval, timeout=args.timeout)
+    port = platform.published_port(app.id)
+    router = f"http://127.0.0.1:{platform.router_port}"
+    try:
+        with static_proxy(workdir / "static", port, workdir) as static_port:
+            targets = [
+                Target(DIRECT, f"http://127.0.0.1:{port}/"),
+                Target(STATIC, f"http://127.0.0.1:{static_port}/"),
+                Target(BY_HOST, f"{router}/", platform.host(app)),
+                Target(BY_PATH, f"{router}/apps/{app.id}/"),
+            ]
+            for target in targets:
+                headers = {"Host": target.host} if target.host else {}
+                answer = httpx.get(target.url, headers=headers, timeout=5)
+                if answer.status_code != 200 or answer.text != "ok\n":
+                    raise RuntimeError(f"{target.name} {target.url} answered {answer.status_code}")
+            print(
+                f"    app: {image} (the host's nginx, FROM scratch, 1 worker, keep-alive), "
+                f"--cpus {cpus:g}, published on 127.0.0.1:{port}"
+            )
+            yield targets
+    finally:
+        platform.delete(app.id)
+        with contextlib.suppress(Exception):
+            client.images.remove(image, force=True)
 
 
 def measure_throughput(
-    platform: Platform, args: argparse.Namespace
-) -> tuple[WrkResult, WrkResult, str]:
-    app_id = platform.create()
-    platform.deploy(app_id, interval=args.poll_interval, timeout=args.timeout)
-    port = platform.published_port(app_id)
-    targets: dict[str, str] = {
-        "direct": f"http://127.0.0.1:{port}/",
-        "router": f"http://127.0.0.1:{platform.router_port}/apps/{app_id}/",
-    }
-    for name, url in targets.items():
-        body = httpx.get(url, timeout=5)
-        if body.status_code != 200:
-            raise RuntimeError(f"{name} target {url} answered {body.status_code}")
-    wrk = {"threads": args.threads, "connections": args.connections}
-    ports = {port, platform.router_port, 80}  # 80: the container's port, behind docker-proxy
-    for url in targets.values():
-        if args.warmup_seconds > 0:
-            run_wrk(url, seconds=args.warmup_seconds, **wrk)
-    rounds: dict[str, list[WrkResult]] = {name: [] for name in targets}
-    for number in range(1, args.rounds + 1):
-        for name, url in targets.items():
-            drained = drain_time_wait(ports, args.drain_threshold, args.drain_max_wait)
-            result = run_wrk(url, seconds=args.duration, **wrk)
-            rounds[name].append(result)
-            print(
-                f"  round {number} {name:<6} {result.rps:>7.0f} req/s  "
-                f"p50 {fmt_ms(result.p50)}  p99 {fmt_ms(result.p99)}  ({drained})",
-                flush=True,
+    platform: Platform, args: argparse.Namespace, workdir: Path
+) -> dict[str, TargetResult]:
+    with throughput_targets(platform, args, workdir) as targets:
+        loaded = {"threads": 1, "connections": args.connections}
+        for target in targets:  # warm every path up (connections, caches, CPU frequency)
+            run_wrk(target.url, target.host, seconds=args.warmup_seconds, **loaded)
+        rounds: dict[str, list[WrkResult]] = {t.name: [] for t in targets}
+        singles: dict[str, list[WrkResult]] = {t.name: [] for t in targets}
+        for number in range(1, args.rounds + 1):
+            for target in targets:  # alternate, so that noise hits every target alike
+                result = run_wrk(target.url, target.host, seconds=args.duration, **loaded)
+                rounds[target.name].append(result)
+                single = None
+                if args.latency_seconds > 0:
+                    single = run_wrk(
+                        target.url,
+                        target.host,
+                        threads=1,
+                        connections=1,
+                        seconds=args.latency_seconds,
+                    )
+                    singles[target.name].append(single)
+                print(
+                    f"  round {number} {target.name:<18} {result.rps:>8.0f} req/s  "
+                    f"p50 {fmt_ms(result.p50)}  p99 {fmt_ms(result.p99)}"
+                    + (f"   1 connection: p50 {fmt_ms(single.p50)}" if single else ""),
+                    flush=True,
+                )
+        return {
+            t.name: TargetResult(
+                t, merge(rounds[t.name]), merge(singles[t.name]) if singles[t.name] else None
             )
-    platform.delete(app_id)
-    described = (
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency, "
-        f"{args.rounds} round(s) per target, each run starting with <= {args.drain_threshold} "
-        f"sockets in TIME_WAIT"
-    )
-    if args.warmup_seconds > 0:
-        described += f", after a {args.warmup_seconds:g} s warm-up per target"
-    return merge(rounds["router"]), merge(rounds["direct"]), described
+            for t in targets
+        }
 
 
 # --- report --------------------------------------------------------------------------------
@@ -419,9 +542,14 @@ def describe_host(stack: Stack) -> str:
         found = re.search(pattern, done.stdout + done.stderr)
         return f"{command[0]} {found.group(1) if found else '?'}"
 
-    conf = (stack.settings.nginx_dir / "nginx.conf").read_text()
+    conf_dir = stack.settings.nginx_dir
+    conf_file = next(
+        (conf_dir / name for name in ("router.conf", "nginx.conf") if (conf_dir / name).exists()),
+        None,
+    )
+    conf = conf_file.read_text() if conf_file else ""
     workers = re.search(r"worker_processes\s+([^;]+);", conf)
-    access_log = re.search(r"access_log\s+([^;]+);", conf)
+    access_log = re.search(r"^\s*access_log\s+([^;]+);", conf, flags=re.MULTILINE)
     if access_log is None:
         logging = "default access_log"
     elif access_log.group(1).strip() == "off":
@@ -455,6 +583,96 @@ def print_logs(stack: Stack, lines: int = 30) -> None:
             print(f"--- last lines of {name} ---", *tail, sep="\n", file=sys.stderr)
 
 
+def report_deploys(ours: list[DeploySample], bare: list[DeploySample]) -> float | None:
+    ours_s = [s.seconds for s in ours]
+    path_s = [s.path_seconds for s in ours if s.path_seconds is not None]
+    bare_s = [s.seconds for s in bare]
+    queued = [s.queued for s in ours if s.queued is not None]
+    worker = [s.worker for s in ours if s.worker is not None]
+    deploy_ratio = ratio(statistics.median(ours_s), statistics.median(bare_s))
+    rows = [
+        ["deploy latency", "by host", "by path", "docker run", "host/floor", "path/floor"],
+    ]
+    for label, pick in (("median", statistics.median), ("min", min), ("max", max)):
+        rows.append(
+            [
+                label,
+                fmt_s(pick(ours_s)),
+                fmt_s(pick(path_s)) if path_s else "-",
+                fmt_s(pick(bare_s)),
+                # max over max says little: a ratio for the median and the best case only
+                fmt_ratio(ratio(pick(ours_s), pick(bare_s))) if pick is not max else "",
+                fmt_ratio(ratio(pick(path_s), pick(bare_s))) if path_s and pick is not max else "",
+            ]
+        )
+    print(table(rows))
+    if queued and worker:
+        print(
+            f"  platform breakdown (medians, from the deployment's timestamps): queued -> worker "
+            f"start {fmt_s(statistics.median(queued))}, worker start -> finished "
+            f"{fmt_s(statistics.median(worker))}"
+        )
+    return deploy_ratio
+
+
+def report_throughput(results: dict[str, TargetResult], args: argparse.Namespace) -> list[str]:
+    direct, static = results[DIRECT].loaded, results[STATIC].loaded
+    rows = [
+        [
+            f"keep-alive, wrk -t1 -c{args.connections}",
+            "req/s",
+            "/direct",
+            "/static",
+            "p50",
+            "p99",
+            "p50 1 conn",
+            "errors",
+        ]
+    ]
+    for name, result in results.items():
+        loaded = result.loaded
+        rows.append(
+            [
+                name,
+                f"{loaded.rps:.0f}",
+                fmt_ratio(ratio(loaded.rps, direct.rps)),
+                fmt_ratio(ratio(loaded.rps, static.rps)),
+                fmt_ms(loaded.p50),
+                fmt_ms(loaded.p99),
+                fmt_ms(result.single.p50) if result.single else "-",
+                str(loaded.non_2xx + loaded.socket_errors),
+            ]
+        )
+    print(table(rows))
+
+    def added(name: str, over: str) -> str:
+        ours, base = results[name], results[over]
+        loaded = None
+        if ours.loaded.p50 is not None and base.loaded.p50 is not None:
+            loaded = ours.loaded.p50 - base.loaded.p50
+        single = None
+        if ours.single and base.single and ours.single.p50 and base.single.p50:
+            single = ours.single.p50 - base.single.p50
+        return f"{fmt_us(single)} (1 connection), {fmt_us(loaded)} (at -c{args.connections})"
+
+    print(f"  added latency per request, p50, router by host over direct: {added(BY_HOST, DIRECT)}")
+    print(
+        f"  added latency per request, p50, router by host over static proxy: "
+        f"{added(BY_HOST, STATIC)}"
+    )
+    print(f"  added latency per request, p50, static proxy over direct: {added(STATIC, DIRECT)}")
+    host = results[BY_HOST].loaded.rps
+    over_direct, over_static = ratio(host, direct.rps), ratio(host, static.rps)
+    return [
+        f"goal router by host >= {DIRECT_GOAL}x direct: "
+        f"{verdict(over_direct is not None and over_direct >= DIRECT_GOAL)} "
+        f"({fmt_ratio(over_direct)})",
+        f"goal router by host >= {PROXY_GOAL}x static proxy_pass: "
+        f"{verdict(over_static is not None and over_static >= PROXY_GOAL)} "
+        f"({fmt_ratio(over_static)})",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
     parser.add_argument("--repeats", type=int, default=5, help="measured deploys of each kind")
@@ -464,20 +682,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default=HELLO_V1, help="a local image serving HTTP on :80")
     parser.add_argument("--poll-interval", type=float, default=0.01, help="seconds between polls")
     parser.add_argument("--timeout", type=float, default=60.0, help="give up on one deploy after")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (-t1)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=1, help="wrk runs per target")
-    parser.add_argument("--warmup-seconds", type=float, default=0.0, help="wrk warm-up per target")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per target (median)")
     parser.add_argument(
-        "--drain-threshold",
-        type=int,
-        default=1000,
-        help="before each wrk run, wait until at most this many sockets are in TIME_WAIT",
+        "--latency-seconds",
+        type=float,
+        default=2.0,
+        help="seconds of wrk -c1 per target and round (latency without queueing); 0: skip",
     )
-    parser.add_argument(
-        "--drain-max-wait", type=float, default=75.0, help="but wait at most this many seconds"
-    )
+    parser.add_argument("--warmup-seconds", type=float, default=1.0, help="wrk warm-up per target")
     parser.add_argument("--skip-throughput", action="store_true", help="deploy latency only")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.rounds < 1:
@@ -491,95 +705,65 @@ def main(argv: list[str] | None = None) -> int:
     print("starting a throw-away platform ...", flush=True)
     started = time.monotonic()
     floor = Floor(args.image)
-    with (
-        running_stack(prefix="minipaas-bench-") as stack,
-        httpx.Client(base_url=stack.api_url, headers=api_headers(stack), timeout=60) as api,
-    ):
-        print(
-            f"platform ready in {time.monotonic() - started:.1f} s: API {stack.api_url}, "
-            f"router {stack.router_url}"
-        )
-        print(describe_host(stack))
-        print(f"image: {args.image}")
-        platform = Platform(stack, api, args.image)
-        try:
+    workdir = Path(tempfile.mkdtemp(prefix="mpbench-"))
+    throughput: dict[str, TargetResult] | None = None
+    try:
+        with (
+            running_stack(prefix="minipaas-bench-") as stack,
+            httpx.Client(base_url=stack.api_url, headers=api_headers(stack), timeout=60) as api,
+        ):
             print(
-                f"\n[1] deploy latency: {args.warmup_deploys} warm-up + {args.repeats} measured, "
-                f"polling every {args.poll_interval * 1000:.0f} ms on fresh connections"
+                f"platform ready in {time.monotonic() - started:.1f} s: API {stack.api_url}, "
+                f"router {stack.router_url}, apps at <name>.{stack.settings.apps_domain}"
             )
-            print("    platform: create app, then POST /apps/{id}/deploy -> 200 via the router")
-            print(
-                "    floor:    docker run -d -p 127.0.0.1::80 --init IMAGE (Docker SDK) "
-                "-> 200 on its port"
-            )
-            ours, bare = measure_deploys(platform, floor, args)
-            router: WrkResult | None = None
-            direct: WrkResult | None = None
-            if have_wrk and not args.skip_throughput:
+            print(describe_host(stack))
+            print(f"image: {args.image}")
+            platform = Platform(stack, api, args.image)
+            try:
                 print(
-                    "\n[2] router throughput: same load through the router and straight at "
-                    "the container's published port"
+                    f"\n[1] deploy latency: {args.warmup_deploys} warm-up + {args.repeats} "
+                    f"measured, polling every {args.poll_interval * 1000:.0f} ms on fresh "
+                    "connections"
                 )
-                router, direct, wrk_described = measure_throughput(platform, args)
-                print(f"    {wrk_described}")
-        except Exception:
-            print_logs(stack)  # the DATA_DIR with the logs is deleted on the way out
-            raise
-        finally:
-            platform.delete_all()
-            floor.cleanup()
-
-    ours_s = [s.seconds for s in ours]
-    bare_s = [s.seconds for s in bare]
-    queued = [s.queued for s in ours if s.queued is not None]
-    worker = [s.worker for s in ours if s.worker is not None]
-    deploy_ratio = ratio(statistics.median(ours_s), statistics.median(bare_s))
-    deploy_min_ratio = ratio(min(ours_s), min(bare_s))
+                print(
+                    "    platform: create app, then POST /apps/{id}/deploy -> 200 via the router "
+                    "with Host: <name>.<apps domain> (then /apps/{id}/, polled right after)"
+                )
+                print(
+                    "    floor:    docker run -d -p 127.0.0.1::80 --init IMAGE (Docker SDK) "
+                    "-> 200 on its port"
+                )
+                ours, bare = measure_deploys(platform, floor, args)
+                if have_wrk and not args.skip_throughput:
+                    print(
+                        f"\n[2] router throughput, keep-alive: wrk -t1 -c{args.connections} "
+                        f"-d{args.duration:g}s --latency and wrk -t1 -c1 "
+                        f"-d{args.latency_seconds:g}s per target, {args.rounds} round(s), "
+                        "targets alternating"
+                    )
+                    throughput = measure_throughput(platform, args, workdir)
+            except Exception:
+                print_logs(stack)  # the DATA_DIR with the logs is deleted on the way out
+                raise
+            finally:
+                platform.delete_all()
+                floor.cleanup()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
     print("\nResults")
-    rows = [
-        ["deploy latency", "platform", "floor", "platform/floor"],
-        [
-            "median",
-            fmt_s(statistics.median(ours_s)),
-            fmt_s(statistics.median(bare_s)),
-            fmt_ratio(deploy_ratio),
-        ],
-        ["min", fmt_s(min(ours_s)), fmt_s(min(bare_s)), fmt_ratio(deploy_min_ratio)],
-        ["max", fmt_s(max(ours_s)), fmt_s(max(bare_s)), ""],
+    deploy_ratio = report_deploys(ours, bare)
+    goals = [
+        f"goal deploy (host route) <= {DEPLOY_GOAL}x docker run (median): "
+        f"{verdict(deploy_ratio is not None and deploy_ratio <= DEPLOY_GOAL)} "
+        f"({fmt_ratio(deploy_ratio)})"
     ]
-    print(table(rows))
-    if queued and worker:
-        print(
-            f"  platform breakdown (medians, from the deployment's timestamps): queued -> worker "
-            f"start {fmt_s(statistics.median(queued))}, worker start -> finished "
-            f"{fmt_s(statistics.median(worker))}"
-        )
-
-    router_ratio: float | None = None
-    if router is not None and direct is not None:
-        router_ratio = ratio(router.rps, direct.rps)
+    if throughput is not None:
         print()
-        rows = [
-            ["router throughput", "router", "direct", "router/direct"],
-            ["requests/s", f"{router.rps:.0f}", f"{direct.rps:.0f}", fmt_ratio(router_ratio)],
-            ["latency p50", fmt_ms(router.p50), fmt_ms(direct.p50), ""],
-            ["latency p99", fmt_ms(router.p99), fmt_ms(direct.p99), ""],
-            ["non-2xx answers", str(router.non_2xx), str(direct.non_2xx), ""],
-            ["socket errors", str(router.socket_errors), str(direct.socket_errors), ""],
-        ]
-        print(table(rows))
-
-    deploy_met = deploy_ratio is not None and deploy_ratio <= DEPLOY_GOAL
-    router_met = None if router_ratio is None else router_ratio >= ROUTER_GOAL
-    print(
-        f"\ngoal deploy <= {DEPLOY_GOAL}x floor (median): {verdict(deploy_met)}; "
-        f"goal router >= {ROUTER_GOAL}x direct (requests/s): {verdict(router_met)}"
-    )
-    print(
-        f"RESULT deploy platform/floor {fmt_ratio(deploy_ratio)} (median), "
-        f"{fmt_ratio(deploy_min_ratio)} (min); router/direct {fmt_ratio(router_ratio)}"
-    )
+        goals += report_throughput(throughput, args)
+    print()
+    for goal in goals:
+        print(goal)
     return 0
 
 
