@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # busybox-static: the demo image and the tests' images are built from it
 # libnginx-mod-http-lua + lua-cjson: the router keeps its routes in nginx's memory (Lua)
+# supervisor: restarts every platform process that dies
 packages=(docker.io nginx libnginx-mod-http-lua lua-cjson redis-server postgresql python3-venv
-  ca-certificates busybox-static)
+  ca-certificates busybox-static supervisor)
 if [[ "${1:-}" == "--dev" ]]; then
   # tests check the compose file and listening sockets and drive the dashboard in Chromium;
   # make bench drives wrk
@@ -37,7 +38,7 @@ if ((${#missing[@]})); then
   # mini-paas runs its own nginx, Redis and PostgreSQL under DATA_DIR: keep the distribution's
   # services (which the packages may have just started) off the ports we use
   if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
-    for service in nginx redis-server postgresql; do
+    for service in nginx redis-server postgresql supervisor; do
       if [[ " ${missing[*]} " == *" ${service} "* ]]; then
         systemctl disable --now "$service" >/dev/null 2>&1 || true
       fi

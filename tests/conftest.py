@@ -66,7 +66,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
     stack: Stack | None = getattr(item, "funcargs", {}).get("stack")
     if report.failed and stack is not None:
-        for name in ("api", "worker"):
+        for name in ("api", "worker", "supervisord", "postgres", "router"):
             log_file = stack.settings.log_dir / f"{name}.log"
             if log_file.exists():
                 tail = log_file.read_text(errors="replace").splitlines()[-40:]

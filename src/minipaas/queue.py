@@ -6,12 +6,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Callback, Queue
+from rq import Callback, Queue, SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -25,6 +26,12 @@ class QueueUnavailable(Exception):
 
 @lru_cache
 def get_redis() -> Redis:
+    return new_redis()
+
+
+def new_redis() -> Redis:
+    """A client of its own: the RQ worker raises its socket timeout for blocking dequeues,
+    which must not slow the reconciler's and the jobs' calls when Redis hangs."""
     settings = get_settings()
     return Redis(
         host=settings.redis_host,
@@ -37,9 +44,9 @@ def get_redis() -> Redis:
     )
 
 
-def get_queue() -> Queue:
+def get_queue(connection: Redis | None = None) -> Queue:
     settings = get_settings()
-    return Queue(settings.queue_name, connection=get_redis())
+    return Queue(settings.queue_name, connection=connection or get_redis())
 
 
 def enqueue(
@@ -74,6 +81,77 @@ def job_status(job_id: str) -> str | None:
         return None
     except (RedisError, OSError) as exc:
         raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """Where a job stands: RQ's status and the worker that took it (None before one did)."""
+
+    status: str
+    worker_name: str | None
+
+
+def job_run(job_id: str) -> JobRun | None:
+    """The job's status and worker, or None if Redis does not know the job."""
+    try:
+        job = Job.fetch(job_id, connection=get_redis())
+    except NoSuchJobError:
+        return None
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
+    status = job.get_status(refresh=False)
+    return JobRun(str(getattr(status, "value", status)), job.worker_name or None)
+
+
+def is_enqueued(job_id: str) -> bool:
+    """The job's id is in the queue's list: a worker will take it. A job can say "queued"
+    without being there when Redis was killed between writing the job and pushing its id."""
+    try:
+        return get_queue().get_job_position(job_id) is not None
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """What an RQ worker registered about itself (its key expires when it stops beating)."""
+
+    hostname: str | None
+    pid: int | None
+    died: bool  # it registered its death (a clean stop)
+    born: datetime | None = None  # when it registered
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def worker_record(name: str) -> WorkerRecord | None:
+    """The worker's registration, or None when it has expired (or never existed)."""
+    try:
+        raw = get_redis().hgetall(SimpleWorker.redis_worker_namespace_prefix + name)
+    except (RedisError, OSError) as exc:
+        raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
+    if not raw:
+        return None
+    fields = {_text(key): _text(value) for key, value in raw.items()}
+    pid = fields.get("pid", "")
+    return WorkerRecord(
+        hostname=fields.get("hostname") or None,
+        pid=int(pid) if pid.isdigit() else None,
+        died="death" in fields,
+        born=_parse_time(fields.get("birth")),
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def delete_job(job_id: str) -> None:

@@ -10,7 +10,7 @@ import docker
 import httpx
 import pytest
 
-from minipaas.host.platform import local_postgres, processes
+from minipaas.host.platform import processes, service
 from minipaas.services.routing import get_router
 from tests.support.flows import create_app, deploy, platform_containers, wait_for_deployment
 from tests.support.images import CRASH_LOOPER, HELLO_V1, SLOW_STARTER
@@ -44,10 +44,13 @@ def test_worker_killed_mid_deploy_is_cleaned_up_when_it_comes_back(
     pid = worker.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
+    # nobody starts it: the supervisor does
     eventually(
-        lambda: worker.pid() is None, timeout=10, interval=0.2, message="the worker did not die"
+        lambda: worker.pid() not in (None, pid),
+        timeout=10,
+        interval=0.2,
+        message="the supervisor did not start the worker again",
     )
-    worker.start(stack.env)
 
     ended = wait_for_deployment(api, app_id, deployment_id, timeout=30)
     assert ended["status"] == "failed"
@@ -133,8 +136,7 @@ def _parent(stat: Path) -> int:
 
 
 def test_postgres_restart_readiness_503_then_recovers(stack: Stack, api: httpx.Client) -> None:
-    postgres = local_postgres(stack.settings)
-    assert postgres is not None
+    postgres = service(stack.settings, "postgres")  # held stopped until start()
     postgres.stop()
     try:
         ready = api.get("/health/ready")
@@ -156,10 +158,7 @@ def test_postgres_restart_readiness_503_then_recovers(stack: Stack, api: httpx.C
 def test_redis_restart_loses_no_queued_deploy_and_reads_keep_working(
     stack: Stack, api: httpx.Client, app_name: str
 ) -> None:
-    from minipaas.host.platform import local_redis
-
-    redis = local_redis(stack.settings)
-    assert redis is not None
+    redis = service(stack.settings, "redis")  # held stopped until start()
     slow = create_app(api, app_name, SLOW_STARTER)["id"]
     waiting = create_app(api, f"{app_name}-q", HELLO_V1)["id"]
     api.post(f"/apps/{slow}/deploy")

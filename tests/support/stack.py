@@ -9,7 +9,7 @@ import secrets
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,9 +87,14 @@ def stack_env(data_dir: Path) -> dict[str, str]:
     }
 
 
-def apply_env(env: dict[str, str]) -> None:
-    """Points this process's settings at the stack (settings and clients are cached)."""
-    os.environ.update(env)
+def apply_env(env: dict[str, str | None]) -> None:
+    """Points this process's settings at the stack (settings and clients are cached);
+    a None value removes the variable."""
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     from minipaas import security
     from minipaas.config import get_settings
     from minipaas.db.session import _session_factory, get_engine
@@ -122,50 +127,38 @@ def wait_ready(api_url: str, timeout: float = 60.0) -> None:
 
 @contextlib.contextmanager
 def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
-    """The whole platform, started the way `make up` starts it, torn down on exit.
+    """The whole platform, started by `make up`'s own code (under its supervisor), torn down
+    on exit.
 
     Points this process's settings at the stack (see apply_env) and builds the test images.
-    On exit: the instance's containers are removed, everything is stopped in reverse order
-    and the temp DATA_DIR is deleted.
+    On exit: the supervisor stops everything (and ends any leftover process), the instance's
+    containers are removed and the temp DATA_DIR is deleted.
     """
     from minipaas.config import get_settings
-    from minipaas.db import migrate
-    from minipaas.host.platform import local_postgres, local_redis, processes
+    from minipaas.host import platform
     from minipaas.runtime import get_runtime
     from minipaas.runtime.busybox_image import prune_superseded_builds
-    from minipaas.services.bootstrap import ensure_admin
-    from minipaas.services.routing import get_router, sync_routes
+    from minipaas.services.routing import SUPERVISED_ENV
     from tests.support.images import build_test_images
 
     # PostgreSQL runs as its own user, which must be able to reach its data directory
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     data_dir.chmod(0o711)
     env = stack_env(data_dir)
-    apply_env(env)
+    # A second stack (a test starts its own) must hand this process back to the first
+    previous: dict[str, str | None] = {
+        name: os.environ.get(name) for name in [*env, SUPERVISED_ENV]
+    }
+    apply_env(dict(env))
     settings = get_settings()
-    postgres = local_postgres(settings)
-    redis = local_redis(settings)
-    assert postgres is not None and redis is not None
-    started: list[Callable[[], None]] = []
     try:
-        postgres.start()
-        started.append(postgres.stop)
-        redis.start()
-        started.append(redis.stop)
-        migrate.upgrade("head")
-        ensure_admin(settings)
-        sync_routes()
-        started.append(get_router().stop)
-        for process in processes(settings):
-            process.start(env)
-            started.append(process.stop)
+        platform.up(settings, lambda _: None)
         build_test_images()
         wait_ready(settings.api_url)
         yield Stack(settings=settings, env=env)
     finally:
-        for stop in reversed(started):
-            with contextlib.suppress(Exception):
-                stop()
+        with contextlib.suppress(Exception):
+            platform.down(settings, lambda _: None)
         # After the worker stopped, so no queued deploy creates a container behind our back
         remove_instance_containers(settings.instance_name)
         with contextlib.suppress(Exception):
@@ -173,6 +166,7 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
         with contextlib.suppress(Exception):
             prune_superseded_builds(get_runtime())
         shutil.rmtree(data_dir, ignore_errors=True)
+        apply_env(previous)
 
 
 def remove_instance_containers(instance: str) -> None:

@@ -20,12 +20,14 @@ from minipaas import __version__, logs, metrics
 from minipaas.api.routes import apps, domains, health, users
 from minipaas.api.routes import metrics as platform_metrics
 from minipaas.db.session import get_session
+from minipaas.host.lifeline import die_with_parent
 from minipaas.services import audit
 from minipaas.services.errors import ServiceError, TooManyRequests, Unauthorized
-from minipaas.services.users import Caller
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("minipaas.access")
+# Set by `minipaas api` for its worker processes
+DIE_WITH_PARENT_ENV = "MINIPAAS_DIE_WITH_PARENT"
 
 # Prefixes our own router puts in front of the API; only these are trusted
 _KNOWN_PREFIXES = {b"/api"}
@@ -49,6 +51,9 @@ class ForwardedPrefixMiddleware:
 def create_app() -> FastAPI:
     if os.environ.get("MINIPAAS_JSON_LOGS") == "1":
         logs.configure_json_logging()
+    if os.environ.get(DIE_WITH_PARENT_ENV) == "1":
+        # Each uvicorn worker process builds the app: none outlives a killed master
+        die_with_parent()
     app = FastAPI(
         title="mini-paas",
         version=__version__,
@@ -100,12 +105,16 @@ async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
 
 
 async def _log_and_audit(request: Request, call_next: Any) -> Any:
-    """One access line per request (with its request id), metrics, and the audit log."""
+    """One access line per request (with its request id), metrics, and the outcome of the
+    audit event the authentication step opened."""
     started = time.perf_counter()
     rid = logs.clean_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
     token = logs.request_id.set(rid)
     try:
         response = await call_next(request)
+    except Exception:
+        await _close_audit_event(request, 500)
+        raise
     finally:
         logs.request_id.reset(token)
     elapsed = time.perf_counter() - started
@@ -129,37 +138,23 @@ async def _log_and_audit(request: Request, call_next: Any) -> Any:
             "user": caller.username if caller else None,
         },
     )
-    if request.method in _CHANGING_METHODS and caller is not None:
-        template = getattr(request.scope.get("route"), "path", request.url.path)
-        await run_in_threadpool(
-            _record_audit,
-            caller,
-            f"{request.method} {template}",
-            request.url.path,
-            response.status_code,
-            request.client.host if request.client else None,
-        )
+    await _close_audit_event(request, response.status_code)
     return response
 
 
-_CHANGING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _UI_PAGE = Path(__file__).parent / "static" / "ui.html"
 
 
-def _record_audit(
-    caller: Caller, action: str, target: str, status: int, client: str | None
-) -> None:
-    """Every change an authenticated caller asks for, with its HTTP outcome."""
+async def _close_audit_event(request: Request, status_code: int) -> None:
+    event_id: int | None = getattr(request.state, "audit_event_id", None)
+    if event_id is not None:
+        await run_in_threadpool(_record_outcome, event_id, status_code)
+
+
+def _record_outcome(event_id: int, status_code: int) -> None:
+    """The change is recorded already; a lost outcome leaves it "requested", never unlogged."""
     try:
         with get_session() as db:
-            audit.record(
-                db=db,
-                actor_id=caller.user_id,
-                actor=caller.username,
-                action=action,
-                target=target,
-                outcome="ok" if status < 400 else f"refused ({status})",
-                client_ip=client,
-            )
-    except Exception:  # the change itself is done; a lost audit line must not turn it into a 500
-        log.exception("audit event not recorded: %s %s", action, target)
+            audit.close_event(db=db, event_id=event_id, status_code=status_code)
+    except Exception:  # the change itself is done; this must not turn it into a 500
+        log.exception("outcome %s of audit event %s not recorded", status_code, event_id)

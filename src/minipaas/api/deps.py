@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from minipaas.db.models import App, User
 from minipaas.db.session import new_session
-from minipaas.services import auth_throttle, users
+from minipaas.services import audit, auth_throttle, users
 from minipaas.services.access import app_for
 from minipaas.services.errors import Forbidden, Unauthorized
 
@@ -47,8 +47,28 @@ def _current_user(request: Request, db: SessionDep) -> User:
         auth_throttle.record_failure(client_address(request))
         raise Unauthorized("missing, invalid, expired or revoked token")
     user, record = found
-    request.state.caller = users.Caller(user.id, user.username, record.expires_at)
+    caller = users.Caller(user.id, user.username, record.expires_at)
+    request.state.caller = caller
+    if request.method in AUDITED_METHODS:
+        # Before the change runs: if it cannot be recorded, it is refused (503)
+        request.state.audit_event_id = audit.open_event(
+            db=db,
+            actor_id=caller.user_id,
+            actor=caller.username,
+            action=f"{request.method} {route_template(request)}",
+            target=request.url.path,
+            client_ip=request.client.host if request.client else None,
+        )
     return user
+
+
+# Requests that change something: each is in the audit log
+AUDITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def route_template(request: Request) -> str:
+    """The matched route's path ("/apps/{app_id}"), or the path itself when none matched."""
+    return str(getattr(request.scope.get("route"), "path", request.url.path))
 
 
 CurrentUser = Annotated[User, Depends(_current_user)]

@@ -47,6 +47,7 @@ def api(
     settings = get_settings()
     _enable_metrics()
     os.environ["MINIPAAS_JSON_LOGS"] = "1"  # the app factory sets up logging in each process
+    os.environ["MINIPAAS_DIE_WITH_PARENT"] = "1"  # and ties each worker to this master
     uvicorn.run(
         "minipaas.api.app:create_app",
         factory=True,

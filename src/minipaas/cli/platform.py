@@ -64,7 +64,25 @@ def ps() -> None:
     from minipaas.host import platform
 
     for name, state in platform.status(get_settings()).items():
-        typer.echo(f"{name:<12} {state}")
+        typer.echo(f"{name:<18} {state}")
+
+
+@app.command("install-systemd")
+def install_systemd(
+    enable: bool = typer.Option(True, help="enable and start it now (when systemd runs)"),
+) -> None:
+    """Install a systemd unit that starts the platform's supervisor at boot."""
+    from minipaas.config import get_settings
+    from minipaas.host import systemd
+
+    settings = get_settings()
+    path = systemd.install_unit(settings)
+    typer.echo(f"wrote {path}")
+    if enable and systemd.systemd_runs():
+        systemd.enable_now()
+        typer.echo(f"enabled and started {systemd.UNIT_NAME}")
+    elif enable:
+        typer.echo("systemd is not running here (not PID 1): the unit takes effect at its boot")
 
 
 @app.command()

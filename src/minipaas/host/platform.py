@@ -5,17 +5,22 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import SecretStr
 
 from minipaas.config import Settings, get_settings
 from minipaas.host.docker_engine import ensure_docker_engine
 from minipaas.host.errors import HostServiceError
 from minipaas.host.postgres import LocalPostgres
-from minipaas.host.processes import ManagedProcess, api_process, worker_process
 from minipaas.host.redis import LocalRedis
+from minipaas.host.service_exec import end_leftovers, group_members
+from minipaas.host.supervisor import Program, Supervisor
 from minipaas.runtime import get_runtime
 from minipaas.runtime.busybox_image import DEMO_IMAGE, ensure_demo_image
 from minipaas.services.bootstrap import AdminCredentials, ensure_admin
@@ -42,8 +47,89 @@ def local_redis(settings: Settings) -> LocalRedis | None:
     return LocalRedis(settings.data_dir / "redis", settings.redis_port, settings.redis_password)
 
 
-def processes(settings: Settings) -> list[ManagedProcess]:
-    return [api_process(settings), worker_process(settings)]
+@dataclass(frozen=True)
+class SupervisedProcess:
+    """One of the platform's supervised programs, as tests and `make ps` see it."""
+
+    name: str
+    supervisor: Supervisor
+
+    def pid(self) -> int | None:
+        return self.supervisor.program_pid(self.name)
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Starts it if the supervisor holds it stopped (the environment is the platform's)."""
+        self.supervisor.ctl("start", self.name, check=False)
+
+    def stop(self) -> None:
+        """Stops it and keeps it stopped until start()."""
+        self.supervisor.ctl("stop", self.name)
+
+
+def processes(settings: Settings) -> list[SupervisedProcess]:
+    supervisor = Supervisor(settings)
+    return [SupervisedProcess(name, supervisor) for name in ("api", "worker")]
+
+
+def service(settings: Settings, name: str) -> SupervisedProcess:
+    """One program: postgres, redis, router, api or worker."""
+    return SupervisedProcess(name, Supervisor(settings))
+
+
+def programs(settings: Settings) -> list[Program]:
+    """Everything `make up` runs: the local PostgreSQL and Redis, nginx, the API, the worker."""
+    from minipaas.services.routing import get_router
+
+    found: list[Program] = []
+    postgres = local_postgres(settings)
+    if postgres is not None:
+        found.append(
+            Program(
+                "postgres",
+                postgres.server_command(),
+                user=postgres.run_as,
+                stale_pidfiles=((postgres.data_dir / "postmaster.pid", "postgres"),),
+                stop_signal="INT",  # fast shutdown: ends sessions, writes a checkpoint
+                stop_wait_seconds=60,
+                priority=10,
+            )
+        )
+    redis = local_redis(settings)
+    if redis is not None:
+        found.append(Program("redis", redis.server_command(), priority=10))
+    found.append(
+        Program(
+            "router",
+            get_router().foreground_command(),
+            stop_signal="QUIT",
+            priority=20,
+            stale_sockets=(settings.router_control_socket,),
+        )
+    )
+    minipaas = (sys.executable, "-m", "minipaas")
+    found.append(Program("api", (*minipaas, "api"), priority=30))
+    # RQ's warm shutdown lets the job in progress end
+    found.append(Program("worker", (*minipaas, "worker"), stop_wait_seconds=90, priority=30))
+    return found
+
+
+def platform_environment(settings: Settings) -> dict[str, str]:
+    """What every supervised program starts with: the settings this `make up` was given
+    (environment or .env), so a start at boot behaves the same."""
+    env = {"MINIPAAS_SUPERVISED": "1", "DATA_DIR": str(settings.data_dir)}
+    for name in settings.model_fields_set:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        env[name.upper()] = str(value)
+    for name in ("PATH", "LANG", "DOCKER_HOST"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
 
 
 def generate_local_passwords(settings: Settings) -> bool:
@@ -65,40 +151,73 @@ def generate_local_passwords(settings: Settings) -> bool:
 
 
 def up(settings: Settings, say: Callable[[str], None]) -> AdminCredentials:
+    """Idempotent: starts what is missing under the supervisor, leaves what runs alone."""
     from minipaas.db import migrate
-    from minipaas.services.routing import sync_routes
+    from minipaas.services import routing
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if generate_local_passwords(settings):
         get_settings.cache_clear()
         settings = get_settings()
         say(f"generated passwords for the local PostgreSQL and Redis in {settings.data_dir}")
+    # This process acts as one of the platform's: it must not start an nginx of its own
+    os.environ[routing.SUPERVISED_ENV] = "1"
+    routing.get_router.cache_clear()
     say("docker engine ...")
     ensure_docker_engine(settings.log_dir / "dockerd.log")
-    postgres = local_postgres(settings)
-    if postgres is not None:
-        say(f"postgresql on 127.0.0.1:{settings.postgres_port} ...")
-        postgres.start()
-    redis = local_redis(settings)
-    if redis is not None:
-        say(f"redis on 127.0.0.1:{settings.redis_port} ...")
-        redis.start()
+    _prepare_services(settings)
+    supervisor = Supervisor(settings)
+    if supervisor.pid() is None:
+        # Metrics of processes from an earlier run would mix with the new ones
+        shutil.rmtree(settings.run_dir / "metrics", ignore_errors=True)
+    say(f"supervisor (supervisord, config in {supervisor.conf}) ...")
+    supervisor.write(programs(settings), platform_environment(settings))
+    supervisor.start_or_update()
+    _wait_for_services(settings, say)
     say("migrations ...")
     migrate.upgrade("head")
     admin = ensure_admin(settings)
     if admin.created:
         say(f"created the admin user '{admin.username}'")
     say(f"router (nginx) on {settings.router_host}:{settings.router_port} ...")
-    sync_routes()
-    # Metrics of processes from an earlier run would mix with the new ones
-    shutil.rmtree(settings.run_dir / "metrics", ignore_errors=True)
-    for process in processes(settings):
-        say(f"{process.name} ...")
-        process.start()
+    _wait_for(lambda: routing.get_router().healthy(), "the router (nginx)", 30)
+    routing.sync_routes()
     wait_until_ready(settings)
     if ensure_demo_image(get_runtime()):
         say(f"built the demo image {DEMO_IMAGE} (the README's examples deploy it)")
     return admin
+
+
+def _prepare_services(settings: Settings) -> None:
+    """What each program needs before the supervisor starts it."""
+    from minipaas.services.routing import get_router
+
+    postgres = local_postgres(settings)
+    if postgres is not None:
+        postgres.prepare()
+    redis = local_redis(settings)
+    if redis is not None:
+        redis.write_config()
+    get_router().prepare()
+
+
+def _wait_for_services(settings: Settings, say: Callable[[str], None]) -> None:
+    postgres = local_postgres(settings)
+    if postgres is not None:
+        say(f"postgresql on 127.0.0.1:{settings.postgres_port} ...")
+        postgres.wait_ready()
+    redis = local_redis(settings)
+    if redis is not None:
+        say(f"redis on 127.0.0.1:{settings.redis_port} ...")
+        redis.wait_ready()
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            raise HostServiceError(f"{what} did not come up within {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 def wait_until_ready(settings: Settings, timeout: float = 90.0) -> None:
@@ -119,39 +238,41 @@ def wait_until_ready(settings: Settings, timeout: float = 90.0) -> None:
 
 
 def down(settings: Settings, say: Callable[[str], None]) -> None:
-    from minipaas.services.routing import get_router
-
-    for process in reversed(processes(settings)):
-        say(f"stopping {process.name}")
-        process.stop()
-    say("stopping router")
-    get_router().stop()
-    redis = local_redis(settings)
-    if redis is not None:
-        say("stopping redis")
-        redis.stop()
-    postgres = local_postgres(settings)
-    if postgres is not None:
-        say("stopping postgresql")
-        postgres.stop()
+    """Stops everything `up` started, and any process of this install left behind."""
+    supervisor = Supervisor(settings)
+    if supervisor.pid() is not None:
+        say("stopping the supervisor and every program under it")
+        supervisor.shutdown()
+    for program in ("api", "worker", "router", "redis", "postgres"):
+        ended = end_leftovers(supervisor.group_file(program))
+        if ended:
+            say(f"ended {len(ended)} leftover {program} process(es)")
 
 
 def status(settings: Settings) -> dict[str, str]:
-    from minipaas.services.routing import get_router
-
-    rows: dict[str, str] = {}
-    for process in processes(settings):
-        pid = process.pid()
-        rows[process.name] = f"running (pid {pid})" if pid else "stopped"
-    nginx_pid = get_router().pid()
-    rows["router"] = f"running (pid {nginx_pid})" if nginx_pid else "stopped"
-    redis = local_redis(settings)
-    if redis is not None:
-        redis_pid = redis.pid()
-        rows["redis"] = f"running (pid {redis_pid})" if redis_pid else "stopped"
-    postgres = local_postgres(settings)
-    if postgres is not None:
-        rows["postgresql"] = (
-            "running" if postgres.initialized() and postgres.running() else "stopped"
-        )
+    """What the supervisor says of each program, and processes it no longer watches."""
+    supervisor = Supervisor(settings)
+    if supervisor.pid() is None:
+        rows = {"supervisor": "stopped"}
+    else:
+        rows = {"supervisor": f"running (pid {supervisor.pid()})", **supervisor.status()}
+    for program in ("api", "worker", "router", "redis", "postgres"):
+        orphans = _orphans(supervisor, program)
+        if orphans:
+            rows[f"{program} (orphans)"] = f"{len(orphans)} process(es) left: {orphans}"
     return rows
+
+
+def _orphans(supervisor: Supervisor, program: str) -> list[int]:
+    """Processes of an earlier run of `program` still alive beside (or without) the current."""
+    try:
+        pgid = int(supervisor.group_file(program).read_text().strip())
+    except (OSError, ValueError):
+        return []
+    current = supervisor.program_pid(program)
+    try:
+        if current is not None and os.getpgid(current) == pgid:
+            return []
+    except ProcessLookupError:
+        pass
+    return group_members(pgid)

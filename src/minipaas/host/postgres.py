@@ -7,6 +7,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,56 @@ class LocalPostgres:
             "--encoding=UTF8",
             "--locale=C",
         )
+
+    def server_command(self) -> tuple[str, ...]:
+        """The server in the foreground, as the supervisor runs it (as user postgres)."""
+        return (
+            str(postgres_bin_dir() / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.socket_dir),
+            "-c",
+            "max_connections=200",
+        )
+
+    @property
+    def run_as(self) -> str | None:
+        return "postgres" if os.geteuid() == 0 else None
+
+    def prepare(self) -> None:
+        """What must exist before the supervisor starts the server."""
+        self.init()
+        self._own(self.socket_dir)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Waits for the supervised server, then makes sure the role and database exist."""
+        bindir = postgres_bin_dir()
+        deadline = time.monotonic() + timeout
+        while True:
+            result = subprocess.run(
+                [
+                    str(bindir / "pg_isready"),
+                    "-q",
+                    "-h",
+                    str(self.socket_dir),
+                    "-p",
+                    str(self.port),
+                ],
+                check=False,
+            )
+            if result.returncode == 0:
+                break
+            if time.monotonic() >= deadline:
+                raise HostServiceError(
+                    f"PostgreSQL did not accept connections; see {self.log_file}"
+                )
+            time.sleep(0.2)
+        self._ensure_role_and_database()
 
     def running(self) -> bool:
         bindir = postgres_bin_dir()

@@ -27,6 +27,44 @@ class LocalRedis:
     def pid(self) -> int | None:
         return live_pid(self.pid_file, "redis-server")
 
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "redis.conf"
+
+    def write_config(self) -> None:
+        """The supervised server's settings; a file (0600), so the password is not in `ps`."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "bind 127.0.0.1",
+            f"port {self.port}",
+            f"dir {self.dir}",
+            "daemonize no",
+            f"pidfile {self.pid_file}",
+            f"logfile {self.dir / 'redis.log'}",
+            # Queued jobs survive a Redis restart
+            "appendonly yes",
+            "appendfsync everysec",
+            'save ""',
+        ]
+        if self.password:
+            lines.append(f"requirepass {self.password}")
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+
+    def server_command(self) -> tuple[str, ...]:
+        return ("redis-server", str(self.config_file))
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise HostServiceError(f"redis-server did not listen on 127.0.0.1:{self.port}")
+
     def start(self) -> None:
         if self.pid() is not None:
             return

@@ -30,8 +30,13 @@ __all__ = ["LuaRouter", "Route", "RouteConflictError", "RouteKind", "RouterError
 
 
 class LuaRouter:
-    def __init__(self, settings: Settings, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, settings: Settings, *, timeout: float = 5.0, supervised: bool = False
+    ) -> None:
         self.settings = settings
+        # Under the platform's supervisor nginx runs in the foreground as its child: this class
+        # then never starts it, only installs its config and reloads it
+        self.supervised = supervised
         self.dir = settings.nginx_dir
         self.conf = self.dir / "router.conf"
         self.snapshot = RouteSnapshot(self.dir / "routes")
@@ -154,23 +159,51 @@ class LuaRouter:
 
     # --- process ---------------------------------------------------------------------------
 
+    def foreground_command(self) -> tuple[str, ...]:
+        """nginx as the supervisor runs it (install the config first with prepare())."""
+        return (
+            self.settings.nginx_bin,
+            "-p",
+            str(self.dir),
+            "-c",
+            str(self.conf),
+            "-g",
+            "daemon off;",
+        )
+
+    def prepare(self) -> None:
+        """Directories, secret and a config nginx accepts, before the supervisor starts it."""
+        with self._locked():
+            self._prepare_layout()
+            rendered = render_router_config(self._router_config())
+            if not self.conf.exists() or self.conf.read_text() != rendered.text:
+                self._install_config(rendered.text)
+            # A killed nginx leaves its socket file behind, and bind() would refuse it
+            if self.process.pid() is None:
+                self.settings.router_control_socket.unlink(missing_ok=True)
+
     def ensure_running(self) -> bool:
         """Starts nginx, or reloads it if its static config changed; True if it did either.
 
         Routes come back from the snapshot by themselves. A config nginx refuses never
-        replaces the working one: RouterError says what nginx objected to.
+        replaces the working one: RouterError says what nginx objected to. Supervised, a
+        stopped nginx is the supervisor's to start: RouterError says so.
         """
         with self._locked():
             self._prepare_layout()
             rendered = render_router_config(self._router_config())
             pid = self.process.pid()
+            if pid is None and self.supervised:
+                raise RouterError("nginx is not running; its supervisor is restarting it")
             ours = pid is not None and self.process.runs_this_config(pid)
             if ours and self._live_version() == rendered.version:
                 return False
             previous = self._install_config(rendered.text)
             try:
-                if pid is not None and (
-                    not ours or not self.settings.router_control_socket.exists()
+                if (
+                    pid is not None
+                    and not self.supervised
+                    and (not ours or not self.settings.router_control_socket.exists())
                 ):
                     # Another config's nginx (the reload-based router) holds the port, or our
                     # socket file was deleted (a reload keeps the old, unreachable socket): restart

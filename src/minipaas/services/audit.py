@@ -1,34 +1,63 @@
-"""The audit log: who did what, to what, with which outcome."""
+"""The audit log: who did what, to what, with which outcome.
+
+A change is recorded before it runs (outcome "requested") and its outcome is filled in after
+the answer: a change whose record cannot be written does not happen.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from minipaas.db.models import AuditEvent
+from minipaas.services.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+REQUESTED = "requested"
 
 
-def record(
+def open_event(
     *,
     db: Session,
     actor_id: int | None,
     actor: str,
     action: str,
     target: str,
-    outcome: str,
     client_ip: str | None,
-) -> None:
-    db.add(
-        AuditEvent(
-            actor_id=actor_id,
-            actor=actor[:63],
-            action=action[:200],
-            target=target[:500],
-            outcome=outcome[:100],
-            client_ip=client_ip,
-        )
+) -> int:
+    """Records a change about to run; its id. Raises Unavailable when it cannot be written."""
+    event = AuditEvent(
+        actor_id=actor_id,
+        actor=actor[:63],
+        action=action[:200],
+        target=target[:500],
+        outcome=REQUESTED,
+        client_ip=client_ip,
+    )
+    db.add(event)
+    try:
+        db.commit()
+    except SQLAlchemyError as exc:
+        db.rollback()
+        log.error("audit event not recorded, so %s %s is refused: %s", action, target, exc)
+        raise Unavailable(
+            "the audit log cannot be written, so nothing was done; try again shortly"
+        ) from exc
+    return event.id
+
+
+def close_event(*, db: Session, event_id: int, status_code: int) -> None:
+    """The HTTP outcome of a change recorded by open_event."""
+    outcome = "ok" if status_code < 400 else f"refused ({status_code})"
+    db.execute(
+        update(AuditEvent)
+        .where(AuditEvent.id == event_id, AuditEvent.outcome == REQUESTED)
+        .values(outcome=outcome)
     )
     db.commit()
 

@@ -7,10 +7,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from minipaas.db.session import database_unavailable, outage_detail
 from minipaas.runtime import EngineUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# A database that restarts is back within seconds; one that is not back in this long is
+# down for real, and the reconciler ends what is left once it returns
+DATABASE_PATIENCE_SECONDS = 30.0
+DATABASE_FIRST_DELAY = 0.5
+DATABASE_MAX_DELAY = 5.0
 
 # Seconds to wait before each retry: the engine restarting takes a few seconds
 TRANSIENT_RETRY_DELAYS = (1.0, 3.0, 6.0)
@@ -39,3 +46,26 @@ def retry_transient(
             if before_retry is not None:
                 before_retry()
     raise AssertionError("unreachable")
+
+
+def retry_database(
+    work: Callable[[], T],
+    *,
+    patience: float = DATABASE_PATIENCE_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """Runs work; while the database is unreachable, waits (0.5 s doubling to 5 s) and tries
+    again, for at most `patience` seconds. Work must be safe to run again from the start."""
+    deadline = clock() + patience
+    delay = DATABASE_FIRST_DELAY
+    while True:
+        try:
+            return work()
+        except Exception as exc:
+            if not database_unavailable(exc) or clock() + delay > deadline:
+                raise
+            detail = outage_detail(exc)
+            log.warning("the database is unreachable (%s); trying again in %.1f s", detail, delay)
+        sleep(delay)
+        delay = min(delay * 2, DATABASE_MAX_DELAY)

@@ -4,6 +4,7 @@ when the reconciler finds drift. nginx is never reloaded for a route (router/lua
 from __future__ import annotations
 
 import logging
+import os
 import time
 from functools import lru_cache
 
@@ -20,9 +21,13 @@ from minipaas.router.lua_router import LuaRouter, Route, RouteKind
 log = logging.getLogger(__name__)
 
 
+# Set by the platform for the processes its supervisor runs (host/platform.py)
+SUPERVISED_ENV = "MINIPAAS_SUPERVISED"
+
+
 @lru_cache
 def get_router() -> LuaRouter:
-    return LuaRouter(get_settings())
+    return LuaRouter(get_settings(), supervised=os.environ.get(SUPERVISED_ENV) == "1")
 
 
 def app_url(app: App) -> str:

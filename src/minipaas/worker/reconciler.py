@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from minipaas import metrics, queue
@@ -26,7 +27,7 @@ from minipaas.db.models import (
     DeploymentStatus,
     Release,
 )
-from minipaas.db.session import get_session
+from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
 from minipaas.runtime import get_runtime, labels
 from minipaas.services import routing
@@ -34,7 +35,7 @@ from minipaas.services.app_lock import try_app_lock
 from minipaas.services.deployments.outcome import point_app_at
 from minipaas.services.deployments.readiness import exit_message
 from minipaas.services.deployments.recovery import end_abandoned_deployment
-from minipaas.worker import jobs
+from minipaas.worker import jobs, liveness
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ def reconcile_once() -> list[str]:
     for step in _steps():
         try:
             done = step()
-        except Exception:  # one broken step (engine or database down) must not stop the rest
-            log.exception("reconciler step %s failed", step.__name__)
+        except Exception as exc:  # one broken step (engine or database down) must not stop the rest
+            _log_failure(f"step {step.__name__}", exc)
             continue
         if done:
             metrics.RECONCILER_ACTIONS.labels(_step_name(step)).inc(len(done))
@@ -62,7 +63,8 @@ def reconcile_once() -> list[str]:
 
 
 def _end_abandoned_deployments() -> list[str]:
-    """A running deployment whose app lock is free has no worker any more."""
+    """A running deployment whose app lock is free and whose job no live worker runs has
+    no worker any more (a database restart frees the lock of a job that still runs)."""
     actions = []
     with get_session() as db:
         running = db.execute(
@@ -72,15 +74,25 @@ def _end_abandoned_deployments() -> list[str]:
         ).all()
     for deployment_id, app_id in running:
         with _one_item(f"deployment {deployment_id}"), try_app_lock(app_id) as free:
-            if not free:
+            job_id = jobs.deploy_job_id(deployment_id)
+            if not free or liveness.job_in_progress(job_id):
                 continue
-            end_abandoned_deployment(
-                deployment_id,
-                "the worker carrying out this deployment stopped (killed or crashed) before "
-                "it ended; deploy again",
-            )
+            end_abandoned_deployment(deployment_id, _abandoned_reason(job_id))
             actions.append(f"ended deployment {deployment_id} left by a stopped worker")
     return actions
+
+
+def _abandoned_reason(job_id: str) -> str:
+    run = queue.job_run(job_id)
+    if run is not None and run.status in ("finished", "failed", "stopped", "canceled"):
+        return (
+            f"its job ended ({run.status}) before it could record the outcome (the database "
+            "was unreachable for too long?); deploy again"
+        )
+    return (
+        "the worker carrying out this deployment stopped (killed or crashed) before it "
+        "ended; deploy again"
+    )
 
 
 @contextmanager
@@ -88,8 +100,20 @@ def _one_item(what: str) -> Iterator[None]:
     """One broken app or deployment must not stop the repair of the others."""
     try:
         yield
-    except Exception:
-        log.exception("reconciler: %s could not be checked", what)
+    except Exception as exc:
+        _log_failure(what, exc)
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """An outage of PostgreSQL or Redis is one line per pass; anything else is a bug."""
+    if isinstance(exc, queue.QueueUnavailable | RedisError):
+        log.warning("reconciler: %s skipped: %s", what, exc)
+    elif database_unavailable(exc):
+        log.warning(
+            "reconciler: %s skipped: the database is unreachable (%s)", what, outage_detail(exc)
+        )
+    else:
+        log.exception("reconciler: %s failed", what)
 
 
 def _requeue_lost_jobs() -> list[str]:
@@ -104,16 +128,16 @@ def _requeue_lost_jobs() -> list[str]:
         ).all()
     for (deployment_id,) in queued:
         job_id = jobs.deploy_job_id(deployment_id)
+        if liveness.job_in_progress(job_id):
+            continue  # on its way: in the queue, or running on a live worker
         status = queue.job_status(job_id)
-        if status in ("queued", "started", "deferred", "scheduled"):
-            continue  # on its way
         # Lost (Redis restarted without it) or ended without ending the row (it failed
         # before it could, e.g. with the database down): the job is idempotent, run it again
         queue.delete_job(job_id)
         jobs.enqueue_deploy(deployment_id)
         actions.append(
             f"queued deployment {deployment_id} again: its job was "
-            + ("lost" if status is None else status)
+            + ("lost" if status is None else f"{status} but never run")
         )
     return actions
 

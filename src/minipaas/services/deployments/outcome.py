@@ -8,8 +8,15 @@ from dataclasses import dataclass
 from minipaas import metrics
 from minipaas.clock import now
 from minipaas.config import get_settings
-from minipaas.db.models import App, AppStatus, Deployment, DeploymentEvent, DeploymentStatus
-from minipaas.db.session import get_session
+from minipaas.db.models import (
+    ACTIVE_DEPLOYMENT_STATUSES,
+    App,
+    AppStatus,
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+)
+from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
 from minipaas.runtime import RuntimeFailure, StartedContainer, get_runtime
 from minipaas.services import releases, routing
@@ -27,6 +34,8 @@ def mark_succeeded(app_id: int, deployment_id: int) -> None:
         deployment = db.get(Deployment, deployment_id)
         app = db.get(App, app_id)
         assert deployment is not None and app is not None
+        if deployment.status not in ACTIVE_DEPLOYMENT_STATUSES:
+            return  # ended already: a retry after a commit whose answer was lost
         if deployment.rollback_to_release is not None:
             # The app's settings are what runs now, so the next plain deploy does not
             # silently bring back the settings that were rolled away from
@@ -48,14 +57,17 @@ def mark_succeeded(app_id: int, deployment_id: int) -> None:
 
 
 def mark_failed(app_id: int, deployment_id: int, message: str, *, new_container: str) -> None:
-    """Removes the deployment's new container, records why it failed, republishes routes."""
-    try:
-        get_runtime().remove(new_container)
-    except RuntimeFailure as exc:  # the record below matters more; the reconciler tidies up
-        log.warning("new container of deployment %s not removed: %s", deployment_id, exc)
+    """Removes the deployment's new container, records why it failed, republishes routes.
+
+    Safe to run again (a retry while the database comes back): an ended deployment is left
+    as it is, with its container.
+    """
     with get_session() as db:
         deployment = db.get(Deployment, deployment_id)
         app = db.get(App, app_id)
+        if deployment is not None and deployment.status not in ACTIVE_DEPLOYMENT_STATUSES:
+            return
+        _remove_new_container(deployment_id, new_container)
         if deployment is None or app is None:
             return  # the app was deleted meanwhile
         deployment.error = message
@@ -71,6 +83,13 @@ def mark_failed(app_id: int, deployment_id: int, message: str, *, new_container:
         db.commit()
     # The deploy may have changed what the router shows meanwhile: render the truth again
     routing.publish_app_route_best_effort(app_id)
+
+
+def _remove_new_container(deployment_id: int, container: str) -> None:
+    try:
+        get_runtime().remove(container)
+    except RuntimeFailure as exc:  # the record matters more; the reconciler tidies up
+        log.warning("new container of deployment %s not removed: %s", deployment_id, exc)
 
 
 def _end(deployment: Deployment, status: DeploymentStatus) -> None:
@@ -103,6 +122,8 @@ def describe(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, RouterError):
         return f"the route could not be switched: {exc}"
+    if database_unavailable(exc):
+        return f"the database went away during the deployment ({outage_detail(exc)}); deploy again"
     name = type(exc).__name__
     if name == "JobTimeoutException":
         return (

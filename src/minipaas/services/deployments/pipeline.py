@@ -23,7 +23,7 @@ from minipaas.db.models import (
     DeploymentStatus,
     RunSettings,
 )
-from minipaas.db.session import get_session
+from minipaas.db.session import database_unavailable, get_session
 from minipaas.runtime import (
     ContainerSpec,
     ImageUnavailable,
@@ -35,12 +35,12 @@ from minipaas.runtime import (
 from minipaas.security import decrypt_env
 from minipaas.services import routing
 from minipaas.services.app_lock import app_lock
-from minipaas.services.deployments import outcome
+from minipaas.services.deployments import outcome, recovery
 from minipaas.services.deployments.cancellation import pass_point_of_no_return, raise_if_cancelled
 from minipaas.services.deployments.events import record_event
 from minipaas.services.deployments.outcome import DeploymentFailed, Serving
 from minipaas.services.deployments.readiness import wait_until_ready
-from minipaas.services.retry import retry_transient
+from minipaas.services.retry import retry_database, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +106,29 @@ def run_deployment(deployment_id: int) -> None:
             switch_route(plan, started)
             timer.mark("route")
         except BaseException as exc:  # also job timeouts and worker shutdowns
-            new_container = started.id if started else plan.container_name
-            outcome.mark_failed(
-                app_id, deployment_id, outcome.describe(exc), new_container=new_container
-            )
+            end_failed(plan, exc, started)
             if not isinstance(exc, Exception):
                 raise
             return
         finish(plan, started)
         timer.mark("finish")
         log.info("deployment %s succeeded: %s", deployment_id, timer.summary())
+
+
+def end_failed(plan: Plan, exc: BaseException, started: StartedContainer | None) -> None:
+    """Records the failure, waiting (bounded) for a database that went away to come back."""
+    reason = outcome.describe(exc)
+    if database_unavailable(exc):
+        # Whether the last write (the switch, say) committed is unknown: end the deployment
+        # from what the database says once it answers again
+        retry_database(lambda: recovery.end_abandoned_deployment(plan.deployment_id, reason))
+        return
+    new_container = started.id if started else plan.container_name
+    retry_database(
+        lambda: outcome.mark_failed(
+            plan.app_id, plan.deployment_id, reason, new_container=new_container
+        )
+    )
 
 
 def begin(deployment_id: int) -> Plan | None:
@@ -270,4 +283,4 @@ def finish(plan: Plan, started: StartedContainer) -> None:
             log.warning("old container %s not removed: %s", previous.container_id, exc)
         else:
             record_event(plan.deployment_id, "old-container", "old container stopped")
-    outcome.mark_succeeded(plan.app_id, plan.deployment_id)
+    retry_database(lambda: outcome.mark_succeeded(plan.app_id, plan.deployment_id))

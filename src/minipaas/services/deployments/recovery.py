@@ -8,6 +8,7 @@ from minipaas.config import get_settings
 from minipaas.db.models import ACTIVE_DEPLOYMENT_STATUSES, App, Deployment
 from minipaas.db.session import get_session
 from minipaas.runtime import container_name, get_runtime
+from minipaas.services import routing
 from minipaas.services.app_lock import app_lock
 from minipaas.services.deployments import outcome
 from minipaas.services.deployments.outcome import Serving
@@ -41,6 +42,8 @@ def end_abandoned_deployment(deployment_id: int, reason: str) -> None:
         state = get_runtime().state(new_container)
         if state is not None and state.running:
             outcome.mark_succeeded(app_id, deployment_id)
+            # It may have stopped before telling the router: the route follows the database
+            routing.publish_app_route_best_effort(app_id)
             return
         _point_back_at_current_release(app_id)
     settings = get_settings()
