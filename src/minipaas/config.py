@@ -53,6 +53,9 @@ class Settings(BaseSettings):
 
     # Deploys
     queue_name: str = "deployments"
+    # Worker processes `make up` runs (deploys of different apps in parallel; one app's jobs
+    # never overlap); 0: one per CPU, at least 2, at most 8
+    worker_processes: int = Field(default=0, ge=0, le=64)
     deploy_timeout_seconds: int = Field(default=300, ge=10)
     ready_timeout_seconds: float = Field(default=60.0, gt=0)
     ready_poll_interval_seconds: float = Field(default=0.01, gt=0)
@@ -67,8 +70,6 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(default=15.0, gt=0)
     # Images of this many newest releases per app are kept for rollbacks; older ones are removed
     keep_release_images: int = Field(default=5, ge=1)
-    # Restarts by Docker after which a crashing app is stopped and marked failed
-    crash_loop_restarts: int = Field(default=5, ge=1)
     log_max_size: str = "10m"
     log_max_files: int = Field(default=3, ge=1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -45,8 +46,20 @@ def new_redis() -> Redis:
 
 
 def get_queue(connection: Redis | None = None) -> Queue:
+    """Deploys."""
     settings = get_settings()
     return Queue(settings.queue_name, connection=connection or get_redis())
+
+
+def get_action_queue(connection: Redis | None = None) -> Queue:
+    """Lifecycle actions and deletes: workers take these first, never behind queued deploys."""
+    settings = get_settings()
+    return Queue(f"{settings.queue_name}-actions", connection=connection or get_redis())
+
+
+def worker_queues(connection: Redis | None = None) -> list[Queue]:
+    """What a worker listens to, in order of priority."""
+    return [get_action_queue(connection), get_queue(connection)]
 
 
 def enqueue(
@@ -55,10 +68,13 @@ def enqueue(
     job_id: str,
     timeout: int,
     on_failure: Callable[..., Any] | None = None,
+    action: bool = False,
 ) -> Job:
-    """Queues `function(*args)`; jobs carry ids only, the request id rides in their meta."""
+    """Queues `function(*args)` (a lifecycle action on the actions queue); jobs carry ids
+    only, the request id rides in their meta."""
     try:
-        return get_queue().enqueue_call(
+        target = get_action_queue() if action else get_queue()
+        return target.enqueue_call(
             function,
             args=args,
             job_id=job_id,
@@ -101,6 +117,16 @@ def job_run(job_id: str) -> JobRun | None:
         raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
     status = job.get_status(refresh=False)
     return JobRun(str(getattr(status, "value", status)), job.worker_name or None)
+
+
+def claim_turn(name: str, seconds: float) -> bool:
+    """True for one caller per `seconds` across every process of this instance (a lease in
+    Redis). Without Redis the caller takes its turn: what it guards must be safe to repeat."""
+    key = f"minipaas:{get_settings().instance_name}:turn:{name}"
+    try:
+        return bool(get_redis().set(key, os.getpid(), nx=True, px=max(100, int(seconds * 900))))
+    except (RedisError, OSError):
+        return True
 
 
 def is_enqueued(job_id: str) -> bool:

@@ -45,7 +45,8 @@ def test_deployed_container_is_hardened_and_limited(
         "Type": "json-file",
         "Config": {"max-file": "3", "max-size": "10m"},
     }
-    assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    # the platform restarts app containers (worker/healer.py), never Docker
+    assert host["RestartPolicy"]["Name"] == "no"
     bindings = host["PortBindings"]["80/tcp"]
     assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]
     labels = attrs["Config"]["Labels"]  # type: ignore[index]

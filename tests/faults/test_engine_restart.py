@@ -48,6 +48,8 @@ def test_apps_come_back_after_the_engine_restarts(
 ) -> None:
     app_id = create_app(api, app_name, HELLO_V1)["id"]
     assert deploy(api, app_id)["status"] == "succeeded"
+    second_id = create_app(api, f"{app_name}-2", HELLO_V1)["id"]
+    assert deploy(api, second_id)["status"] == "succeeded"
     stopped_id = create_app(api, f"{app_name}-off", HELLO_V1)["id"]
     assert deploy(api, stopped_id)["status"] == "succeeded"
     assert api.post(f"/apps/{stopped_id}/stop").status_code == 200
@@ -58,15 +60,19 @@ def test_apps_come_back_after_the_engine_restarts(
     eventually(
         _engine_answers, timeout=90, interval=0.5, message="the Docker engine did not come back"
     )
-    eventually(
-        lambda: router.get(f"/apps/{app_id}/").text == "hello from v1\n",
-        timeout=90 - (time.monotonic() - restarted),
-        interval=0.5,
-        retry_on=(httpx.HTTPError,),
-        message="the app did not come back behind the router",
-    )
-    assert api.get(f"/apps/{app_id}").json()["status"] == "running"
-    # a stopped app stays stopped (Docker's unless-stopped) and still shows the 503 page
+    # the platform's healer starts them again (Docker has no restart policy for them)
+    for running_id in (app_id, second_id):
+        eventually(
+            lambda running_id=running_id: (
+                router.get(f"/apps/{running_id}/").text == "hello from v1\n"
+            ),
+            timeout=90 - (time.monotonic() - restarted),
+            interval=0.5,
+            retry_on=(httpx.HTTPError,),
+            message=f"app {running_id} did not come back behind the router",
+        )
+        assert api.get(f"/apps/{running_id}").json()["status"] == "running"
+    # a stopped app stays stopped and still shows the 503 page
     assert api.get(f"/apps/{stopped_id}").json()["status"] == "stopped"
     assert router.get(f"/apps/{stopped_id}/").status_code == 503
     assert api.get("/health/ready").status_code == 200

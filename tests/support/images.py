@@ -12,6 +12,7 @@ BINARY_LOGGER = "minipaas-test/binary-logger:v1"
 MEMORY_EATER = "minipaas-test/memory-eater:v1"
 SLOW_STARTER = "minipaas-test/slow-starter:v1"
 CRASH_LOOPER = "minipaas-test/crash-looper:v1"
+OOM_ON_TRIGGER = "minipaas-test/oom-on-trigger:v1"
 MISSING = "minipaas-test/does-not-exist:v1"
 
 
@@ -47,4 +48,17 @@ def build_test_images() -> None:
         runtime,
         MEMORY_EATER,
         ["/bin/sh", "-c", "x=0123456789; while true; do x=$x$x; done"],
+    )
+    # Serves until /www/eat appears (docker exec), then eats memory until the OOM killer
+    # ends it; the trigger is removed first, so a restarted container serves again
+    build_busybox_image(
+        runtime,
+        OOM_ON_TRIGGER,
+        [
+            "/bin/sh",
+            "-c",
+            "httpd -p 80 -h /www; while [ ! -e /www/eat ]; do sleep 0.1; done; rm /www/eat; "
+            "x=0123456789; while true; do x=$x$x; done",
+        ],
+        {"index.html": "hungry\n"},
     )

@@ -82,8 +82,10 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         "AUTH_FAILURES_PER_MINUTE": "100000",
         # The reconciler's repairs show within seconds in the fault tests
         "RECONCILE_INTERVAL_SECONDS": "1",
-        "CRASH_LOOP_RESTARTS": "3",
         "KEEP_RELEASE_IMAGES": "2",
+        # One worker: tests that queue a deploy behind a slow one rely on the order; the
+        # parallel workers of `make up` are tested with a second worker of their own
+        "WORKER_PROCESSES": "1",
     }
 
 

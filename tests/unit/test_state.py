@@ -17,6 +17,11 @@ ALLOWED = {
     (Action.REMOVE, AppStatus.RUNNING),
     (Action.REMOVE, AppStatus.STOPPED),
     (Action.REMOVE, AppStatus.FAILED),
+    # crashed: the platform restarts it, and its owner may still act on it
+    (Action.STOP, AppStatus.CRASHED),
+    (Action.START, AppStatus.CRASHED),
+    (Action.RESTART, AppStatus.CRASHED),
+    (Action.REMOVE, AppStatus.CRASHED),
 }
 
 
@@ -51,3 +56,10 @@ def test_status_after_each_action() -> None:
     assert status_after(Action.REMOVE) is AppStatus.STOPPED
     assert status_after(Action.START) is AppStatus.RUNNING
     assert status_after(Action.RESTART) is AppStatus.RUNNING
+
+
+def test_restart_backoff_doubles_from_one_second_to_five_minutes() -> None:
+    from minipaas.services.healing import backoff_delay
+
+    assert [backoff_delay(n) for n in range(1, 6)] == [1, 2, 4, 8, 16]
+    assert backoff_delay(9) == 256 and backoff_delay(10) == 300 and backoff_delay(10_000) == 300

@@ -155,6 +155,9 @@ class AppOut(_MaskedEnvOut):
     container_name: str | None
     published_port: int | None
     current_deployment_id: int | None
+    restart_count: int = Field(description="restarts by the platform since the last deploy")
+    last_exit_code: int | None = Field(description="how its container last ended")
+    next_restart_at: datetime | None = Field(description="when a crashed app is restarted")
     created_at: datetime
     updated_at: datetime
     url: str = Field(description="the app's own origin: http://<name>.<APPS_DOMAIN>/")
@@ -315,7 +318,7 @@ class DeploymentEventOut(BaseModel):
     id: int
     kind: str = Field(
         description="queued, started, image, container, health, healthy, route, "
-        "old-container, succeeded or failed"
+        "old-container, succeeded or failed; later crashed and restarted (self-healing)"
     )
     message: str
     at: datetime

@@ -39,6 +39,8 @@ class AppStatus(enum.StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
     FAILED = "failed"
+    # Its container died without being asked to; the platform restarts it with a backoff
+    CRASHED = "crashed"
 
 
 class DeploymentStatus(enum.StrEnum):
@@ -144,6 +146,13 @@ class App(RunSettingsColumns, Base):
     container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Self-healing (worker/healer.py): restarts by the platform since the last deploy or
+    # owner's action, crashes in a row (the backoff's exponent) and when the next try is due
+    restart_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    crash_streak: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_restart_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_restart_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     current_deployment_id: Mapped[int | None] = mapped_column(
         ForeignKey(
             "deployments.id",
@@ -170,6 +179,14 @@ class App(RunSettingsColumns, Base):
         passive_deletes=True,
         order_by="AppDomain.hostname",
     )
+
+    def forget_crashes(self) -> None:
+        """A deploy or an owner's action starts the restart count afresh (the last exit
+        code stays: it still says how the app last ended)."""
+        self.restart_count = 0
+        self.crash_streak = 0
+        self.last_restart_at = None
+        self.next_restart_at = None
 
 
 class AppDomain(Base):

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import SecretStr
 
@@ -57,13 +58,18 @@ class SupervisedProcess:
     def pid(self) -> int | None:
         return self.supervisor.program_pid(self.name)
 
+    @property
+    def target(self) -> str:
+        """supervisorctl's name for it: a group of processes is `<name>:*`."""
+        return f"{self.name}:*" if self.name == "worker" else self.name
+
     def start(self, env: dict[str, str] | None = None) -> None:
         """Starts it if the supervisor holds it stopped (the environment is the platform's)."""
-        self.supervisor.ctl("start", self.name, check=False)
+        self.supervisor.ctl("start", self.target, check=False)
 
     def stop(self) -> None:
-        """Stops it and keeps it stopped until start()."""
-        self.supervisor.ctl("stop", self.name)
+        """Stops it (every process of a group) and keeps it stopped until start()."""
+        self.supervisor.ctl("stop", self.target)
 
 
 def processes(settings: Settings) -> list[SupervisedProcess]:
@@ -109,8 +115,23 @@ def programs(settings: Settings) -> list[Program]:
     minipaas = (sys.executable, "-m", "minipaas")
     found.append(Program("api", (*minipaas, "api"), priority=30))
     # RQ's warm shutdown lets the job in progress end
-    found.append(Program("worker", (*minipaas, "worker"), stop_wait_seconds=90, priority=30))
+    found.append(
+        Program(
+            "worker",
+            (*minipaas, "worker"),
+            stop_wait_seconds=90,
+            priority=30,
+            numprocs=worker_count(settings),
+        )
+    )
     return found
+
+
+def worker_count(settings: Settings) -> int:
+    """WORKER_PROCESSES, or one per CPU (at least 2: a slow deploy never holds every other)."""
+    if settings.worker_processes:
+        return settings.worker_processes
+    return min(8, max(2, os.cpu_count() or 1))
 
 
 def platform_environment(settings: Settings) -> dict[str, str]:
@@ -165,6 +186,7 @@ def up(settings: Settings, say: Callable[[str], None]) -> AdminCredentials:
     routing.get_router.cache_clear()
     say("docker engine ...")
     ensure_docker_engine(settings.log_dir / "dockerd.log")
+    get_runtime().ensure_apps_network()  # before several workers could race to create it
     _prepare_services(settings)
     supervisor = Supervisor(settings)
     if supervisor.pid() is None:
@@ -243,10 +265,10 @@ def down(settings: Settings, say: Callable[[str], None]) -> None:
     if supervisor.pid() is not None:
         say("stopping the supervisor and every program under it")
         supervisor.shutdown()
-    for program in ("api", "worker", "router", "redis", "postgres"):
-        ended = end_leftovers(supervisor.group_file(program))
+    for group_file in supervisor.group_files():
+        ended = end_leftovers(group_file)
         if ended:
-            say(f"ended {len(ended)} leftover {program} process(es)")
+            say(f"ended {len(ended)} leftover {group_file.stem} process(es)")
 
 
 def status(settings: Settings) -> dict[str, str]:
@@ -256,20 +278,23 @@ def status(settings: Settings) -> dict[str, str]:
         rows = {"supervisor": "stopped"}
     else:
         rows = {"supervisor": f"running (pid {supervisor.pid()})", **supervisor.status()}
-    for program in ("api", "worker", "router", "redis", "postgres"):
-        orphans = _orphans(supervisor, program)
+    for group_file in supervisor.group_files():
+        orphans = _orphans(supervisor, group_file)
         if orphans:
-            rows[f"{program} (orphans)"] = f"{len(orphans)} process(es) left: {orphans}"
+            rows[f"{group_file.stem} (orphans)"] = f"{len(orphans)} process(es) left: {orphans}"
     return rows
 
 
-def _orphans(supervisor: Supervisor, program: str) -> list[int]:
-    """Processes of an earlier run of `program` still alive beside (or without) the current."""
+def _orphans(supervisor: Supervisor, group_file: Path) -> list[int]:
+    """Processes of an earlier run still alive beside (or without) the current one."""
     try:
-        pgid = int(supervisor.group_file(program).read_text().strip())
+        pgid = int(group_file.read_text().strip())
     except (OSError, ValueError):
         return []
-    current = supervisor.program_pid(program)
+    member = group_file.stem
+    program = member.rsplit("-", 1)[0] if member.startswith("worker-") else member
+    name = f"{program}:{member}" if program != member else member
+    current = supervisor.program_pid(name)
     try:
         if current is not None and os.getpgid(current) == pgid:
             return []

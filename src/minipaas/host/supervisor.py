@@ -38,6 +38,7 @@ class Program:
     stale_sockets: tuple[Path, ...] = ()  # removed before each start (service_exec)
     # (pid file, process name): removed before a start when its pid is not that process
     stale_pidfiles: tuple[tuple[Path, str], ...] = ()
+    numprocs: int = 1  # more than one: processes <name>-0, <name>-1, ... (a group)
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -88,15 +89,14 @@ class Supervisor:
         return "\n".join(parts)
 
     def _program(self, program: Program) -> list[str]:
-        log = self.settings.log_dir / f"{program.name}.log"
+        # supervisord expands %(process_num)d; each process of a group records its own group
+        member = f"{program.name}-%(process_num)d" if program.numprocs > 1 else program.name
         wrapper = [
             sys.executable,
             "-m",
             "minipaas.host.service_exec",
             "--env",
             str(self.env_file),
-            "--group-file",
-            str(self.group_file(program.name)),
         ]
         if program.user:
             wrapper += ["--user", program.user]
@@ -105,6 +105,9 @@ class Supervisor:
         for pidfile, process_name in program.stale_pidfiles:
             wrapper += ["--stale-pidfile", f"{pidfile}:{process_name}"]
         command = " ".join(_quote(arg) for arg in [*wrapper, "--", *program.command])
+        group_file = self.group_file(member)  # a safe path: never needs quoting
+        log = self.settings.log_dir / f"{member}.log"
+        command = command.replace(" -- ", f" --group-file {group_file} -- ", 1)
         lines = [
             f"[program:{program.name}]",
             f"command = {command}",
@@ -124,6 +127,11 @@ class Supervisor:
             "stdout_logfile_maxbytes = 10MB",
             "stdout_logfile_backups = 3",
         ]
+        if program.numprocs > 1:
+            lines += [
+                f"numprocs = {program.numprocs}",
+                "process_name = %(program_name)s-%(process_num)d",
+            ]
         if program.extra_env:
             pairs = ",".join(f'{k}="{v}"' for k, v in sorted(program.extra_env.items()))
             lines.append(f"environment = {pairs}")
@@ -131,6 +139,10 @@ class Supervisor:
 
     def group_file(self, name: str) -> Path:
         return self.settings.run_dir / "groups" / f"{name}.pgid"
+
+    def group_files(self) -> list[Path]:
+        """Every process's recorded group (worker-0, worker-1, ... for a group of programs)."""
+        return sorted((self.settings.run_dir / "groups").glob("*.pgid"))
 
     # --- the daemon ------------------------------------------------------------------------
 
@@ -180,8 +192,12 @@ class Supervisor:
         return result.stdout
 
     def program_pid(self, name: str) -> int | None:
+        """The pid of program `name` (of its first process if it is a group)."""
         if self.pid() is None:
             return None
+        status = self.status()
+        if name not in status and f"{name}:{name}-0" in status:
+            name = f"{name}:{name}-0"
         out = self.ctl("pid", name, check=False).strip()
         return int(out) if out.isdigit() and int(out) > 0 else None
 

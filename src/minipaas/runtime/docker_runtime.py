@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -168,7 +170,7 @@ class DockerRuntime:
         with _engine_reachable():
             return self._run_container(spec)
 
-    def _run_container(self, spec: ContainerSpec) -> StartedContainer:
+    def _run_container(self, spec: ContainerSpec, *, retried: bool = False) -> StartedContainer:
         settings = self._settings
         port_key = f"{spec.internal_port}/tcp"
         self.remove(spec.name)  # a leftover from an interrupted attempt of the same deployment
@@ -182,8 +184,8 @@ class DockerRuntime:
                 labels=spec.labels,
                 # Docker picks a free host port itself: no port-picking race
                 ports={port_key: ("127.0.0.1", None)},
-                # No restarts until the app has proven it starts: a crash then shows its
-                # real exit code instead of a restart loop (see enable_restarts)
+                # Docker never restarts app containers: the platform does (worker/healer.py),
+                # so one restarter decides, with a backoff the app's owner can see
                 restart_policy={"Name": "no"},
                 log_config=LogConfig(
                     type="json-file",
@@ -208,9 +210,9 @@ class DockerRuntime:
             container.reload()
         except APIError as exc:
             self.remove(spec.name)
-            if "network" in str(exc.explanation) and self._network_ready:
+            if "network" in str(exc.explanation) and self._network_ready and not retried:
                 self._network_ready = False  # removed by hand since we last looked: recreate
-                return self._run_container(spec)
+                return self._run_container(spec, retried=True)
             raise RuntimeFailure(f"container could not start: {exc.explanation or exc}") from exc
         published = _host_port(container.attrs, port_key)
         if published is None:
@@ -228,18 +230,21 @@ class DockerRuntime:
         name = self._settings.apps_network
         if self._network_ready:
             return name
-        # the engine's name filter also matches longer names: compare exactly
-        if not any(n.name == name for n in self.client.networks.list(names=[name])):
-            try:
+        # Docker does not keep network names unique: two workers creating it at once would
+        # make two, and every container start after that fails as "ambiguous". One at a time
+        with _host_lock(self._settings.run_dir / "apps-network.lock"):
+            # the engine's name filter also matches longer names: compare exactly
+            found = [n for n in self.client.networks.list(names=[name]) if n.name == name]
+            if not found:
                 self.client.networks.create(
                     name,
                     driver="bridge",
                     options={"com.docker.network.bridge.enable_icc": "false"},
                     labels=labels.instance_labels(self._settings.instance_name),
                 )
-            except APIError as exc:
-                if exc.status_code != 409:  # created meanwhile by another worker
-                    raise
+            for extra in _newest_first(found)[:-1]:  # left by an older, unlocked version
+                with suppress(APIError):
+                    extra.remove()
         self._network_ready = True
         return name
 
@@ -249,12 +254,22 @@ class DockerRuntime:
             if network.name == self._settings.apps_network:
                 network.remove()
 
-    def enable_restarts(self, container_ref: str) -> None:
-        """From now on Docker restarts the container if it dies (and after a reboot)."""
-        with _as_runtime_failure("enabling restarts"):
-            self.client.api.update_container(
-                container_ref, restart_policy={"Name": "unless-stopped", "MaximumRetryCount": 0}
+    def disable_restarts(self, container_ref: str) -> None:
+        """Docker stops restarting the container (ones deployed by older versions had
+        `unless-stopped`): the platform's healer must be the only restarter."""
+        with _as_runtime_failure("disabling Docker's restarts"):
+            self.client.api.update_container(container_ref, restart_policy={"Name": "no"})
+
+    def running_container_ids(self) -> set[str]:
+        """Ids of this instance's containers that run now: one cheap call to the engine."""
+        with _as_runtime_failure("listing containers"):
+            found = self.client.api.containers(
+                filters={
+                    "label": f"{labels.INSTANCE}={self._settings.instance_name}",
+                    "status": "running",
+                }
             )
+        return {str(c["Id"]) for c in found}
 
     def state(self, container_ref: str) -> ContainerState | None:
         try:
@@ -376,6 +391,22 @@ class DockerRuntime:
         with _as_runtime_failure("listing containers"):
             found = self.client.api.containers(all=True, filters={"label": filters})
         return [str(item["Id"]) for item in found]
+
+
+@contextmanager
+def _host_lock(path: Path) -> Iterator[None]:
+    """One process of this host at a time (flock: released if the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _newest_first(networks: list[Any]) -> list[Any]:
+    return sorted(networks, key=lambda n: str(n.attrs.get("Created", "")), reverse=True)
 
 
 @lru_cache

@@ -121,6 +121,7 @@ def _take_down(db: Session, app: App, action: Action) -> None:
     before_status, before = app.status, Serving.of_app(app)
     assert before is not None
     app.status = status_after(action)
+    app.forget_crashes()  # the owner's stop is never undone: nothing is due any more
     if action is Action.REMOVE:
         point_app_at(app, None)
     db.commit()
@@ -164,6 +165,7 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
     app.published_port = port
     app.status = status_after(action)
     app.status_detail = None
+    app.forget_crashes()
     db.commit()
     routing.publish_app_route(app.id)
 

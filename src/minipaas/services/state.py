@@ -21,7 +21,8 @@ def check_action(action: Action, status: AppStatus, has_container: bool) -> None
         raise Conflict(f"cannot {action} while a deployment is in progress; wait for it to end")
     if not has_container:
         raise Conflict(f"cannot {action}: the app has no container; deploy it first")
-    if action is Action.STOP and status is not AppStatus.RUNNING:
+    # A crashed app is still meant to run (the platform restarts it): its owner may stop it
+    if action is Action.STOP and status not in (AppStatus.RUNNING, AppStatus.CRASHED):
         raise Conflict(f"cannot stop: the app is {status}, not running")
     if action is Action.START and status is AppStatus.RUNNING:
         raise Conflict("cannot start: the app is already running; use restart")

@@ -96,12 +96,13 @@ def enqueue_action(app_id: int, action: Action, *, timeout: int) -> Job:
         action.value,
         job_id=_action_job_id(action.value, app_id),
         timeout=timeout,
+        action=True,
     )
 
 
 def enqueue_delete(app_id: int, *, timeout: int) -> Job:
     return queue.enqueue(
-        delete_app, app_id, job_id=_action_job_id("delete", app_id), timeout=timeout
+        delete_app, app_id, job_id=_action_job_id("delete", app_id), timeout=timeout, action=True
     )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from minipaas.config import get_settings
 from minipaas.db.session import get_engine
 from minipaas.logs import configure_json_logging
-from minipaas.queue import get_queue, new_redis
+from minipaas.queue import new_redis, worker_queues
 from minipaas.runtime import get_runtime
 from minipaas.worker import (
     jobs,  # noqa: F401  (imported up front, so the first job is fast)
@@ -129,7 +129,9 @@ def wait_for_redis(connection: Redis, *, stopping: Callable[[], bool]) -> bool:
 def _new_worker(connection: Redis) -> QueueWorker:
     # Jobs run in this process (no fork per job): the database pool and the Docker client stay
     # warm, which takes ~0.2 s off every deploy. Timeouts still apply (SIGALRM in the job).
-    worker = QueueWorker([get_queue(connection)], connection=connection, log_job_description=False)
+    worker = QueueWorker(
+        worker_queues(connection), connection=connection, log_job_description=False
+    )
     liveness.set_current_worker(worker.name)
     return worker
 

@@ -29,13 +29,12 @@ from minipaas.db.models import (
 )
 from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
-from minipaas.runtime import get_runtime, labels
-from minipaas.services import routing
+from minipaas.runtime import ContainerState, get_runtime, labels
+from minipaas.services import healing, routing
 from minipaas.services.app_lock import try_app_lock
-from minipaas.services.deployments.outcome import point_app_at
-from minipaas.services.deployments.readiness import exit_message
 from minipaas.services.deployments.recovery import end_abandoned_deployment
 from minipaas.worker import jobs, liveness
+from minipaas.worker.healer import HealerThread
 
 log = logging.getLogger(__name__)
 
@@ -143,49 +142,47 @@ def _requeue_lost_jobs() -> list[str]:
 
 
 def _match_app_status_to_containers() -> list[str]:
-    """Apps shown running have a running container, on the port the route uses."""
-    settings = get_settings()
-    runtime = get_runtime()
+    """Apps shown running have a running container, on the port the route uses.
+
+    A container that stopped is the healer's (worker/healer.py, every 0.5 s): this slower
+    pass only catches what it would miss, and follows a port that moved.
+    """
     actions = []
     with get_session() as db:
         app_ids = db.scalars(
             select(App.id).where(App.status == AppStatus.RUNNING, App.container_id.is_not(None))
         ).all()
     for app_id in app_ids:
-        with _one_item(f"app {app_id}"), try_app_lock(app_id) as free, get_session() as db:
-            app = db.get(App, app_id, with_for_update=True)
-            if not free or app is None or app.status is not AppStatus.RUNNING:
-                continue
-            container_id = app.container_id
-            assert container_id is not None
-            state = runtime.state(container_id)
-            if state is None:
-                point_app_at(app, None)
-                app.status = AppStatus.FAILED
-                app.status_detail = "its container disappeared (removed outside mini-paas)"
-                actions.append(f"app {app_id}: container gone, marked failed")
-            elif state.restart_count >= settings.crash_loop_restarts and (
-                not state.running or state.status == "restarting"
-            ):
-                detail = exit_message(container_id, state)
-                runtime.stop(container_id)
-                app.status = AppStatus.FAILED
-                app.status_detail = (
-                    f"crash-looping: restarted {state.restart_count} times; {detail}"
-                )
-                actions.append(f"app {app_id}: crash-looping, stopped and marked failed")
-            elif state.running:
-                port = runtime.published_port(container_id)
-                if port is not None and port != app.published_port:
-                    app.published_port = port
-                    actions.append(f"app {app_id}: published port moved to {port}")
-            elif state.status == "exited":
-                # Docker gave up or never restarted it (e.g. stopped by hand): say so
-                app.status = AppStatus.FAILED
-                app.status_detail = exit_message(container_id, state)
-                actions.append(f"app {app_id}: container exited, marked failed")
-            db.commit()
+        with _one_item(f"app {app_id}"):
+            state = _container_state(app_id)
+            if state is None or not state.running:
+                done = healing.note_crash(app_id)
+            else:
+                done = _follow_published_port(app_id)
+            if done:
+                actions.append(done)
     return actions
+
+
+def _container_state(app_id: int) -> ContainerState | None:
+    with get_session() as db:
+        container_id = db.scalar(select(App.container_id).where(App.id == app_id))
+    return None if container_id is None else get_runtime().state(container_id)
+
+
+def _follow_published_port(app_id: int) -> str | None:
+    runtime = get_runtime()
+    with try_app_lock(app_id) as free, get_session() as db:
+        app = db.get(App, app_id, with_for_update=True)
+        if not free or app is None or app.status is not AppStatus.RUNNING:
+            return None
+        assert app.container_id is not None
+        port = runtime.published_port(app.container_id)
+        if port is None or port == app.published_port:
+            return None
+        app.published_port = port
+        db.commit()
+    return f"app {app_id}: published port moved to {port}"
 
 
 def _remove_unknown_containers() -> list[str]:
@@ -298,7 +295,10 @@ def _step_name(step: Callable[[], list[str]]) -> str:
 
 
 class ReconcilerThread(threading.Thread):
-    """Runs reconcile_once every interval until stopped; never dies of an exception."""
+    """Runs reconcile_once every interval until stopped; never dies of an exception.
+
+    Starts and stops the healer's faster loop with it (worker/healer.py).
+    """
 
     def __init__(self, interval: float) -> None:
         super().__init__(name="reconciler", daemon=True)
@@ -306,13 +306,22 @@ class ReconcilerThread(threading.Thread):
             metrics.RECONCILER_ACTIONS.labels(_step_name(step))
         self.interval = interval
         self._stopping = threading.Event()
+        self.healer = HealerThread()
+
+    def start(self) -> None:
+        self.healer.start()
+        super().start()
 
     def run(self) -> None:
         while not self._stopping.wait(self.interval):
+            # Several workers run this thread: one pass per interval for the whole platform
+            if not queue.claim_turn("reconciler", self.interval):
+                continue
             try:
                 reconcile_once()
             except Exception:
                 log.exception("reconciler pass failed")
 
     def stop(self) -> None:
+        self.healer.stop()
         self._stopping.set()

@@ -52,6 +52,7 @@ def mark_succeeded(app_id: int, deployment_id: int) -> None:
         )
         app.status = AppStatus.RUNNING
         app.status_detail = None
+        app.forget_crashes()
         app.current_deployment_id = deployment.id
         db.commit()
 
@@ -77,7 +78,7 @@ def mark_failed(app_id: int, deployment_id: int, message: str, *, new_container:
                 deployment_id=deployment.id, kind="failed", message=f"failed: {message}"
             )
         )
-        app.status = _status_after_failure(app)
+        app.status = _status_after_failure(app, deployment.app_status_before)
         if app.status is AppStatus.FAILED:
             app.status_detail = f"deployment {deployment.id} failed: {message.splitlines()[0]}"
         db.commit()
@@ -103,8 +104,9 @@ def _end(deployment: Deployment, status: DeploymentStatus) -> None:
         metrics.DEPLOYMENT_DURATION.labels(status.value).observe(duration)
 
 
-def _status_after_failure(app: App) -> AppStatus:
-    """A failed deploy leaves the previous container in charge if there is one."""
+def _status_after_failure(app: App, before: AppStatus | None) -> AppStatus:
+    """A failed deploy leaves the previous container in charge if there is one; if it was
+    meant to run but is down, the healer starts it again (crashed, due at once)."""
     if app.container_id is None:
         return AppStatus.FAILED
     try:
@@ -113,7 +115,11 @@ def _status_after_failure(app: App) -> AppStatus:
         return AppStatus.RUNNING  # cannot ask the engine: the reconciler checks it later
     if state is not None and state.running:
         return AppStatus.RUNNING
-    return AppStatus.STOPPED if state is not None else AppStatus.FAILED
+    if state is None:
+        return AppStatus.FAILED
+    return (
+        AppStatus.CRASHED if before in (AppStatus.RUNNING, AppStatus.CRASHED) else AppStatus.STOPPED
+    )
 
 
 def describe(exc: BaseException) -> str:

@@ -231,8 +231,6 @@ def wait_until_healthy(plan: Plan, started: StartedContainer) -> None:
         report=lambda message: record_event(plan.deployment_id, "health", message),
     )
     record_event(plan.deployment_id, "healthy", "health check passed")
-    # Only now may Docker restart it: a crash at start shows its real exit code instead
-    get_runtime().enable_restarts(started.id)
 
 
 def switch_route(plan: Plan, started: StartedContainer) -> None:

@@ -26,13 +26,15 @@ def wait_until_ready(
     *,
     check_cancelled: Callable[[], None] = lambda: None,
     report: Callable[[str], None] = _nothing,
+    patience: float | None = None,
 ) -> None:
     """Waits until GET health.path answers below 500 (or the container has run for
     health.running_seconds). Fails fast when the container exits or `check_cancelled` raises,
-    and after READY_TIMEOUT_SECONDS with the last answer and log lines."""
+    and after `patience` (default READY_TIMEOUT_SECONDS) with the last answer and log lines."""
     settings = get_settings()
     started_at = time.monotonic()
-    patience = max(settings.ready_timeout_seconds, (health.running_seconds or 0) + 5)
+    if patience is None:
+        patience = max(settings.ready_timeout_seconds, (health.running_seconds or 0) + 5)
     interval = settings.ready_poll_interval_seconds
     last_answer = "no HTTP answer"
     next_report = started_at
