@@ -110,6 +110,21 @@ class Settings(BaseSettings):
             raise ValueError("SECRET_KEY must be at least 32 characters (or unset)")
         return value
 
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_is_a_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # The router strips only "Bearer mp_..." before a request reaches an app: another
+        # shape would be handed to apps, and a short one can be guessed
+        if value is None:
+            return value
+        token = value.get_secret_value()
+        if not token.startswith("mp_") or len(token) < 32:
+            raise ValueError(
+                "ADMIN_TOKEN must start with 'mp_' and be at least 32 characters, "
+                "e.g. mp_$(openssl rand -hex 32); or leave it unset to have one generated"
+            )
+        return value
+
     @field_validator("apps_domain", "platform_host")
     @classmethod
     def _is_a_hostname(cls, value: str) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from minipaas.db.models import App, User
@@ -89,6 +90,25 @@ def _admin(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(_admin)]
+
+
+def _optional_admin(request: Request, db: SessionDep) -> bool:
+    """Whether the caller is an admin, for routes anyone may call (health).
+
+    A missing, wrong or uncheckable token (the database is down) means "anonymous", never
+    401 or 500: probes must keep getting their 200/503.
+    """
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    try:
+        found = users.authenticate(db=db, token=token.strip())
+    except SQLAlchemyError:
+        return False
+    return found is not None and found[0].is_admin
+
+
+OptionalAdmin = Annotated[bool, Depends(_optional_admin)]
 
 
 def _visible_app(

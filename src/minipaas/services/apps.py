@@ -57,6 +57,7 @@ def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> A
     cpus = wanted.cpus or settings.default_cpus
     pids = wanted.pids or settings.default_pids
     quotas.check_image_allowed(settings, wanted.image)
+    quotas.check_image_by_id(settings, wanted.image, user=owner)
     quotas.check_limits(settings, memory_mb=memory_mb, cpus=cpus, pids=pids)
     # Serialize quota checks per owner, so two concurrent creates cannot both squeeze in
     db.execute(select(User.id).where(User.id == owner.id).with_for_update())
@@ -89,11 +90,12 @@ def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> A
     return app
 
 
-def update_app(*, db: Session, app: App, changes: dict[str, Any]) -> App:
+def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) -> App:
     """Changes take effect on the next deploy."""
     settings = get_settings()
     if "image" in changes:
         quotas.check_image_allowed(settings, changes["image"])
+        quotas.check_image_by_id(settings, changes["image"], user=caller)
     memory_mb = changes.get("memory_mb", app.memory_mb)
     quotas.check_limits(
         settings,

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from minipaas.config import Settings
 from minipaas.db.models import App, User
+from minipaas.services import validation
 from minipaas.services.errors import Forbidden, InvalidRequest
 
 
@@ -30,6 +31,24 @@ def check_image_allowed(settings: Settings, image: str) -> None:
         raise InvalidRequest(
             f"image '{image}' is not allowed here: ALLOWED_IMAGES permits only "
             + ", ".join(repr(p) for p in patterns)
+        )
+
+
+def check_image_by_id(settings: Settings, image: str, *, user: User) -> None:
+    """A member may not name an image by id: that runs whatever image is on the host, another
+    user's private pull included. Allowed only when ALLOWED_IMAGES lists an id pattern
+    ("sha256:..." or a bare hex id) that matches; admins run the host and may."""
+    if user.is_admin or not validation.is_image_id(image):
+        return
+    explicit = [
+        p
+        for p in settings.allowed_image_patterns
+        if p.startswith("sha256:") or validation.is_image_id(p)
+    ]
+    if not any(fnmatch.fnmatchcase(image, pattern) for pattern in explicit):
+        raise InvalidRequest(
+            f"image '{image}' names an image by id, which could be any image on this host; "
+            "use a repository name and tag such as 'nginx:1.27'"
         )
 
 

@@ -20,6 +20,8 @@ _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}
 IMAGE_REFERENCE_PATTERN = re.compile(
     rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?"
 )
+# How Docker names a local image by id: "sha256:<hex>", or a bare 12-64 hex id (prefix)
+IMAGE_ID_PATTERN = re.compile(r"sha256:[0-9a-fA-F]+|[0-9a-f]{12,64}")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 MAX_IMAGE_LENGTH = 255
@@ -46,6 +48,10 @@ def check_image_reference(image: str) -> str:
             f"(lowercase repository, at most {MAX_IMAGE_LENGTH} characters)"
         )
     return image
+
+
+def is_image_id(image: str) -> bool:
+    return IMAGE_ID_PATTERN.fullmatch(image) is not None
 
 
 def check_env(env: dict[str, str]) -> dict[str, str]:

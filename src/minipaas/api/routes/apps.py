@@ -80,10 +80,10 @@ def get_app(app: VisibleApp) -> AppOut:
 
 
 @item.patch("", response_model=AppOut)
-def update_app(app: VisibleApp, body: AppUpdate, db: SessionDep) -> AppOut:
+def update_app(app: VisibleApp, body: AppUpdate, db: SessionDep, user: CurrentUser) -> AppOut:
     """Change image, port, env, command, pull policy or limits; applied on the next deploy."""
     changes = body.model_dump(exclude_unset=True)
-    return AppOut.model_validate(apps.update_app(db=db, app=app, changes=changes))
+    return AppOut.model_validate(apps.update_app(db=db, app=app, changes=changes, caller=user))
 
 
 @item.delete(

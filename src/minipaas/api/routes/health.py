@@ -1,13 +1,23 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+Anyone may ask (load balancers, compose); only an admin sees why a check failed, because the
+reasons name internal hosts, ports, users and exception text.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from minipaas.api.deps import OptionalAdmin
 from minipaas.services import health
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "unavailable"
 
 
 @router.get("/health")
@@ -18,24 +28,33 @@ def liveness() -> dict[str, str]:
 
 @router.get("/health/db")
 @router.get("/db-health", include_in_schema=False)
-def database_health() -> JSONResponse:
-    """PostgreSQL answers."""
+def database_health(is_admin: OptionalAdmin) -> JSONResponse:
+    """PostgreSQL answers; an admin's token also shows why not."""
     problem = health.check_database()
     if problem:
-        return JSONResponse({"status": "unavailable", "detail": problem}, status_code=503)
+        # Operators without a token (the database is down, so none can be checked) find it here
+        log.warning("health check failed: %s", problem)
+        body = {"status": UNAVAILABLE, "database": UNAVAILABLE}
+        if is_admin:
+            body["detail"] = problem
+        return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
 @router.get("/health/ready")
-def readiness() -> JSONResponse:
-    """Database, Redis, Docker engine and router all answer; 503 names what is down."""
+def readiness(is_admin: OptionalAdmin) -> JSONResponse:
+    """Database, Redis, Docker engine and router all answer; 503 says which is down, and to
+    an admin why."""
     checks = health.readiness()
     down = {name: problem for name, problem in checks.items() if problem}
     body: dict[str, object] = {
-        "status": "ready" if not down else "unavailable",
-        "checks": {name: (problem or "ok") for name, problem in checks.items()},
+        "status": "ready" if not down else UNAVAILABLE,
+        "checks": {name: (UNAVAILABLE if problem else "ok") for name, problem in checks.items()},
     }
     if down:
-        body["detail"] = "not ready: " + "; ".join(down.values())
+        log.warning("not ready: %s", "; ".join(down.values()))
+        if is_admin:
+            body["detail"] = "not ready: " + "; ".join(down.values())
+            body["reasons"] = down
         return JSONResponse(body, status_code=503)
     return JSONResponse(body)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from minipaas import queue
 from minipaas.clock import now
+from minipaas.config import get_settings
 from minipaas.db.models import (
     ACTIVE_DEPLOYMENT_STATUSES,
     App,
@@ -18,7 +19,7 @@ from minipaas.db.models import (
     DeploymentEvent,
     DeploymentStatus,
 )
-from minipaas.services import releases
+from minipaas.services import quotas, releases
 from minipaas.services.apps import get_app
 from minipaas.services.errors import Conflict, NotFound, Unavailable
 from minipaas.worker import jobs
@@ -72,12 +73,17 @@ def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = No
     deployment = Deployment(
         app_id=app.id, app_status_before=app.status, status=DeploymentStatus.QUEUED
     )
-    if rollback_to is None:
-        deployment.set_run_settings(app.run_settings())
-    else:
+    release = None
+    run = app.run_settings()
+    if rollback_to is not None:
         release = releases.choose_release(db=db, app=app, number=rollback_to or None)
         releases.check_release_fits(db=db, app=app, release=release)
-        deployment.set_run_settings(release.run_settings())
+        run = release.run_settings()
+    # ALLOWED_IMAGES may have changed since the app or the release was made: what runs now
+    # must be allowed now
+    quotas.check_image_allowed(get_settings(), run.image)
+    deployment.set_run_settings(run)
+    if release is not None:
         deployment.pinned_image_id = release.image_id
         deployment.rollback_to_release = release.number
     db.add(deployment)
