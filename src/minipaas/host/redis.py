@@ -87,14 +87,7 @@ class LocalRedis:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise HostServiceError(f"redis-server failed: {result.stderr or result.stdout}")
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise HostServiceError(f"redis-server did not listen on 127.0.0.1:{self.port}")
+        self.wait_ready()
 
     def stop(self) -> None:
         pid = self.pid()
