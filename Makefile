@@ -36,11 +36,13 @@ test-deployments: dev-deps
 	@scripts/ensure-docker.sh
 	@$(PYTEST) -q -m deployments
 
-bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch times (~3-4 min)
+bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, parallel deploys (~5 min)
 	@scripts/ensure-docker.sh
 	@$(VENV)/bin/python bench/deploy_and_route.py
 	@echo
 	@$(VENV)/bin/python bench/router_switch.py --rounds 3
+	@echo
+	@$(VENV)/bin/python bench/parallel_deploys.py --apps 10 --workers 1 2
 
 lint: dev-deps
 	@$(VENV)/bin/ruff check src tests bench

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from minipaas.config import Settings  # noqa: E402
+from minipaas.router.dynamic_render import PROXY_HEADERS  # noqa: E402
 from minipaas.router.lua_router import LuaRouter, Route, RouteKind  # noqa: E402
 
 SWITCH_GOAL_MS = 10.0
@@ -111,16 +112,7 @@ def static_proxy(directory: Path, target: int, log_dir: Path) -> Iterator[int]:
         listen 127.0.0.1:{port};
         location / {{
             proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Host $http_host;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_set_header X-Forwarded-Port $server_port;
-        }}
+{PROXY_HEADERS}        }}
     }}"""
     with plain_nginx(directory, "auto", body):
         yield port

@@ -10,13 +10,13 @@ import httpx
 import pytest
 
 from minipaas.host.platform import processes
-from minipaas.host.processes import ManagedProcess
 from minipaas.services import lifecycle, routing
 from minipaas.services.errors import InternalError
 from minipaas.services.job_results import FailureKind
 from minipaas.services.state import Action
 from tests.support.flows import create_app, deploy
 from tests.support.images import HELLO_V1
+from tests.support.processes import ManagedProcess
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]

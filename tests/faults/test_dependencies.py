@@ -8,7 +8,6 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from minipaas.db.models import App
 from minipaas.db.session import get_session
 from minipaas.host.errors import HostServiceError
 from minipaas.host.platform import SupervisedProcess, processes, service
-from tests.support.flows import FINISHED, create_app, deploy, platform_containers
+from tests.support.flows import create_app, deploy, platform_containers, wait_for_deployment
 from tests.support.images import HELLO_V1, HELLO_V2, SLOW_STARTER
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
@@ -53,24 +52,6 @@ def _start_slow_deploy(api: httpx.Client, app_name: str) -> tuple[int, int]:
     return app_id, deployment_id
 
 
-def _ended(api: httpx.Client, app_id: int, deployment_id: int, timeout: float) -> dict[str, Any]:
-    """The deployment once it ended; the API may answer 503 while it reconnects."""
-
-    def finished() -> dict[str, Any] | None:
-        response = api.get(f"/apps/{app_id}/deployments/{deployment_id}")
-        assert response.status_code == 200, response.text
-        body = dict(response.json())
-        return body if body["status"] in FINISHED else None
-
-    return eventually(
-        finished,
-        timeout=timeout,
-        interval=0.2,
-        retry_on=(AssertionError, httpx.HTTPError),
-        message=f"deployment {deployment_id} did not end",
-    )
-
-
 @contextmanager
 def _held_down(program: SupervisedProcess, *, kill: bool) -> Iterator[None]:
     """The program is down (SIGKILLed or stopped) and kept down until the block ends, then
@@ -102,7 +83,9 @@ def test_worker_outlives_redis_killed_while_it_runs_a_job(
         # The job needs no Redis and ends; RQ's bookkeeping after it meets the dead Redis.
         # Each command gives up after redis-py's ~6 s of retries: by the third (RQ's loop
         # quits, then fails to deregister) an RQ worker left alone has exited
-        ended = _ended(api, app_id, deployment_id, timeout=20)
+        ended = wait_for_deployment(
+            api, app_id, deployment_id, timeout=20, interval=0.2, through_outages=True
+        )
         assert ended["status"] == "succeeded", ended["error"]
         time.sleep(BOOKKEEPING_FAILED_SECONDS)
         assert _worker_pid(stack) == worker_pid
@@ -122,7 +105,10 @@ def test_deploy_ends_with_the_database_reason_when_postgres_restarts_mid_way(
     with _held_down(service(stack.settings, "postgres"), kill=False):
         time.sleep(2)  # the deploy checks the database several times a second meanwhile
 
-    ended = _ended(api, app_id, deployment_id, timeout=10)  # counted from the database's return
+    # counted from the database's return
+    ended = wait_for_deployment(
+        api, app_id, deployment_id, timeout=10, interval=0.2, through_outages=True
+    )
     if ended["status"] == "failed":
         assert "database" in ended["error"], ended["error"]
         assert WORKER_STOPPED not in ended["error"]

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from minipaas.host.processes import ManagedProcess
 from minipaas.queue import get_redis
 from minipaas.services.state import Action
 from minipaas.worker import jobs
 from tests.support.flows import create_app, deploy, wait_for_deployment
 from tests.support.images import HELLO_V1, SLOW_STARTER
+from tests.support.processes import ManagedProcess
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 

@@ -18,8 +18,17 @@ def create_app(api: httpx.Client, name: str, image: str, **extra: Any) -> dict[s
 
 
 def wait_for_deployment(
-    api: httpx.Client, app_id: int, deployment_id: int, timeout: float = 60.0
+    api: httpx.Client,
+    app_id: int,
+    deployment_id: int,
+    timeout: float = 60.0,
+    *,
+    interval: float = 0.1,
+    through_outages: bool = False,
 ) -> dict[str, Any]:
+    """The deployment once it ended; `through_outages`: the API may answer 503 or not at all
+    meanwhile (a dependency restarting)."""
+
     def finished() -> dict[str, Any] | None:
         response = api.get(f"/apps/{app_id}/deployments/{deployment_id}")
         assert response.status_code == 200, response.text
@@ -29,7 +38,8 @@ def wait_for_deployment(
     return eventually(
         finished,
         timeout=timeout,
-        interval=0.1,
+        interval=interval,
+        retry_on=(AssertionError, httpx.HTTPError) if through_outages else (),
         message=f"deployment {deployment_id} did not finish",
     )
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,36 +62,3 @@ class LocalRedis:
             except OSError:
                 time.sleep(0.05)
         raise HostServiceError(f"redis-server did not listen on 127.0.0.1:{self.port}")
-
-    def start(self) -> None:
-        if self.pid() is not None:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        command = [
-            "redis-server",
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.dir),
-            "--daemonize", "yes",
-            "--pidfile", str(self.pid_file),
-            "--logfile", str(self.dir / "redis.log"),
-            # Queued jobs survive a Redis restart
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-        ]  # fmt: skip
-        if self.password:
-            command += ["--requirepass", self.password]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise HostServiceError(f"redis-server failed: {result.stderr or result.stdout}")
-        self.wait_ready()
-
-    def stop(self) -> None:
-        pid = self.pid()
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.pid() is not None:
-            time.sleep(0.05)

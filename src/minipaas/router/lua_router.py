@@ -80,8 +80,7 @@ class LuaRouter:
         """
         self._check_policy(route)
         with self._locked():
-            self._control().request("PUT", f"/apps/{route.app_id}", route.to_json())
-            self._persist(lambda: self.snapshot.record_set(route))
+            self._put(route)
 
     def publish(self, app_id: int, read_route: Callable[[], Route | None]) -> None:
         """Sets (or, for None, removes) the app's route as `read_route` finds it, read under
@@ -89,20 +88,26 @@ class LuaRouter:
         with self._locked():
             route = read_route()
             if route is None:
-                self._control().request("DELETE", f"/apps/{int(app_id)}")
-                self._persist(lambda: self.snapshot.record_remove(app_id))
+                self._delete(app_id)
                 return
             if route.app_id != app_id:
                 raise ValueError(f"route of app {route.app_id} published as app {app_id}'s")
             self._check_policy(route)
-            self._control().request("PUT", f"/apps/{route.app_id}", route.to_json())
-            self._persist(lambda: self.snapshot.record_set(route))
+            self._put(route)
 
     def remove_route(self, app_id: int) -> None:
         """The app answers 404 by path and by host from now on."""
         with self._locked():
-            self._control().request("DELETE", f"/apps/{int(app_id)}")
-            self._persist(lambda: self.snapshot.record_remove(app_id))
+            self._delete(app_id)
+
+    def _put(self, route: Route) -> None:
+        """Under the lock: nginx first, then the snapshot (it holds only what nginx took)."""
+        self._control().request("PUT", f"/apps/{route.app_id}", route.to_json())
+        self._persist(lambda: self.snapshot.record_set(route))
+
+    def _delete(self, app_id: int) -> None:
+        self._control().request("DELETE", f"/apps/{int(app_id)}")
+        self._persist(lambda: self.snapshot.record_remove(app_id))
 
     def replace_all(self, routes: Iterable[Route]) -> None:
         """Full sync (the reconciler's): exactly these routes, every other app removed."""

@@ -1,4 +1,5 @@
-"""The API and worker as background processes with pid and log files."""
+"""An extra platform process beside the supervised ones (a second or a broken worker), with
+pid and log files; the platform's own processes run under its supervisor (host/supervisor.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from minipaas.config import Settings
 from minipaas.pidfile import live_pid
 
 
@@ -80,11 +80,3 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
-
-
-def api_process(settings: Settings) -> ManagedProcess:
-    return ManagedProcess("api", ("api",), settings.run_dir, settings.log_dir)
-
-
-def worker_process(settings: Settings) -> ManagedProcess:
-    return ManagedProcess("worker", ("worker",), settings.run_dir, settings.log_dir)
