@@ -53,6 +53,25 @@ class DeploymentStatus(enum.StrEnum):
 ACTIVE_DEPLOYMENT_STATUSES = (DeploymentStatus.QUEUED, DeploymentStatus.RUNNING)
 
 
+class Action(enum.StrEnum):
+    """What an owner can do to an app's container (besides deploying it)."""
+
+    STOP = "stop"
+    START = "start"
+    RESTART = "restart"
+    REMOVE = "remove"
+
+
+class ActionStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+PENDING_ACTION_STATUSES = (ActionStatus.QUEUED, ActionStatus.RUNNING)
+
+
 class UserRole(enum.StrEnum):
     ADMIN = "admin"
     MEMBER = "member"
@@ -218,6 +237,11 @@ class Deployment(RunSettingsColumns, Base):
             postgresql_where=text("status IN ('queued', 'running')"),
         ),
         Index("ix_deployments_app_id_id", "app_id", "id"),
+        Index(
+            "ix_deployments_waiting",
+            "id",
+            postgresql_where=text("status = 'queued' AND dispatched_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -250,11 +274,44 @@ class Deployment(RunSettingsColumns, Base):
     )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # When it was handed to the workers; NULL while it waits for a slot of its owner's
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     app: Mapped[App] = relationship(back_populates="deployments", foreign_keys=[app_id])
+
+
+class AppAction(Base):
+    """A stop, start, restart or remove asked for: the API answers at once, the worker runs it."""
+
+    __tablename__ = "app_actions"
+    __table_args__ = (
+        Index("ix_app_actions_app_id_id", "app_id", "id"),
+        # One pending action per app: a flood of requests cannot fill the worker's queue
+        Index(
+            "uq_app_actions_one_pending_per_app",
+            "app_id",
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"))
+    action: Mapped[Action] = mapped_column(str_enum(Action, "app_action_kind"))
+    status: Mapped[ActionStatus] = mapped_column(
+        str_enum(ActionStatus, "app_action_status"), default=ActionStatus.QUEUED
+    )
+    requested_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Release(RunSettingsColumns, Base):

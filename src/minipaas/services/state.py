@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import enum
-
-from minipaas.db.models import AppStatus
+from minipaas.db.models import Action, AppStatus
 from minipaas.services.errors import Conflict
 
-
-class Action(enum.StrEnum):
-    STOP = "stop"
-    START = "start"
-    RESTART = "restart"
-    REMOVE = "remove"
+__all__ = ["Action", "check_action", "status_after"]
 
 
 def check_action(action: Action, status: AppStatus, has_container: bool) -> None:
