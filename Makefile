@@ -4,7 +4,7 @@ VENV := .venv
 MINIPAAS := $(VENV)/bin/minipaas
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: up down ps logs test test-unit test-deployments bench lint format deps dev-deps \
+.PHONY: up down ps logs test test-unit test-deployments bench bench-scale lint format deps dev-deps \
 	migrate-up migrate-down migrate-current migrate-create migrate-stamp
 
 deps:
@@ -36,13 +36,21 @@ test-deployments: dev-deps
 	@scripts/ensure-docker.sh
 	@$(PYTEST) -q -m deployments
 
-bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, parallel deploys (~5 min)
+bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, parallel deploys, API throughput, fairness (~10 min)
 	@scripts/ensure-docker.sh
 	@$(VENV)/bin/python bench/deploy_and_route.py
 	@echo
 	@$(VENV)/bin/python bench/router_switch.py --rounds 3
 	@echo
 	@$(VENV)/bin/python bench/parallel_deploys.py --apps 10 --workers 1 2
+	@echo
+	@$(VENV)/bin/python bench/api_throughput.py
+	@echo
+	@$(VENV)/bin/python bench/fairness.py
+
+bench-scale: dev-deps  ## 1,000 apps, 100 running: reconciler pass, platform memory, memory per app (~4 min)
+	@scripts/ensure-docker.sh
+	@$(VENV)/bin/python bench/scale.py
 
 lint: dev-deps
 	@$(VENV)/bin/ruff check src tests bench

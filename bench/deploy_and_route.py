@@ -36,7 +36,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 import docker  # noqa: E402
 import httpx  # noqa: E402
 from bench.router_switch import static_proxy  # noqa: E402
+from tests.support import stack as test_stack  # noqa: E402
 from tests.support.images import HELLO_V1  # noqa: E402
 from tests.support.stack import Stack, running_stack  # noqa: E402
 
@@ -54,6 +55,14 @@ DEPLOY_GOAL = 1.2  # platform deploy (host route answering) within 1.2x of a bar
 DIRECT_GOAL = 0.9  # router by host at least 0.9x the RPS of hitting the container directly
 PROXY_GOAL = 0.8  # router by host at least 0.8x the RPS of a static proxy_pass to the same port
 BENCH_LABEL = "io.minipaas.bench"
+# The deployment events that mark the steps between the POST and the first 200
+STEP_EVENTS = {
+    "queued": "queued",
+    "image": "image here",
+    "container": "container started",
+    "healthy": "healthy",
+    "route": "route switched",
+}
 KEEPALIVE_IMAGE = "minipaas-bench/keepalive-nginx:latest"
 
 
@@ -135,6 +144,8 @@ class DeploySample:
     path_seconds: float | None = None  # until the first 200 on the path route
     queued: float | None = None  # deployment created -> worker started it
     worker: float | None = None  # worker started -> deployment finished
+    # seconds after the POST at which each step was recorded (the deployment's timestamps)
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,7 +178,7 @@ class Platform:
 
     def deploy(self, app: BenchApp, *, interval: float, timeout: float) -> DeploySample:
         """POST deploy, then poll the router until the app answers 200 by host and by path."""
-        start = time.monotonic()
+        start, wall_start = time.monotonic(), time.time()
         response = self.api.post(f"/apps/{app.id}/deploy")
         if response.status_code != 202:
             raise RuntimeError(f"deploy of app {app.id} refused: {response.text}")
@@ -184,7 +195,24 @@ class Platform:
             path_seconds=answered["path"] - start,
             queued=seconds_between(body.get("created_at"), body.get("started_at")),
             worker=seconds_between(body.get("started_at"), body.get("finished_at")),
+            steps=self._steps(app.id, deployment_id, body, wall_start),
         )
+
+    def _steps(
+        self, app_id: int, deployment_id: int, body: dict[str, Any], wall_start: float
+    ) -> dict[str, float]:
+        """When the API, the worker and the router reached each step, after the POST (the
+        database's clock is this host's)."""
+        events = self.api.get(f"/apps/{app_id}/deployments/{deployment_id}/events").json()
+        stamps = {"recorded": body.get("created_at"), "worker start": body.get("started_at")}
+        for event in events:
+            if event["kind"] in STEP_EVENTS:
+                stamps.setdefault(STEP_EVENTS[event["kind"]], event["at"])
+        return {
+            name: datetime.fromisoformat(at).timestamp() - wall_start
+            for name, at in stamps.items()
+            if at
+        }
 
     def _finished(self, app_id: int, deployment_id: int, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -213,21 +241,34 @@ class Platform:
 
 
 class Floor:
-    """`docker run -d -p 127.0.0.1::80 --init <image>` through the Docker SDK."""
+    """`docker run -d -p 127.0.0.1::80 --init <image>` through the Docker SDK; with
+    `isolated`, on a network of its own where containers cannot reach each other, as the
+    platform's apps network (Docker's start costs more on a user-defined network)."""
 
-    def __init__(self, image: str) -> None:
+    def __init__(self, image: str, *, isolated: bool = False) -> None:
         self.client = docker.from_env(timeout=60)
         self.image = image
         self.run_label = secrets.token_hex(4)
+        self.network: str | None = None
+        if isolated:
+            self.network = f"minipaas-bench-{self.run_label}"
+            self.client.networks.create(
+                self.network,
+                driver="bridge",
+                options={"com.docker.network.bridge.enable_icc": "false"},
+                labels={BENCH_LABEL: self.run_label},
+            )
 
     def run(self, *, interval: float, timeout: float) -> DeploySample:
         start = time.monotonic()
+        extra = {"network": self.network} if self.network else {}
         container = self.client.containers.run(
             self.image,
             detach=True,
             init=True,
             ports={"80/tcp": ("127.0.0.1", None)},
             labels={BENCH_LABEL: self.run_label},
+            **extra,
         )
         try:
             container.reload()
@@ -243,14 +284,18 @@ class Floor:
         ):
             with contextlib.suppress(Exception):
                 container.remove(force=True)
+        if self.network:
+            with contextlib.suppress(Exception):
+                self.client.networks.get(self.network).remove()
 
 
 def measure_deploys(
-    platform: Platform, floor: Floor, args: argparse.Namespace
-) -> tuple[list[DeploySample], list[DeploySample]]:
+    platform: Platform, floor: Floor, isolated: Floor, args: argparse.Namespace
+) -> tuple[list[DeploySample], list[DeploySample], list[DeploySample]]:
     """Alternates platform and floor runs so that machine noise hits both alike."""
     ours: list[DeploySample] = []
     bare: list[DeploySample] = []
+    bare_isolated: list[DeploySample] = []
     total = args.warmup_deploys + args.repeats
     for index in range(total):
         warmup = index < args.warmup_deploys
@@ -258,16 +303,19 @@ def measure_deploys(
         sample = platform.deploy(app, interval=args.poll_interval, timeout=args.timeout)
         platform.delete(app.id)
         floor_sample = floor.run(interval=args.poll_interval, timeout=args.timeout)
+        isolated_sample = isolated.run(interval=args.poll_interval, timeout=args.timeout)
         tag = "warm-up" if warmup else f"run {index - args.warmup_deploys + 1}"
         print(
             f"  {tag:<8} platform by host {fmt_s(sample.seconds)}, by path "
-            f"{fmt_s(sample.path_seconds)}   floor {fmt_s(floor_sample.seconds)}",
+            f"{fmt_s(sample.path_seconds)}   floor {fmt_s(floor_sample.seconds)}, "
+            f"isolated network {fmt_s(isolated_sample.seconds)}",
             flush=True,
         )
         if not warmup:
             ours.append(sample)
             bare.append(floor_sample)
-    return ours, bare
+            bare_isolated.append(isolated_sample)
+    return ours, bare, bare_isolated
 
 
 # --- the keep-alive app --------------------------------------------------------------------
@@ -583,10 +631,13 @@ def print_logs(stack: Stack, lines: int = 30) -> None:
             print(f"--- last lines of {name} ---", *tail, sep="\n", file=sys.stderr)
 
 
-def report_deploys(ours: list[DeploySample], bare: list[DeploySample]) -> float | None:
+def report_deploys(
+    ours: list[DeploySample], bare: list[DeploySample], isolated: list[DeploySample]
+) -> float | None:
     ours_s = [s.seconds for s in ours]
     path_s = [s.path_seconds for s in ours if s.path_seconds is not None]
     bare_s = [s.seconds for s in bare]
+    isolated_s = [s.seconds for s in isolated]
     queued = [s.queued for s in ours if s.queued is not None]
     worker = [s.worker for s in ours if s.worker is not None]
     deploy_ratio = ratio(statistics.median(ours_s), statistics.median(bare_s))
@@ -612,6 +663,19 @@ def report_deploys(ours: list[DeploySample], bare: list[DeploySample]) -> float 
             f"start {fmt_s(statistics.median(queued))}, worker start -> finished "
             f"{fmt_s(statistics.median(worker))}"
         )
+    median_ours, median_isolated = statistics.median(ours_s), statistics.median(isolated_s)
+    shown = [
+        f"{name} {fmt_s(statistics.median(found))}"
+        for name in ["recorded", "worker start", *STEP_EVENTS.values()]
+        if (found := [s.steps[name] for s in ours if name in s.steps])
+    ]
+    print(f"  after the POST (medians): {', '.join(shown)}, first 200 {fmt_s(median_ours)}")
+    print(
+        "  docker run on an isolated network (icc off, like the platform's apps network): "
+        f"median {fmt_s(median_isolated)}, "
+        f"{fmt_ratio(ratio(median_isolated, statistics.median(bare_s)))} the floor; "
+        f"the platform by host is {fmt_ratio(ratio(median_ours, median_isolated))} of it"
+    )
     return deploy_ratio
 
 
@@ -693,6 +757,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup-seconds", type=float, default=1.0, help="wrk warm-up per target")
     parser.add_argument("--skip-throughput", action="store_true", help="deploy latency only")
+    parser.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=15.0,
+        help="RECONCILE_INTERVAL_SECONDS (the platform's default; the tests use 1)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.rounds < 1:
         parser.error("--repeats and --rounds must be at least 1")
@@ -705,8 +775,17 @@ def main(argv: list[str] | None = None) -> int:
     print("starting a throw-away platform ...", flush=True)
     started = time.monotonic()
     floor = Floor(args.image)
+    isolated = Floor(args.image, isolated=True)
     workdir = Path(tempfile.mkdtemp(prefix="mpbench-"))
     throughput: dict[str, TargetResult] | None = None
+    test_env = test_stack.stack_env
+
+    def bench_env(data_dir: Path) -> dict[str, str]:
+        # The tests run the reconciler every second so that repairs show at once; a deploy
+        # is measured on the platform as it runs by default
+        return {**test_env(data_dir), "RECONCILE_INTERVAL_SECONDS": str(args.reconcile_interval)}
+
+    test_stack.stack_env = bench_env
     try:
         with (
             running_stack(prefix="minipaas-bench-") as stack,
@@ -733,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
                     "    floor:    docker run -d -p 127.0.0.1::80 --init IMAGE (Docker SDK) "
                     "-> 200 on its port"
                 )
-                ours, bare = measure_deploys(platform, floor, args)
+                ours, bare, bare_isolated = measure_deploys(platform, floor, isolated, args)
                 if have_wrk and not args.skip_throughput:
                     print(
                         f"\n[2] router throughput, keep-alive: wrk -t1 -c{args.connections} "
@@ -748,11 +827,13 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 platform.delete_all()
                 floor.cleanup()
+                isolated.cleanup()
     finally:
+        test_stack.stack_env = test_env
         shutil.rmtree(workdir, ignore_errors=True)
 
     print("\nResults")
-    deploy_ratio = report_deploys(ours, bare)
+    deploy_ratio = report_deploys(ours, bare, bare_isolated)
     goals = [
         f"goal deploy (host route) <= {DEPLOY_GOAL}x docker run (median): "
         f"{verdict(deploy_ratio is not None and deploy_ratio <= DEPLOY_GOAL)} "

@@ -11,8 +11,8 @@ packages=(docker.io nginx libnginx-mod-http-lua lua-cjson redis-server postgresq
   ca-certificates busybox-static supervisor)
 if [[ "${1:-}" == "--dev" ]]; then
   # tests check the compose file and listening sockets and drive the dashboard in Chromium;
-  # make bench drives wrk
-  packages+=(docker-compose wrk iproute2 chromium)
+  # make bench drives wrk; debootstrap makes the compose install's Debian base image
+  packages+=(docker-compose wrk iproute2 chromium debootstrap)
 fi
 
 missing=()

@@ -1,3 +1,3 @@
-from minipaas.cli.main import app
+from minipaas.cli.main import main
 
-app()
+main()

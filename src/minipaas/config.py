@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,9 @@ class Settings(BaseSettings):
     # HTTP API
     app_host: str = "127.0.0.1"
     app_port: int = 8081
+    # API server processes `make up` runs, each accepting on its own SO_REUSEPORT socket;
+    # 0: one per CPU, at least 2, at most 8
+    api_processes: int = Field(default=0, ge=0, le=64)
 
     # PostgreSQL: host may be a unix socket directory (starts with "/")
     postgres_host: str = "127.0.0.1"
@@ -56,12 +60,17 @@ class Settings(BaseSettings):
     # Worker processes `make up` runs (deploys of different apps in parallel; one app's jobs
     # never overlap); 0: one per CPU, at least 2, at most 8
     worker_processes: int = Field(default=0, ge=0, le=64)
+    # Deployments of one member's apps handed to the workers at once (the rest wait, in
+    # order, with their place shown); 0: half the worker processes, at least 1. Admins' apps
+    # have no cap.
+    deploys_per_member: int = Field(default=0, ge=0, le=64)
     deploy_timeout_seconds: int = Field(default=300, ge=10)
     ready_timeout_seconds: float = Field(default=60.0, gt=0)
     ready_poll_interval_seconds: float = Field(default=0.01, gt=0)
     action_timeout_seconds: int = Field(default=60, ge=5)
     # How long a lifecycle request waits for the worker before answering 202
-    action_wait_seconds: float = Field(default=30.0, ge=0)
+    # A lifecycle request answers 202 (follow the action) when it is not done by then
+    action_wait_seconds: float = Field(default=5.0, ge=0)
     stop_grace_seconds: int = Field(default=10, ge=0)
     # After a deploy switched the route: how long requests still running on the old
     # container may take before it is stopped (a websocket would hold it forever)
@@ -79,6 +88,12 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     # Failed authentications per client and minute before answering 429
     auth_failures_per_minute: int = Field(default=20, ge=1)
+    # Active (unrevoked, unexpired) tokens a user may hold; one more is a 409
+    user_max_tokens: int = Field(default=50, ge=1)
+    # Followed logs and event streams open at once per user, across API processes (429 past it)
+    user_max_streams: int = Field(default=10, ge=1)
+    # How often an open stream checks again that its token, user and app still allow it
+    stream_recheck_seconds: float = Field(default=5.0, gt=0, le=300)
 
     # Per-app limits: the defaults an app gets, and the most it may ask for
     default_memory_mb: int = Field(default=256, ge=6)
@@ -90,6 +105,13 @@ class Settings(BaseSettings):
     # Per-user quotas
     user_max_apps: int = Field(default=20, ge=0)
     user_max_memory_mb: int = Field(default=8192, ge=0)
+    # Like memory, these count what a member's containers run (or a pending deploy will),
+    # not only what their apps are set to (services/quotas.py)
+    user_max_cpus: float = Field(default=10.0, ge=0)
+    user_max_pids: int = Field(default=8192, ge=0)
+    # The most an app container may write to its own filesystem, where the engine can bound
+    # it (overlay2 on xfs with pquota, btrfs, zfs); 0: no bound. See README's security section
+    app_disk_mb: int = Field(default=1024, ge=0)
     # Image policy: shell-style patterns (fnmatch) an app's image must match, comma-separated
     allowed_images: str = "*"
     # Domain policy for members (admins are exempt): shell-style patterns, comma-separated
@@ -258,6 +280,13 @@ def _reachable(host: str) -> str:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def worker_count(settings: Settings) -> int:
+    """WORKER_PROCESSES, or one per CPU (at least 2: a slow deploy never holds every other)."""
+    if settings.worker_processes:
+        return settings.worker_processes
+    return min(8, max(2, os.cpu_count() or 1))
 
 
 @lru_cache

@@ -63,3 +63,9 @@ def configure_json_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).propagate = True
     # One line per request comes from our middleware, with the route and the request id
     logging.getLogger("uvicorn.access").disabled = True
+    # Fields these lines never show, skipped when each record is made (the logging docs'
+    # "Optimization" switches): the caller's file and line, thread and process names
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False

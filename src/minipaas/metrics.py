@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -24,6 +25,21 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One API request in HTTP_REQUESTS and HTTP_LATENCY."""
+    requests, latency = _request_series(method, route, status)
+    requests.inc()
+    latency.observe(seconds)
+
+
+@lru_cache(maxsize=4096)
+def _request_series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    """The labelled series, looked up once each rather than on every request."""
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(method, route)
+
+
 DEPLOYMENTS = Counter("minipaas_deployments_total", "Ended deployments", ["outcome"])
 DEPLOYMENT_DURATION = Histogram(
     "minipaas_deployment_duration_seconds",

@@ -92,3 +92,9 @@ def decrypt_env(ciphertext: str | None) -> dict[str, str]:
 
 def reset_cache() -> None:
     _root_key.cache_clear()
+
+
+def bearer_token(authorization: str) -> str:
+    """The token of an `Authorization: Bearer ...` header value ("" when there is none)."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

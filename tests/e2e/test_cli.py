@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
+from minipaas.db.models import App
+from minipaas.db.session import get_session
 from tests.support.images import CRASHER, HELLO_V1, HELLO_V2
 from tests.support.stack import Stack
 
@@ -168,7 +171,10 @@ def test_cli_domains(stack: Stack, tmp_path: Path, app_name: str) -> None:
     shown = json.loads(ok("apps", "show", app_name, "--json"))
     assert shown["domains"] == [hostname]
     assert shown["url"].startswith(f"http://{app_name}.{stack.settings.apps_domain}:")
-    assert " url " in ok("apps", "list")  # a column of the table
+    # piped, the table is tab-separated with full values (a terminal would cut them)
+    listed = ok("apps", "list").splitlines()
+    assert listed[0].split("\t") == ["id", "name", "status", "image", "url", "status_detail"]
+    assert any(shown["url"] in line.split("\t") for line in listed[1:])
     taken = _cli(stack, tmp_path, "domains", "add", app_name, hostname)
     assert taken.returncode == 1
     assert taken.stderr.strip() == f"error: 409: '{hostname}' is already a domain of app {app_name}"
@@ -176,3 +182,32 @@ def test_cli_domains(stack: Stack, tmp_path: Path, app_name: str) -> None:
         ok("domains", "remove", app_name, hostname).strip() == f"removed {hostname} from {app_name}"
     )
     assert json.loads(ok("domains", "list", app_name, "--json")) == []
+
+
+def test_cli_never_takes_a_name_of_digits_for_another_apps_id(
+    stack: Stack, tmp_path: Path, app_name: str
+) -> None:
+    refused = _cli(stack, tmp_path, "apps", "create", "31337", "--image", HELLO_V1, "--port", "80")
+    assert refused.returncode == 1 and "digits only" in refused.stderr, refused.stderr
+
+    def create(name: str) -> int:
+        result = _cli(stack, tmp_path, "apps", "create", name, "--image", HELLO_V1, "--port", "80")
+        assert result.returncode == 0, result.stderr
+        shown = _cli(stack, tmp_path, "apps", "show", name, "--json")
+        return int(json.loads(shown.stdout)["id"])
+
+    first, second = create(f"{app_name}-a"), create(f"{app_name}-b")
+    # an app named with digits from before the rule, equal to the other app's id
+    with get_session() as db:
+        db.execute(update(App).where(App.id == second).values(name=str(first)))
+        db.commit()
+    deleted = _cli(stack, tmp_path, "apps", "delete", str(first), "--yes")
+    assert deleted.returncode == 1 and "both the name of app" in deleted.stderr, deleted.stderr
+    listed = json.loads(_cli(stack, tmp_path, "apps", "list", "--json").stdout)
+    assert {first, second} <= {app["id"] for app in listed}  # nothing was deleted
+    # by its name's id, the first app is still reachable; then both go
+    assert _cli(stack, tmp_path, "apps", "delete", f"{app_name}-a", "--yes").returncode == 0
+    gone = _cli(stack, tmp_path, "apps", "delete", str(first), "--yes")
+    assert gone.returncode == 0, gone.stderr  # no longer ambiguous: only a name now
+    listed = json.loads(_cli(stack, tmp_path, "apps", "list", "--json").stdout)
+    assert not {first, second} & {app["id"] for app in listed}

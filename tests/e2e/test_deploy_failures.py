@@ -28,10 +28,30 @@ def test_missing_image_fails_clearly_and_leaves_nothing(
 
 
 def test_missing_image_with_pull_policy_never(api: httpx.Client, app_name: str) -> None:
-    app_id = create_app(api, app_name, MISSING, pull_policy="never")["id"]
+    # Said at create and at change, not first at the deploy
+    refused = api.post(
+        "/apps",
+        json={"name": app_name, "image": MISSING, "internal_port": 80, "pull_policy": "never"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert "not on this host" in refused.text and "pull_policy is 'never'" in refused.text
+    created = create_app(api, app_name, MISSING)
+    assert created["notice"] == (
+        f"image '{MISSING}' is not on this host yet: it will be pulled at the first deploy"
+    )
+    app_id = created["id"]
+    changed = api.patch(f"/apps/{app_id}", json={"pull_policy": "never"})
+    assert changed.status_code == 422, changed.text
+    present = api.patch(f"/apps/{app_id}", json={"image": HELLO_V1, "pull_policy": "never"})
+    assert present.status_code == 200 and present.json()["notice"] is None, present.text
+    # back to the missing image: refused under 'never', a notice otherwise
+    assert api.patch(f"/apps/{app_id}", json={"image": MISSING}).status_code == 422
+    assert api.patch(
+        f"/apps/{app_id}", json={"image": MISSING, "pull_policy": "if-not-present"}
+    ).json()["notice"]
     result = deploy(api, app_id)
     assert result["status"] == "failed"
-    assert "pull_policy is 'never'" in result["error"]
+    assert "not present on this host" in result["error"] or "pull" in result["error"]
 
 
 def test_container_that_exits_at_once_fails_with_code_and_logs(

@@ -9,8 +9,10 @@ import docker
 import httpx
 import pytest
 
+from minipaas.db.models import AppAction
+from minipaas.db.session import get_session
 from minipaas.host.platform import processes
-from minipaas.services import lifecycle, routing
+from minipaas.services import app_actions, routing
 from minipaas.services.errors import InternalError
 from minipaas.services.job_results import FailureKind
 from minipaas.services.state import Action
@@ -94,7 +96,12 @@ def test_an_unforeseen_failure_is_500_and_logged(
         raise ZeroDivisionError("planted")
 
     monkeypatch.setattr(routing, "publish_app_route", planted_bug)
-    result = lifecycle.perform_action(app_id, Action.STOP)
+    with get_session() as db:
+        row = AppAction(app_id=app_id, action=Action.STOP)
+        db.add(row)
+        db.commit()
+        action_id = row.id
+    result = app_actions.run_action(action_id)
     assert result.failure is FailureKind.INTERNAL
     assert "ZeroDivisionError" in result.message and "worker log" in result.message
     assert "planted" in caplog.text  # the traceback went to the log
@@ -103,3 +110,6 @@ def test_an_unforeseen_failure_is_500_and_logged(
     assert raised.value.status_code == 500
     monkeypatch.undo()
     assert api.get(f"/apps/{app_id}").json()["status"] == "running"
+    # The action's row says how it ended, for whoever follows it
+    ended = api.get(f"/apps/{app_id}/actions/{action_id}").json()
+    assert ended["status"] == "failed" and ended["failure"] == "internal", ended

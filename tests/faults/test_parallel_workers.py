@@ -3,12 +3,18 @@ lifecycle action is taken before deploys waiting in the queue."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+from rq.job import Job
 
+from minipaas import queue
+from minipaas.db.models import AppAction
+from minipaas.db.session import get_session
 from minipaas.queue import get_redis
 from minipaas.services.state import Action
 from minipaas.worker import jobs
@@ -65,7 +71,12 @@ def test_jobs_of_one_app_never_overlap(
     assert deploy(api, app_id)["status"] == "succeeded"
     deployment_id = api.post(f"/apps/{app_id}/deploy").json()["id"]
     # straight to the queue, past the API's "a deployment is in progress" check
-    restart = jobs.enqueue_action(app_id, Action.RESTART, timeout=120)
+    with get_session() as db:
+        row = AppAction(app_id=app_id, action=Action.RESTART)
+        db.add(row)
+        db.commit()
+        action_id = row.id
+    restart = Job.fetch(jobs.enqueue_action(action_id, timeout=120), connection=get_redis())
     deployment = wait_for_deployment(api, app_id, deployment_id)
     assert deployment["status"] == "succeeded"
     eventually(
@@ -103,3 +114,34 @@ def test_a_stop_is_taken_before_deploys_waiting_in_the_queue(
     started = _at(next(e["at"] for e in events if e["kind"] == "started"))
     stop_done = _at(api.get(f"/apps/{running}").json()["updated_at"])
     assert stop_done < started
+
+
+def test_a_worker_killed_mid_deploy_does_not_stop_the_others(
+    stack: Stack, second_worker: None, api: httpx.Client, app_name: str
+) -> None:
+    """SIGKILL the worker running one deploy: the other worker's deploy goes on, the killed
+    one's deployment is ended by the survivors' reconciler, and the app deploys again."""
+    doomed = create_app(api, f"{app_name}-k", SLOW_STARTER)["id"]
+    other = create_app(api, f"{app_name}-o", SLOW_STARTER)["id"]
+    doomed_deploy = api.post(f"/apps/{doomed}/deploy").json()["id"]
+    other_deploy = api.post(f"/apps/{other}/deploy").json()["id"]
+
+    def worker_pid_of(deployment_id: int) -> int | None:
+        run = queue.job_run(jobs.deploy_job_id(deployment_id))
+        if run is None or run.status != "started" or run.worker_name is None:
+            return None
+        record = queue.worker_record(run.worker_name)
+        return record.pid if record is not None else None
+
+    pid = eventually(
+        lambda: worker_pid_of(doomed_deploy),
+        timeout=20,
+        interval=0.05,
+        message="no worker took the deploy",
+    )
+    os.kill(pid, signal.SIGKILL)
+
+    assert wait_for_deployment(api, other, other_deploy)["status"] == "succeeded"
+    ended = wait_for_deployment(api, doomed, doomed_deploy, timeout=60)
+    assert ended["status"] == "failed" and "worker" in ended["error"], ended
+    assert deploy(api, doomed)["status"] == "succeeded"

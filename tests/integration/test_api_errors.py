@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
@@ -154,3 +155,22 @@ def test_deploy_when_redis_is_down_is_503_and_leaves_nothing_deploying(
     delete = client.delete(f"/apps/{app_id}")
     assert delete.status_code == 503
     assert client.get(f"/apps/{app_id}").status_code == 200
+
+
+def test_a_body_that_is_not_json_says_to_send_json(api: httpx.Client) -> None:
+    response = api.post(
+        "/apps",
+        content="name=x&image=y",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 422, response.text
+    message = response.json()["detail"][0]["msg"]
+    assert "Content-Type: application/json" in message and "x-www-form-urlencoded" in message
+
+
+def test_validation_messages_have_no_value_error_prefix(api: httpx.Client) -> None:
+    response = api.post("/apps", json={"name": "Bad_Name", "image": "x", "internal_port": 80})
+    assert response.status_code == 422, response.text
+    messages = [error["msg"] for error in response.json()["detail"]]
+    assert messages and all(not m.startswith("Value error") for m in messages), messages
+    assert any(m.startswith("name must be a DNS label") for m in messages), messages

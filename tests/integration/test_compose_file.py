@@ -1,12 +1,14 @@
 """The containerized install: docker-compose.yml validates and keeps its safety properties.
 
-Nothing is built or run here (no image can be pulled on the test machines): the file is
-checked with `docker-compose config`, which validates it and prints it normalized.
+Nothing is built or run here: the file is checked with `docker-compose config`, which
+validates it and prints it normalized. tests/e2e/test_compose_install.py builds the images and
+runs the install for real.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,8 +25,10 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKER_SOCKET = "/var/run/docker.sock"
 # The worker creates and removes app containers; the API reads their logs and pings the engine
 SERVICES_WITH_DOCKER_SOCKET = {"api", "worker"}
-# They reach what app containers, PostgreSQL and Redis publish on the host's 127.0.0.1
+# They reach what app containers and Redis publish on the host's 127.0.0.1
 HOST_NETWORK_SERVICES = {"api", "worker"}
+# The passwords docker-compose requires (.env.example ships none)
+SECRETS = {"POSTGRES_PASSWORD": "p" * 24, "REDIS_PASSWORD": "r" * 24}
 
 
 def compose_config(
@@ -62,7 +66,7 @@ def parsed_config(tmp_path: Path, env: dict[str, str], env_file: Path | None = N
 
 @pytest.fixture
 def services(tmp_path: Path) -> dict[str, dict[str, Any]]:
-    config = parsed_config(tmp_path, {"POSTGRES_PASSWORD": "not-the-default"})
+    config = parsed_config(tmp_path, SECRETS)
     services: dict[str, dict[str, Any]] = config["services"]
     assert {"postgres", "redis", "api", "worker"} <= set(services)
     return services
@@ -76,6 +80,15 @@ def env_example() -> dict[str, str]:
             name, _, value = line.partition("=")
             values[name] = value
     return values
+
+
+def env_example_unset() -> set[str]:
+    """Settings .env.example names but leaves unset on purpose (`#NAME=`): the passwords."""
+    return {
+        line[1:].partition("=")[0]
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if re.fullmatch(r"#[A-Z][A-Z0-9_]*=", line.strip())
+    }
 
 
 def mount_sources(service: dict[str, Any]) -> list[str]:
@@ -137,6 +150,12 @@ def test_postgres_and_redis_publish_on_loopback_only(
         assert service.get("network_mode") != "host", name
         for port in published_ports(service):
             assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+    # PostgreSQL: a unix socket in a volume only, no network and nothing published
+    assert services["postgres"]["network_mode"] == "none"
+    assert published_ports(services["postgres"]) == []
+    for name in ("api", "worker"):
+        assert services[name]["environment"]["POSTGRES_HOST"] == "/run/postgresql"
+        assert "postgres-socket" in mount_sources(services[name])
 
 
 def test_only_api_and_worker_share_the_host_network(
@@ -146,16 +165,26 @@ def test_only_api_and_worker_share_the_host_network(
     assert on_host == HOST_NETWORK_SERVICES
 
 
-def test_postgres_password_is_required(tmp_path: Path) -> None:
-    result = compose_config(tmp_path, {})
+def test_postgres_and_redis_passwords_are_required(tmp_path: Path) -> None:
+    for name in SECRETS:
+        result = compose_config(tmp_path, {k: v for k, v in SECRETS.items() if k != name})
+        assert result.returncode != 0
+        assert name in result.stderr
+    # .env.example ships no password: a .env copied from it does not satisfy the check
+    example = tmp_path / "example.env"
+    example.write_text(ENV_EXAMPLE.read_text())
+    result = compose_config(tmp_path, {}, example)
     assert result.returncode != 0
-    assert "POSTGRES_PASSWORD" in result.stderr
+    assert "PASSWORD" in result.stderr
+    assert env_example_unset() == set(SECRETS)
 
 
 def test_env_example_lists_every_setting_with_its_default() -> None:
     example = env_example()
-    assert set(example) == {name.upper() for name in Settings.model_fields}
+    assert set(example) | env_example_unset() == {name.upper() for name in Settings.model_fields}
     for name, field in Settings.model_fields.items():
+        if name.upper() in env_example_unset():
+            continue
         default = field.default
         # Validating the example's text gives the default back (an empty value means unset)
         parsed = Settings.model_validate({name: example[name.upper()]}).model_dump()[name]
@@ -167,19 +196,24 @@ def test_compose_passes_every_setting_from_env_file(tmp_path: Path) -> None:
     # Not the defaults, so a value the compose file ignored would show
     changed = {
         **example,
+        **SECRETS,
         "APP_PORT": "18081",
         "ROUTER_HOST": "0.0.0.0",
         "ROUTER_PORT": "18080",
-        "REDIS_PASSWORD": "queue-secret",
+        "REDIS_PORT": "16379",
         "INSTANCE_NAME": "compose-test",
     }
     env_file = tmp_path / "test.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in changed.items()))
     services = parsed_config(tmp_path, {}, env_file)["services"]
+    # Where the bundled PostgreSQL and Redis are is the compose file's to say
+    fixed = {"POSTGRES_HOST": "/run/postgresql", "POSTGRES_PORT": "5432", "REDIS_HOST": "127.0.0.1"}
     for name in ("api", "worker"):
         environment = {k: str(v) for k, v in services[name]["environment"].items()}
-        missing = {k: v for k, v in changed.items() if environment.get(k) != v}
+        wanted = {**changed, **fixed}
+        missing = {k: v for k, v in wanted.items() if environment.get(k) != v}
         assert not missing, f"{name} does not get {missing} from the env file"
-    assert services["redis"]["environment"]["REDIS_PASSWORD"] == "queue-secret"
-    postgres_ports = published_ports(services["postgres"])
-    assert [p["published"] for p in postgres_ports] == [example["POSTGRES_PORT"]]
+    assert services["redis"]["environment"]["REDIS_PASSWORD"] == SECRETS["REDIS_PASSWORD"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == SECRETS["POSTGRES_PASSWORD"]
+    redis_ports = published_ports(services["redis"])
+    assert [(p["host_ip"], p["published"]) for p in redis_ports] == [("127.0.0.1", "16379")]

@@ -47,7 +47,8 @@ def wait_for_deployment(
 def deploy(api: httpx.Client, app_id: int) -> dict[str, Any]:
     response = api.post(f"/apps/{app_id}/deploy")
     assert response.status_code == 202, response.text
-    assert response.json()["status"] == "queued"
+    # As it stands when the answer is written: a free worker may have taken it already
+    assert response.json()["status"] in ("queued", "running", "succeeded", "failed")
     return wait_for_deployment(api, app_id, response.json()["id"])
 
 

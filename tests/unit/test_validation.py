@@ -81,3 +81,9 @@ def test_health_check_paths() -> None:
     for bad in ("healthz", "/a b", "/x\n", "/" + "a" * 255):
         with pytest.raises(ValueError, match="health_check_path"):
             validation.check_health_path(bad)
+
+
+def test_a_name_of_digits_only_is_refused_as_it_would_read_as_an_id() -> None:
+    with pytest.raises(ValueError, match="digits only"):
+        validation.check_app_name("3")
+    assert validation.check_app_name("3d") == "3d"

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minipaas import __version__, logs, metrics
 from minipaas.api.routes import apps, domains, health, users
@@ -67,16 +69,36 @@ def create_app() -> FastAPI:
     app.include_router(platform_metrics.router)
     app.add_api_route("/ui", dashboard, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(SQLAlchemyTimeoutError, _database_busy)  # type: ignore[arg-type]
     app.add_exception_handler(OperationalError, _database_down)  # type: ignore[arg-type]
-    app.middleware("http")(_log_and_audit)
-    app.add_middleware(ForwardedPrefixMiddleware)
+    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(ForwardedPrefixMiddleware)  # outermost: the log sees the prefix
     return app
 
 
 def dashboard() -> FileResponse:
     """The dashboard: a static page; every call it makes carries the user's token."""
     return FileResponse(_UI_PAGE, media_type="text/html")
+
+
+_NOT_AN_OBJECT = ("model_attributes_type", "dict_type", "json_invalid")
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, with messages that say what to change: no "Value error, " prefix, and a
+    body that is not a JSON object (often a missing Content-Type) says to send JSON."""
+    content_type = request.headers.get("content-type", "")
+    errors = []
+    for error in jsonable_encoder(exc.errors()):
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        if tuple(error.get("loc", ())) == ("body",) and error.get("type") in _NOT_AN_OBJECT:
+            message = (
+                "the body must be a JSON object, sent with 'Content-Type: application/json'"
+                + (f" (this request said '{content_type}')" if content_type else "")
+            )
+        errors.append({**error, "msg": message})
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -104,51 +126,79 @@ async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
     )
 
 
-async def _log_and_audit(request: Request, call_next: Any) -> Any:
-    """One access line per request (with its request id), metrics, and the outcome of the
-    audit event the authentication step opened."""
-    started = time.perf_counter()
-    rid = logs.clean_request_id(request.headers.get("x-request-id")) or uuid.uuid4().hex
-    token = logs.request_id.set(rid)
-    try:
-        response = await call_next(request)
-    except Exception:
-        await _close_audit_event(request, 500)
-        raise
-    finally:
-        logs.request_id.reset(token)
-    elapsed = time.perf_counter() - started
-    response.headers["X-Request-ID"] = rid
-    route = getattr(request.scope.get("route"), "path", "unmatched")
-    metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-    metrics.HTTP_LATENCY.labels(request.method, route).observe(elapsed)
-    caller = getattr(request.state, "caller", None)
+class RequestLogMiddleware:
+    """Per request: its id (the client's X-Request-ID, or a new one) in every log line and in
+    the answer, one access line, the metrics, and the outcome of the audit event the
+    authentication step opened. Pure ASGI: BaseHTTPMiddleware cost a task and a memory
+    stream per request, most of the time /health took."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = _request_id(scope["headers"])
+        id_header = (b"x-request-id", rid.encode())
+        # Request.state lives in this dict: set here, the routes' values are seen here
+        state: dict[str, Any] = scope.setdefault("state", {})
+        status = 500  # unless the app starts an answer
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        token = logs.request_id.set(rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logs.request_id.reset(token)
+            _log_request(scope, state, rid, status, time.perf_counter() - started)
+            event_id: int | None = state.get("audit_event_id")
+            if event_id is not None:
+                await run_in_threadpool(_record_outcome, event_id, status)
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            clean = logs.clean_request_id(value.decode("latin-1"))
+            if clean:
+                return clean
+            break
+    return uuid.uuid4().hex
+
+
+def _log_request(
+    scope: Scope, state: dict[str, Any], rid: str, status: int, elapsed: float
+) -> None:
+    method: str = scope["method"]
+    route = getattr(scope.get("route"), "path", "unmatched")
+    metrics.observe_request(method, route, status, elapsed)
+    caller = state.get("caller")
     access_log.info(
         "%s %s %s",
-        request.method,
+        method,
         route,
-        response.status_code,
+        status,
         extra={
             "request_id": rid,
-            "method": request.method,
+            "method": method,
             "route": route,
-            "path": request.url.path,
-            "status": response.status_code,
+            "path": scope["path"],
+            "status": status,
             "duration_ms": round(elapsed * 1000, 1),
             "user": caller.username if caller else None,
         },
     )
-    await _close_audit_event(request, response.status_code)
-    return response
 
 
 _UI_PAGE = Path(__file__).parent / "static" / "ui.html"
-
-
-async def _close_audit_event(request: Request, status_code: int) -> None:
-    event_id: int | None = getattr(request.state, "audit_event_id", None)
-    if event_id is not None:
-        await run_in_threadpool(_record_outcome, event_id, status_code)
 
 
 def _record_outcome(event_id: int, status_code: int) -> None:

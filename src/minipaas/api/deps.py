@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from minipaas.db.models import App, User
-from minipaas.db.session import new_session
-from minipaas.services import audit, auth_throttle, users
-from minipaas.services.access import app_for
-from minipaas.services.errors import Forbidden, Unauthorized
+from minipaas.db.session import new_read_session, new_session
+from minipaas.services import apps, audit, auth_throttle, users
+from minipaas.services.errors import Forbidden, NotFound, Unauthorized
 
 # Ids are PostgreSQL integers: a larger number is a 422, not a database error
 MAX_ID = 2**31 - 1
@@ -22,12 +22,22 @@ Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
 
 
-def _db_session() -> Iterator[Session]:
-    session = new_session()
+# Requests that only read: their session commits each statement by itself (no transaction)
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+async def _db_session(request: Request) -> AsyncIterator[Session]:
+    """No I/O on the event loop: a session connects on its first query (in a worker thread),
+    and a read session gives its connection back without a round trip."""
+    reading = request.method in READ_METHODS
+    session = new_read_session() if reading else new_session()
     try:
         yield session
     finally:
-        session.close()
+        if reading:
+            session.close()
+        else:
+            await run_in_threadpool(session.close)  # a ROLLBACK may be due
 
 
 SessionDep = Annotated[Session, Depends(_db_session)]
@@ -37,11 +47,36 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _current_user(request: Request, db: SessionDep) -> User:
-    """The caller, from `Authorization: Bearer <token>`; the same 401 for every failure.
+async def _current_user(request: Request, db: SessionDep) -> User:
+    """The caller, from `Authorization: Bearer <token>`, checked against the database on every
+    request (no cache: a revoked token or disabled user is refused at once)."""
+    return await run_in_threadpool(_authenticate_and_prefetch, request, db)
 
-    A valid token always works; a client that keeps failing gets 429 instead of 401.
-    """
+
+def _authenticate_and_prefetch(request: Request, db: Session) -> User:
+    user = _authenticate(request, db)
+    # A route under /apps/{app_id} loads that app next (_visible_app): in this same trip to a
+    # worker thread, after the authentication as before; each trip costs as much as a query
+    app_id = _app_id(request.path_params.get("app_id"))
+    if app_id is not None:
+        try:
+            found: App | NotFound = apps.get_visible_app(db=db, user=user, app_id=app_id)
+        except NotFound as exc:
+            found = exc
+        request.state.visible_app = (app_id, found)
+    return user
+
+
+def _app_id(value: str | None) -> int | None:
+    """The path's app id when _visible_app will accept it (else it answers 422)."""
+    if value is None or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_ID:
+        return None
+    return int(value)
+
+
+def _authenticate(request: Request, db: Session) -> User:
+    """The same 401 for every failure; a valid token always works; a client that keeps
+    failing gets 429 instead of 401. Opens the audit event of a write."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     found = users.authenticate(db=db, token=token.strip() if scheme.lower() == "bearer" else "")
     if found is None:
@@ -75,7 +110,8 @@ def route_template(request: Request) -> str:
 CurrentUser = Annotated[User, Depends(_current_user)]
 
 
-def _caller(request: Request, _: CurrentUser) -> users.Caller:
+# Dependencies without I/O are async: a sync one would cost a worker-thread hop each
+async def _caller(request: Request, _: CurrentUser) -> users.Caller:
     caller: users.Caller = request.state.caller
     return caller
 
@@ -83,7 +119,7 @@ def _caller(request: Request, _: CurrentUser) -> users.Caller:
 Caller = Annotated[users.Caller, Depends(_caller)]
 
 
-def _admin(user: CurrentUser) -> User:
+async def _admin(user: CurrentUser) -> User:
     if not user.is_admin:
         raise Forbidden("only admins may do this")
     return user
@@ -111,12 +147,19 @@ def _optional_admin(request: Request, db: SessionDep) -> bool:
 OptionalAdmin = Annotated[bool, Depends(_optional_admin)]
 
 
-def _visible_app(
+async def _visible_app(
     app_id: Annotated[int, Path(ge=1, le=MAX_ID, description="the app's id")],
+    request: Request,
     user: CurrentUser,
     db: SessionDep,
 ) -> App:
-    return app_for(db=db, user=user, app_id=app_id)
+    prefetched: tuple[int, App | NotFound] | None = getattr(request.state, "visible_app", None)
+    if prefetched is None or prefetched[0] != app_id:
+        # Loaded whole (with its domains) in the worker thread: routes may read it on the loop
+        return await run_in_threadpool(apps.get_visible_app, db=db, user=user, app_id=app_id)
+    if isinstance(prefetched[1], NotFound):
+        raise prefetched[1]
+    return prefetched[1]
 
 
 # Every /apps/{app_id}... route depends on this: another user's app is a 404

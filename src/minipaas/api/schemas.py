@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, NamedTuple, cast
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     computed_field,
     field_validator,
     model_validator,
 )
 
-from minipaas.db.models import App, AppStatus, DeploymentStatus, PullPolicy, Release, UserRole
+from minipaas.db.models import (
+    Action,
+    ActionStatus,
+    App,
+    AppStatus,
+    DeploymentStatus,
+    PullPolicy,
+    Release,
+    UserRole,
+)
 from minipaas.services import domains, routing, validation
 
 AppName = Annotated[str, AfterValidator(validation.check_app_name)]
@@ -108,6 +118,12 @@ class AppUpdate(_Strict):
 ENV_MASK = "********"
 
 
+class _Named(NamedTuple):
+    """What routing.app_url reads of an app, for rows that are not App objects."""
+
+    name: str
+
+
 class _MaskedEnvOut(BaseModel):
     """Built from an App or Release row: `env` holds the names only, values never leave."""
 
@@ -126,10 +142,13 @@ class _MaskedEnvOut(BaseModel):
             }
             data["env"] = {name: ENV_MASK for name in value.env_names or []}
             return data | cls._derived(value)
+        if isinstance(value, dict) and "env_names" in value:  # the table's columns by name
+            value["env"] = dict.fromkeys(value.pop("env_names") or (), ENV_MASK)
+            value.update(cls._derived(value))
         return value
 
     @classmethod
-    def _derived(cls, row: App | Release) -> dict[str, Any]:
+    def _derived(cls, row: App | Release | dict[str, Any]) -> dict[str, Any]:
         """Values computed from the row, for the fields in derived_fields besides env."""
         return {}
 
@@ -166,7 +185,9 @@ class AppOut(_MaskedEnvOut):
     derived_fields: ClassVar[frozenset[str]] = frozenset({"env", "url", "domains"})
 
     @classmethod
-    def _derived(cls, row: App | Release) -> dict[str, Any]:
+    def _derived(cls, row: App | Release | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(row, dict):  # a list page's row (services.apps.list_apps): has domains
+            return {"url": routing.app_url(cast(App, _Named(row["name"])))}
         if not isinstance(row, App):
             raise TypeError("AppOut is built from an App row")
         return {"url": routing.app_url(row), "domains": [d.hostname for d in row.domains]}
@@ -176,6 +197,10 @@ class AppOut(_MaskedEnvOut):
     def path(self) -> str:
         """Where the router serves the app on the platform's origin."""
         return f"/apps/{self.id}/"
+
+
+# A list page validated in one call (and dumped to JSON by pydantic-core)
+AppListOut: TypeAdapter[list[AppOut]] = TypeAdapter(list[AppOut])
 
 
 class DomainCreate(_Strict):
@@ -219,6 +244,13 @@ class DeploymentOut(BaseModel):
     rollback_to_release: int | None = Field(description="set when it rolled back to a release")
     cancel_requested_at: datetime | None
     created_at: datetime
+    dispatched_at: datetime | None = Field(
+        description="when a worker slot was given; null while it waits for its owner's slot"
+    )
+    queue_position: int | None = Field(
+        default=None,
+        description="while it waits for a slot (DEPLOYS_PER_MEMBER): 1 is next in the owner's line",
+    )
     started_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None
@@ -228,8 +260,34 @@ class LogsOut(BaseModel):
     logs: str
 
 
-class ActionOut(BaseModel):
-    action: str
+class AppWrittenOut(AppOut):
+    """What create and change answer: the app, and what the next deploy will meet."""
+
+    derived_fields: ClassVar[frozenset[str]] = AppOut.derived_fields | {"notice"}
+    notice: str | None = Field(
+        default=None, description="e.g. the image is not on the host yet and will be pulled"
+    )
+
+
+class AppActionOut(BaseModel):
+    """A stop, start, restart or remove: follow it until its status is succeeded or failed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    app_id: int
+    action: Action
+    status: ActionStatus
+    failure: str | None = Field(
+        description="how it failed: conflict, not-found, unavailable (try again) or internal"
+    )
+    detail: str | None = Field(description="why it failed")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ActionOut(AppActionOut):
     done: bool = Field(description="false when the worker had not finished when we answered")
     app: AppOut
 

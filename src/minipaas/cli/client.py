@@ -16,6 +16,9 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from minipaas.cli.safe_text import markup, plain, rich_text
 
 CONFIG_FILE = Path(os.environ.get("MINIPAAS_CONFIG", Path.home() / ".config/minipaas/config.json"))
 console = Console()
@@ -73,10 +76,23 @@ class Api:
         return response.json()
 
     def app_id(self, ref: str) -> int:
-        """An app by id or by name."""
+        """An app by id (digits: names cannot be all digits) or by name.
+
+        An app named with digits only from before that rule would be ambiguous: refused,
+        so a command never acts on another app than the one the user meant.
+        """
+        apps = self.call("GET", "/apps", params={"limit": 500})
         if ref.isdigit():
-            return int(ref)
-        for app in self.call("GET", "/apps", params={"limit": 500}):
+            named = [app for app in apps if app["name"] == ref and app["id"] != int(ref)]
+            if not named:
+                return int(ref)
+            if any(app["id"] == int(ref) for app in apps):
+                raise ClientError(
+                    f"'{ref}' is both the name of app {named[0]['id']} and the id of app {ref}; "
+                    f"use the id {named[0]['id']} for the first, or the other app's name"
+                )
+            return int(named[0]["id"])
+        for app in apps:
             if app["name"] == ref:
                 return int(app["id"])
         raise ClientError(f"no app named '{ref}' (that you can see)")
@@ -95,7 +111,7 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {plain(message)}", err=True)  # often the server's words
     raise typer.Exit(1)
 
 
@@ -105,19 +121,25 @@ def show(data: Any, as_json: bool, columns: list[str], title: str | None = None)
         typer.echo(json.dumps(data, indent=2, default=str))
         return
     rows = data if isinstance(data, list) else [data]
+    if not console.is_terminal:
+        # Piped or redirected: full values, tab-separated, never cut to a terminal's width
+        typer.echo("\t".join(columns))
+        for row in rows:
+            typer.echo("\t".join(plain(_cell_text(row.get(column))) for column in columns))
+        return
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # long digests wrap, never end in "…"
     for row in rows:
-        table.add_row(*[_cell(row.get(column)) for column in columns])
+        table.add_row(*[rich_text(_cell_text(row.get(column))) for column in columns])
     console.print(table)
 
 
-def _cell(value: Any) -> str:
+def _cell_text(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, dict):
-        return ", ".join(value) or "-"
+        return ", ".join(str(key) for key in value) or "-"
     if isinstance(value, list):
         return " ".join(str(v) for v in value)
     return str(value)
@@ -132,7 +154,8 @@ def follow_deployment(api: Api, app_id: int, deployment: dict[str, Any], as_json
         for event in api.call("GET", f"{base}/events", params={"after": seen}):
             seen = event["id"]
             if not as_json and event["kind"] not in ("succeeded", "failed"):
-                console.print(f"  [dim]{event['at'][11:19]}[/dim] {event['message']}")
+                at = rich_text(str(event["at"])[11:19], style="dim")
+                console.print(Text.assemble("  ", at, " ", rich_text(event["message"])))
         deployment = api.call("GET", base)
         if deployment["status"] not in ("queued", "running"):
             break
@@ -144,9 +167,9 @@ def follow_deployment(api: Api, app_id: int, deployment: dict[str, Any], as_json
     if not as_json:
         took = deployment.get("duration_seconds")
         console.print(
-            f"deployment {deployment['id']} succeeded"
-            + (f" in {took:.1f} s" if took is not None else "")
-            + f" (release {deployment.get('release_number')})"
+            f"deployment {markup(deployment['id'])} succeeded"
+            + (f" in {took:.1f} s" if isinstance(took, int | float) else "")
+            + f" (release {markup(deployment.get('release_number'))})"
         )
 
 
@@ -193,7 +216,7 @@ def stream_logs(api: Api, app_id: int, tail: int) -> None:
                             continue  # printed before the reconnect
                         first = False
                         last_line = line
-                        sys.stdout.write(line + "\n")
+                        sys.stdout.write(plain(line) + "\n")
                         sys.stdout.flush()
                 except httpx.HTTPError:
                     pass  # cut: reconnect

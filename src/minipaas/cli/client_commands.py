@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +20,7 @@ from minipaas.cli.client import (
     show,
     stream_logs,
 )
+from minipaas.cli.safe_text import plain
 
 apps_app = typer.Typer(no_args_is_help=True, help="Your apps")
 env_app = typer.Typer(no_args_is_help=True, help="An app's env vars (values are never shown)")
@@ -26,6 +28,8 @@ domains_app = typer.Typer(no_args_is_help=True, help="An app's own domains (besi
 
 JsonOption = typer.Option(False, "--json", help="print JSON instead of a table")
 APP_COLUMNS = ["id", "name", "status", "image", "url", "status_detail"]
+# What a crashed app shows besides (the platform restarts it with a backoff)
+CRASH_COLUMNS = ["restart_count", "last_exit_code", "next_restart_at"]
 DEPLOYMENT_COLUMNS = ["id", "status", "image", "release_number", "duration_seconds", "error"]
 DOMAIN_COLUMNS = ["hostname", "url", "created_at"]
 
@@ -51,13 +55,19 @@ def register(app: typer.Typer) -> None:
 @reports_errors
 def login(
     url: str = typer.Option(..., "--url", help="the API, e.g. http://127.0.0.1:8081"),
-    token: str = typer.Option(..., prompt=True, hide_input=True, help="an API token (mp_...)"),
+    token: str = typer.Option(
+        "",
+        prompt="API token (mp_...)",
+        hide_input=True,
+        show_default=False,
+        help="an API token (mp_...); asked for when not given",
+    ),
 ) -> None:
     """Store the API address and a token (in a 0600 file) after checking them."""
     connection = Connection(url.rstrip("/"), token)
     me = Api(connection).call("GET", "/me")
     save_connection(connection)
-    typer.echo(f"logged in to {connection.url} as {me['username']} ({me['role']})")
+    typer.echo(f"logged in to {connection.url} as {plain(me['username'])} ({plain(me['role'])})")
 
 
 @apps_app.command("list")
@@ -74,7 +84,7 @@ def apps_show(app: str, as_json: bool = JsonOption) -> None:
     api = _api()
     data = api.call("GET", f"/apps/{api.app_id(app)}")
     details = ["path", "domains", "internal_port", "memory_mb", "cpus", "env", "published_port"]
-    columns = [*APP_COLUMNS, *details]
+    columns = [*APP_COLUMNS, *CRASH_COLUMNS, *details]
     show(data, as_json, columns)
 
 
@@ -126,11 +136,19 @@ def rollback(
     release: int | None = typer.Argument(None, help="default: the release before the current"),
     as_json: bool = JsonOption,
 ) -> None:
-    """Deploy an earlier release again and follow it."""
+    """Deploy an earlier release again and follow it; the app takes that release's settings
+    (image, env, command, limits, health check), as Heroku's rollback does."""
     api = _api()
     app_id = api.app_id(app)
     body = {"release": release} if release is not None else {}
-    follow_deployment(api, app_id, api.call("POST", f"/apps/{app_id}/rollback", json=body), as_json)
+    deployment = api.call("POST", f"/apps/{app_id}/rollback", json=body)
+    if not as_json:
+        number = deployment.get("rollback_to_release")
+        typer.echo(
+            f"rolling back to release {number}: the app takes its image, env, command, "
+            "limits and health check"
+        )
+    follow_deployment(api, app_id, deployment, as_json)
 
 
 @reports_errors
@@ -145,7 +163,8 @@ def logs(
     if follow:
         stream_logs(api, app_id, tail)
     else:
-        typer.echo(api.call("GET", f"/apps/{app_id}/logs", params={"tail": tail})["logs"], nl=False)
+        text = api.call("GET", f"/apps/{app_id}/logs", params={"tail": tail})["logs"]
+        typer.echo(plain(text), nl=False)  # the app's own bytes: no escape sequence gets through
 
 
 @reports_errors
@@ -166,12 +185,29 @@ def releases(app: str, as_json: bool = JsonOption) -> None:
 def _lifecycle(action: str) -> Callable[[str, bool], None]:
     def command(app: str, as_json: bool = JsonOption) -> None:
         api = _api()
-        result = api.call("POST", f"/apps/{api.app_id(app)}/{action}")
+        app_id = api.app_id(app)
+        result = api.call("POST", f"/apps/{app_id}/{action}")
+        if not result["done"]:  # 202: the worker is still on it; follow the action
+            ended = _follow_action(api, app_id, result["id"])
+            if ended["status"] == "failed":
+                raise ClientError(f"{action} failed: {ended['detail']}")
+            result["app"] = api.call("GET", f"/apps/{app_id}")
         show(result["app"], as_json, APP_COLUMNS)
 
     command.__name__ = action
     command.__doc__ = f"{action.capitalize()} an app's container."
     return reports_errors(command)
+
+
+def _follow_action(api: Api, app_id: int, action_id: int) -> dict[str, Any]:
+    """Polls the action until it ended (a start may wait minutes for health)."""
+    delay = 0.2
+    while True:
+        action: dict[str, Any] = api.call("GET", f"/apps/{app_id}/actions/{action_id}")
+        if action["status"] in ("succeeded", "failed"):
+            return action
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
 
 
 @env_app.command("list")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -37,29 +38,21 @@ def _enable_metrics() -> None:
 def api(
     host: str | None = typer.Option(None, help="bind address (default APP_HOST)"),
     port: int | None = typer.Option(None, help="port (default APP_PORT)"),
-    workers: int = typer.Option(2, min=1, help="uvicorn worker processes"),
+    processes: int = typer.Option(
+        0, min=0, help="server processes (default API_PROCESSES; 0: one per CPU)"
+    ),
 ) -> None:
-    """Run the HTTP API."""
-    import uvicorn
+    """Run the HTTP API: several processes, each on its own SO_REUSEPORT socket."""
+    from minipaas.host import lifeline
 
-    from minipaas.config import get_settings
-
-    settings = get_settings()
-    _enable_metrics()
-    os.environ["MINIPAAS_JSON_LOGS"] = "1"  # the app factory sets up logging in each process
-    os.environ["MINIPAAS_DIE_WITH_PARENT"] = "1"  # and ties each worker to this master
-    uvicorn.run(
-        "minipaas.api.app:create_app",
-        factory=True,
-        host=host or settings.app_host,
-        port=port or settings.app_port,
-        workers=workers,
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
-        log_config=None,  # JSON lines from minipaas.logs, set up in each worker process
-        log_level="info",
-        access_log=False,
-    )
+    argv = []
+    if host:
+        argv += ["--host", host]
+    if port:
+        argv += ["--port", str(port)]
+    if processes:
+        argv += ["--processes", str(processes)]
+    lifeline.main(argv)
 
 
 @app.command()
@@ -138,3 +131,21 @@ def router_publish() -> None:
 
 if __name__ == "__main__":
     app()
+
+
+def main() -> None:
+    """The console script: a usage error is one `error: ...` line and exit 1, like every
+    other error of the CLI (click's framed box and exit 2 are for humans reading help)."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
+    except typer.TyperException as exc:  # usage errors: a missing argument, an unknown command
+        format_message = getattr(exc, "format_message", None)
+        message = format_message() if callable(format_message) else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        typer.echo(f"error: {message}{hint}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -111,8 +111,14 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Whose authority the token rests on: the admin who minted it for someone (or who minted
+    # the token it was made with); NULL for the platform's own (bootstrap, admin CLI).
+    # It dies with that authority: revoked when the issuer is disabled or demoted.
+    issued_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
 
-    user: Mapped[User] = relationship()
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
 
 
 class AuditEvent(Base):
@@ -308,6 +314,8 @@ class AppAction(Base):
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # How it failed (a FailureKind: conflict, not-found, unavailable, internal), and why
+    failure: Mapped[str | None] = mapped_column(String(32), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -343,3 +351,16 @@ class DeploymentEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PulledImage(Base):
+    """An image the platform pulled onto this host (the host did not have it): only these and
+    images the platform built may be garbage-collected, never an image someone else put there."""
+
+    __tablename__ = "pulled_images"
+
+    # The image's content id ("sha256:..."): one row per image, whichever tag pulled it
+    image_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # The reference that was pulled, for people reading the table
+    reference: Mapped[str] = mapped_column(String(512))
+    pulled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

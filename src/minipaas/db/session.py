@@ -2,27 +2,60 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from minipaas.config import get_settings
+
+# A pooled connection idle longer than this is pinged before use (the server may have
+# restarted meanwhile); one in steady use is not: a ping per request was a round trip each
+PING_IDLE_SECONDS = 1.0
 
 
 @lru_cache
 def get_engine() -> Engine:
     settings = get_settings()
-    return create_engine(
+    engine = create_engine(
         settings.database_url,
-        pool_pre_ping=True,
         pool_size=10,
         max_overflow=10,
         connect_args={"connect_timeout": 5},
     )
+    return _watch_idle(engine)
+
+
+def _note_idle(_: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_when_idle(dialect: Dialect) -> Callable[..., None]:
+    def ping(
+        connection: DBAPIConnection, record: ConnectionPoolEntry, _: PoolProxiedConnection
+    ) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+            return
+        try:
+            dialect.do_ping(connection)
+        except Exception as exc:
+            # The pool drops this connection and checks out (or opens) another
+            raise DisconnectionError(str(exc)) from exc
+
+    return ping
+
+
+def _watch_idle(engine: Engine) -> Engine:
+    event.listen(engine, "checkin", _note_idle)
+    event.listen(engine, "checkout", _ping_when_idle(engine.dialect))
+    return engine
 
 
 @lru_cache
@@ -32,6 +65,24 @@ def _session_factory() -> sessionmaker[Session]:
 
 def new_session() -> Session:
     return _session_factory()()
+
+
+@lru_cache(maxsize=4)
+def _read_engine(engine: Engine) -> Engine:
+    """The same pool (and events), each statement committing by itself: a psycopg setting
+    switched on at checkout and off at checkin, no round trip either way."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def new_read_session() -> Session:
+    """A session for requests that only read (GET): no BEGIN and no ROLLBACK round trips, and
+    closing it costs no round trip. Any write it makes is committed by itself, so it is no
+    place for several writes that belong together."""
+    return _session_factory()(bind=read_engine())
+
+
+def read_engine() -> Engine:
+    return _read_engine(get_engine())
 
 
 @contextmanager

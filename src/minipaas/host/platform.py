@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from minipaas.config import Settings, get_settings
+from minipaas.config import Settings, get_settings, worker_count
 from minipaas.host.docker_engine import ensure_docker_engine
 from minipaas.host.errors import HostServiceError
 from minipaas.host.postgres import LocalPostgres
@@ -113,7 +113,9 @@ def programs(settings: Settings) -> list[Program]:
         )
     )
     minipaas = (sys.executable, "-m", "minipaas")
-    found.append(Program("api", (*minipaas, "api"), priority=30))
+    # API_PROCESSES servers under one master, each on its own SO_REUSEPORT socket (balanced)
+    api = (sys.executable, "-m", "minipaas.host.lifeline")
+    found.append(Program("api", api, priority=30))
     # RQ's warm shutdown lets the job in progress end
     found.append(
         Program(
@@ -125,13 +127,6 @@ def programs(settings: Settings) -> list[Program]:
         )
     )
     return found
-
-
-def worker_count(settings: Settings) -> int:
-    """WORKER_PROCESSES, or one per CPU (at least 2: a slow deploy never holds every other)."""
-    if settings.worker_processes:
-        return settings.worker_processes
-    return min(8, max(2, os.cpu_count() or 1))
 
 
 def platform_environment(settings: Settings) -> dict[str, str]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,12 @@ from requests.exceptions import Timeout as RequestsTimeout
 
 from minipaas.config import Settings, get_settings
 from minipaas.runtime import labels
+
+log = logging.getLogger(__name__)
+
+# Told (image id, reference) when the platform pulls an image the host did not have: only
+# those (and images it built) may be garbage-collected later
+PullRecorder = Callable[[str, str], None]
 
 
 class RuntimeFailure(Exception):
@@ -85,6 +92,14 @@ def _host_port(attrs: dict[str, Any], port_key: str | None = None) -> int | None
     return None
 
 
+def _listed_host_port(summary: dict[str, Any]) -> int | None:
+    """The host port Docker published, from a container list entry (no inspect needed)."""
+    for port in summary.get("Ports") or []:
+        if port.get("PublicPort"):
+            return int(port["PublicPort"])
+    return None
+
+
 def _decode(raw: bytes | str) -> str:
     # App output is arbitrary bytes; never fail on them
     return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
@@ -114,10 +129,18 @@ def _as_runtime_failure(what: str) -> Iterator[None]:
 
 
 class DockerRuntime:
-    def __init__(self, settings: Settings, client: docker.DockerClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: docker.DockerClient | None = None,
+        on_pull: PullRecorder | None = None,
+    ) -> None:
         self._settings = settings
         self._client = client
         self._network_ready = False
+        self._on_pull = on_pull
+        # None until the engine answered a container with a disk bound (APP_DISK_MB)
+        self.disk_bound_supported: bool | None = None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -153,6 +176,7 @@ class DockerRuntime:
             return self._pull(image)
 
     def _pull(self, image: str) -> str:
+        before = self.image_id(image)
         try:
             pulled = self.client.images.pull(image)
         except (APIError, DockerException) as exc:
@@ -163,7 +187,18 @@ class DockerRuntime:
             ) from exc
         if isinstance(pulled, list):  # several tags came back; take the first
             pulled = pulled[0]
-        return str(pulled.id)
+        image_id = str(pulled.id)
+        if image_id != before:  # an image the host already had stays the host's
+            self._record_pull(image_id, image)
+        return image_id
+
+    def _record_pull(self, image_id: str, reference: str) -> None:
+        if self._on_pull is None:
+            return
+        try:
+            self._on_pull(image_id, reference)
+        except Exception:  # unrecorded means never collected: the safe side, not a failed deploy
+            log.warning("could not record the pull of %s (%s)", reference, image_id, exc_info=True)
 
     def run_container(self, spec: ContainerSpec) -> StartedContainer:
         """Creates and starts a container, its port published on 127.0.0.1 by Docker."""
@@ -171,41 +206,18 @@ class DockerRuntime:
             return self._run_container(spec)
 
     def _run_container(self, spec: ContainerSpec, *, retried: bool = False) -> StartedContainer:
-        settings = self._settings
         port_key = f"{spec.internal_port}/tcp"
-        self.remove(spec.name)  # a leftover from an interrupted attempt of the same deployment
         network = self.ensure_apps_network()
         try:
-            container = self.client.containers.create(
-                spec.image,
-                command=spec.command,
-                name=spec.name,
-                environment=spec.env,
-                labels=spec.labels,
-                # Docker picks a free host port itself: no port-picking race
-                ports={port_key: ("127.0.0.1", None)},
-                # Docker never restarts app containers: the platform does (worker/healer.py),
-                # so one restarter decides, with a backoff the app's owner can see
-                restart_policy={"Name": "no"},
-                log_config=LogConfig(
-                    type="json-file",
-                    config={
-                        "max-size": settings.log_max_size,
-                        "max-file": str(settings.log_max_files),
-                    },
-                ),
-                init=True,  # signals reach the app even when it ignores SIGTERM as PID 1
-                # Hardening is fixed here; nothing from the request reaches these options
-                security_opt=["no-new-privileges"],
-                cap_drop=["ALL"],
-                cap_add=APP_CAPABILITIES,
-                mem_limit=f"{spec.memory_mb}m",
-                memswap_limit=f"{spec.memory_mb}m",  # no swap beyond the limit
-                nano_cpus=int(spec.cpus * 1e9),
-                pids_limit=spec.pids,
-                network=network,
-                detach=True,
-            )
+            try:
+                container = self._create(spec, port_key, network)
+            except APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                # The name is taken by a leftover of an interrupted attempt of the same
+                # deployment: removed only then, not before every create (a round trip each)
+                self.remove(spec.name)
+                container = self._create(spec, port_key, network)
             container.start()
             container.reload()
         except APIError as exc:
@@ -224,6 +236,65 @@ class DockerRuntime:
                 f"container exited at once with code {code}; last log lines:\n{logs}"
             )
         return StartedContainer(id=str(container.id), name=spec.name, published_port=published)
+
+    def _create(self, spec: ContainerSpec, port_key: str, network: str) -> Any:
+        """Creates the container with a bound on its writable layer where the engine has one
+        (overlay2 needs xfs with pquota); else without, said once in the log."""
+        bound_mb = self._settings.app_disk_mb
+        if bound_mb and self.disk_bound_supported is not False:
+            try:
+                created = self._create_with(spec, port_key, network, {"size": f"{bound_mb}m"})
+            except APIError as exc:
+                if "storage" not in str(exc.explanation or exc).lower():
+                    raise
+                self.disk_bound_supported = False
+                self.remove(spec.name)  # in case the engine kept the name
+                log.warning(
+                    "APP_DISK_MB is not enforced: this Docker engine cannot bound a container's "
+                    "writable layer (%s)",
+                    exc.explanation or exc,
+                )
+            else:
+                self.disk_bound_supported = True
+                return created
+        return self._create_with(spec, port_key, network, None)
+
+    def _create_with(
+        self, spec: ContainerSpec, port_key: str, network: str, storage_opt: dict[str, str] | None
+    ) -> Any:
+        settings = self._settings
+        extra: dict[str, Any] = {"storage_opt": storage_opt} if storage_opt else {}
+        return self.client.containers.create(
+            spec.image,
+            command=spec.command,
+            name=spec.name,
+            environment=spec.env,
+            labels=spec.labels,
+            # Docker picks a free host port itself: no port-picking race
+            ports={port_key: ("127.0.0.1", None)},
+            # Docker never restarts app containers: the platform does (worker/healer.py),
+            # so one restarter decides, with a backoff the app's owner can see
+            restart_policy={"Name": "no"},
+            log_config=LogConfig(
+                type="json-file",
+                config={
+                    "max-size": settings.log_max_size,
+                    "max-file": str(settings.log_max_files),
+                },
+            ),
+            init=True,  # signals reach the app even when it ignores SIGTERM as PID 1
+            # Hardening is fixed here; nothing from the request reaches these options
+            security_opt=["no-new-privileges"],
+            cap_drop=["ALL"],
+            cap_add=APP_CAPABILITIES,
+            mem_limit=f"{spec.memory_mb}m",
+            memswap_limit=f"{spec.memory_mb}m",  # no swap beyond the limit
+            nano_cpus=int(spec.cpus * 1e9),
+            pids_limit=spec.pids,
+            network=network,
+            detach=True,
+            **extra,
+        )
 
     def ensure_apps_network(self) -> str:
         """The bridge network app containers live on; apps cannot talk to each other on it."""
@@ -262,6 +333,11 @@ class DockerRuntime:
 
     def running_container_ids(self) -> set[str]:
         """Ids of this instance's containers that run now: one cheap call to the engine."""
+        return set(self.running_published_ports())
+
+    def running_published_ports(self) -> dict[str, int | None]:
+        """Host port of each running container of this instance, by id, from one list call
+        (one inspect per app does not scale: ~3 ms each)."""
         with _as_runtime_failure("listing containers"):
             found = self.client.api.containers(
                 filters={
@@ -269,7 +345,7 @@ class DockerRuntime:
                     "status": "running",
                 }
             )
-        return {str(c["Id"]) for c in found}
+        return {str(c["Id"]): _listed_host_port(c) for c in found}
 
     def state(self, container_ref: str) -> ContainerState | None:
         try:
@@ -331,7 +407,9 @@ class DockerRuntime:
 
     def remove(self, container_ref: str) -> None:
         try:
-            self.client.api.remove_container(container_ref, force=True)
+            # v: the anonymous volumes of an image's VOLUME go with it, or each redeploy
+            # would leave one behind on the host's disk
+            self.client.api.remove_container(container_ref, force=True, v=True)
         except NotFound:
             return
         except APIError as exc:
@@ -366,6 +444,12 @@ class DockerRuntime:
                 return str(self.client.images.get(reference).id)
         except ImageNotFound:
             return None
+
+    def built_image_ids(self) -> set[str]:
+        """Ids of the images the platform's builder made (labels.BUILT)."""
+        with _as_runtime_failure("listing images"):
+            found = self.client.api.images(quiet=True, filters={"label": labels.BUILT})
+        return {str(image_id) for image_id in found}
 
     def images_in_use(self) -> set[str]:
         """Ids of the images any container on this host (ours or not) was made from."""
@@ -411,4 +495,7 @@ def _newest_first(networks: list[Any]) -> list[Any]:
 
 @lru_cache
 def get_runtime() -> DockerRuntime:
-    return DockerRuntime(get_settings())
+    # The ledger of pulled images is kept in the database, next to the releases that use them
+    from minipaas.services.images import record_pull
+
+    return DockerRuntime(get_settings(), on_pull=record_pull)

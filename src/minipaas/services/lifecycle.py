@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
 
 from rq.job import Job
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from minipaas import queue
 from minipaas.config import get_settings
@@ -35,25 +36,22 @@ log = logging.getLogger(__name__)
 
 
 # --- API side ------------------------------------------------------------------------------
+# Stop, start, restart and remove are recorded as actions (app_actions.py); a delete has no
+# row to record it in once it is done, so its job is followed in the queue.
 
 
-def request_action(*, db: Session, app_id: int, action: Action) -> bool:
-    """Queues a lifecycle action; returns True if it completed within the wait time."""
-    app = get_app(db=db, app_id=app_id)
-    active = records.active_deployment(db=db, app_id=app_id)
-    if active is not None:
-        raise Conflict(
-            f"cannot {action} while deployment {active.id} is {active.status}; wait for it to end"
-        )
-    check_action(action, app.status, app.container_id is not None)
-    db.commit()  # no transaction (nor pooled connection) is held while we wait
-    return _queue_and_wait(
-        app_id, str(action), lambda timeout: jobs.enqueue_action(app_id, action, timeout=timeout)
+def action_timeout() -> int:
+    """How long a lifecycle job may run: a start or restart waits for health, and may take
+    a stop and a start first."""
+    settings = get_settings()
+    return max(
+        settings.action_timeout_seconds,
+        int(settings.ready_timeout_seconds) + 2 * settings.stop_grace_seconds + 15,
     )
 
 
-def request_delete(*, db: Session, app_id: int) -> bool:
-    """Queues the removal of an app and all it owns; True if done within the wait time."""
+def queue_delete(*, db: Session, app_id: int) -> Job:
+    """Queues the removal of an app and all it owns; 409 while a delete is still pending."""
     get_app(db=db, app_id=app_id)
     active = records.active_deployment(db=db, app_id=app_id)
     if active is not None:
@@ -61,49 +59,41 @@ def request_delete(*, db: Session, app_id: int) -> bool:
             f"cannot delete app {app_id} while deployment {active.id} is {active.status}; "
             "wait for it to end"
         )
-    db.commit()
-    return _queue_and_wait(
-        app_id, "delete", lambda timeout: jobs.enqueue_delete(app_id, timeout=timeout)
-    )
-
-
-def _queue_and_wait(app_id: int, label: str, enqueue: Callable[[int], Job]) -> bool:
-    """One waiting action per app: a flood of requests cannot fill the worker's queue."""
-    settings = get_settings()
-    # A start or restart waits for health: the job may take a stop, a start and that wait
-    timeout = max(
-        settings.action_timeout_seconds,
-        int(settings.ready_timeout_seconds) + 2 * settings.stop_grace_seconds + 15,
-    )
+    db.commit()  # no transaction (nor pooled connection) is held meanwhile
     try:
-        with queue.pending_action(app_id, label, timeout) as claimed:
-            if not claimed:
-                raise Conflict(f"another action is still pending for app {app_id}; wait for it")
-            job = enqueue(timeout)
-            ended = queue.wait_for_job(job, settings.action_wait_seconds)
+        if queue.job_status(jobs.delete_job_id(app_id)) in _PENDING_JOB_STATUSES:
+            raise Conflict(f"app {app_id} is already being deleted; wait for it")
+        return jobs.enqueue_delete(app_id, timeout=action_timeout())
     except queue.QueueUnavailable as exc:
         raise Unavailable(f"{exc}; nothing was changed, try again later") from None
-    if ended is None:
-        return False
-    result = ended.value if isinstance(ended.value, JobResult) else of_ended_job(ended.status)
-    result.raise_if_failed()
-    return True
+
+
+_PENDING_JOB_STATUSES = ("queued", "started", "deferred", "scheduled")
+
+
+async def wait_for_delete(job: Job, seconds: float) -> bool:
+    """True if the delete ended within `seconds` (raising its failure); the event loop waits."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    delay = 0.02
+    while True:
+        ended = await run_in_threadpool(queue.wait_for_job, job, 0)
+        if ended is not None:
+            value = ended.value
+            result = value if isinstance(value, JobResult) else of_ended_job(ended.status)
+            result.raise_if_failed()
+            return True
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return False
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 1.5, 0.25)
 
 
 # --- worker side ---------------------------------------------------------------------------
 
 
-def perform_action(app_id: int, action: Action) -> JobResult:
-    """Runs one lifecycle action under the app's lock; reports failures, never raises them."""
-    with app_lock(app_id):
-        try:
-            _perform(app_id, action)
-        except Exception as exc:
-            return failure_of(exc)
-    return DONE
-
-
-def _perform(app_id: int, action: Action) -> None:
+def carry_out(app_id: int, action: Action) -> None:
+    """Runs one lifecycle action; the caller holds the app's lock. Raises what went wrong."""
     with get_session() as db:
         app = get_app(db=db, app_id=app_id)
         if records.active_deployment(db=db, app_id=app_id) is not None:

@@ -30,9 +30,10 @@ async def follow_app_logs(
     container_id: str,
     tail: int,
     timestamps: bool,
-    client_gone: Callable[[], Awaitable[bool]],
+    ended: Callable[[], Awaitable[str | None]],
 ) -> AsyncIterator[str]:
-    """The last `tail` lines, then new lines as they come, until the client goes away.
+    """The last `tail` lines, then new lines as they come, until `ended` gives a reason (the
+    client went away: "", nothing more is sent; access ended: one last "# ..." line says why).
 
     Short polls of the engine ("logs since the last line we sent") instead of one long-lived
     stream: nothing is left blocked in a thread when the client disconnects.
@@ -41,7 +42,7 @@ async def follow_app_logs(
     last_stamp = ""
     since: datetime | None = None
     first = True
-    while not await client_gone():
+    while (reason := await ended()) is None:
         try:
             chunk = await run_in_threadpool(
                 runtime.logs,
@@ -64,3 +65,5 @@ async def follow_app_logs(
             # RFC 3339 with nanoseconds: whole seconds are enough for "since"
             since = datetime.fromisoformat(last_stamp[:19] + "+00:00") - timedelta(seconds=1)
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
+    if reason:
+        yield f"# stream ended: {reason}\n"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session, aliased
 
 from minipaas.config import Settings
-from minipaas.db.models import App, User
+from minipaas.db.models import ACTIVE_DEPLOYMENT_STATUSES, App, Deployment, User
+from minipaas.db.run_settings import RunSettingsColumns
 from minipaas.services import validation
 from minipaas.services.errors import Forbidden, InvalidRequest
 
@@ -52,27 +56,180 @@ def check_image_by_id(settings: Settings, image: str, *, user: User) -> None:
         )
 
 
-def check_user_quota(
-    settings: Settings, db: Session, *, owner: User, memory_mb: int, replacing: App | None
-) -> None:
-    """Raises 403 when the owner would pass their number of apps or total memory.
+@dataclass(frozen=True)
+class Limits:
+    """What one container may use: the three resources the per-member quotas count."""
 
-    Admins run the platform and are not held to the per-user quotas (per-app limits still hold).
-    """
+    memory_mb: int
+    cpus: float
+    pids: int
+
+    @classmethod
+    def of(cls, run: RunSettingsColumns) -> Limits:
+        return cls(memory_mb=run.memory_mb, cpus=run.cpus, pids=run.pids)
+
+    def most(self, other: Limits | None) -> Limits:
+        """Each resource's larger value: the honest bound of either running."""
+        if other is None:
+            return self
+        return Limits(
+            memory_mb=max(self.memory_mb, other.memory_mb),
+            cpus=max(self.cpus, other.cpus),
+            pids=max(self.pids, other.pids),
+        )
+
+    def plus(self, other: Limits) -> Limits:
+        return Limits(
+            memory_mb=self.memory_mb + other.memory_mb,
+            cpus=self.cpus + other.cpus,
+            pids=self.pids + other.pids,
+        )
+
+
+NOTHING = Limits(memory_mb=0, cpus=0.0, pids=0)
+
+
+@dataclass(frozen=True)
+class AppUsage:
+    """An app counts the most of what it is set to (the next deploy runs that), what its
+    container was deployed with (it keeps those limits until replaced, stopped or not) and
+    what its pending deployment will run (a rollback runs a release's, not the settings)."""
+
+    configured: Limits
+    running: Limits | None = None
+    pending: Limits | None = None
+
+    @property
+    def counted(self) -> Limits:
+        return self.configured.most(self.running).most(self.pending)
+
+
+def check_new_app(settings: Settings, db: Session, *, owner: User, wanted: Limits) -> None:
+    """Raises 403 when one more app with these limits would pass the owner's quotas."""
     if owner.is_admin:
         return
-    others = select(App).where(App.owner_id == owner.id)
-    if replacing is not None:
-        others = others.where(App.id != replacing.id)
-    count = db.scalar(select(func.count()).select_from(others.subquery())) or 0
-    used = db.scalar(select(func.coalesce(func.sum(others.subquery().c.memory_mb), 0))) or 0
-    if replacing is None and count + 1 > settings.user_max_apps:
+    usage = _usage_by_app(db, owner)
+    if len(usage) + 1 > settings.user_max_apps:
         raise Forbidden(
-            f"app quota reached: {owner.username} has {count} apps and may have "
+            f"app quota reached: {owner.username} has {len(usage)} apps and may have "
             f"{settings.user_max_apps}; delete one first"
         )
-    if used + memory_mb > settings.user_max_memory_mb:
-        raise Forbidden(
-            f"memory quota exceeded: {owner.username}'s apps would use {used + memory_mb} MB, "
-            f"the quota is {settings.user_max_memory_mb} MB ({used} MB used by other apps)"
+    _refuse_growth(settings, owner, usage, {**usage, None: AppUsage(configured=wanted)})
+
+
+def check_app_change(
+    settings: Settings, db: Session, *, owner: User, app: App, wanted: Limits
+) -> None:
+    """Raises 403 when setting the app's limits to `wanted` would pass the owner's quotas.
+
+    Lowering an app's settings frees nothing until a deploy replaces its container."""
+    if owner.is_admin:
+        return
+    _lock_app(db, app)
+    usage = _usage_by_app(db, owner)
+    before = usage.get(app.id, AppUsage(configured=Limits.of(app)))
+    _refuse_growth(settings, owner, usage, {**usage, app.id: replace(before, configured=wanted)})
+
+
+def check_rollback(
+    settings: Settings, db: Session, *, owner: User, app: App, release: Limits
+) -> None:
+    """Raises 403 when running a release's limits (until the rollback ends, the app keeps
+    its settings and its container) would pass the owner's quotas."""
+    if owner.is_admin:
+        return
+    _lock_app(db, app)
+    usage = _usage_by_app(db, owner)
+    before = usage.get(app.id, AppUsage(configured=Limits.of(app)))
+    after = replace(before, pending=release.most(before.pending))
+    _refuse_growth(settings, owner, usage, {**usage, app.id: after})
+
+
+def _lock_app(db: Session, app: App) -> None:
+    # Same order everywhere (app row, then owner row): a PATCH and a rollback of one app
+    # wait for each other instead of deadlocking
+    db.execute(select(App.id).where(App.id == app.id).with_for_update())
+
+
+def _usage_by_app(db: Session, owner: User) -> dict[int | None, AppUsage]:
+    """Takes the owner's row lock first: every quota check of one member (create, change,
+    rollback) runs one at a time, so two requests cannot both squeeze in."""
+    db.execute(select(User.id).where(User.id == owner.id).with_for_update())
+    current, pending = aliased(Deployment), aliased(Deployment)
+    rows = db.execute(
+        # Columns, not objects: the values committed now, not what this session loaded
+        select(
+            App.id,
+            *_limit_columns(App),
+            *_limit_columns(current),
+            *_limit_columns(pending),
         )
+        # Only a container that exists can run again without a deploy (start needs none)
+        .outerjoin(
+            current,
+            and_(current.id == App.current_deployment_id, App.container_id.is_not(None)),
+        )
+        # At most one per app (a partial unique index)
+        .outerjoin(
+            pending,
+            and_(pending.app_id == App.id, pending.status.in_(ACTIVE_DEPLOYMENT_STATUSES)),
+        )
+        .where(App.owner_id == owner.id)
+    ).all()
+    return {
+        row[0]: AppUsage(
+            configured=_limits(row[1:4]) or NOTHING,
+            running=_limits(row[4:7]),
+            pending=_limits(row[7:10]),
+        )
+        for row in rows
+    }
+
+
+def _limit_columns(table: type[RunSettingsColumns]) -> tuple[Any, Any, Any]:
+    return table.memory_mb, table.cpus, table.pids
+
+
+def _limits(values: Sequence[Any]) -> Limits | None:
+    memory_mb, cpus, pids = values
+    return None if memory_mb is None else Limits(memory_mb=memory_mb, cpus=cpus, pids=pids)
+
+
+def _total(usage: dict[int | None, AppUsage]) -> Limits:
+    total = NOTHING
+    for app_usage in usage.values():
+        total = total.plus(app_usage.counted)
+    return total
+
+
+def _refuse_growth(
+    settings: Settings,
+    owner: User,
+    before: dict[int | None, AppUsage],
+    after: dict[int | None, AppUsage],
+) -> None:
+    """A change that passes a quota is refused only if it grows the total: a member over a
+    quota (lowered since) can still shrink, deploy and roll back within what they hold."""
+    was, will = _total(before), _total(after)
+    hint = (
+        "what runs counts until replaced: lower an app's settings and deploy it, remove an "
+        "app's container or delete an app first"
+    )
+    problems = []
+    if will.memory_mb > settings.user_max_memory_mb and will.memory_mb > was.memory_mb:
+        problems.append(
+            f"memory quota exceeded: {owner.username}'s apps would hold {will.memory_mb} MB, "
+            f"the quota is {settings.user_max_memory_mb} MB"
+        )
+    if will.cpus > settings.user_max_cpus and will.cpus > was.cpus:
+        problems.append(
+            f"cpu quota exceeded: {owner.username}'s apps would hold {will.cpus:g} CPUs, "
+            f"the quota is {settings.user_max_cpus:g}"
+        )
+    if will.pids > settings.user_max_pids and will.pids > was.pids:
+        problems.append(
+            f"pids quota exceeded: {owner.username}'s apps would hold {will.pids} processes, "
+            f"the quota is {settings.user_max_pids}"
+        )
+    if problems:
+        raise Forbidden("; ".join(problems) + f" ({hint})")

@@ -68,6 +68,5 @@ def check_release_fits(*, db: Session, app: App, release: Release) -> None:
     quotas.check_limits(settings, memory_mb=release.memory_mb, cpus=release.cpus, pids=release.pids)
     owner = db.get(User, app.owner_id) if app.owner_id is not None else None
     if owner is not None:
-        quotas.check_user_quota(
-            settings, db, owner=owner, memory_mb=release.memory_mb, replacing=app
-        )
+        # Takes the same per-owner lock as create and PATCH, held until the caller commits
+        quotas.check_rollback(settings, db, owner=owner, app=app, release=quotas.Limits.of(release))

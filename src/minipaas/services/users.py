@@ -6,17 +6,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from minipaas import security
 from minipaas.clock import now
+from minipaas.config import get_settings
 from minipaas.db.models import ApiToken, App, User, UserRole
 from minipaas.services.errors import Conflict, Forbidden, NotFound
 
 # last_used_at is written at most this often per token, not on every request
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# PostgreSQL advisory lock (two keys: "mu", 0) over who is an active admin: a change of
+# standing takes it exclusively, minting a token shares it
+_STANDING_LOCK = (0x6D75, 0)
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,9 @@ class Caller:
 def authenticate(*, db: Session, token: str) -> tuple[User, ApiToken] | None:
     """The active user and token, or None. One hash and one indexed lookup either way."""
     digest = security.token_hash(token)
-    row = db.execute(select(ApiToken, User).join(User).where(ApiToken.token_hash == digest)).first()
+    row = db.execute(
+        select(ApiToken, User).join(ApiToken.user).where(ApiToken.token_hash == digest)
+    ).first()
     if row is None:
         return None
     record, user = row
@@ -76,18 +82,65 @@ def list_users(*, db: Session, limit: int, offset: int) -> tuple[Sequence[User],
     return rows, total
 
 
+def _lock_standing(db: Session, *, shared: bool) -> None:
+    """Until this transaction ends. Without it, two admins demoting each other at once both
+    pass the checks on what they read before the other committed, and no admin is left."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    db.execute(text(f"SELECT {function}(:a, :b)"), {"a": _STANDING_LOCK[0], "b": _STANDING_LOCK[1]})
+
+
+def _fresh_user(db: Session, user_id: int) -> User | None:
+    # populate_existing: the caller's row as the database has it now, not as auth read it
+    return db.get(User, user_id, populate_existing=True)
+
+
+def _is_active_admin(user: User | None) -> bool:
+    return user is not None and user.is_admin and not user.disabled
+
+
 def update_user(
     *, db: Session, actor: User, user_id: int, disabled: bool | None, role: UserRole | None
 ) -> User:
-    user = get_user(db=db, user_id=user_id)
-    if user.id == actor.id and (disabled or (role is not None and role is not UserRole.ADMIN)):
+    """Disable/enable or change the role of a user. An admin who loses their standing
+    (disabled or demoted) takes the tokens they minted for others with them."""
+    if user_id == actor.id and (disabled or (role is not None and role is not UserRole.ADMIN)):
         raise Forbidden("admins cannot disable or demote themselves; ask another admin")
+    _lock_standing(db, shared=False)
+    if not _is_active_admin(_fresh_user(db, actor.id)):
+        raise Forbidden("you are no longer an active admin")
+    user = _fresh_user(db, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist")
+    was_admin = _is_active_admin(user)
     if disabled is not None:
         user.disabled = disabled
     if role is not None:
         user.role = role
+    if was_admin and not _is_active_admin(user):
+        db.flush()
+        if not db.scalar(_active_admins()):
+            db.rollback()
+            raise Conflict(f"user {user_id} is the last active admin; promote another first")
+        _revoke_issued_by(db, user.id)
     db.commit()
     return user
+
+
+def _active_admins() -> Select[int]:
+    return select(func.count()).where(User.role == UserRole.ADMIN, User.disabled.is_(False))
+
+
+def _revoke_issued_by(db: Session, issuer_id: int) -> None:
+    """Tokens that rest on this admin's authority, except their own (those follow `disabled`)."""
+    db.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.issued_by_id == issuer_id,
+            ApiToken.user_id != issuer_id,
+            ApiToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=now())
+    )
 
 
 def issue_token(
@@ -98,10 +151,36 @@ def issue_token(
     expires_in_days: int | None = None,
     token: str | None = None,
     not_after: datetime | None = None,
+    issued_by_id: int | None = None,
 ) -> IssuedToken:
-    """A new token; `not_after` caps its expiry (a token cannot mint one that outlives it)."""
+    """A new token; `not_after` caps its expiry (a token cannot mint one that outlives it);
+    `issued_by_id`: the admin whose authority it rests on (it is revoked when they lose it)."""
+    _lock_standing(db, shared=True)
+    # The owner's row, locked: counting their tokens and adding one is one step per user
+    db.execute(select(User.id).where(User.id == user.id).with_for_update())
+    if issued_by_id is not None and not _is_active_admin(_fresh_user(db, issued_by_id)):
+        # Checked under the lock: a mint racing the issuer's disabling cannot slip past it
+        raise Forbidden("the admin this token would rest on is no longer an active admin")
+    moment = now()
+    active = db.scalar(
+        select(func.count())
+        .select_from(ApiToken)
+        .where(
+            ApiToken.user_id == user.id,
+            ApiToken.revoked_at.is_(None),
+            (ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > moment),
+        )
+    )
+    cap = get_settings().user_max_tokens
+    if (active or 0) >= cap:
+        username = user.username  # read before the rollback expires it
+        db.rollback()
+        raise Conflict(
+            f"user '{username}' has {cap} active tokens (USER_MAX_TOKENS); "
+            "revoke one (DELETE /tokens/{id}) before making another"
+        )
     token = token or security.new_token()
-    expires_at = now() + timedelta(days=expires_in_days) if expires_in_days else None
+    expires_at = moment + timedelta(days=expires_in_days) if expires_in_days else None
     if not_after is not None and (expires_at is None or expires_at > not_after):
         expires_at = not_after
     record = ApiToken(
@@ -110,16 +189,64 @@ def issue_token(
         prefix=security.shown_prefix(token),
         token_hash=security.token_hash(token),
         expires_at=expires_at,
+        issued_by_id=issued_by_id,
     )
     db.add(record)
     db.commit()
     return IssuedToken(record=record, token=token)
 
 
-def list_tokens(*, db: Session, user: User) -> Sequence[ApiToken]:
-    return db.scalars(
-        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)
+def issue_own_token(
+    *, db: Session, user: User, name: str, expires_in_days: int | None, parent_token: str
+) -> IssuedToken:
+    """A token made with another of the caller's: no later expiry, and the same issuer, so a
+    token an admin minted for someone cannot be swapped for one that outlives that admin."""
+    parent = db.scalar(
+        select(ApiToken).where(ApiToken.token_hash == security.token_hash(parent_token))
+    )
+    return issue_token(
+        db=db,
+        user=user,
+        name=name,
+        expires_in_days=expires_in_days,
+        not_after=parent.expires_at if parent is not None else None,
+        issued_by_id=parent.issued_by_id if parent is not None else None,
+    )
+
+
+def issue_token_for(
+    *,
+    db: Session,
+    admin: User,
+    user_id: int,
+    name: str,
+    expires_in_days: int | None,
+    parent_token: str,
+) -> IssuedToken:
+    """An admin's token for a user; refused for another admin (a token for a peer would let
+    one admin act as another), and revoked when the minting admin is disabled or demoted."""
+    user = get_user(db=db, user_id=user_id)
+    if user.id == admin.id:
+        return issue_own_token(
+            db=db, user=user, name=name, expires_in_days=expires_in_days, parent_token=parent_token
+        )
+    if user.is_admin:
+        raise Forbidden(f"user {user_id} is an admin: admins make their own tokens (POST /tokens)")
+    return issue_token(
+        db=db, user=user, name=name, expires_in_days=expires_in_days, issued_by_id=admin.id
+    )
+
+
+def list_tokens(
+    *, db: Session, user: User, limit: int, offset: int
+) -> tuple[Sequence[ApiToken], int]:
+    """A page of the user's tokens, oldest first, and how many there are in all."""
+    owned = ApiToken.user_id == user.id
+    total = db.scalar(select(func.count()).select_from(ApiToken).where(owned)) or 0
+    rows = db.scalars(
+        select(ApiToken).where(owned).order_by(ApiToken.id).limit(limit).offset(offset)
     ).all()
+    return rows, total
 
 
 def revoke_token(*, db: Session, user: User, token_id: int) -> ApiToken:

@@ -37,6 +37,9 @@ def check_app_name(name: str) -> str:
             "name must be a DNS label: 1-63 lowercase letters, digits or '-', "
             "starting and ending with a letter or digit (e.g. 'my-app')"
         )
+    if name.isdigit():
+        # The CLI reads digits as an id: a name like '3' would pick another app
+        raise ValueError("name cannot be digits only (it would read as an id); add a letter")
     return name
 
 

@@ -6,7 +6,6 @@ Each job takes ids only and calls a service; the database holds the truth.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import Token
@@ -17,10 +16,9 @@ from rq.job import Job
 
 from minipaas import logs, queue
 from minipaas.config import get_settings
-from minipaas.services import lifecycle
-from minipaas.services.deployments import pipeline, recovery
+from minipaas.services import app_actions, lifecycle
+from minipaas.services.deployments import dispatch, pipeline, recovery
 from minipaas.services.job_results import JobResult
-from minipaas.services.state import Action
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +49,11 @@ def deploy_job_id(deployment_id: int) -> str:
 
 def deploy(deployment_id: int) -> None:
     with _job_context(deployment_id=deployment_id):
-        pipeline.run_deployment(deployment_id)
+        try:
+            pipeline.run_deployment(deployment_id)
+        finally:
+            # Its slot is free: the owner's next waiting deployment may go
+            dispatch.dispatch_after(deployment_id)
 
 
 def on_deploy_job_failure(job: Any, connection: Any, exc_type: Any, *args: Any) -> None:
@@ -60,6 +62,7 @@ def on_deploy_job_failure(job: Any, connection: Any, exc_type: Any, *args: Any) 
     reason = f"the deployment job failed ({getattr(exc_type, '__name__', exc_type)}); deploy again"
     log.error("deploy job %s failed: %s", job.id, reason)
     recovery.end_abandoned_deployment_locked(deployment_id, reason)
+    dispatch.dispatch_after(deployment_id)
 
 
 def enqueue_deploy(deployment_id: int) -> str:
@@ -77,10 +80,10 @@ def enqueue_deploy(deployment_id: int) -> str:
 # --- lifecycle actions ---------------------------------------------------------------------
 
 
-def app_action(app_id: int, action: str) -> JobResult:
-    with _job_context(app_id=app_id):
-        log.info("%s app %s", action, app_id)
-        return lifecycle.perform_action(app_id, Action(action))
+def run_action(action_id: int) -> JobResult:
+    with _job_context():
+        log.info("action %s", action_id)
+        return app_actions.run_action(action_id)
 
 
 def delete_app(app_id: int) -> JobResult:
@@ -89,22 +92,25 @@ def delete_app(app_id: int) -> JobResult:
         return lifecycle.perform_delete(app_id)
 
 
-def enqueue_action(app_id: int, action: Action, *, timeout: int) -> Job:
-    return queue.enqueue(
-        app_action,
-        app_id,
-        action.value,
-        job_id=_action_job_id(action.value, app_id),
-        timeout=timeout,
-        action=True,
+def action_job_id(action_id: int) -> str:
+    """Fixed per action: the reconciler queues it again under the same id."""
+    return f"action-{action_id}"
+
+
+def enqueue_action(action_id: int, *, timeout: int) -> str:
+    """Queues an action's job on the actions queue; returns its id. Raises QueueUnavailable."""
+    job = queue.enqueue(
+        run_action, action_id, job_id=action_job_id(action_id), timeout=timeout, action=True
     )
+    return str(job.id)
+
+
+def delete_job_id(app_id: int) -> str:
+    """Fixed per app: a second delete while one is pending is refused (lifecycle.py)."""
+    return f"delete-{app_id}"
 
 
 def enqueue_delete(app_id: int, *, timeout: int) -> Job:
     return queue.enqueue(
-        delete_app, app_id, job_id=_action_job_id("delete", app_id), timeout=timeout, action=True
+        delete_app, app_id, job_id=delete_job_id(app_id), timeout=timeout, action=True
     )
-
-
-def _action_job_id(label: str, app_id: int) -> str:
-    return f"{label}-{app_id}-{uuid.uuid4().hex[:12]}"

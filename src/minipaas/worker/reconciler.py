@@ -29,9 +29,10 @@ from minipaas.db.models import (
 )
 from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
-from minipaas.runtime import ContainerState, get_runtime, labels
-from minipaas.services import healing, routing
+from minipaas.runtime import get_runtime, labels
+from minipaas.services import app_actions, healing, images, routing
 from minipaas.services.app_lock import try_app_lock
+from minipaas.services.deployments import dispatch
 from minipaas.services.deployments.recovery import end_abandoned_deployment
 from minipaas.worker import jobs, liveness
 from minipaas.worker.healer import HealerThread
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 LOST_JOB_GRACE = timedelta(seconds=30)
 # Containers of this instance that nobody knows are removed when older than this
 UNKNOWN_CONTAINER_GRACE = timedelta(seconds=60)
+# An image pulled this recently is not collected: its deployment may not have recorded it yet
+PULL_GRACE = timedelta(minutes=10)
 
 
 def reconcile_once() -> list[str]:
@@ -122,7 +125,9 @@ def _requeue_lost_jobs() -> list[str]:
     with get_session() as db:
         queued = db.execute(
             select(Deployment.id).where(
-                Deployment.status == DeploymentStatus.QUEUED, Deployment.created_at < cutoff
+                # One still waiting for its owner's slot has no job yet (dispatch.py)
+                Deployment.status == DeploymentStatus.QUEUED,
+                Deployment.dispatched_at < cutoff,
             )
         ).all()
     for (deployment_id,) in queued:
@@ -149,25 +154,27 @@ def _match_app_status_to_containers() -> list[str]:
     """
     actions = []
     with get_session() as db:
-        app_ids = db.scalars(
-            select(App.id).where(App.status == AppStatus.RUNNING, App.container_id.is_not(None))
+        apps = db.execute(
+            select(App.id, App.container_id, App.published_port).where(
+                App.status == AppStatus.RUNNING, App.container_id.is_not(None)
+            )
         ).all()
-    for app_id in app_ids:
+    if not apps:
+        return []
+    # One list call for every app; only an app that looks wrong is looked at again, under
+    # its lock (a deploy may have moved it on since the query above)
+    ports = get_runtime().running_published_ports()
+    for app_id, container_id, published_port in apps:
+        if container_id in ports and ports[container_id] in (None, published_port):
+            continue
         with _one_item(f"app {app_id}"):
-            state = _container_state(app_id)
-            if state is None or not state.running:
+            if container_id not in ports:
                 done = healing.note_crash(app_id)
             else:
                 done = _follow_published_port(app_id)
             if done:
                 actions.append(done)
     return actions
-
-
-def _container_state(app_id: int) -> ContainerState | None:
-    with get_session() as db:
-        container_id = db.scalar(select(App.container_id).where(App.id == app_id))
-    return None if container_id is None else get_runtime().state(container_id)
 
 
 def _follow_published_port(app_id: int) -> str | None:
@@ -194,10 +201,22 @@ def _remove_unknown_containers() -> list[str]:
     runtime = get_runtime()
     actions = []
     now = time.time()
-    for container_id, container_labels, created in runtime.platform_containers():
+    containers = runtime.platform_containers()
+    # Owned now, read in one go: skipping one is always safe (removal is re-checked under
+    # the app's lock below); one query per container took ~1 ms each
+    with get_session() as db:
+        known = set(db.scalars(select(App.container_id).where(App.container_id.is_not(None))))
+        deploying = set(
+            db.scalars(
+                select(Deployment.app_id).where(Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES))
+            )
+        )
+    for container_id, container_labels, created in containers:
         if created.isdigit() and now - int(created) < UNKNOWN_CONTAINER_GRACE.total_seconds():
             continue
         app_id = labels.app_id_of(container_labels)
+        if container_id in known or app_id in deploying:
+            continue
         with _one_item(f"container {container_id[:12]}"):
             if app_id is None:
                 owned = False
@@ -231,10 +250,14 @@ def _owned(container_id: str, app_id: int) -> bool:
 
 
 def _remove_old_release_images() -> list[str]:
-    """Images only older releases ran are removed, so disks do not fill.
+    """The platform's own images that nothing needs any more are removed, so disks do not fill.
 
-    Kept: the newest KEEP_RELEASE_IMAGES releases' images of every app, images any container
-    uses, and the images apps are configured with now.
+    Only the platform's images are candidates: those it pulled (services/images.py: also the
+    pulls of failed deploys and of deleted apps) and, among older releases' images, those its
+    builder made (labels.BUILT). An image someone else put on the host is never removed, even
+    if a member ran it. Kept: the images of the newest KEEP_RELEASE_IMAGES releases of every
+    app (those releases stay rollback-able), of active deployments, the images apps are
+    configured with now, and any image a container (ours or not, running or not) uses.
     """
     keep_count = get_settings().keep_release_images
     runtime = get_runtime()
@@ -254,18 +277,26 @@ def _remove_old_release_images() -> list[str]:
                 Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES)
             )
         ).all()
+        pulled = images.pulled_before(db, datetime.now(UTC) - PULL_GRACE)
     recent = {image_id for image_id, rank in rows if rank <= keep_count}
     old = {image_id for image_id, rank in rows if rank > keep_count} - recent
-    if not old:
+    candidates = pulled | (old & runtime.built_image_ids() if old else set())
+    if not candidates:
         return []
     keep = recent | runtime.images_in_use()
     keep |= {image_id for pair in in_flight for image_id in pair if image_id}
     keep |= {image_id for ref in configured if (image_id := runtime.image_id(ref))}
-    actions = []
-    for image_id in sorted(old - keep):
+    actions, gone = [], []
+    for image_id in sorted(candidates - keep):
         present = image_id.startswith("sha256:") and runtime.image_id(image_id) is not None
-        if present and runtime.remove_image(image_id):
-            actions.append(f"removed image {image_id[:19]} of old releases")
+        if present and not runtime.remove_image(image_id):
+            continue  # Docker refused: a container or another name still uses it
+        gone.append(image_id)
+        if present:
+            why = "pulled by the platform" if image_id in pulled else "of old releases"
+            actions.append(f"removed image {image_id[:19]} ({why}) that nothing uses")
+    with get_session() as db:
+        images.forget(db, [image_id for image_id in gone if image_id in pulled])
     return actions
 
 
@@ -283,6 +314,8 @@ def _steps() -> tuple[Callable[[], list[str]], ...]:
     return (
         _end_abandoned_deployments,
         _requeue_lost_jobs,
+        dispatch.dispatch_all_waiting,
+        app_actions.requeue_lost_actions,
         _match_app_status_to_containers,
         _remove_unknown_containers,
         _remove_old_release_images,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from minipaas import security
 from minipaas.api.deps import (
     MAX_ID,
     CurrentUser,
@@ -21,19 +24,32 @@ from minipaas.api.deps import (
 )
 from minipaas.api.schemas import (
     ActionOut,
+    AppActionOut,
     AppCreate,
+    AppListOut,
     AppOut,
     AppUpdate,
+    AppWrittenOut,
     DeploymentEventOut,
     DeploymentOut,
     LogsOut,
     ReleaseOut,
     RollbackRequest,
 )
-from minipaas.db.models import App
+from minipaas.config import get_settings
+from minipaas.db.models import ActionStatus, App, Deployment, User
 from minipaas.db.session import get_session
-from minipaas.services import apps, lifecycle, logs, releases
-from minipaas.services.deployments import cancellation, events, records
+from minipaas.services import (
+    app_actions,
+    apps,
+    image_presence,
+    lifecycle,
+    logs,
+    releases,
+    stream_guard,
+)
+from minipaas.services.deployments import cancellation, dispatch, events, records
+from minipaas.services.errors import NotFound
 from minipaas.services.state import Action
 
 collection = APIRouter(prefix="/apps", tags=["apps"])
@@ -45,8 +61,8 @@ DeploymentId = Annotated[int, Path(ge=1, le=MAX_ID, description="the deployment'
 _UNBUFFERED = {"X-Accel-Buffering": "no"}
 
 
-@collection.post("", status_code=status.HTTP_201_CREATED, response_model=AppOut)
-def create_app(body: AppCreate, user: CurrentUser, db: SessionDep) -> AppOut:
+@collection.post("", status_code=status.HTTP_201_CREATED, response_model=AppWrittenOut)
+def create_app(body: AppCreate, user: CurrentUser, db: SessionDep) -> AppWrittenOut:
     """Register an app owned by the caller; deploy it with POST /apps/{id}/deploy."""
     wanted = apps.AppSettings(
         image=body.image,
@@ -60,30 +76,43 @@ def create_app(body: AppCreate, user: CurrentUser, db: SessionDep) -> AppOut:
         health_check_path=body.health_check_path,
         health_check_running_seconds=body.health_check_running_seconds,
     )
-    return AppOut.model_validate(apps.create_app(db=db, owner=user, name=body.name, wanted=wanted))
+    notice = image_presence.check_image_present(body.image, body.pull_policy)
+    created = apps.create_app(db=db, owner=user, name=body.name, wanted=wanted)
+    return AppWrittenOut.model_validate(created).model_copy(update={"notice": notice})
 
 
 @collection.get("", response_model=list[AppOut])
-def list_apps(
-    user: CurrentUser, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
-) -> list[AppOut]:
+async def list_apps(
+    user: CurrentUser, db: SessionDep, limit: Limit = 50, offset: Offset = 0
+) -> Response:
     """List the apps the caller may see, oldest first; the total is in X-Total-Count."""
-    rows, total = apps.list_apps(db=db, user=user, limit=limit, offset=offset)
-    response.headers["X-Total-Count"] = str(total)
-    return [AppOut.model_validate(app) for app in rows]
+    rows, total = await run_in_threadpool(
+        apps.list_apps, db=db, user=user, limit=limit, offset=offset
+    )
+    # Validated once as a list and dumped by pydantic-core; FastAPI would validate it again
+    body = AppListOut.dump_json(AppListOut.validate_python(rows))
+    return Response(body, media_type="application/json", headers={"X-Total-Count": str(total)})
 
 
 @item.get("", response_model=AppOut)
-def get_app(app: VisibleApp) -> AppOut:
+async def get_app(app: VisibleApp) -> AppOut:
     """One app."""
-    return AppOut.model_validate(app)
+    return AppOut.model_validate(app)  # loaded whole by VisibleApp: no I/O on the loop
 
 
-@item.patch("", response_model=AppOut)
-def update_app(app: VisibleApp, body: AppUpdate, db: SessionDep, user: CurrentUser) -> AppOut:
+@item.patch("", response_model=AppWrittenOut)
+def update_app(
+    app: VisibleApp, body: AppUpdate, db: SessionDep, user: CurrentUser
+) -> AppWrittenOut:
     """Change image, port, env, command, pull policy or limits; applied on the next deploy."""
     changes = body.model_dump(exclude_unset=True)
-    return AppOut.model_validate(apps.update_app(db=db, app=app, changes=changes, caller=user))
+    notice = None
+    if "image" in changes or "pull_policy" in changes:
+        notice = image_presence.check_image_present(
+            changes.get("image", app.image), changes.get("pull_policy", app.pull_policy)
+        )
+    updated = apps.update_app(db=db, app=app, changes=changes, caller=user)
+    return AppWrittenOut.model_validate(updated).model_copy(update={"notice": notice})
 
 
 @item.delete(
@@ -91,9 +120,12 @@ def update_app(app: VisibleApp, body: AppUpdate, db: SessionDep, user: CurrentUs
     status_code=status.HTTP_204_NO_CONTENT,
     responses={202: {"description": "accepted; the worker is still deleting"}},
 )
-def delete_app(app: VisibleApp, db: SessionDep) -> Response:
-    """Delete the app with its container, route and history."""
-    done = lifecycle.request_delete(db=db, app_id=app.id)
+async def delete_app(app: VisibleApp, db: SessionDep) -> Response:
+    """Delete the app with its container, route and history (202 while the worker is on it:
+    GET /apps/{id} answers 404 once it is gone)."""
+    job = await run_in_threadpool(lifecycle.queue_delete, db=db, app_id=app.id)
+    await run_in_threadpool(db.close)  # no pooled connection is held while we wait
+    done = await lifecycle.wait_for_delete(job, get_settings().action_wait_seconds)
     return Response(status_code=204 if done else 202)
 
 
@@ -113,46 +145,109 @@ def rollback_app(
 ) -> DeploymentOut:
     """Deploy an earlier release's image and settings (default: the one before the current)."""
     number = body.release if body is not None and body.release is not None else 0
-    return DeploymentOut.model_validate(
-        records.request_deployment(db=db, app_id=app.id, rollback_to=number)
-    )
+    return _deployment_out(db, records.request_deployment(db=db, app_id=app.id, rollback_to=number))
 
 
 @item.post("/deploy", status_code=status.HTTP_202_ACCEPTED, response_model=DeploymentOut)
 def deploy_app(app: VisibleApp, db: SessionDep) -> DeploymentOut:
     """Queue a deployment of the app's current settings."""
-    return DeploymentOut.model_validate(records.request_deployment(db=db, app_id=app.id))
+    return _deployment_out(db, records.request_deployment(db=db, app_id=app.id))
 
 
-def _lifecycle(app: App, action: Action, db: SessionDep) -> JSONResponse:
-    done = lifecycle.request_action(db=db, app_id=app.id, action=action)
-    db.refresh(app)
-    body = ActionOut(action=action.value, done=done, app=AppOut.model_validate(app))
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if done else 202)
+def _deployment_out(db: Session, deployment: Deployment) -> DeploymentOut:
+    out = DeploymentOut.model_validate(deployment)
+    out.queue_position = dispatch.queue_position(db, deployment)
+    return out
+
+
+# How long a lifecycle request waits for its action before answering 202 (0: answer at once)
+ActionWait = Annotated[
+    float | None,
+    Query(ge=0, le=60, description="seconds to wait for the action; default ACTION_WAIT_SECONDS"),
+]
+
+
+async def _lifecycle(
+    app: App, action: Action, db: Session, user: User, wait: float | None
+) -> JSONResponse:
+    """Records the action, waits a little for it without holding a thread, then answers:
+    200 when it succeeded in that time, its error when it failed, else 202 to follow it."""
+    row = await run_in_threadpool(
+        app_actions.request_action, db=db, app_id=app.id, action=action, user=user
+    )
+    action_id = row.id
+    await run_in_threadpool(db.close)  # no pooled connection is held while we wait
+    seconds = get_settings().action_wait_seconds if wait is None else wait
+    await app_actions.wait_until_ended(action_id, seconds)
+    return await run_in_threadpool(_action_answer, app.id, action_id)
+
+
+def _action_answer(app_id: int, action_id: int) -> JSONResponse:
+    with get_session() as db:
+        row = app_actions.get_action(db=db, app_id=app_id, action_id=action_id)
+        app_actions.raise_if_failed(row)
+        app = apps.get_app(db=db, app_id=app_id)
+        done = row.status is ActionStatus.SUCCEEDED
+        base = AppActionOut.model_validate(row).model_dump()
+        body = ActionOut(**base, done=done, app=AppOut.model_validate(app))
+    return JSONResponse(
+        body.model_dump(mode="json"),
+        status_code=200 if done else 202,
+        headers={"Location": f"/apps/{app_id}/actions/{action_id}"},
+    )
 
 
 @item.post("/stop", response_model=ActionOut)
-def stop_app(app: VisibleApp, db: SessionDep) -> JSONResponse:
+async def stop_app(
+    app: VisibleApp, db: SessionDep, user: CurrentUser, wait: ActionWait = None
+) -> JSONResponse:
     """Stop the running container; the router answers 503 for the app."""
-    return _lifecycle(app, Action.STOP, db)
+    return await _lifecycle(app, Action.STOP, db, user, wait)
 
 
 @item.post("/start", response_model=ActionOut)
-def start_app(app: VisibleApp, db: SessionDep) -> JSONResponse:
+async def start_app(
+    app: VisibleApp, db: SessionDep, user: CurrentUser, wait: ActionWait = None
+) -> JSONResponse:
     """Start the stopped container again."""
-    return _lifecycle(app, Action.START, db)
+    return await _lifecycle(app, Action.START, db, user, wait)
 
 
 @item.post("/restart", response_model=ActionOut)
-def restart_app(app: VisibleApp, db: SessionDep) -> JSONResponse:
+async def restart_app(
+    app: VisibleApp, db: SessionDep, user: CurrentUser, wait: ActionWait = None
+) -> JSONResponse:
     """Restart the container."""
-    return _lifecycle(app, Action.RESTART, db)
+    return await _lifecycle(app, Action.RESTART, db, user, wait)
 
 
 @item.post("/remove", response_model=ActionOut)
-def remove_app_container(app: VisibleApp, db: SessionDep) -> JSONResponse:
+async def remove_app_container(
+    app: VisibleApp, db: SessionDep, user: CurrentUser, wait: ActionWait = None
+) -> JSONResponse:
     """Remove the container and its route; the app and its history stay."""
-    return _lifecycle(app, Action.REMOVE, db)
+    return await _lifecycle(app, Action.REMOVE, db, user, wait)
+
+
+ActionId = Annotated[int, Path(ge=1, le=MAX_ID, description="the action's id")]
+
+
+@item.get("/actions", response_model=list[AppActionOut])
+def list_actions(
+    app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
+) -> list[AppActionOut]:
+    """Stops, starts, restarts and removes asked for, newest first."""
+    rows, total = app_actions.list_actions(db=db, app_id=app.id, limit=limit, offset=offset)
+    response.headers["X-Total-Count"] = str(total)
+    return [AppActionOut.model_validate(row) for row in rows]
+
+
+@item.get("/actions/{action_id}", response_model=AppActionOut)
+def get_action(app: VisibleApp, action_id: ActionId, db: SessionDep) -> AppActionOut:
+    """One action: follow it until its status is succeeded or failed."""
+    return AppActionOut.model_validate(
+        app_actions.get_action(db=db, app_id=app.id, action_id=action_id)
+    )
 
 
 @item.get(
@@ -162,23 +257,26 @@ def remove_app_container(app: VisibleApp, db: SessionDep) -> JSONResponse:
 )
 def app_logs(
     app: VisibleApp,
+    user: CurrentUser,
     request: Request,
     db: SessionDep,
     tail: Annotated[int, Query(ge=1, le=100_000)] = 100,
     timestamps: bool = False,
     follow: Annotated[bool, Query(description="keep streaming new lines (text/plain)")] = False,
 ) -> Response:
-    """stdout and stderr of the app's container; with follow=true, new lines as they come."""
+    """stdout and stderr of the app's container; with follow=true, new lines as they come
+    (until the client leaves or the token, user or app no longer allow it)."""
     if follow and app.container_id is not None:
+        guard = _open_stream(request, user, app)
         db.close()  # a stream can last hours: it must not hold a pooled database connection
         stream = logs.follow_app_logs(
             container_id=app.container_id,
             tail=tail,
             timestamps=timestamps,
-            client_gone=request.is_disconnected,
+            ended=guard.ended,
         )
         return StreamingResponse(
-            stream, media_type="text/plain; charset=utf-8", headers=_UNBUFFERED
+            guard.guarded(stream), media_type="text/plain; charset=utf-8", headers=_UNBUFFERED
         )
     body = LogsOut(logs=logs.app_logs(app=app, tail=tail, timestamps=timestamps))
     return JSONResponse(body.model_dump())
@@ -191,7 +289,7 @@ def list_deployments(
     """Deployment history, newest first."""
     rows, total = records.list_deployments(db=db, app_id=app.id, limit=limit, offset=offset)
     response.headers["X-Total-Count"] = str(total)
-    return [DeploymentOut.model_validate(row) for row in rows]
+    return [_deployment_out(db, row) for row in rows]
 
 
 @item.post(
@@ -203,9 +301,9 @@ def cancel_deployment(
     app: VisibleApp, deployment_id: DeploymentId, db: SessionDep
 ) -> DeploymentOut:
     """Cancel a queued (ends now) or running (ends at the worker's next check) deployment."""
-    return DeploymentOut.model_validate(
-        cancellation.cancel_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
-    )
+    cancelled = cancellation.cancel_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
+    dispatch.dispatch_after(cancelled.id)  # a slot may be free, and the line moved up
+    return _deployment_out(db, cancelled)
 
 
 @item.get(
@@ -215,6 +313,7 @@ def cancel_deployment(
 )
 def deployment_events(
     app: VisibleApp,
+    user: CurrentUser,
     deployment_id: DeploymentId,
     request: Request,
     db: SessionDep,
@@ -226,37 +325,61 @@ def deployment_events(
     if not follow:
         body = [DeploymentEventOut.model_validate(row).model_dump(mode="json") for row in rows]
         return JSONResponse(body)
+    guard = _open_stream(request, user, app)
     db.close()  # the stream polls with sessions of its own
     return StreamingResponse(
-        _event_stream(app.id, deployment_id, after, request),
+        guard.guarded(_event_stream(app.id, deployment_id, after, guard)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", **_UNBUFFERED},
     )
 
 
+def _open_stream(request: Request, user: User, app: App) -> stream_guard.StreamGuard:
+    """A slot for the stream (429 past USER_MAX_STREAMS), re-checked as it runs."""
+    return stream_guard.open_stream(
+        token=security.bearer_token(request.headers.get("authorization", "")),
+        user_id=user.id,
+        app_id=app.id,
+        client_gone=request.is_disconnected,
+    )
+
+
 async def _event_stream(
-    app_id: int, deployment_id: int, after: int, request: Request
+    app_id: int, deployment_id: int, after: int, guard: stream_guard.StreamGuard
 ) -> AsyncIterator[str]:
-    """SSE: every event once, ending after succeeded/failed or when the client goes."""
-    while not await request.is_disconnected():
-        rows = await run_in_threadpool(_events_after, app_id, deployment_id, after)
+    """SSE: every event once, ending after succeeded/failed, at once for a deployment that
+    had already ended, when the client goes, or (a last `closed` event) when access ends."""
+    while (reason := await guard.ended()) is None:
+        try:
+            rows, ended = await run_in_threadpool(_events_after, app_id, deployment_id, after)
+        except NotFound:
+            reason = "the deployment no longer exists"
+            break
         for row in rows:
             after = row.id
             yield f"id: {row.id}\nevent: {row.kind}\ndata: {row.model_dump_json()}\n\n"
             if row.kind in ("succeeded", "failed"):
                 return
+        if ended:
+            return
         await asyncio.sleep(0.25)
+    if reason:
+        yield f"event: closed\ndata: {json.dumps({'reason': reason})}\n\n"
 
 
-def _events_after(app_id: int, deployment_id: int, after: int) -> list[DeploymentEventOut]:
+def _events_after(
+    app_id: int, deployment_id: int, after: int
+) -> tuple[list[DeploymentEventOut], bool]:
     with get_session() as db:
-        rows = events.list_events(db=db, app_id=app_id, deployment_id=deployment_id, after=after)
-        return [DeploymentEventOut.model_validate(row) for row in rows]
+        rows, ended = events.events_and_end(
+            db=db, app_id=app_id, deployment_id=deployment_id, after=after
+        )
+        return [DeploymentEventOut.model_validate(row) for row in rows], ended
 
 
 @item.get("/deployments/{deployment_id}", response_model=DeploymentOut)
 def get_deployment(app: VisibleApp, deployment_id: DeploymentId, db: SessionDep) -> DeploymentOut:
     """One deployment."""
-    return DeploymentOut.model_validate(
-        records.get_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
+    return _deployment_out(
+        db, records.get_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
     )

@@ -21,7 +21,7 @@ UNAVAILABLE = "unavailable"
 
 
 @router.get("/health")
-def liveness() -> dict[str, str]:
+async def liveness() -> dict[str, str]:
     """The API process answers."""
     return {"status": "ok"}
 

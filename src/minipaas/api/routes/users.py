@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
-from minipaas.api.deps import MAX_ID, AdminUser, Caller, CurrentUser, Limit, Offset, SessionDep
+from minipaas import security
+from minipaas.api.deps import MAX_ID, AdminUser, CurrentUser, Limit, Offset, SessionDep
 from minipaas.api.schemas import (
     AuditEventOut,
     IssuedTokenOut,
@@ -16,12 +18,17 @@ from minipaas.api.schemas import (
     UserOut,
     UserUpdate,
 )
+from minipaas.db.models import ApiToken
 from minipaas.services import audit, users
 
 router = APIRouter(tags=["users"])
 
 UserId = Annotated[int, Path(ge=1, le=MAX_ID)]
 TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def _caller_token(request: Request) -> str:
+    return security.bearer_token(request.headers.get("authorization", ""))
 
 
 def _issued(issued: users.IssuedToken) -> IssuedTokenOut:
@@ -65,20 +72,40 @@ def update_user(user_id: UserId, body: UserUpdate, admin: AdminUser, db: Session
     "/users/{user_id}/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedTokenOut
 )
 def issue_user_token(
-    user_id: UserId, body: TokenCreate, _: AdminUser, db: SessionDep
+    user_id: UserId, body: TokenCreate, admin: AdminUser, request: Request, db: SessionDep
 ) -> IssuedTokenOut:
-    """Issue a token for a user (admin); the token is in this answer only."""
-    user = users.get_user(db=db, user_id=user_id)
+    """Issue a token for a member (admin); the token is in this answer only. 403 for another
+    admin; the token is revoked when the issuing admin is disabled or demoted."""
     return _issued(
-        users.issue_token(db=db, user=user, name=body.name, expires_in_days=body.expires_in_days)
+        users.issue_token_for(
+            db=db,
+            admin=admin,
+            user_id=user_id,
+            name=body.name,
+            expires_in_days=body.expires_in_days,
+            parent_token=_caller_token(request),
+        )
     )
 
 
 @router.get("/users/{user_id}/tokens", response_model=list[TokenOut])
-def list_user_tokens(user_id: UserId, _: AdminUser, db: SessionDep) -> list[TokenOut]:
-    """A user's tokens (admin; never the tokens themselves)."""
+def list_user_tokens(
+    user_id: UserId,
+    _: AdminUser,
+    db: SessionDep,
+    response: Response,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> list[TokenOut]:
+    """A user's tokens, oldest first (admin; never the tokens themselves)."""
     user = users.get_user(db=db, user_id=user_id)
-    return [TokenOut.model_validate(row) for row in users.list_tokens(db=db, user=user)]
+    return _token_page(users.list_tokens(db=db, user=user, limit=limit, offset=offset), response)
+
+
+def _token_page(page: tuple[Sequence[ApiToken], int], response: Response) -> list[TokenOut]:
+    rows, total = page
+    response.headers["X-Total-Count"] = str(total)
+    return [TokenOut.model_validate(row) for row in rows]
 
 
 @router.delete("/users/{user_id}/tokens/{token_id}", response_model=TokenOut)
@@ -90,24 +117,27 @@ def revoke_user_token(user_id: UserId, token_id: TokenId, _: AdminUser, db: Sess
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedTokenOut)
 def create_token(
-    body: TokenCreate, user: CurrentUser, caller: Caller, db: SessionDep
+    body: TokenCreate, user: CurrentUser, request: Request, db: SessionDep
 ) -> IssuedTokenOut:
-    """Create a token for the caller, expiring no later than the token used to ask."""
+    """Create a token for the caller, expiring no later than the token used to ask (and
+    revoked with it if an admin's standing ends); 409 past USER_MAX_TOKENS active tokens."""
     return _issued(
-        users.issue_token(
+        users.issue_own_token(
             db=db,
             user=user,
             name=body.name,
             expires_in_days=body.expires_in_days,
-            not_after=caller.token_expires_at,
+            parent_token=_caller_token(request),
         )
     )
 
 
 @router.get("/tokens", response_model=list[TokenOut])
-def list_tokens(user: CurrentUser, db: SessionDep) -> list[TokenOut]:
-    """The caller's tokens (never the tokens themselves)."""
-    return [TokenOut.model_validate(row) for row in users.list_tokens(db=db, user=user)]
+def list_tokens(
+    user: CurrentUser, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
+) -> list[TokenOut]:
+    """The caller's tokens, oldest first (never the tokens themselves)."""
+    return _token_page(users.list_tokens(db=db, user=user, limit=limit, offset=offset), response)
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut)

@@ -50,6 +50,7 @@ def upgrade() -> None:
             nullable=True,
         ),
         sa.Column("job_id", sa.String(64), nullable=True),
+        sa.Column("failure", sa.String(32), nullable=True),
         sa.Column("detail", sa.Text(), nullable=True),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False

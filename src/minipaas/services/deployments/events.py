@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from minipaas.db.models import Deployment, DeploymentEvent
+from minipaas.db.models import Deployment, DeploymentEvent, DeploymentStatus
 from minipaas.db.session import get_session
 from minipaas.services.errors import NotFound
 
@@ -37,3 +37,15 @@ def list_events(
         .where(DeploymentEvent.deployment_id == deployment_id, DeploymentEvent.id > after)
         .order_by(DeploymentEvent.id)
     ).all()
+
+
+def events_and_end(
+    *, db: Session, app_id: int, deployment_id: int, after: int
+) -> tuple[Sequence[DeploymentEvent], bool]:
+    """Events after `after`, and whether the deployment had already ended: then these are all
+    a stream has to send (its last event was committed with its final status, read first)."""
+    deployment = db.get(Deployment, deployment_id)
+    if deployment is None or deployment.app_id != app_id:
+        raise NotFound(f"deployment {deployment_id} of app {app_id} does not exist")
+    ended = deployment.status in (DeploymentStatus.SUCCEEDED, DeploymentStatus.FAILED)
+    return list_events(db=db, app_id=app_id, deployment_id=deployment_id, after=after), ended

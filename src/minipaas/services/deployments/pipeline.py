@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from minipaas.clock import now
 from minipaas.config import get_settings
@@ -180,12 +180,15 @@ def ensure_image(plan: Plan) -> str:
                 "longer on this host (only the last releases' images are kept)"
             ) from None
         raise
-    record_event(plan.deployment_id, "image", f"image {plan.image} is here ({image_id[:19]})")
+    # The step and its progress line in one commit: each commit is on the way to serving
     with get_session() as db:
-        deployment = db.get(Deployment, plan.deployment_id)
-        assert deployment is not None
-        deployment.image_id = image_id
-        deployment.container_name = plan.container_name
+        db.execute(
+            update(Deployment)
+            .where(Deployment.id == plan.deployment_id)
+            .values(image_id=image_id, container_name=plan.container_name)
+        )
+        message = f"image {plan.image} is here ({image_id[:19]})"
+        db.add(DeploymentEvent(deployment_id=plan.deployment_id, kind="image", message=message))
         db.commit()
     return image_id
 
@@ -209,16 +212,14 @@ def container_spec(plan: Plan) -> ContainerSpec:
 
 def start_container(plan: Plan, image_id: str) -> StartedContainer:
     started = get_runtime().run_container(container_spec(plan))
-    record_event(
-        plan.deployment_id,
-        "container",
-        f"container {started.name} started on 127.0.0.1:{started.published_port}",
-    )
     with get_session() as db:
-        deployment = db.get(Deployment, plan.deployment_id)
-        assert deployment is not None
-        deployment.container_id = started.id
-        deployment.published_port = started.published_port
+        db.execute(
+            update(Deployment)
+            .where(Deployment.id == plan.deployment_id)
+            .values(container_id=started.id, published_port=started.published_port)
+        )
+        message = f"container {started.name} started on 127.0.0.1:{started.published_port}"
+        db.add(DeploymentEvent(deployment_id=plan.deployment_id, kind="container", message=message))
         db.commit()
     return started
 
@@ -230,12 +231,18 @@ def wait_until_healthy(plan: Plan, started: StartedContainer) -> None:
         check_cancelled=lambda: raise_if_cancelled(plan.deployment_id),
         report=lambda message: record_event(plan.deployment_id, "health", message),
     )
-    record_event(plan.deployment_id, "healthy", "health check passed")
+    # "healthy" is recorded with the route switch that follows, in its transaction
 
 
 def switch_route(plan: Plan, started: StartedContainer) -> None:
     """The route goes to the new container; if nginx refuses, back to the previous one."""
     with get_session() as db:
+        # One commit less before the app serves; a cancel seen here drops this line too
+        db.add(
+            DeploymentEvent(
+                deployment_id=plan.deployment_id, kind="healthy", message="health check passed"
+            )
+        )
         pass_point_of_no_return(db, plan.deployment_id)
         app = db.get(App, plan.app_id)
         assert app is not None

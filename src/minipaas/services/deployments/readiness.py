@@ -39,15 +39,19 @@ def wait_until_ready(
     last_answer = "no HTTP answer"
     next_report = started_at
     while True:
-        _raise_if_exited(started.id)
-        check_cancelled()
         if health.running_seconds is not None:
+            _raise_if_exited(started.id)
+            check_cancelled()
             if time.monotonic() - started_at >= health.running_seconds:
                 return
         else:
+            # Probe first: an answer through the published port proves the container runs,
+            # so a healthy app is not held up by an engine call and a query (~5 ms) first
             status = http_status(started.published_port, path=health.path, timeout=1.0)
             if status is not None and status < 500:
                 return
+            _raise_if_exited(started.id)
+            check_cancelled()
             if status is not None:
                 last_answer = f"GET {health.path} answered {status}"
             if time.monotonic() >= next_report:

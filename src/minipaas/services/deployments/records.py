@@ -8,7 +8,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from minipaas import queue
 from minipaas.clock import now
 from minipaas.config import get_settings
 from minipaas.db.models import (
@@ -21,8 +20,8 @@ from minipaas.db.models import (
 )
 from minipaas.services import quotas, releases
 from minipaas.services.apps import get_app
+from minipaas.services.deployments import dispatch
 from minipaas.services.errors import Conflict, NotFound, Unavailable
-from minipaas.worker import jobs
 
 
 def active_deployment(*, db: Session, app_id: int) -> Deployment | None:
@@ -107,17 +106,30 @@ def _commit_one_active(db: Session, app_id: int) -> None:
 
 
 def _queue(db: Session, app: App, deployment: Deployment) -> None:
-    try:
-        deployment.job_id = jobs.enqueue_deploy(deployment.id)
-    except queue.QueueUnavailable as exc:
-        # Leave nothing stuck in "deploying": the deployment failed before it started
-        deployment.status = DeploymentStatus.FAILED
-        deployment.error = f"could not queue the deployment: {exc}"
-        deployment.finished_at = now()
-        app.status = deployment.app_status_before or AppStatus.CREATED
-        db.commit()
-        raise Unavailable(f"{exc}; the deployment was not started, try again later") from None
+    """Hands the deployment to the workers, or leaves it waiting for its owner's slot."""
     number = deployment.rollback_to_release
     what = f"rollback to release {number}" if number else deployment.image
     db.add(DeploymentEvent(deployment_id=deployment.id, kind="queued", message=f"queued: {what}"))
     db.commit()
+    dispatched = {item.deployment_id: item for item in dispatch.dispatch_waiting(db, app.owner_id)}
+    mine = dispatched.get(deployment.id)
+    if mine is None:
+        db.add(
+            DeploymentEvent(
+                deployment_id=deployment.id,
+                kind="waiting",
+                message=dispatch.waiting_message(db, deployment),
+            )
+        )
+        db.commit()
+        return
+    if mine.job_id is None:
+        # Leave nothing stuck in "deploying": the deployment failed before it started
+        db.refresh(deployment)
+        deployment.status = DeploymentStatus.FAILED
+        deployment.error = f"could not queue the deployment: {mine.error}"
+        deployment.finished_at = now()
+        app.status = deployment.app_status_before or AppStatus.CREATED
+        db.commit()
+        raise Unavailable(f"{mine.error}; the deployment was not started, try again later")
+    db.refresh(deployment)

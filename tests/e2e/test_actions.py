@@ -1,0 +1,120 @@
+"""Lifecycle actions are rows: answered at once (202) and followed, or done within the wait
+(200); one pending per app; a job Redis lost is queued again by the reconciler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from minipaas import queue
+from minipaas.host.platform import processes
+from minipaas.worker import jobs
+from tests.support.flows import create_app, deploy
+from tests.support.images import HELLO_V1, SLOW_STARTER
+from tests.support.stack import Stack
+from tests.support.users import new_member
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+
+
+def _follow(api: httpx.Client, app_id: int, action_id: int, timeout: float = 60) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        response = api.get(f"/apps/{app_id}/actions/{action_id}")
+        assert response.status_code == 200, response.text
+        body = dict(response.json())
+        return body if body["status"] in ("succeeded", "failed") else None
+
+    return eventually(ended, timeout=timeout, interval=0.1, message="the action did not end")
+
+
+def test_an_action_answers_at_once_and_is_followed(api: httpx.Client, app_name: str) -> None:
+    app_id = create_app(api, app_name, SLOW_STARTER)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    stopped = api.post(f"/apps/{app_id}/stop")
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json()["done"] is True and stopped.json()["app"]["status"] == "stopped"
+
+    # The slow starter takes seconds to be healthy: with wait=0 the answer does not wait
+    started = api.post(f"/apps/{app_id}/start", params={"wait": 0})
+    assert started.status_code == 202, started.text
+    body = started.json()
+    assert body["done"] is False and body["status"] in ("queued", "running")
+    assert started.headers["location"] == f"/apps/{app_id}/actions/{body['id']}"
+    # one pending action per app: a second one is refused and names the first
+    again = api.post(f"/apps/{app_id}/restart", params={"wait": 0})
+    assert again.status_code == 409, again.text
+    assert f"action {body['id']}" in again.json()["detail"]
+
+    ended = _follow(api, app_id, body["id"])
+    assert ended["status"] == "succeeded" and ended["started_at"] and ended["finished_at"]
+    assert api.get(f"/apps/{app_id}").json()["status"] == "running"
+    history = api.get(f"/apps/{app_id}/actions")
+    assert history.headers["x-total-count"] == "2"
+    assert [row["action"] for row in history.json()] == ["start", "stop"]
+
+
+def test_a_failed_action_says_why(api: httpx.Client, app_name: str) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    assert api.post(f"/apps/{app_id}/stop").status_code == 200
+    # the container goes away behind the platform's back: the start cannot succeed
+    import docker
+
+    container = api.get(f"/apps/{app_id}").json()["container_name"]
+    docker.from_env().containers.get(container).remove(force=True)
+    started = api.post(f"/apps/{app_id}/start", params={"wait": 0})
+    assert started.status_code == 202, started.text
+    ended = _follow(api, app_id, started.json()["id"])
+    assert ended["status"] == "failed" and ended["failure"] == "conflict"
+    assert "deploy the app again" in ended["detail"]
+
+
+def test_another_users_actions_are_not_found(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    member = new_member(api)
+    member_api = httpx.Client(base_url=stack.api_url, headers=member.headers, timeout=30)
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    action_id = api.post(f"/apps/{app_id}/stop").json()["id"]
+    assert member_api.get(f"/apps/{app_id}/actions").status_code == 404
+    assert member_api.get(f"/apps/{app_id}/actions/{action_id}").status_code == 404
+    assert api.get(f"/apps/{app_id}/actions/999999").status_code == 404
+
+
+@pytest.fixture
+def worker_stopped(stack: Stack) -> Iterator[None]:
+    worker = next(p for p in processes(stack.settings) if p.name == "worker")
+    worker.stop()
+    try:
+        yield
+    finally:
+        worker.start(stack.env)
+
+
+def test_an_action_whose_job_redis_lost_still_runs(
+    stack: Stack, api: httpx.Client, app_name: str, worker_stopped: None
+) -> None:
+    """The row is the truth: with its job gone from Redis, the reconciler queues it again."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    # deployed by hand: the worker is stopped, so this test starts its own for the deploy
+    worker = next(p for p in processes(stack.settings) if p.name == "worker")
+    worker.start(stack.env)
+    assert deploy(api, app_id)["status"] == "succeeded"
+    worker.stop()
+
+    stopped = api.post(f"/apps/{app_id}/stop", params={"wait": 0})
+    assert stopped.status_code == 202, stopped.text
+    action_id = stopped.json()["id"]
+    # Redis forgets the job (a restart without its data)
+    queue.delete_job(jobs.action_job_id(action_id))
+    queue.get_action_queue().empty()
+    worker.start(stack.env)
+    ended = _follow(api, app_id, action_id, timeout=90)
+    assert ended["status"] == "succeeded", ended
+    assert api.get(f"/apps/{app_id}").json()["status"] == "stopped"
+    worker.stop()  # the fixture starts it again

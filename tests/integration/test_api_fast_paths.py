@@ -1,0 +1,137 @@
+"""The API's read fast paths answer exactly as before: list pages built from column rows equal
+the single-app answers, pagination and X-Total-Count hold, authentication is checked on every
+request (no cache), and the pure ASGI middleware still tags every answer with a request id."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.images import HELLO_V1
+from tests.support.stack import Stack
+from tests.support.users import Member, new_member
+
+pytestmark = [pytest.mark.docker]
+
+APP_FIELDS = {
+    "id", "name", "owner_id", "image", "internal_port", "env", "command", "memory_mb", "cpus",
+    "pids", "pull_policy", "health_check_path", "health_check_running_seconds", "status",
+    "status_detail", "container_name", "published_port", "current_deployment_id",
+    "restart_count", "last_exit_code", "next_restart_at", "created_at", "updated_at", "url",
+    "domains", "path",
+}  # fmt: skip
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=60) as plain:
+        yield plain
+
+
+@pytest.fixture
+def member(api: httpx.Client) -> Member:
+    return new_member(api)
+
+
+def _create(client: httpx.Client, member: Member, name: str, **extra: object) -> int:
+    body = {"name": name, "image": HELLO_V1, "internal_port": 80, **extra}
+    created = client.post("/apps", json=body, headers=member.headers)
+    assert created.status_code == 201, created.text
+    return int(created.json()["id"])
+
+
+def test_list_rows_equal_the_single_app_answers(
+    client: httpx.Client, member: Member, app_name: str
+) -> None:
+    plain = _create(client, member, f"{app_name}-a")
+    rich = _create(
+        client,
+        member,
+        f"{app_name}-b",
+        env={"SECRET": "value", "MODE": "x"},
+        command=["httpd", "-f", "-p", "80"],
+        health_check_running_seconds=2,
+    )
+    for hostname in (f"z-{rich}.example.test", f"a-{rich}.example.test"):
+        added = client.post(
+            f"/apps/{rich}/domains", json={"hostname": hostname}, headers=member.headers
+        )
+        assert added.status_code == 201, added.text
+
+    listed = client.get("/apps", headers=member.headers)
+    assert listed.status_code == 200
+    assert listed.headers["content-type"] == "application/json"
+    rows = {row["id"]: row for row in listed.json()}
+    assert set(rows) == {plain, rich}
+    for app_id in (plain, rich):
+        one = client.get(f"/apps/{app_id}", headers=member.headers).json()
+        assert set(one) == APP_FIELDS
+        assert rows[app_id] == one
+    shown = rows[rich]
+    assert shown["env"] == {"MODE": "********", "SECRET": "********"}  # names only
+    assert "value" not in listed.text
+    assert shown["domains"] == [f"a-{rich}.example.test", f"z-{rich}.example.test"]
+    assert shown["path"] == f"/apps/{rich}/"
+    assert shown["url"].startswith(f"http://{app_name}-b.")
+    assert rows[plain]["env"] == {} and rows[plain]["domains"] == []
+
+
+def test_pages_and_total_count_of_the_callers_apps(
+    client: httpx.Client, api: httpx.Client, member: Member, app_name: str
+) -> None:
+    ids = [_create(client, member, f"{app_name}-{n}") for n in range(3)]
+
+    def page(**params: int) -> tuple[list[int], str]:
+        response = client.get("/apps", params=params, headers=member.headers)
+        assert response.status_code == 200, response.text
+        return [row["id"] for row in response.json()], response.headers["x-total-count"]
+
+    assert page() == (ids, "3")
+    assert page(limit=2) == (ids[:2], "3")
+    assert page(limit=2, offset=2) == (ids[2:], "3")
+    # past the end: no row carries the total, it is still counted
+    assert page(offset=3) == ([], "3")
+    assert page(offset=1000) == ([], "3")
+    nobody = new_member(api)
+    empty = client.get("/apps", headers=nobody.headers)
+    assert (empty.json(), empty.headers["x-total-count"]) == ([], "0")
+    # the admin sees every app, the member's among them
+    everything = api.get("/apps", params={"limit": 500})
+    assert set(ids) <= {row["id"] for row in everything.json()}
+    assert int(everything.headers["x-total-count"]) >= len(everything.json()) >= 3
+
+
+@pytest.mark.parametrize("how", ["revoked token", "disabled user"])
+def test_a_lost_token_is_refused_on_the_very_next_request(
+    client: httpx.Client, api: httpx.Client, member: Member, app_name: str, how: str
+) -> None:
+    app_id = _create(client, member, app_name)
+    paths = ("/apps", f"/apps/{app_id}")
+    for path in paths:  # warm: any cache would now hold this token
+        assert client.get(path, headers=member.headers).status_code == 200
+    if how == "revoked token":
+        tokens = client.get("/tokens", headers=member.headers).json()
+        for token in tokens:
+            client.delete(f"/tokens/{token['id']}", headers=member.headers)
+    else:
+        assert api.patch(f"/users/{member.id}", json={"disabled": True}).status_code == 200
+    for path in paths:
+        refused = client.get(path, headers=member.headers)
+        assert refused.status_code == 401, (path, refused.text)
+        assert refused.json() == {"detail": "missing, invalid, expired or revoked token"}
+
+
+def test_every_answer_carries_a_request_id(client: httpx.Client, member: Member) -> None:
+    given = client.get("/apps", headers={**member.headers, "X-Request-ID": "fast-path-1"})
+    assert given.headers["x-request-id"] == "fast-path-1"
+    for response in (
+        client.get("/health"),
+        client.get("/apps"),  # 401
+        client.get("/apps/2000000000", headers=member.headers),  # 404
+        client.get("/apps/abc", headers=member.headers),  # 422
+        client.get("/no-such-route"),
+    ):
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"]), response

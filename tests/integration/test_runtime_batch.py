@@ -1,0 +1,70 @@
+"""The runtime against the real engine: a leftover container holding a deployment's name is
+replaced (create no longer removes the name first), and one list call reports every running
+container's published port (the reconciler's batched pass relies on it)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+
+from minipaas.config import Settings
+from minipaas.runtime import labels
+from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
+from minipaas.runtime.docker_runtime import ContainerSpec, DockerRuntime
+
+pytestmark = [pytest.mark.docker]
+
+IMAGE = "minipaas-test/runtime-batch:v1"
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[DockerRuntime]:
+    instance = f"mpt{secrets.token_hex(3)}"
+    made = DockerRuntime(Settings(data_dir=tmp_path, instance_name=instance, app_disk_mb=0))
+    build_busybox_image(made, IMAGE, HTTPD, {"index.html": "batch\n"})
+    try:
+        yield made
+    finally:
+        for container_id in made.platform_container_ids():
+            made.remove(container_id)
+        with suppress(Exception):
+            made.remove_apps_network()
+
+
+def spec(runtime: DockerRuntime, name: str) -> ContainerSpec:
+    instance = runtime._settings.instance_name
+    return ContainerSpec(
+        name=f"{instance}-{name}",
+        image=IMAGE,
+        internal_port=80,
+        labels=labels.container_labels(instance, 1, 1),
+    )
+
+
+def test_a_leftover_container_with_the_deployments_name_is_replaced(
+    runtime: DockerRuntime,
+) -> None:
+    wanted = spec(runtime, "app1-d1")
+    leftover = runtime.client.containers.create(IMAGE, name=wanted.name, labels=wanted.labels)
+
+    started = runtime.run_container(wanted)
+
+    assert started.id != leftover.id
+    assert runtime.state(leftover.id) is None
+    state = runtime.state(started.id)
+    assert state is not None and state.running
+
+
+def test_one_list_call_gives_each_running_containers_port(runtime: DockerRuntime) -> None:
+    first = runtime.run_container(spec(runtime, "app1-d1"))
+    second = runtime.run_container(spec(runtime, "app1-d2"))
+    runtime.stop(second.id)
+
+    ports = runtime.running_published_ports()
+
+    assert ports == {first.id: first.published_port}
+    assert ports[first.id] == runtime.published_port(first.id)
