@@ -20,6 +20,7 @@ from requests.exceptions import Timeout as RequestsTimeout
 
 from minipaas.config import Settings, get_settings
 from minipaas.runtime import labels
+from minipaas.runtime.listening import Listener, listeners
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +363,26 @@ class DockerRuntime:
             restart_count=int(attrs.get("RestartCount") or 0),
             memory_limit_mb=(attrs.get("HostConfig", {}).get("Memory") or 0) // 2**20 or None,
         )
+
+    def exposed_ports(self, container_ref: str) -> set[int]:
+        """The TCP ports the container's image declares (EXPOSE)."""
+        try:
+            with _engine_reachable():
+                attrs: dict[str, Any] = self.client.api.inspect_container(container_ref)
+        except NotFound:
+            return set()
+        declared = attrs.get("Config", {}).get("ExposedPorts") or {}
+        return {int(key.split("/")[0]) for key in declared if key.endswith("/tcp")}
+
+    def listening(self, container_ref: str) -> list[Listener] | None:
+        """The container's listening sockets; None when they cannot be seen from here."""
+        try:
+            with _engine_reachable():
+                attrs: dict[str, Any] = self.client.api.inspect_container(container_ref)
+        except NotFound:
+            return None
+        pid = int(attrs.get("State", {}).get("Pid") or 0)
+        return listeners(pid) if pid > 0 else None
 
     def logs(
         self,

@@ -147,6 +147,7 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
         wait_until_ready(
             StartedContainer(container_id, app.container_name or container_id, port),
             app.run_settings().health,
+            internal_port=app.internal_port,
         )
     except EngineUnavailable:
         raise  # nothing is known about the app: 503, try again

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,38 @@ def record_event(deployment_id: int, kind: str, message: str) -> None:
             db.commit()
     except SQLAlchemyError as exc:  # a lost progress line must not fail the deployment
         log.warning("event of deployment %s not recorded: %s", deployment_id, exc)
+
+
+class CollapsingReporter:
+    """Progress lines of one kind: a line that repeats the last one updates it with a count
+    ("waiting for health: no HTTP answer (x12)") instead of adding a row each time."""
+
+    def __init__(self, deployment_id: int, kind: str) -> None:
+        self.deployment_id = deployment_id
+        self.kind = kind
+        self._last: tuple[int, str] | None = None
+        self._repeats = 1
+
+    def __call__(self, message: str) -> None:
+        try:
+            with get_session() as db:
+                if self._last is not None and self._last[1] == message:
+                    self._repeats += 1
+                    db.execute(
+                        update(DeploymentEvent)
+                        .where(DeploymentEvent.id == self._last[0])
+                        .values(message=f"{message} (x{self._repeats})")
+                    )
+                else:
+                    event = DeploymentEvent(
+                        deployment_id=self.deployment_id, kind=self.kind, message=message
+                    )
+                    db.add(event)
+                    db.flush()
+                    self._last, self._repeats = (event.id, message), 1
+                db.commit()
+        except SQLAlchemyError as exc:  # a lost progress line must not fail the deployment
+            log.warning("event of deployment %s not recorded: %s", self.deployment_id, exc)
 
 
 def list_events(

@@ -37,7 +37,7 @@ from minipaas.services import routing
 from minipaas.services.app_lock import app_lock
 from minipaas.services.deployments import outcome, recovery
 from minipaas.services.deployments.cancellation import pass_point_of_no_return, raise_if_cancelled
-from minipaas.services.deployments.events import record_event
+from minipaas.services.deployments.events import CollapsingReporter, record_event
 from minipaas.services.deployments.outcome import DeploymentFailed, Serving
 from minipaas.services.deployments.readiness import wait_until_ready
 from minipaas.services.retry import retry_database, retry_transient
@@ -229,7 +229,8 @@ def wait_until_healthy(plan: Plan, started: StartedContainer) -> None:
         started,
         plan.run.health,
         check_cancelled=lambda: raise_if_cancelled(plan.deployment_id),
-        report=lambda message: record_event(plan.deployment_id, "health", message),
+        report=CollapsingReporter(plan.deployment_id, "health"),
+        internal_port=plan.run.internal_port,
     )
     # "healthy" is recorded with the route switch that follows, in its transaction
 

@@ -9,11 +9,14 @@ from minipaas.config import get_settings
 from minipaas.db.run_settings import HealthCheck
 from minipaas.runtime import ContainerState, StartedContainer, get_runtime
 from minipaas.services.deployments.outcome import DeploymentFailed
+from minipaas.services.deployments.port_hints import wrong_port_reason
 from minipaas.services.probe import http_status
 
 LOG_LINES_IN_ERRORS = 20
 # How often a deploy reports that it is still waiting, in its events
 REPORT_EVERY_SECONDS = 2.0
+# An app may open other ports before its own: only then is "listens elsewhere" a verdict
+WRONG_PORT_GRACE_SECONDS = 3.0
 
 
 def _nothing(_: str) -> None:
@@ -27,10 +30,12 @@ def wait_until_ready(
     check_cancelled: Callable[[], None] = lambda: None,
     report: Callable[[str], None] = _nothing,
     patience: float | None = None,
+    internal_port: int | None = None,
 ) -> None:
     """Waits until GET health.path answers below 500 (or the container has run for
     health.running_seconds). Fails fast when the container exits or `check_cancelled` raises,
-    and after `patience` (default READY_TIMEOUT_SECONDS) with the last answer and log lines."""
+    and after `patience` (default READY_TIMEOUT_SECONDS) with the last answer and log lines.
+    With `internal_port`, an app that plainly listens elsewhere fails after WRONG_PORT_GRACE."""
     settings = get_settings()
     started_at = time.monotonic()
     if patience is None:
@@ -54,6 +59,12 @@ def wait_until_ready(
             check_cancelled()
             if status is not None:
                 last_answer = f"GET {health.path} answered {status}"
+            elif (
+                internal_port is not None
+                and time.monotonic() >= next_report
+                and time.monotonic() - started_at >= WRONG_PORT_GRACE_SECONDS
+            ):
+                _raise_if_wrong_port(started.id, internal_port)
             if time.monotonic() >= next_report:
                 report(f"waiting for health: {last_answer}")
                 next_report = time.monotonic() + REPORT_EVERY_SECONDS
@@ -61,6 +72,13 @@ def wait_until_ready(
             raise DeploymentFailed(_not_healthy_message(started.id, patience, last_answer))
         time.sleep(interval)
         interval = min(interval * 1.3, 0.25)
+
+
+def _raise_if_wrong_port(container_id: str, internal_port: int) -> None:
+    reason = wrong_port_reason(container_id, internal_port)
+    if reason is not None:
+        logs = get_runtime().tail_logs(container_id, LOG_LINES_IN_ERRORS)
+        raise DeploymentFailed(f"{reason}. Last log lines:\n{logs or '(none)'}")
 
 
 def _raise_if_exited(container_id: str) -> None:
