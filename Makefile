@@ -36,11 +36,13 @@ test-deployments: dev-deps
 	@scripts/ensure-docker.sh
 	@$(PYTEST) -q -m deployments
 
-bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, parallel deploys, API throughput, fairness (~10 min)
+bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, router metrics on/off, parallel deploys, API throughput, fairness (~10 min)
 	@scripts/ensure-docker.sh
 	@$(VENV)/bin/python bench/deploy_and_route.py
 	@echo
 	@$(VENV)/bin/python bench/router_switch.py --rounds 3
+	@echo
+	@$(VENV)/bin/python bench/router_metrics.py
 	@echo
 	@$(VENV)/bin/python bench/parallel_deploys.py --apps 10 --workers 1 2
 	@echo

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     router_path_routes: bool = True
     # nginx's shared route table; one app with a few hosts takes well under 1 KiB
     router_table_mb: int = Field(default=64, ge=1, le=4096)
+    # Per-app traffic metrics counted by the router (log phase), in a shared dict of their own;
+    # a full dict drops data, never requests. About 100 bytes a key, ~8 keys a busy app-minute
+    router_metrics: bool = True
+    router_metrics_mb: int = Field(default=16, ge=1, le=1024)
     # Secret of the router's control socket; when unset, a random one is kept in DATA_DIR
     router_control_secret: SecretStr | None = None
 
@@ -229,6 +233,11 @@ class Settings(BaseSettings):
     @property
     def secret_key_file(self) -> Path:
         return self.data_dir / "secret.key"
+
+    @property
+    def install_id_file(self) -> Path:
+        """This install's random id, stamped on its containers and network (first start)."""
+        return self.data_dir / "install-id"
 
     @property
     def router_control_secret_file(self) -> Path:

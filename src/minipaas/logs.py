@@ -12,6 +12,7 @@ import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -28,10 +29,26 @@ def clean_request_id(value: str | None) -> str | None:
     return value if value and _SAFE_REQUEST_ID.fullmatch(value) else None
 
 
+# One encoder for every line: json.dumps with an option builds a new one per call
+_encode = json.JSONEncoder(default=str).encode
+
+
+@lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    """The time of day up to the second ("2026-11-27T16:13:00"): made once per second."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _timestamp(created: float) -> str:
+    """As datetime's isoformat(timespec="milliseconds") in UTC, for a fraction of its cost."""
+    seconds = int(created)
+    return f"{_second(seconds)}.{int((created - seconds) * 1000):03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -49,7 +66,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _encode(entry)
 
 
 def configure_json_logging(level: int = logging.INFO) -> None:

@@ -10,11 +10,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from minipaas.router.traffic import AppTotals
 
 HTTP_REQUESTS = Counter(
     "minipaas_http_requests_total", "API requests", ["method", "route", "status"]
@@ -89,6 +98,65 @@ class PlatformStateCollector(Collector):
         yield depth
 
 
+class AppTrafficCollector(Collector):
+    """Per-app traffic as nginx counted it, read from the router at scrape time; labelled by
+    app name (bounded by the apps that exist) and status class (five values)."""
+
+    def collect(self) -> Iterator[Metric]:
+        from sqlalchemy import select
+
+        from minipaas.db.models import App
+        from minipaas.db.session import get_session
+        from minipaas.router import traffic
+        from minipaas.services.routing import get_router
+
+        try:
+            totals = traffic.totals(get_router())
+            with get_session() as db:
+                rows = db.execute(select(App.id, App.name).where(App.id.in_(totals))).all()
+        except Exception:  # router or database down: no sample rather than a failed scrape
+            return
+        names: dict[int, str] = dict(rows)
+        yield from _traffic_families(
+            [(names[app_id], found) for app_id, found in totals.items() if app_id in names]
+        )
+
+
+def _traffic_families(apps: list[tuple[str, AppTotals]]) -> Iterator[Metric]:
+    from minipaas.router.traffic import METHODS, PROMETHEUS_BUCKETS_MS, STATUS_CLASSES
+
+    requests = CounterMetricFamily(
+        "minipaas_app_requests", "App requests through the router", labels=["app", "status_class"]
+    )
+    methods = CounterMetricFamily(
+        "minipaas_app_requests_by_method", "App requests by method", labels=["app", "method"]
+    )
+    sent = CounterMetricFamily(
+        "minipaas_app_response_bytes", "Bytes the router sent for the app", labels=["app"]
+    )
+    in_flight = GaugeMetricFamily(
+        "minipaas_app_requests_in_flight", "App requests being proxied now", labels=["app"]
+    )
+    latency = HistogramMetricFamily(
+        "minipaas_app_request_duration_seconds",
+        "App request time at the router (1 ms resolution)",
+        labels=["app"],
+    )
+    for name, found in apps:
+        for status_class in STATUS_CLASSES:
+            requests.add_metric([name, status_class], found.by_status_class[status_class])
+        for method in METHODS:
+            methods.add_metric([name, method], found.by_method[method])
+        sent.add_metric([name], found.bytes_sent)
+        in_flight.add_metric([name], found.in_flight)
+        running, buckets = 0, []
+        for bound, count in zip((*PROMETHEUS_BUCKETS_MS, None), found.buckets, strict=True):
+            running += count
+            buckets.append(("+Inf" if bound is None else str(bound / 1000), running))
+        latency.add_metric([name], buckets, found.latency_ms_sum / 1000)
+    yield from (requests, methods, sent, in_flight, latency)
+
+
 def exposition() -> bytes:
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -99,4 +167,5 @@ def exposition() -> bytes:
         registry = REGISTRY
     state = CollectorRegistry()
     state.register(PlatformStateCollector())
+    state.register(AppTrafficCollector())
     return generate_latest(registry) + generate_latest(state)

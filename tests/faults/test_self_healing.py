@@ -48,7 +48,7 @@ def _container_running(container_id: str) -> bool:
     return container.status == "running"
 
 
-def test_killed_container_serves_again_within_5_seconds(
+def test_killed_container_serves_again(
     stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
 ) -> None:
     app_id = create_app(api, app_name, HELLO_V1)["id"]
@@ -61,7 +61,9 @@ def test_killed_container_serves_again_within_5_seconds(
     _wait_until_dead(container_id)
     eventually(
         lambda: _serves(router, headers, "hello from v1\n"),
-        timeout=5,
+        # The 5 s goal is a figure of bench/recovery.py (1.4-1.7 s measured); a timed test
+        # on a loaded 2-core CI machine would only measure the load
+        timeout=30,
         interval=0.05,
         message="the killed app was not serving again",
     )

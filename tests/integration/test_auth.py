@@ -199,7 +199,10 @@ def test_limits_and_quotas(stack: Stack, api: httpx.Client, app_name: str) -> No
             },
         )
         assert over.status_code == 422
-        assert f"maximum of {settings.max_memory_mb}" in over.json()["detail"]
+        # The platform's own 422 has request validation's shape, naming the field
+        [problem] = over.json()["detail"]
+        assert problem["loc"] == ["body", "memory_mb"], problem
+        assert f"maximum of {settings.max_memory_mb}" in problem["msg"]
 
         memory_each = settings.user_max_memory_mb // settings.user_max_apps
         for index in range(settings.user_max_apps):
@@ -236,7 +239,8 @@ def test_image_policy_refuses_other_images(
             "/apps", json={"name": app_name, "image": "nginx:1.27", "internal_port": 80}
         )
         assert refused.status_code == 422
-        assert "'minipaas-test/*'" in refused.json()["detail"]
+        [problem] = refused.json()["detail"]
+        assert problem["loc"] == ["body", "image"] and "'minipaas-test/*'" in problem["msg"]
         allowed = test_client.post(
             "/apps", json={"name": app_name, "image": HELLO_V1, "internal_port": 80}
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minipaas import __version__, logs, metrics
-from minipaas.api.routes import apps, domains, health, users
+from minipaas.api.routes import apps, domains, health, traffic, users
 from minipaas.api.routes import metrics as platform_metrics
 from minipaas.db.session import get_session
 from minipaas.host.lifeline import die_with_parent
 from minipaas.services import audit
-from minipaas.services.errors import ServiceError, TooManyRequests, Unauthorized
+from minipaas.services.errors import (
+    InvalidRequest,
+    ServiceError,
+    TooManyRequests,
+    Unauthorized,
+)
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("minipaas.access")
@@ -67,6 +71,7 @@ def create_app() -> FastAPI:
     app.include_router(domains.router)
     app.include_router(users.router)
     app.include_router(platform_metrics.router)
+    app.include_router(traffic.router)
     app.add_api_route("/ui", dashboard, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
@@ -107,7 +112,14 @@ async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+    detail: object = exc.message
+    if isinstance(exc, InvalidRequest):
+        # The same shape as request validation's 422: clients parse one thing
+        detail = [
+            {"loc": list(loc), "msg": message, "type": "value_error"}
+            for loc, message in exc.problems
+        ]
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
 
 async def _database_busy(_: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
@@ -145,12 +157,22 @@ class RequestLogMiddleware:
         # Request.state lives in this dict: set here, the routes' values are seen here
         state: dict[str, Any] = scope.setdefault("state", {})
         status = 500  # unless the app starts an answer
+        audited = False
+
+        async def close_audit_event() -> None:
+            nonlocal audited
+            event_id: int | None = state.get("audit_event_id")
+            if event_id is not None and not audited:
+                audited = True
+                await run_in_threadpool(_record_outcome, event_id, status)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), id_header]
+                # Before the client has its answer: whoever reads /audit next sees the outcome
+                await close_audit_event()
             await send(message)
 
         token = logs.request_id.set(rid)
@@ -159,9 +181,7 @@ class RequestLogMiddleware:
         finally:
             logs.request_id.reset(token)
             _log_request(scope, state, rid, status, time.perf_counter() - started)
-            event_id: int | None = state.get("audit_event_id")
-            if event_id is not None:
-                await run_in_threadpool(_record_outcome, event_id, status)
+            await close_audit_event()  # no answer was started (the app raised)
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -171,7 +191,7 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
             if clean:
                 return clean
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, for a fifth of its cost
 
 
 def _log_request(

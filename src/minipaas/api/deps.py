@@ -82,8 +82,8 @@ def _authenticate(request: Request, db: Session) -> User:
     if found is None:
         auth_throttle.record_failure(client_address(request))
         raise Unauthorized("missing, invalid, expired or revoked token")
-    user, record = found
-    caller = users.Caller(user.id, user.username, record.expires_at)
+    user = found.user
+    caller = users.Caller(user.id, user.username, found.token_expires_at)
     request.state.caller = caller
     if request.method in AUDITED_METHODS:
         # Before the change runs: if it cannot be recorded, it is refused (503)
@@ -141,7 +141,7 @@ def _optional_admin(request: Request, db: SessionDep) -> bool:
         found = users.authenticate(db=db, token=token.strip())
     except SQLAlchemyError:
         return False
-    return found is not None and found[0].is_admin
+    return found is not None and found.user.is_admin
 
 
 OptionalAdmin = Annotated[bool, Depends(_optional_admin)]

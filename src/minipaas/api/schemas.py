@@ -380,3 +380,49 @@ class DeploymentEventOut(BaseModel):
     )
     message: str
     at: datetime
+
+
+class ErrorOut(BaseModel):
+    """Every error answer but 422: what went wrong and, where it can, what to change."""
+
+    detail: str = Field(examples=["app 42 does not exist"])
+
+
+class FieldErrorOut(BaseModel):
+    """One problem with a request, shaped like FastAPI's request validation errors."""
+
+    loc: list[str | int] = Field(
+        description="where: e.g. ['body', 'pids']; empty when no one field is at fault",
+        examples=[["body", "pids"]],
+    )
+    msg: str = Field(examples=["pids 12985 is over the maximum of 1024"])
+    type: str = Field(examples=["value_error"])
+
+
+class ValidationErrorOut(BaseModel):
+    """A 422, from request validation or from the platform's own rules: one shape for both."""
+
+    detail: list[FieldErrorOut]
+
+
+class TrafficMinuteOut(BaseModel):
+    """One minute of an app's traffic as the router counted it (latency resolution 1 ms)."""
+
+    start: datetime = Field(description="the minute's start (UTC)")
+    requests: int
+    status_classes: dict[str, int] = Field(description="requests by status class, 1xx to 5xx")
+    rate_5xx: float = Field(description="share of the requests answered 5xx (0 to 1)")
+    bytes_sent: int
+    p50_ms: float | None = Field(description="None when the minute had no requests")
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class AppTrafficOut(BaseModel):
+    """An app's traffic through the router: per-minute rollups, oldest first."""
+
+    app_id: int
+    enabled: bool = Field(description="false when the router counts nothing (ROUTER_METRICS)")
+    in_flight: int = Field(description="requests being proxied to the app right now")
+    total: TrafficMinuteOut | None = Field(description="the whole window as one rollup")
+    minutes: list[TrafficMinuteOut]

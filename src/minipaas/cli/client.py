@@ -104,10 +104,14 @@ def _error_text(response: httpx.Response) -> str:
     except (ValueError, AttributeError):
         detail = response.text.strip()[:300]
     if isinstance(detail, list):  # FastAPI validation errors
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', [])[1:])}: {e.get('msg')}" for e in detail
-        )
+        detail = "; ".join(_field_message(e) for e in detail)
     return f"{response.status_code}: {detail}"
+
+
+def _field_message(error: dict[str, Any]) -> str:
+    """`field: message`, or the message alone when the error names no field."""
+    field = ".".join(str(part) for part in error.get("loc", [])[1:])
+    return f"{field}: {error.get('msg')}" if field else str(error.get("msg"))
 
 
 def fail(message: str) -> NoReturn:

@@ -1,4 +1,5 @@
-"""Client commands: login, apps, deploy, logs, lifecycle, releases, rollback, env, domains."""
+"""Client commands: login, apps, deploy, logs, lifecycle, releases, rollback, env, domains,
+stats."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ APP_COLUMNS = ["id", "name", "status", "image", "url", "status_detail"]
 CRASH_COLUMNS = ["restart_count", "last_exit_code", "next_restart_at"]
 DEPLOYMENT_COLUMNS = ["id", "status", "image", "release_number", "duration_seconds", "error"]
 DOMAIN_COLUMNS = ["hostname", "url", "created_at"]
+TRAFFIC_COLUMNS = ["start", "requests", "4xx", "5xx", "5xx_rate", "p50_ms", "p95_ms", "p99_ms"]
 
 
 def _api() -> Api:
@@ -48,6 +50,7 @@ def register(app: typer.Typer) -> None:
     app.command("deployments")(deployments)
     app.command("releases")(releases)
     app.command("rollback")(rollback)
+    app.command("stats")(stats)
     for action in ("stop", "start", "restart", "remove"):
         app.command(action, help=f"{action.capitalize()} an app's container")(_lifecycle(action))
 
@@ -180,6 +183,30 @@ def releases(app: str, as_json: bool = JsonOption) -> None:
     api = _api()
     columns = ["number", "image", "image_id", "env", "memory_mb", "created_at"]
     show(api.call("GET", f"/apps/{api.app_id(app)}/releases"), as_json, columns)
+
+
+@reports_errors
+def stats(
+    app: str,
+    as_json: bool = JsonOption,
+    every: bool = typer.Option(False, "--all", help="also the minutes without requests"),
+) -> None:
+    """An app's traffic per minute for the last hour, as the router counted it."""
+    api = _api()
+    data = api.call("GET", f"/apps/{api.app_id(app)}/metrics")
+    if as_json:
+        show(data, True, [])
+        return
+    if not data["enabled"]:
+        raise ClientError("the router counts no traffic (ROUTER_METRICS=false)")
+    rows = [m for m in data["minutes"] if every or m["requests"]]
+    for row in [*rows, *([data["total"]] if data["total"] else [])]:
+        row["5xx_rate"] = f"{row['rate_5xx']:.1%}"
+        row["4xx"], row["5xx"] = row["status_classes"]["4xx"], row["status_classes"]["5xx"]
+    if data["total"]:
+        data["total"]["start"] = "last hour"
+        rows.append(data["total"])
+    show(rows, False, TRAFFIC_COLUMNS, title=f"in flight now: {data['in_flight']}")
 
 
 def _lifecycle(action: str) -> Callable[[str, bool], None]:

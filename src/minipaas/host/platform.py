@@ -24,6 +24,7 @@ from minipaas.host.service_exec import end_leftovers, group_members
 from minipaas.host.supervisor import Program, Supervisor
 from minipaas.runtime import get_runtime
 from minipaas.runtime.busybox_image import DEMO_IMAGE, ensure_demo_image
+from minipaas.services import install_identity
 from minipaas.services.bootstrap import AdminCredentials, ensure_admin
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -181,6 +182,7 @@ def up(settings: Settings, say: Callable[[str], None]) -> AdminCredentials:
     routing.get_router.cache_clear()
     say("docker engine ...")
     ensure_docker_engine(settings.log_dir / "dockerd.log")
+    _claim_instance_name(settings)  # before anything of ours could remove another's containers
     get_runtime().ensure_apps_network()  # before several workers could race to create it
     _prepare_services(settings)
     supervisor = Supervisor(settings)
@@ -203,6 +205,22 @@ def up(settings: Settings, say: Callable[[str], None]) -> AdminCredentials:
     if ensure_demo_image(get_runtime()):
         say(f"built the demo image {DEMO_IMAGE} (the README's examples deploy it)")
     return admin
+
+
+def _claim_instance_name(settings: Settings) -> None:
+    """Refuses to start when the engine holds another install of this INSTANCE_NAME; else
+    keeps this install's id (new on the first start) in DATA_DIR."""
+    try:
+        existing = install_identity.read_install_id(settings)
+        # An earlier version's `make up` wrote this config: what it made carries no id yet
+        ran_here_before = existing is not None or Supervisor(settings).conf.exists()
+        install_id = existing or install_identity.new_install_id()
+        install_identity.check_no_other_install(
+            settings, get_runtime(), install_id, adopt_unstamped=ran_here_before
+        )
+    except install_identity.InstallClash as exc:
+        raise HostServiceError(str(exc)) from None
+    install_identity.ensure_install_id(settings, install_id)  # written once accepted only
 
 
 def _prepare_services(settings: Settings) -> None:

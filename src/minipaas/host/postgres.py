@@ -13,6 +13,10 @@ from pathlib import Path
 
 from minipaas.host.errors import HostServiceError
 
+# A one-host PaaS's metadata (1,000 apps are a few MiB) fits in 32 MiB of shared buffers
+# (PostgreSQL's default: 128 MiB); every backend maps the buffers it reads, counted in its RSS
+_SETTINGS = ("-c", "max_connections=200", "-c", "shared_buffers=32MB")
+
 
 def postgres_bin_dir() -> Path:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[4]))
@@ -100,8 +104,7 @@ class LocalPostgres:
             str(self.port),
             "-k",
             str(self.socket_dir),
-            "-c",
-            "max_connections=200",
+            *_SETTINGS,
         )
 
     @property
@@ -157,7 +160,7 @@ class LocalPostgres:
         bindir = postgres_bin_dir()
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} "
-            "-c max_connections=200 -c fsync=on"
+            f"{' '.join(_SETTINGS)} -c fsync=on"
         )
         if not self.log_file.exists():
             self.log_file.touch()

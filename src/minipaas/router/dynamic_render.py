@@ -8,6 +8,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from minipaas.router import traffic
 from minipaas.router.route import HOSTNAME
 
 # Debian's libnginx-mod-http-lua; loaded here so our nginx never depends on /etc/nginx
@@ -72,6 +73,8 @@ class RouterConfig:
     run_as_root: bool
     path_routes: bool = True
     table_mb: int = 64
+    metrics: bool = True  # per-app traffic counters (traffic.py)
+    metrics_mb: int = 16
     lua_dir: Path = LUA_DIR
 
     def __post_init__(self) -> None:
@@ -102,6 +105,8 @@ class RouterConfig:
             raise ValueError("platform_host must be a lowercase host name")
         if type(self.table_mb) is not int or not 1 <= self.table_mb <= 4096:
             raise ValueError("table_mb must be an integer between 1 and 4096")
+        if type(self.metrics_mb) is not int or not 1 <= self.metrics_mb <= 1024:
+            raise ValueError("metrics_mb must be an integer between 1 and 1024")
 
 
 @dataclass(frozen=True)
@@ -179,13 +184,17 @@ def _lua(c: RouterConfig, version: str) -> str:
     lua_package_path "{c.lua_dir}/?.lua;;";
     lua_shared_dict {ROUTE_TABLE} {c.table_mb}m;
     lua_shared_dict minipaas_inflight 1m;
-    init_by_lua_block {{
+{_traffic_dict(c)}    init_by_lua_block {{
         require("minipaas_router").init({{
             version = "{version}",
             secret_file = "{c.secret_file}",
             snapshot_file = "{c.snapshot_file}",
             journal_file = "{c.journal_file}",
+            traffic = {_traffic_options(c)},
         }})
+    }}
+    init_worker_by_lua_block {{
+        require("minipaas_router").init_worker()
     }}
 
     # One upstream for every app: the balancer picks 127.0.0.1:<port> per request
@@ -203,6 +212,27 @@ def _lua(c: RouterConfig, version: str) -> str:
         keepalive 8;
     }}
 """
+
+
+def _traffic_dict(c: RouterConfig) -> str:
+    if not c.metrics:
+        return ""
+    return f"    lua_shared_dict minipaas_traffic {c.metrics_mb}m;\n"
+
+
+def _traffic_options(c: RouterConfig) -> str:
+    """Lua table literal: the bucket bounds come from traffic.py, which reads the counts."""
+
+    def lua_list(values: tuple[int, ...]) -> str:
+        return "{" + ", ".join(str(v) for v in values) + "}"
+
+    return (
+        f"{{ enabled = {'true' if c.metrics else 'false'}, "
+        f"buckets = {lua_list(traffic.FINE_BUCKETS_MS)}, "
+        f"coarse_buckets = {lua_list(traffic.PROMETHEUS_BUCKETS_MS)}, "
+        f"window = {traffic.WINDOW_MINUTES}, minute_ttl = {traffic.MINUTE_TTL_SECONDS}, "
+        f"flush_every = {traffic.FLUSH_SECONDS} }}"
+    )
 
 
 def _servers(c: RouterConfig) -> str:

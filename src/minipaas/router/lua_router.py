@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 from minipaas.config import Settings
 from minipaas.files import write_atomically
@@ -133,6 +134,14 @@ class LuaRouter:
         """Requests nginx is proxying to 127.0.0.1:port right now."""
         answer = self._control().request("GET", f"/inflight/{int(port)}")
         return int(answer.get("requests", 0))
+
+    def traffic_totals(self) -> Any:
+        """Per-app cumulative traffic counters as nginx holds them (traffic.py reads them)."""
+        return self._control().request("GET", "/traffic")
+
+    def traffic_minutes(self, app_id: int) -> Any:
+        """One app's per-minute traffic counts for the last hour (traffic.py reads them)."""
+        return self._control().request("GET", f"/traffic/{int(app_id)}")
 
     def _check_policy(self, route: Route) -> None:
         check_host_policy(
@@ -290,6 +299,8 @@ class LuaRouter:
                 run_as_root=os.geteuid() == 0,
                 path_routes=s.router_path_routes,
                 table_mb=s.router_table_mb,
+                metrics=s.router_metrics,
+                metrics_mb=s.router_metrics_mb,
             )
         except ValueError as exc:
             raise RouterError(f"the router cannot be configured: {exc}") from exc

@@ -24,6 +24,8 @@ from minipaas.runtime.listening import Listener, listeners
 
 log = logging.getLogger(__name__)
 
+# This install's id (services/install_identity.py), asked for when first needed
+InstallIdSource = Callable[[], str]
 # Told (image id, reference) when the platform pulls an image the host did not have: only
 # those (and images it built) may be garbage-collected later
 PullRecorder = Callable[[str, str], None]
@@ -63,6 +65,15 @@ class StartedContainer:
     id: str
     name: str
     published_port: int
+
+
+@dataclass(frozen=True)
+class InstanceObject:
+    """A container or network of this INSTANCE_NAME, and the install that made it."""
+
+    kind: str  # "container" or "network"
+    name: str
+    install_id: str | None  # None: made before install ids
 
 
 @dataclass(frozen=True)
@@ -135,11 +146,14 @@ class DockerRuntime:
         settings: Settings,
         client: docker.DockerClient | None = None,
         on_pull: PullRecorder | None = None,
+        install_id: InstallIdSource | None = None,
     ) -> None:
         self._settings = settings
         self._client = client
         self._network_ready = False
         self._on_pull = on_pull
+        self._install_id_source = install_id
+        self._install_id: str | None = None
         # None until the engine answered a container with a disk bound (APP_DISK_MB)
         self.disk_bound_supported: bool | None = None
 
@@ -151,6 +165,16 @@ class DockerRuntime:
             except DockerException as exc:
                 raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
         return self._client
+
+    @property
+    def install_id(self) -> str | None:
+        """This install's id (None for a runtime built without one, as some tests do)."""
+        if self._install_id is None and self._install_id_source is not None:
+            self._install_id = self._install_id_source()
+        return self._install_id
+
+    def _stamp(self) -> dict[str, str]:
+        return {labels.INSTALL_ID: self.install_id} if self.install_id else {}
 
     def ping(self) -> None:
         try:
@@ -270,7 +294,7 @@ class DockerRuntime:
             command=spec.command,
             name=spec.name,
             environment=spec.env,
-            labels=spec.labels,
+            labels={**spec.labels, **self._stamp()},
             # Docker picks a free host port itself: no port-picking race
             ports={port_key: ("127.0.0.1", None)},
             # Docker never restarts app containers: the platform does (worker/healer.py),
@@ -307,12 +331,20 @@ class DockerRuntime:
         with _host_lock(self._settings.run_dir / "apps-network.lock"):
             # the engine's name filter also matches longer names: compare exactly
             found = [n for n in self.client.networks.list(names=[name]) if n.name == name]
+            if any(
+                labels.made_by_another_install(n.attrs.get("Labels") or {}, self.install_id)
+                for n in found
+            ):
+                raise RuntimeFailure(
+                    f"the network {name} belongs to another install with the same "
+                    "INSTANCE_NAME: give this install a different INSTANCE_NAME"
+                )
             if not found:
                 self.client.networks.create(
                     name,
                     driver="bridge",
                     options={"com.docker.network.bridge.enable_icc": "false"},
-                    labels=labels.instance_labels(self._settings.instance_name),
+                    labels=labels.instance_labels(self._settings.instance_name, self.install_id),
                 )
             for extra in _newest_first(found)[:-1]:  # left by an older, unlocked version
                 with suppress(APIError):
@@ -321,10 +353,37 @@ class DockerRuntime:
         return name
 
     def remove_apps_network(self) -> None:
+        """Removes this install's apps network (never another install's of the same name)."""
         self._network_ready = False
         for network in self.client.networks.list(names=[self._settings.apps_network]):
-            if network.name == self._settings.apps_network:
+            stamped = network.attrs.get("Labels") or {}
+            if network.name == self._settings.apps_network and not (
+                labels.made_by_another_install(stamped, self.install_id)
+            ):
                 network.remove()
+
+    def instance_objects(self) -> list[InstanceObject]:
+        """Every container and apps network of this INSTANCE_NAME, whichever install made it."""
+        name = self._settings.instance_name
+        with _as_runtime_failure("listing containers"):
+            containers = self.client.api.containers(
+                all=True, filters={"label": f"{labels.INSTANCE}={name}"}
+            )
+            networks = self.client.api.networks(names=[self._settings.apps_network])
+        found = [
+            InstanceObject(
+                "container",
+                str((c.get("Names") or [c["Id"][:12]])[0]).lstrip("/"),
+                labels.install_id_of(dict(c.get("Labels") or {})),
+            )
+            for c in containers
+        ]
+        found += [
+            InstanceObject("network", str(n["Name"]), labels.install_id_of(n.get("Labels") or {}))
+            for n in networks
+            if n.get("Name") == self._settings.apps_network  # the filter matches substrings
+        ]
+        return found
 
     def disable_restarts(self, container_ref: str) -> None:
         """Docker stops restarting the container (ones deployed by older versions had
@@ -490,12 +549,18 @@ class DockerRuntime:
         return True
 
     def platform_container_ids(self, app_id: int | None = None) -> list[str]:
+        """This install's containers (and unstamped ones of this instance: made before
+        install ids), never those another install of the same name made."""
         filters = [f"{labels.INSTANCE}={self._settings.instance_name}"]
         if app_id is not None:
             filters.append(f"{labels.APP_ID}={app_id}")
         with _as_runtime_failure("listing containers"):
             found = self.client.api.containers(all=True, filters={"label": filters})
-        return [str(item["Id"]) for item in found]
+        return [
+            str(item["Id"])
+            for item in found
+            if not labels.made_by_another_install(item.get("Labels") or {}, self.install_id)
+        ]
 
 
 @contextmanager
@@ -518,5 +583,9 @@ def _newest_first(networks: list[Any]) -> list[Any]:
 def get_runtime() -> DockerRuntime:
     # The ledger of pulled images is kept in the database, next to the releases that use them
     from minipaas.services.images import record_pull
+    from minipaas.services.install_identity import ensure_install_id
 
-    return DockerRuntime(get_settings(), on_pull=record_pull)
+    settings = get_settings()
+    return DockerRuntime(
+        settings, on_pull=record_pull, install_id=lambda: ensure_install_id(settings)
+    )

@@ -8,10 +8,16 @@ APP_ID = "io.minipaas.app-id"
 DEPLOYMENT_ID = "io.minipaas.deployment-id"
 # Marks images built here, so superseded builds can be pruned without touching anyone else's
 BUILT = "io.minipaas.built"
+# The install (DATA_DIR) that made it: two installs may share an INSTANCE_NAME by mistake, and
+# neither may then remove what the other made
+INSTALL_ID = "io.minipaas.install-id"
 
 
-def instance_labels(instance_name: str) -> dict[str, str]:
-    return {PLATFORM: "minipaas", INSTANCE: instance_name}
+def instance_labels(instance_name: str, install_id: str | None = None) -> dict[str, str]:
+    found = {PLATFORM: "minipaas", INSTANCE: instance_name}
+    if install_id:
+        found[INSTALL_ID] = install_id
+    return found
 
 
 def container_labels(instance_name: str, app_id: int, deployment_id: int) -> dict[str, str]:
@@ -25,3 +31,14 @@ def container_labels(instance_name: str, app_id: int, deployment_id: int) -> dic
 def app_id_of(labels: dict[str, str]) -> int | None:
     value = labels.get(APP_ID, "")
     return int(value) if value.isdigit() else None
+
+
+def install_id_of(labels: dict[str, str]) -> str | None:
+    """The install that made it; None for what versions before install ids made."""
+    return labels.get(INSTALL_ID) or None
+
+
+def made_by_another_install(labels: dict[str, str], install_id: str | None) -> bool:
+    """Stamped with another install's id (unstamped ones are legacy: not known to be foreign)."""
+    stamped = install_id_of(labels)
+    return stamped is not None and stamped != install_id

@@ -86,9 +86,9 @@ def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> A
     memory_mb = wanted.memory_mb or settings.default_memory_mb
     cpus = wanted.cpus or settings.default_cpus
     pids = wanted.pids or settings.default_pids
-    quotas.check_image_allowed(settings, wanted.image)
-    quotas.check_image_by_id(settings, wanted.image, user=owner)
-    quotas.check_limits(settings, memory_mb=memory_mb, cpus=cpus, pids=pids)
+    quotas.check_image_allowed(settings, wanted.image, in_body=True)
+    quotas.check_image_by_id(settings, wanted.image, user=owner, in_body=True)
+    quotas.check_limits(settings, memory_mb=memory_mb, cpus=cpus, pids=pids, in_body=True)
     # Holds the owner's row lock until the commit: quota checks of one member run one at a time
     wanted_limits = quotas.Limits(memory_mb=memory_mb, cpus=cpus, pids=pids)
     quotas.check_new_app(settings, db, owner=owner, wanted=wanted_limits)
@@ -124,14 +124,20 @@ def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) 
     """Changes take effect on the next deploy."""
     settings = get_settings()
     if "image" in changes:
-        quotas.check_image_allowed(settings, changes["image"])
-        quotas.check_image_by_id(settings, changes["image"], user=caller)
+        quotas.check_image_allowed(settings, changes["image"], in_body=True)
+        quotas.check_image_by_id(settings, changes["image"], user=caller, in_body=True)
     limits = quotas.Limits(
         memory_mb=changes.get("memory_mb", app.memory_mb),
         cpus=changes.get("cpus", app.cpus),
         pids=changes.get("pids", app.pids),
     )
-    quotas.check_limits(settings, memory_mb=limits.memory_mb, cpus=limits.cpus, pids=limits.pids)
+    quotas.check_limits(
+        settings,
+        memory_mb=limits.memory_mb,
+        cpus=limits.cpus,
+        pids=limits.pids,
+        in_body=True,
+    )
     owner = db.get(User, app.owner_id) if app.owner_id is not None else None
     if owner is not None and limits != quotas.Limits.of(app):
         quotas.check_app_change(settings, db, owner=owner, app=app, wanted=limits)
@@ -147,7 +153,7 @@ def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) 
         try:
             changes["env"] = validation.check_env(merged)
         except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
+            raise InvalidRequest(str(exc), loc=("body", "env_set")) from None
     for name, value in changes.items():
         if name == "env":
             app.env_ciphertext = security.encrypt_env(value)

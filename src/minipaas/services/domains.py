@@ -99,7 +99,9 @@ def check_hostname(settings: Settings, *, db: Session, app: App, hostname: str, 
     try:
         name = normalize_host(hostname)
     except ValueError as exc:
-        raise InvalidRequest(f"{exc}; give a DNS name such as 'www.example.com'") from None
+        raise InvalidRequest(
+            f"{exc}; give a DNS name such as 'www.example.com'", loc=("body", "hostname")
+        ) from None
     _check_not_platform(settings, name)
     _check_apps_domain(settings, db=db, app=app, name=name)
     if not user.is_admin:
@@ -191,7 +193,9 @@ def _publish_or_undo(db: Session, app: App, domain: AppDomain) -> None:
     except ValueError as exc:
         # A route the router refuses would break every later publish of this app (deploys)
         _undo(db, app, domain)
-        raise InvalidRequest(f"the router refuses {domain.hostname!r}: {exc}") from None
+        raise InvalidRequest(
+            f"the router refuses {domain.hostname!r}: {exc}", loc=("body", "hostname")
+        ) from None
 
 
 def _undo(db: Session, app: App, domain: AppDomain) -> None:

@@ -1,5 +1,7 @@
 """Errors a user can cause or see; the API maps each kind to one HTTP status."""
 
+from __future__ import annotations
+
 
 class ServiceError(Exception):
     status_code = 400
@@ -17,8 +19,26 @@ class Conflict(ServiceError):
     status_code = 409
 
 
+# Where in the request a problem is, as request validation says it: ("body", "pids")
+FieldPath = tuple[str | int, ...]
+
+
 class InvalidRequest(ServiceError):
+    """A 422 from the platform's own rules; the API answers it in request validation's shape
+    (a list of {loc, msg, type}), so a client parses one thing for every 422."""
+
     status_code = 422
+
+    def __init__(self, message: str, *, loc: FieldPath = ()) -> None:
+        super().__init__(message)
+        self.problems: list[tuple[FieldPath, str]] = [(loc, message)]
+
+    @classmethod
+    def several(cls, problems: list[tuple[FieldPath, str]]) -> InvalidRequest:
+        """One answer naming every field at fault."""
+        error = cls("; ".join(message for _, message in problems))
+        error.problems = list(problems)
+        return error
 
 
 class Unavailable(ServiceError):

@@ -24,6 +24,7 @@ def check_image_present(image: str, pull_policy: PullPolicy | str) -> str | None
     if str(pull_policy) == PullPolicy.NEVER.value:
         raise InvalidRequest(
             f"image '{image}' is not on this host and pull_policy is 'never': build or load "
-            "it on the host first, or use pull_policy 'if-not-present' to pull it at deploy"
+            "it on the host first, or use pull_policy 'if-not-present' to pull it at deploy",
+            loc=("body", "image"),
         )
     return f"image '{image}' is not on this host yet: it will be pulled at the first deploy"

@@ -14,31 +14,51 @@ from minipaas.config import Settings
 from minipaas.db.models import ACTIVE_DEPLOYMENT_STATUSES, App, Deployment, User
 from minipaas.db.run_settings import RunSettingsColumns
 from minipaas.services import validation
-from minipaas.services.errors import Forbidden, InvalidRequest
+from minipaas.services.errors import FieldPath, Forbidden, InvalidRequest
 
 
-def check_limits(settings: Settings, *, memory_mb: int, cpus: float, pids: int) -> None:
-    problems = []
+def _in_body(field: str, in_body: bool) -> FieldPath:
+    """The request field at fault, when the value came from the request's body."""
+    return ("body", field) if in_body else ()
+
+
+def check_limits(
+    settings: Settings, *, memory_mb: int, cpus: float, pids: int, in_body: bool = False
+) -> None:
+    problems: list[tuple[FieldPath, str]] = []
     if memory_mb > settings.max_memory_mb:
-        problems.append(f"memory_mb {memory_mb} is over the maximum of {settings.max_memory_mb}")
+        problems.append(
+            (
+                _in_body("memory_mb", in_body),
+                f"memory_mb {memory_mb} is over the maximum of {settings.max_memory_mb}",
+            )
+        )
     if cpus > settings.max_cpus:
-        problems.append(f"cpus {cpus:g} is over the maximum of {settings.max_cpus:g}")
+        problems.append(
+            (
+                _in_body("cpus", in_body),
+                f"cpus {cpus:g} is over the maximum of {settings.max_cpus:g}",
+            )
+        )
     if pids > settings.max_pids:
-        problems.append(f"pids {pids} is over the maximum of {settings.max_pids}")
+        problems.append(
+            (_in_body("pids", in_body), f"pids {pids} is over the maximum of {settings.max_pids}")
+        )
     if problems:
-        raise InvalidRequest("; ".join(problems))
+        raise InvalidRequest.several(problems)
 
 
-def check_image_allowed(settings: Settings, image: str) -> None:
+def check_image_allowed(settings: Settings, image: str, *, in_body: bool = False) -> None:
     patterns = settings.allowed_image_patterns
     if not any(fnmatch.fnmatchcase(image, pattern) for pattern in patterns):
         raise InvalidRequest(
             f"image '{image}' is not allowed here: ALLOWED_IMAGES permits only "
-            + ", ".join(repr(p) for p in patterns)
+            + ", ".join(repr(p) for p in patterns),
+            loc=_in_body("image", in_body),
         )
 
 
-def check_image_by_id(settings: Settings, image: str, *, user: User) -> None:
+def check_image_by_id(settings: Settings, image: str, *, user: User, in_body: bool = False) -> None:
     """A member may not name an image by id: that runs whatever image is on the host, another
     user's private pull included. Allowed only when ALLOWED_IMAGES lists an id pattern
     ("sha256:..." or a bare hex id) that matches; admins run the host and may."""
@@ -52,7 +72,8 @@ def check_image_by_id(settings: Settings, image: str, *, user: User) -> None:
     if not any(fnmatch.fnmatchcase(image, pattern) for pattern in explicit):
         raise InvalidRequest(
             f"image '{image}' names an image by id, which could be any image on this host; "
-            "use a repository name and tag such as 'nginx:1.27'"
+            "use a repository name and tag such as 'nginx:1.27'",
+            loc=_in_body("image", in_body),
         )
 
 

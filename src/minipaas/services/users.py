@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, func, select, text, update
+from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from minipaas import security
 from minipaas.clock import now
@@ -38,24 +38,71 @@ class Caller:
     token_expires_at: datetime | None
 
 
-def authenticate(*, db: Session, token: str) -> tuple[User, ApiToken] | None:
-    """The active user and token, or None. One hash and one indexed lookup either way."""
+@dataclass(frozen=True)
+class Authenticated:
+    """Who a valid token belongs to, and the token's own values the request needs."""
+
+    user: User
+    token_id: int
+    token_expires_at: datetime | None
+
+
+_TOKENS = ApiToken.__table__
+_USERS = User.__table__
+# One Core statement, compiled once: the token's state and its user's row as plain values
+# (building two ORM objects for it cost more than the query itself)
+_TOKEN_LOOKUP = (
+    select(
+        _TOKENS.c.id,
+        _TOKENS.c.revoked_at,
+        _TOKENS.c.expires_at,
+        _TOKENS.c.last_used_at,
+        _USERS.c.id.label("user_id"),
+        _USERS.c.username,
+        _USERS.c.role,
+        _USERS.c.disabled,
+        _USERS.c.created_at,
+    )
+    .join_from(_TOKENS, _USERS, _TOKENS.c.user_id == _USERS.c.id)
+    .where(_TOKENS.c.token_hash == bindparam("digest"))
+)
+
+
+def authenticate(*, db: Session, token: str) -> Authenticated | None:
+    """The active user and token, or None. One hash and one indexed lookup either way, read
+    from the database on every call (no cache: a revoked or expired token, or a disabled
+    user, is refused on the very next request)."""
     digest = security.token_hash(token)
-    row = db.execute(
-        select(ApiToken, User).join(ApiToken.user).where(ApiToken.token_hash == digest)
-    ).first()
+    row = db.connection().execute(_TOKEN_LOOKUP, {"digest": digest}).first()
     if row is None:
         return None
-    record, user = row
     moment = now()
-    if record.revoked_at is not None or user.disabled:
+    if row.revoked_at is not None or row.disabled:
         return None
-    if record.expires_at is not None and record.expires_at <= moment:
+    if row.expires_at is not None and row.expires_at <= moment:
         return None
-    if record.last_used_at is None or moment - record.last_used_at > LAST_USED_RESOLUTION:
-        db.execute(update(ApiToken).where(ApiToken.id == record.id).values(last_used_at=moment))
+    if row.last_used_at is None or moment - row.last_used_at > LAST_USED_RESOLUTION:
+        db.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=moment))
         db.commit()
-    return user, record
+    user = User(
+        id=row.user_id,
+        username=row.username,
+        role=row.role,
+        disabled=row.disabled,
+        created_at=row.created_at,
+    )
+    return Authenticated(_persistent(db, user), row.id, row.expires_at)
+
+
+def _persistent(db: Session, user: User) -> User:
+    """The user in this session as if it had loaded the row (no second query), so routes
+    and services use it as before; the session's own copy if it has one already."""
+    known = db.identity_map.get(db.identity_key(User, user.id))
+    if isinstance(known, User):
+        return known
+    make_transient_to_detached(user)
+    db.add(user)
+    return user
 
 
 def create_user(*, db: Session, username: str, role: UserRole) -> User:

@@ -193,10 +193,13 @@ def _follow_published_port(app_id: int) -> str | None:
 
 
 def _remove_unknown_containers() -> list[str]:
-    """Containers labelled as this instance's that no app or active deployment owns.
+    """Containers this install made (stamped with its id) that no app or active deployment
+    owns.
 
-    Checked again under the app's lock: a deploy switching routes still needs the container
-    it is about to retire.
+    Another install with the same INSTANCE_NAME has its own database: what it made is never
+    ours to judge. Unstamped ones (made before install ids) are left alone too: nothing says
+    whose they are. Checked again under the app's lock: a deploy switching routes still needs
+    the container it is about to retire.
     """
     runtime = get_runtime()
     actions = []
@@ -212,6 +215,8 @@ def _remove_unknown_containers() -> list[str]:
             )
         )
     for container_id, container_labels, created in containers:
+        if not _made_here(container_labels, runtime.install_id):
+            continue
         if created.isdigit() and now - int(created) < UNKNOWN_CONTAINER_GRACE.total_seconds():
             continue
         app_id = labels.app_id_of(container_labels)
@@ -233,6 +238,10 @@ def _remove_unknown_containers() -> list[str]:
                     "that no app or deployment owns"
                 )
     return actions
+
+
+def _made_here(container_labels: dict[str, str], install_id: str | None) -> bool:
+    return install_id is not None and labels.install_id_of(container_labels) == install_id
 
 
 def _owned(container_id: str, app_id: int) -> bool:

@@ -22,6 +22,7 @@ from minipaas.api.deps import (
     VisibleApp,
     _visible_app,
 )
+from minipaas.api.responses import APP_ITEM, BODY, Responses, errors
 from minipaas.api.schemas import (
     ActionOut,
     AppActionOut,
@@ -56,12 +57,53 @@ collection = APIRouter(prefix="/apps", tags=["apps"])
 # Every route under /apps/{app_id} checks first that the caller may see the app (else 404)
 item = APIRouter(prefix="/apps/{app_id}", tags=["apps"], dependencies=[Depends(_visible_app)])
 
+# OpenAPI links, so clients and stateful fuzzing follow create -> deploy -> deployment
+APP_ID_USERS = (
+    "get_app_apps__app_id__get",
+    "update_app_apps__app_id__patch",
+    "deploy_app_apps__app_id__deploy_post",
+    "list_deployments_apps__app_id__deployments_get",
+    "delete_app_apps__app_id__delete",
+)
+DEPLOYMENT_ID_USERS = (
+    "get_deployment_apps__app_id__deployments__deployment_id__get",
+    "deployment_events_apps__app_id__deployments__deployment_id__events_get",
+    "cancel_deployment_apps__app_id__deployments__deployment_id__cancel_post",
+)
+
+
+def _links(field: str, parameter: str, operation_ids: tuple[str, ...]) -> dict[str, object]:
+    """The answer's `field` is `parameter` of these operations (app_id from the path too)."""
+    parameters = {parameter: f"$response.body#/{field}"}
+    if parameter != "app_id":
+        parameters["app_id"] = "$request.path.app_id"
+    return {
+        operation_id.split("_apps_")[0]: {"operationId": operation_id, "parameters": parameters}
+        for operation_id in operation_ids
+    }
+
+
 DeploymentId = Annotated[int, Path(ge=1, le=MAX_ID, description="the deployment's id")]
 # Streams must reach the client line by line, also through the nginx router
 _UNBUFFERED = {"X-Accel-Buffering": "no"}
 
 
-@collection.post("", status_code=status.HTTP_201_CREATED, response_model=AppWrittenOut)
+@collection.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AppWrittenOut,
+    responses={
+        201: {"links": _links("id", "app_id", APP_ID_USERS)},
+        **errors(
+            *BODY,
+            403,
+            409,
+            s403="over the caller's quota of apps, memory, CPUs or processes",
+            e403="app quota reached: alice has 10 apps and may have 10; delete one first",
+            s409="an app of that name exists",
+        ),
+    },
+)
 def create_app(body: AppCreate, user: CurrentUser, db: SessionDep) -> AppWrittenOut:
     """Register an app owned by the caller; deploy it with POST /apps/{id}/deploy."""
     wanted = apps.AppSettings(
@@ -81,7 +123,7 @@ def create_app(body: AppCreate, user: CurrentUser, db: SessionDep) -> AppWritten
     return AppWrittenOut.model_validate(created).model_copy(update={"notice": notice})
 
 
-@collection.get("", response_model=list[AppOut])
+@collection.get("", response_model=list[AppOut], responses=errors())
 async def list_apps(
     user: CurrentUser, db: SessionDep, limit: Limit = 50, offset: Offset = 0
 ) -> Response:
@@ -94,13 +136,23 @@ async def list_apps(
     return Response(body, media_type="application/json", headers={"X-Total-Count": str(total)})
 
 
-@item.get("", response_model=AppOut)
+@item.get("", response_model=AppOut, responses=errors(*APP_ITEM))
 async def get_app(app: VisibleApp) -> AppOut:
     """One app."""
     return AppOut.model_validate(app)  # loaded whole by VisibleApp: no I/O on the loop
 
 
-@item.patch("", response_model=AppWrittenOut)
+@item.patch(
+    "",
+    response_model=AppWrittenOut,
+    responses=errors(
+        *APP_ITEM,
+        *BODY,
+        403,
+        s403="over the owner's memory, CPU or process quota",
+        e403="memory quota exceeded: alice's apps would hold 1536 MB, the quota is 1024 MB",
+    ),
+)
 def update_app(
     app: VisibleApp, body: AppUpdate, db: SessionDep, user: CurrentUser
 ) -> AppWrittenOut:
@@ -118,7 +170,10 @@ def update_app(
 @item.delete(
     "",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={202: {"description": "accepted; the worker is still deleting"}},
+    responses={
+        202: {"description": "accepted; the worker is still deleting"},
+        **errors(*APP_ITEM, 409, s409="a deployment or another delete is in progress"),
+    },
 )
 async def delete_app(app: VisibleApp, db: SessionDep) -> Response:
     """Delete the app with its container, route and history (202 while the worker is on it:
@@ -129,7 +184,7 @@ async def delete_app(app: VisibleApp, db: SessionDep) -> Response:
     return Response(status_code=204 if done else 202)
 
 
-@item.get("/releases", response_model=list[ReleaseOut])
+@item.get("/releases", response_model=list[ReleaseOut], responses=errors(*APP_ITEM))
 def list_releases(
     app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
 ) -> list[ReleaseOut]:
@@ -139,7 +194,20 @@ def list_releases(
     return [ReleaseOut.model_validate(row) for row in rows]
 
 
-@item.post("/rollback", status_code=status.HTTP_202_ACCEPTED, response_model=DeploymentOut)
+@item.post(
+    "/rollback",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeploymentOut,
+    responses=errors(
+        *APP_ITEM,
+        *BODY,
+        403,
+        409,
+        s403="the release is over the owner's quota",
+        e403="memory quota exceeded: alice's apps would hold 1536 MB, the quota is 1024 MB",
+        s409="no such earlier release, or a deployment is in progress",
+    ),
+)
 def rollback_app(
     app: VisibleApp, db: SessionDep, body: RollbackRequest | None = None
 ) -> DeploymentOut:
@@ -148,7 +216,15 @@ def rollback_app(
     return _deployment_out(db, records.request_deployment(db=db, app_id=app.id, rollback_to=number))
 
 
-@item.post("/deploy", status_code=status.HTTP_202_ACCEPTED, response_model=DeploymentOut)
+@item.post(
+    "/deploy",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeploymentOut,
+    responses={
+        202: {"links": _links("id", "deployment_id", DEPLOYMENT_ID_USERS)},
+        **errors(*APP_ITEM, 403, 409, s409="a deployment of the app is in progress"),
+    },
+)
 def deploy_app(app: VisibleApp, db: SessionDep) -> DeploymentOut:
     """Queue a deployment of the app's current settings."""
     return _deployment_out(db, records.request_deployment(db=db, app_id=app.id))
@@ -165,6 +241,30 @@ ActionWait = Annotated[
     float | None,
     Query(ge=0, le=60, description="seconds to wait for the action; default ACTION_WAIT_SECONDS"),
 ]
+
+
+# 200 when the action ended in the wait, 202 to follow it at Location; its failure's status
+_LIFECYCLE: Responses = {
+    200: {"description": "the action succeeded within the wait"},
+    202: {
+        "model": ActionOut,
+        "description": "accepted; follow the action at Location until it ends",
+        "headers": {
+            "Location": {"description": "the action: GET it", "schema": {"type": "string"}}
+        },
+    },
+    **errors(
+        *APP_ITEM,
+        403,
+        409,
+        500,
+        s403="starting would put the owner over a quota",
+        e403="memory quota exceeded: alice's apps would hold 1536 MB, the quota is 1024 MB",
+        e409="cannot start: the app is already running; use restart",
+        s409="the action does not fit the app's state (e.g. a deployment is in progress)",
+        s500="the action failed in a way nobody foresaw: a bug, in the worker's log",
+    ),
+}
 
 
 async def _lifecycle(
@@ -197,7 +297,7 @@ def _action_answer(app_id: int, action_id: int) -> JSONResponse:
     )
 
 
-@item.post("/stop", response_model=ActionOut)
+@item.post("/stop", response_model=ActionOut, responses=_LIFECYCLE)
 async def stop_app(
     app: VisibleApp, db: SessionDep, user: CurrentUser, wait: ActionWait = None
 ) -> JSONResponse:
@@ -205,7 +305,7 @@ async def stop_app(
     return await _lifecycle(app, Action.STOP, db, user, wait)
 
 
-@item.post("/start", response_model=ActionOut)
+@item.post("/start", response_model=ActionOut, responses=_LIFECYCLE)
 async def start_app(
     app: VisibleApp, db: SessionDep, user: CurrentUser, wait: ActionWait = None
 ) -> JSONResponse:
@@ -213,7 +313,7 @@ async def start_app(
     return await _lifecycle(app, Action.START, db, user, wait)
 
 
-@item.post("/restart", response_model=ActionOut)
+@item.post("/restart", response_model=ActionOut, responses=_LIFECYCLE)
 async def restart_app(
     app: VisibleApp, db: SessionDep, user: CurrentUser, wait: ActionWait = None
 ) -> JSONResponse:
@@ -221,7 +321,7 @@ async def restart_app(
     return await _lifecycle(app, Action.RESTART, db, user, wait)
 
 
-@item.post("/remove", response_model=ActionOut)
+@item.post("/remove", response_model=ActionOut, responses=_LIFECYCLE)
 async def remove_app_container(
     app: VisibleApp, db: SessionDep, user: CurrentUser, wait: ActionWait = None
 ) -> JSONResponse:
@@ -232,7 +332,7 @@ async def remove_app_container(
 ActionId = Annotated[int, Path(ge=1, le=MAX_ID, description="the action's id")]
 
 
-@item.get("/actions", response_model=list[AppActionOut])
+@item.get("/actions", response_model=list[AppActionOut], responses=errors(*APP_ITEM))
 def list_actions(
     app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
 ) -> list[AppActionOut]:
@@ -242,7 +342,7 @@ def list_actions(
     return [AppActionOut.model_validate(row) for row in rows]
 
 
-@item.get("/actions/{action_id}", response_model=AppActionOut)
+@item.get("/actions/{action_id}", response_model=AppActionOut, responses=errors(*APP_ITEM))
 def get_action(app: VisibleApp, action_id: ActionId, db: SessionDep) -> AppActionOut:
     """One action: follow it until its status is succeeded or failed."""
     return AppActionOut.model_validate(
@@ -253,7 +353,10 @@ def get_action(app: VisibleApp, action_id: ActionId, db: SessionDep) -> AppActio
 @item.get(
     "/logs",
     response_model=LogsOut,
-    responses={200: {"content": {"text/plain": {}}, "description": "with follow=true: a stream"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "with follow=true: a stream"},
+        **errors(*APP_ITEM),
+    },
 )
 def app_logs(
     app: VisibleApp,
@@ -282,7 +385,7 @@ def app_logs(
     return JSONResponse(body.model_dump())
 
 
-@item.get("/deployments", response_model=list[DeploymentOut])
+@item.get("/deployments", response_model=list[DeploymentOut], responses=errors(*APP_ITEM))
 def list_deployments(
     app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
 ) -> list[DeploymentOut]:
@@ -296,6 +399,7 @@ def list_deployments(
     "/deployments/{deployment_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeploymentOut,
+    responses=errors(*APP_ITEM, 409, s409="the deployment has ended already"),
 )
 def cancel_deployment(
     app: VisibleApp, deployment_id: DeploymentId, db: SessionDep
@@ -309,7 +413,10 @@ def cancel_deployment(
 @item.get(
     "/deployments/{deployment_id}/events",
     response_model=list[DeploymentEventOut],
-    responses={200: {"content": {"text/event-stream": {}}, "description": "with follow=true"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "with follow=true"},
+        **errors(*APP_ITEM),
+    },
 )
 def deployment_events(
     app: VisibleApp,
@@ -377,7 +484,7 @@ def _events_after(
         return [DeploymentEventOut.model_validate(row) for row in rows], ended
 
 
-@item.get("/deployments/{deployment_id}", response_model=DeploymentOut)
+@item.get("/deployments/{deployment_id}", response_model=DeploymentOut, responses=errors(*APP_ITEM))
 def get_deployment(app: VisibleApp, deployment_id: DeploymentId, db: SessionDep) -> DeploymentOut:
     """One deployment."""
     return _deployment_out(

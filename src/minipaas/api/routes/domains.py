@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response, status
 
 from minipaas.api.deps import CurrentUser, Limit, Offset, SessionDep, VisibleApp, _visible_app
+from minipaas.api.responses import APP_ITEM, BODY, errors
 from minipaas.api.schemas import DomainCreate, DomainOut
 from minipaas.services import domains
 
@@ -16,20 +17,21 @@ router = APIRouter(
 )
 
 Hostname = Annotated[str, Path(max_length=300, description="the domain, e.g. www.example.com")]
-_ROUTER_DOWN: dict[int | str, dict[str, Any]] = {
-    503: {"description": "the router could not be updated; see the message"}
-}
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DomainOut,
-    responses={
-        403: {"description": "the platform's host, under APPS_DOMAIN, or not in ALLOWED_DOMAINS"},
-        409: {"description": "another app's (or already this app's) name, or too many domains"},
-        **_ROUTER_DOWN,
-    },
+    responses=errors(
+        *APP_ITEM,
+        *BODY,
+        403,
+        409,
+        s403="the platform's host, under APPS_DOMAIN, or not in ALLOWED_DOMAINS",
+        s409="another app's (or already this app's) name, or too many domains",
+        s503="the router could not be updated; see the message",
+    ),
 )
 def add_domain(app: VisibleApp, body: DomainCreate, user: CurrentUser, db: SessionDep) -> DomainOut:
     """Give the app one more host name; the router serves it at once (point DNS at it)."""
@@ -37,7 +39,7 @@ def add_domain(app: VisibleApp, body: DomainCreate, user: CurrentUser, db: Sessi
     return DomainOut.model_validate(domain)
 
 
-@router.get("", response_model=list[DomainOut])
+@router.get("", response_model=list[DomainOut], responses=errors(*APP_ITEM))
 def list_domains(
     app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
 ) -> list[DomainOut]:
@@ -50,7 +52,11 @@ def list_domains(
 @router.delete(
     "/{hostname}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {"description": "the app has no such domain"}, **_ROUTER_DOWN},
+    responses=errors(
+        *APP_ITEM,
+        s404="no such app, or the app has no such domain",
+        s503="the router could not be updated; see the message",
+    ),
 )
 def remove_domain(app: VisibleApp, hostname: Hostname, db: SessionDep) -> Response:
     """Take a host name from the app; the router stops serving it for the app."""

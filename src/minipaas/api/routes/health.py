@@ -7,6 +7,7 @@ reasons name internal hosts, ports, users and exception text.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -18,6 +19,18 @@ router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
 
 UNAVAILABLE = "unavailable"
+# Probes read the status; the body says which check failed (and, to an admin, why)
+_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "a dependency is down: the body says which (and to an admin, why)",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "additionalProperties": True},
+                "example": {"status": UNAVAILABLE, "database": UNAVAILABLE},
+            }
+        },
+    }
+}
 
 
 @router.get("/health")
@@ -26,7 +39,7 @@ async def liveness() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/health/db")
+@router.get("/health/db", responses=_DOWN)
 @router.get("/db-health", include_in_schema=False)
 def database_health(is_admin: OptionalAdmin) -> JSONResponse:
     """PostgreSQL answers; an admin's token also shows why not."""
@@ -41,7 +54,7 @@ def database_health(is_admin: OptionalAdmin) -> JSONResponse:
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=_DOWN)
 def readiness(is_admin: OptionalAdmin) -> JSONResponse:
     """Database, Redis, Docker engine and router all answer; 503 says which is down, and to
     an admin why."""

@@ -8,11 +8,19 @@ from starlette.concurrency import run_in_threadpool
 
 from minipaas import metrics
 from minipaas.api.deps import AdminUser
+from minipaas.api.responses import ADMIN, errors
 
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "OK"},
+        **errors(*ADMIN),
+    },
+)
 async def prometheus_metrics(_: AdminUser) -> Response:
     """HTTP requests, deployments, reconciler actions, router reloads, apps, queue depth."""
     body = await run_in_threadpool(metrics.exposition)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request, Response, status
 
 from minipaas import security
 from minipaas.api.deps import MAX_ID, AdminUser, CurrentUser, Limit, Offset, SessionDep
+from minipaas.api.responses import ADMIN, BODY, errors
 from minipaas.api.schemas import (
     AuditEventOut,
     IssuedTokenOut,
@@ -36,19 +37,24 @@ def _issued(issued: users.IssuedToken) -> IssuedTokenOut:
     return IssuedTokenOut(**shown, token=issued.token)
 
 
-@router.get("/me", response_model=UserOut)
+@router.get("/me", response_model=UserOut, responses=errors())
 def me(user: CurrentUser) -> UserOut:
     """The caller."""
     return UserOut.model_validate(user)
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=errors(*ADMIN, *BODY, 409, s409="a user of that name exists"),
+)
 def create_user(body: UserCreate, _: AdminUser, db: SessionDep) -> UserOut:
     """Create a user (admin); give them a token with POST /users/{id}/tokens."""
     return UserOut.model_validate(users.create_user(db=db, username=body.username, role=body.role))
 
 
-@router.get("/users", response_model=list[UserOut])
+@router.get("/users", response_model=list[UserOut], responses=errors(*ADMIN))
 def list_users(
     _: AdminUser, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
 ) -> list[UserOut]:
@@ -58,7 +64,19 @@ def list_users(
     return [UserOut.model_validate(row) for row in rows]
 
 
-@router.patch("/users/{user_id}", response_model=UserOut)
+@router.patch(
+    "/users/{user_id}",
+    response_model=UserOut,
+    responses=errors(
+        *ADMIN,
+        *BODY,
+        404,
+        409,
+        s403="admins only, and not on themselves",
+        s404="no such user",
+        s409="the last active admin",
+    ),
+)
 def update_user(user_id: UserId, body: UserUpdate, admin: AdminUser, db: SessionDep) -> UserOut:
     """Disable or enable a user, or change their role (admin)."""
     return UserOut.model_validate(
@@ -69,7 +87,18 @@ def update_user(user_id: UserId, body: UserUpdate, admin: AdminUser, db: Session
 
 
 @router.post(
-    "/users/{user_id}/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedTokenOut
+    "/users/{user_id}/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IssuedTokenOut,
+    responses=errors(
+        *ADMIN,
+        *BODY,
+        404,
+        409,
+        s403="admins only; and admins make their own tokens",
+        s404="no such user",
+        s409="the user has USER_MAX_TOKENS active tokens",
+    ),
 )
 def issue_user_token(
     user_id: UserId, body: TokenCreate, admin: AdminUser, request: Request, db: SessionDep
@@ -88,7 +117,11 @@ def issue_user_token(
     )
 
 
-@router.get("/users/{user_id}/tokens", response_model=list[TokenOut])
+@router.get(
+    "/users/{user_id}/tokens",
+    response_model=list[TokenOut],
+    responses=errors(*ADMIN, 404, s404="no such user"),
+)
 def list_user_tokens(
     user_id: UserId,
     _: AdminUser,
@@ -108,14 +141,29 @@ def _token_page(page: tuple[Sequence[ApiToken], int], response: Response) -> lis
     return [TokenOut.model_validate(row) for row in rows]
 
 
-@router.delete("/users/{user_id}/tokens/{token_id}", response_model=TokenOut)
+@router.delete(
+    "/users/{user_id}/tokens/{token_id}",
+    response_model=TokenOut,
+    responses=errors(*ADMIN, 404, s404="no such user, or no such token of theirs"),
+)
 def revoke_user_token(user_id: UserId, token_id: TokenId, _: AdminUser, db: SessionDep) -> TokenOut:
     """Revoke one of a user's tokens (admin), e.g. a leaked one."""
     user = users.get_user(db=db, user_id=user_id)
     return TokenOut.model_validate(users.revoke_token(db=db, user=user, token_id=token_id))
 
 
-@router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=IssuedTokenOut)
+@router.post(
+    "/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IssuedTokenOut,
+    responses=errors(
+        *BODY,
+        403,
+        409,
+        s403="the admin this token would rest on is no longer an active admin",
+        s409="the caller has USER_MAX_TOKENS active tokens",
+    ),
+)
 def create_token(
     body: TokenCreate, user: CurrentUser, request: Request, db: SessionDep
 ) -> IssuedTokenOut:
@@ -132,7 +180,7 @@ def create_token(
     )
 
 
-@router.get("/tokens", response_model=list[TokenOut])
+@router.get("/tokens", response_model=list[TokenOut], responses=errors())
 def list_tokens(
     user: CurrentUser, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
 ) -> list[TokenOut]:
@@ -140,13 +188,17 @@ def list_tokens(
     return _token_page(users.list_tokens(db=db, user=user, limit=limit, offset=offset), response)
 
 
-@router.delete("/tokens/{token_id}", response_model=TokenOut)
+@router.delete(
+    "/tokens/{token_id}",
+    response_model=TokenOut,
+    responses=errors(404, s404="no such token of the caller's"),
+)
 def revoke_token(token_id: TokenId, user: CurrentUser, db: SessionDep) -> TokenOut:
     """Revoke one of the caller's tokens; it stops working with the next request."""
     return TokenOut.model_validate(users.revoke_token(db=db, user=user, token_id=token_id))
 
 
-@router.get("/audit", response_model=list[AuditEventOut])
+@router.get("/audit", response_model=list[AuditEventOut], responses=errors(*ADMIN))
 def audit_log(
     _: AdminUser, db: SessionDep, response: Response, limit: Limit = 100, offset: Offset = 0
 ) -> list[AuditEventOut]:

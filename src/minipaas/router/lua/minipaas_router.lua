@@ -8,6 +8,7 @@
 
 local cjson = require("cjson.safe")
 local balancer = require("ngx.balancer")
+local traffic = require("minipaas_traffic")
 
 local routes = ngx.shared.minipaas_routes
 -- requests being proxied, by upstream port
@@ -302,6 +303,7 @@ end
 
 function _M.init(opts)
     config_version = opts.version
+    traffic.init(opts.traffic or {})
     secret = read_secret(opts.secret_file)
     -- A broken snapshot must not keep the router from starting: log it and go on
     local ok, err = pcall(function()
@@ -320,6 +322,10 @@ function _M.init(opts)
     if not ok then
         ngx.log(ngx.ERR, "routes not restored from the snapshot: ", err)
     end
+end
+
+function _M.init_worker()
+    traffic.start()
 end
 
 -- requests
@@ -343,6 +349,8 @@ local function stopped_page(entry)
 end
 
 local function serve(entry)
+    -- Counted by app id in the log phase (traffic metrics), the stopped page's 503 too
+    ngx.ctx.minipaas_app = entry.id
     if entry.kind == "stopped" then
         return send(503, "text/html", stopped_page(entry), { ["Retry-After"] = "30" })
     end
@@ -359,6 +367,10 @@ function _M.done()
     local port = ngx.ctx.minipaas_counted
     if port then
         inflight:incr(port, -1, 0)
+    end
+    local id = ngx.ctx.minipaas_app
+    if id then
+        traffic.record(id)
     end
 end
 
@@ -444,6 +456,34 @@ local function dump()
     return '{"routes": [' .. table.concat(parts, ",") .. "]}"
 end
 
+local function entries_in_table()
+    local entries = {}
+    for _, key in ipairs(routes:get_keys(0)) do
+        if key:sub(1, 4) == "app:" then
+            local entry = get_entry(tonumber(key:sub(5)))
+            if entry then
+                entries[#entries + 1] = entry
+            end
+        end
+    end
+    return entries
+end
+
+local function control_traffic(method, id)
+    if method ~= "GET" then
+        return reply(405, { error = "use GET" })
+    end
+    if not traffic.enabled() then
+        return reply(200, { enabled = false })
+    end
+    if id then
+        local answer = traffic.minutes(get_entry(id) or { id = id })
+        answer.enabled = true
+        return reply(200, answer)
+    end
+    return reply(200, { enabled = true, apps = traffic.totals(entries_in_table()) })
+end
+
 local function control_app(method, id)
     if method == "PUT" then
         local data, err = read_json()
@@ -482,6 +522,13 @@ function _M.control()
     local port = tonumber(uri:match("^/inflight/(%d+)$"))
     if port and method == "GET" then
         return reply(200, { port = port, requests = inflight:get(port) or 0 })
+    end
+    if uri == "/traffic" then
+        return control_traffic(method, nil)
+    end
+    local traffic_id = tonumber(uri:match("^/traffic/([1-9]%d*)$"))
+    if traffic_id and traffic_id <= MAX_ID then
+        return control_traffic(method, traffic_id)
     end
     if uri == "/apps" then
         if method == "GET" then
