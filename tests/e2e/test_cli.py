@@ -211,3 +211,34 @@ def test_cli_never_takes_a_name_of_digits_for_another_apps_id(
     assert gone.returncode == 0, gone.stderr  # no longer ambiguous: only a name now
     listed = json.loads(_cli(stack, tmp_path, "apps", "list", "--json").stdout)
     assert not {first, second} & {app["id"] for app in listed}
+
+
+def test_cli_usage_errors_are_one_line_and_exit_1(stack: Stack, tmp_path: Path) -> None:
+    missing = _cli(stack, tmp_path, "apps", "show")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        "error: Missing argument 'app'. (see: minipaas apps show --help)"
+    )
+    unknown = _cli(stack, tmp_path, "apps", "nope")
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: No such command")
+    assert "╭" not in missing.stderr + unknown.stderr  # no framed box
+    # the token is asked for when not given: --help must not call it required
+    helped = _cli(stack, tmp_path, "login", "--help")
+    assert helped.returncode == 0 and "asked for when not given" in helped.stdout
+    token_line = next(line for line in helped.stdout.splitlines() if "--token" in line)
+    assert "required" not in token_line
+
+
+def test_cli_rollback_says_it_adopts_the_release_settings(
+    stack: Stack, tmp_path: Path, app_name: str
+) -> None:
+    def ok(*args: str) -> str:
+        result = _cli(stack, tmp_path, *args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    ok("apps", "create", app_name, "--image", HELLO_V1, "--port", "80")
+    ok("deploy", app_name)
+    ok("deploy", app_name, "--image", HELLO_V2)
+    said = ok("rollback", app_name)
+    assert "rolling back to release 1" in said and "env" in said and "limits" in said

@@ -137,7 +137,7 @@ def main() -> None:
     """The console script: a usage error is one `error: ...` line and exit 1, like every
     other error of the CLI (click's framed box and exit 2 are for humans reading help)."""
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="minipaas")
     except typer.Abort:
         typer.echo("error: aborted", err=True)
         sys.exit(1)
