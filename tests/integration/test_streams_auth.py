@@ -97,8 +97,10 @@ def test_followed_logs_end_when_the_app_is_no_longer_visible(
 def test_event_stream_ends_when_the_user_is_disabled(stack: Stack, api: httpx.Client) -> None:
     member = new_member(api)
     with _client(stack, member.token) as client:
-        # Nothing listens on port 81: the deployment waits for health for READY_TIMEOUT (20 s)
-        app_id = create_app(client, f"never-ready-{member.id}", HELLO_V1, internal_port=81)["id"]
+        # Healthy only after running 30 s: the deployment is still waiting when the stream ends
+        app_id = create_app(
+            client, f"never-ready-{member.id}", HELLO_V1, health_check_running_seconds=30
+        )["id"]
         deployment_id = client.post(f"/apps/{app_id}/deploy").json()["id"]
         events = f"/apps/{app_id}/deployments/{deployment_id}/events"
         with client.stream("GET", events, params={"follow": "true"}) as stream:
