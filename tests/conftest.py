@@ -8,7 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from minipaas.queue import get_redis
+from tests.support.processes import ManagedProcess
 from tests.support.stack import Stack, running_stack
+from tests.support.waiting import eventually
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything: every test is checked
@@ -71,3 +74,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             if log_file.exists():
                 tail = log_file.read_text(errors="replace").splitlines()[-40:]
                 report.sections.append((f"{name}.log (last 40 lines)", "\n".join(tail)))
+
+
+@pytest.fixture
+def second_worker(stack: Stack) -> Iterator[None]:
+    """A second worker beside the stack's one, as `make up` runs several."""
+    settings = stack.settings
+    extra = ManagedProcess("worker-second", ("worker",), settings.run_dir, settings.log_dir)
+    extra.start(stack.env)
+    try:
+        eventually(
+            lambda: len(get_redis().smembers(f"rq:workers:{settings.queue_name}")) >= 2,
+            timeout=20,
+            interval=0.1,
+            message="the second worker did not register",
+        )
+        yield
+    finally:
+        extra.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
@@ -20,29 +19,10 @@ from minipaas.services.state import Action
 from minipaas.worker import jobs
 from tests.support.flows import create_app, deploy, wait_for_deployment
 from tests.support.images import HELLO_V1, SLOW_STARTER
-from tests.support.processes import ManagedProcess
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
-
-
-@pytest.fixture
-def second_worker(stack: Stack) -> Iterator[None]:
-    """A second worker beside the stack's one, as `make up` runs several."""
-    settings = stack.settings
-    extra = ManagedProcess("worker-second", ("worker",), settings.run_dir, settings.log_dir)
-    extra.start(stack.env)
-    try:
-        eventually(
-            lambda: len(get_redis().smembers(f"rq:workers:{settings.queue_name}")) >= 2,
-            timeout=20,
-            interval=0.1,
-            message="the second worker did not register",
-        )
-        yield
-    finally:
-        extra.stop()
 
 
 def _at(text: str) -> datetime:

@@ -31,6 +31,7 @@ from minipaas.router.dynamic_render import (
     render_router_config,
 )
 from minipaas.router.lua_router import LuaRouter, Route, RouteConflictError, RouteKind, RouterError
+from tests.support.stack import free_port
 
 
 class _AppHandler(http.server.BaseHTTPRequestHandler):
@@ -98,12 +99,6 @@ def _serve(name: str) -> App:
     return App(name, server.server_address[1], server)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Rig:
     router: LuaRouter
@@ -150,7 +145,7 @@ def rig() -> Iterator[Rig]:
     settings = Settings(
         data_dir=data_dir,
         router_host="127.0.0.1",
-        router_port=_free_port(),
+        router_port=free_port(),
         app_host="127.0.0.1",
         app_port=api.port,
         _env_file=None,
@@ -396,7 +391,7 @@ def test_a_refused_update_keeps_the_previous_route_serving(rig: Rig) -> None:
 def test_a_full_table_refuses_the_update_and_keeps_what_was_there(rig: Rig) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="mpr-"))
     settings = rig.settings.model_copy(
-        update={"data_dir": data_dir, "router_port": _free_port(), "router_table_mb": 1}
+        update={"data_dir": data_dir, "router_port": free_port(), "router_table_mb": 1}
     )
     small = LuaRouter(settings)
     small.ensure_running()

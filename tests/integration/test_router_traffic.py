@@ -25,6 +25,7 @@ from minipaas.config import Settings
 from minipaas.router import traffic
 from minipaas.router.dynamic_render import NGINX_MODULES
 from minipaas.router.lua_router import LuaRouter, Route, RouteKind
+from tests.support.stack import free_port
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -66,12 +67,6 @@ def _settle() -> None:
     time.sleep(traffic.FLUSH_SECONDS * 4)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Rig:
     router: LuaRouter
@@ -96,9 +91,9 @@ def _router(**overrides: object) -> Iterator[Rig]:
     settings = Settings(
         data_dir=data_dir,
         router_host="127.0.0.1",
-        router_port=_free_port(),
+        router_port=free_port(),
         app_host="127.0.0.1",
-        app_port=_free_port(),
+        app_port=free_port(),
         _env_file=None,
         **overrides,  # type: ignore[arg-type]
     )

@@ -15,10 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from tests.support.stack import free_port
-from tests.support.waiting import eventually
+from tests.support.stack import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -103,20 +100,9 @@ class ComposeInstall:
         assert result.returncode == 0, f"docker-compose up failed:\n{result.stderr}\n{self.logs()}"
 
     def wait_ready(self, timeout: float = 180) -> None:
-        def ready() -> bool:
-            response = httpx.get(f"{self.api_url}/health/ready", timeout=5)
-            assert response.status_code == 200, response.text
-            return True
-
         try:
-            eventually(
-                ready,
-                timeout=timeout,
-                interval=0.5,
-                retry_on=(httpx.HTTPError, AssertionError),
-                message="the compose install did not become ready through its router",
-            )
-        except AssertionError as exc:
+            wait_ready(self.api_url, timeout, what="the compose install (through its router)")
+        except RuntimeError as exc:
             raise AssertionError(f"{exc}\n{self.logs()}") from None
 
     def admin_token(self) -> str:

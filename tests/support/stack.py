@@ -109,7 +109,7 @@ def apply_env(env: dict[str, str | None]) -> None:
     security.reset_cache()
 
 
-def wait_ready(api_url: str, timeout: float = 60.0) -> None:
+def wait_ready(api_url: str, timeout: float = 60.0, *, what: str = "the test platform") -> None:
     def ready() -> bool:
         response = httpx.get(f"{api_url}/health/ready", timeout=3)
         assert response.status_code == 200, response.text
@@ -121,7 +121,7 @@ def wait_ready(api_url: str, timeout: float = 60.0) -> None:
             timeout=timeout,
             interval=0.2,
             retry_on=(httpx.HTTPError, AssertionError),
-            message="the test platform did not become ready",
+            message=f"{what} did not become ready",
         )
     except AssertionError as exc:  # the platform failed to start: not a test's assertion
         raise RuntimeError(str(exc)) from None

@@ -8,7 +8,6 @@ time, else 202 with the action to follow at /apps/{id}/actions/{action_id}.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from minipaas import queue
 from minipaas.clock import now
@@ -34,6 +32,7 @@ from minipaas.services.apps import get_app
 from minipaas.services.deployments import records
 from minipaas.services.errors import Conflict, NotFound, Unavailable
 from minipaas.services.job_results import DONE, FailureKind, JobResult, failure_of
+from minipaas.services.polling import poll_until
 from minipaas.services.retry import retry_database
 from minipaas.services.state import check_action
 from minipaas.worker import jobs, liveness
@@ -86,19 +85,15 @@ def _pending_conflict(db: Session, app_id: int) -> Conflict:
     )
 
 
-async def wait_until_ended(action_id: int, seconds: float) -> ActionStatus:
-    """Polls the row for up to `seconds`; the event loop, not a thread, does the waiting."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    delay = 0.02
-    while True:
-        status = await run_in_threadpool(_status_of, action_id)
-        if status not in PENDING_ACTION_STATUSES:
-            return status
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            return status
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.25)
+async def wait_until_ended(action_id: int, seconds: float) -> bool:
+    """Polls the row for up to `seconds` (the event loop, not a thread, does the waiting);
+    True if the action ended meanwhile."""
+
+    def ended() -> ActionStatus | None:
+        status = _status_of(action_id)
+        return None if status in PENDING_ACTION_STATUSES else status
+
+    return await poll_until(ended, seconds) is not None
 
 
 def _status_of(action_id: int) -> ActionStatus:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from rq.job import Job
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from minipaas import queue
 from minipaas.config import get_settings
@@ -29,6 +27,7 @@ from minipaas.services.job_results import (
     failure_of,
     of_ended_job,
 )
+from minipaas.services.polling import poll_until
 from minipaas.services.state import Action, check_action, status_after
 from minipaas.worker import jobs
 
@@ -73,20 +72,13 @@ _PENDING_JOB_STATUSES = ("queued", "started", "deferred", "scheduled")
 
 async def wait_for_delete(job: Job, seconds: float) -> bool:
     """True if the delete ended within `seconds` (raising its failure); the event loop waits."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    delay = 0.02
-    while True:
-        ended = await run_in_threadpool(queue.wait_for_job, job, 0)
-        if ended is not None:
-            value = ended.value
-            result = value if isinstance(value, JobResult) else of_ended_job(ended.status)
-            result.raise_if_failed()
-            return True
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            return False
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.25)
+    ended = await poll_until(lambda: queue.wait_for_job(job, 0), seconds)
+    if ended is None:
+        return False
+    value = ended.value
+    result = value if isinstance(value, JobResult) else of_ended_job(ended.status)
+    result.raise_if_failed()
+    return True
 
 
 # --- worker side ---------------------------------------------------------------------------
