@@ -520,3 +520,28 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("condition not met in time")
+
+
+def test_a_publish_during_a_full_sync_is_not_undone_by_its_older_read(rig: Rig) -> None:
+    """The reconciler read the database (app running) just before a stop published the 503
+    page: the sync must not write its older read over the newer publish."""
+    running = rig.route(1, "web", rig.blue)
+    stopped = rig.route(1, "web", None)
+    read_started, publish_done = threading.Event(), threading.Event()
+
+    def stale_read() -> list[Route]:
+        read_started.set()
+        publish_done.wait(timeout=1)  # the publish waits for the lock meanwhile
+        return [running]
+
+    def publish_stop() -> None:
+        read_started.wait(timeout=5)
+        rig.router.publish(1, lambda: stopped)
+        publish_done.set()
+
+    publisher = threading.Thread(target=publish_stop)
+    publisher.start()
+    assert rig.router.sync(stale_read) is True
+    publisher.join(timeout=10)
+    assert rig.router.live_table() == {1: stopped}
+    assert rig.get("/", "web.apps.localhost").status_code == 503

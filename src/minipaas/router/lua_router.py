@@ -111,15 +111,34 @@ class LuaRouter:
         self._persist(lambda: self.snapshot.record_remove(app_id))
 
     def replace_all(self, routes: Iterable[Route]) -> None:
-        """Full sync (the reconciler's): exactly these routes, every other app removed."""
+        """Exactly these routes, every other app removed."""
+        table = self._checked_table(routes)
+        with self._locked():
+            self._replace(table)
+
+    def sync(self, read_routes: Callable[[], Iterable[Route]]) -> bool:
+        """The reconciler's full sync: the table as `read_routes` finds it, read under the
+        lock like publish(), so a route published meanwhile is never overwritten by an older
+        read. True if the live table had drifted and was replaced."""
+        with self._locked():
+            table = self._checked_table(read_routes())
+            if self.live_table() == {route.app_id: route for route in table}:
+                return False
+            self._replace(table)
+            return True
+
+    def _checked_table(self, routes: Iterable[Route]) -> list[Route]:
         table = sorted(routes, key=lambda r: r.app_id)
         _check_unique(table)
         for route in table:
             self._check_policy(route)
-        with self._locked():
-            body = {"routes": [route.to_json() for route in table]}
-            self._control().request("PUT", "/apps", body)
-            self._persist(lambda: self.snapshot.write_all(table))
+        return table
+
+    def _replace(self, table: list[Route]) -> None:
+        """Under the lock."""
+        body = {"routes": [route.to_json() for route in table]}
+        self._control().request("PUT", "/apps", body)
+        self._persist(lambda: self.snapshot.write_all(table))
 
     def live_table(self) -> dict[int, Route]:
         """What nginx serves now, by app id (compare with the database to find drift)."""

@@ -118,10 +118,8 @@ def sync_routes() -> str | None:
     started = router.ensure_running()
     if started:
         metrics.ROUTER_RELOADS.inc()
-    wanted = {route.app_id: route for route in current_routes()}
-    if router.live_table() == wanted:
+    if not router.sync(current_routes):
         return "nginx (re)started with its routes" if started else None
-    router.replace_all(wanted.values())
     return "routes rewritten from the database (the router's table had drifted)"
 
 
