@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, bindparam, func, select, text, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 
 from minipaas import security
 from minipaas.clock import now
@@ -45,6 +45,8 @@ class Authenticated:
     user: User
     token_id: int
     token_expires_at: datetime | None
+    # With `app_id`: that app if this user may see it (with its domains), else None
+    app: App | None = None
 
 
 _TOKENS = ApiToken.__table__
@@ -66,14 +68,32 @@ _TOKEN_LOOKUP = (
     .join_from(_TOKENS, _USERS, _TOKENS.c.user_id == _USERS.c.id)
     .where(_TOKENS.c.token_hash == bindparam("digest"))
 )
+# The same, plus the app a /apps/{app_id} route asks for when the token's user may see it
+# (the rule of access.readable_apps): one round trip instead of two
+_TOKEN_AND_APP_LOOKUP = (
+    _TOKEN_LOOKUP.add_columns(App)
+    .outerjoin(
+        App,
+        and_(
+            App.id == bindparam("app_id"),
+            or_(_USERS.c.role == UserRole.ADMIN, App.owner_id == _USERS.c.id),
+        ),
+    )
+    .options(joinedload(App.domains))
+)
 
 
-def authenticate(*, db: Session, token: str) -> Authenticated | None:
+def authenticate(*, db: Session, token: str, app_id: int | None = None) -> Authenticated | None:
     """The active user and token, or None. One hash and one indexed lookup either way, read
     from the database on every call (no cache: a revoked or expired token, or a disabled
-    user, is refused on the very next request)."""
+    user, is refused on the very next request). With `app_id`, the same query loads that app
+    when the user may see it."""
     digest = security.token_hash(token)
-    row = db.connection().execute(_TOKEN_LOOKUP, {"digest": digest}).first()
+    if app_id is None:
+        row = db.connection().execute(_TOKEN_LOOKUP, {"digest": digest}).first()
+    else:
+        params = {"digest": digest, "app_id": app_id}
+        row = db.execute(_TOKEN_AND_APP_LOOKUP, params).unique().first()
     if row is None:
         return None
     moment = now()
@@ -91,7 +111,8 @@ def authenticate(*, db: Session, token: str) -> Authenticated | None:
         disabled=row.disabled,
         created_at=row.created_at,
     )
-    return Authenticated(_persistent(db, user), row.id, row.expires_at)
+    visible_app: App | None = row.App if app_id is not None else None
+    return Authenticated(_persistent(db, user), row.id, row.expires_at, visible_app)
 
 
 def _persistent(db: Session, user: User) -> User:
