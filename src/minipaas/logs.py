@@ -10,10 +10,12 @@ import json
 import logging
 import re
 import sys
+import threading
+from contextlib import suppress
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TextIO
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 deployment_id: ContextVar[int | None] = ContextVar("deployment_id", default=None)
@@ -69,8 +71,45 @@ class JsonFormatter(logging.Formatter):
         return _encode(entry)
 
 
-def configure_json_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stdout)
+class BatchingStreamHandler(logging.StreamHandler[TextIO]):
+    """Writes lines to the stream as they come but flushes them in batches: at most every
+    `interval` seconds, and at once for a warning or worse. Under load an API process then
+    hands its supervisor one pipe write per batch instead of one per request (each one cost
+    the supervisor ~40 us of CPU). A SIGKILL loses at most `interval` seconds of info lines."""
+
+    def __init__(self, stream: TextIO, interval: float = 0.2) -> None:
+        super().__init__(stream)
+        self._interval = interval
+        self._wake = threading.Event()
+        flusher = threading.Thread(target=self._flush_forever, name="log-flush", daemon=True)
+        flusher.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            with self.lock:  # type: ignore[union-attr]
+                self.stream.write(line + self.terminator)
+            if record.levelno >= logging.WARNING:
+                self.flush()
+        except Exception:
+            self.handleError(record)
+
+    def _flush_forever(self) -> None:
+        while not self._wake.wait(self._interval):
+            with suppress(Exception):
+                self.flush()
+
+    def close(self) -> None:
+        self._wake.set()
+        with suppress(Exception):
+            self.flush()
+        super().close()
+
+
+def configure_json_logging(level: int = logging.INFO, *, batched: bool = False) -> None:
+    """`batched` for the API's many access lines; the worker flushes each line (its lines
+    are few, and a forked job's would be lost at its exit)."""
+    handler = BatchingStreamHandler(sys.stdout) if batched else logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -31,9 +31,14 @@ def test_a_deploy_request_and_its_job_share_the_request_id(
     other = api.get("/me", headers={"X-Request-ID": 'bad id {with} "quotes"'})
     assert len(other.headers["x-request-id"]) == 32
 
-    time.sleep(0.5)  # let the processes flush their lines
-    api_lines = _json_lines((stack.settings.log_dir / "api.log").read_text())
-    access = [line for line in api_lines if line.get("request_id") == f"req-{app_name}"]
+    # The API flushes its lines in batches (every 0.2 s): wait for them
+    deadline = time.monotonic() + 10
+    while True:
+        api_lines = _json_lines((stack.settings.log_dir / "api.log").read_text())
+        access = [line for line in api_lines if line.get("request_id") == f"req-{app_name}"]
+        if access or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert access and access[-1]["route"] == "/apps/{app_id}/deploy"
     assert access[-1]["status"] == 202 and access[-1]["user"] == "admin"
     assert isinstance(access[-1]["duration_ms"], float)

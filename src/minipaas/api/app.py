@@ -56,7 +56,7 @@ class ForwardedPrefixMiddleware:
 
 def create_app() -> FastAPI:
     if os.environ.get("MINIPAAS_JSON_LOGS") == "1":
-        logs.configure_json_logging()
+        logs.configure_json_logging(batched=True)
     if os.environ.get(DIE_WITH_PARENT_ENV) == "1":
         # Each uvicorn worker process builds the app: none outlives a killed master
         die_with_parent()
