@@ -11,10 +11,12 @@ from minipaas.logs import BatchingStreamHandler
 
 
 def _pipe_handler(interval: float) -> tuple[BatchingStreamHandler, int, io.TextIOWrapper]:
-    """A handler writing into a real pipe, as the API writes to its supervisor."""
+    """A handler writing into a real pipe, as the API writes to its supervisor, through an
+    unbuffered stream (as with PYTHONUNBUFFERED): the batching is the handler's own."""
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
-    stream = io.TextIOWrapper(os.fdopen(write_end, "wb"), encoding="utf-8")
+    raw = os.fdopen(write_end, "wb", buffering=0)
+    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)  # type: ignore[arg-type]
     return BatchingStreamHandler(stream, interval=interval), read_end, stream
 
 
