@@ -36,7 +36,7 @@ test-deployments: dev-deps
 	@scripts/ensure-docker.sh
 	@$(PYTEST) -q -m deployments
 
-bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, router metrics on/off, parallel deploys, API throughput, fairness (~10 min)
+bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, router metrics on/off, parallel deploys, API throughput, fairness, build and deploy from source (~11 min)
 	@scripts/ensure-docker.sh
 	@$(VENV)/bin/python bench/deploy_and_route.py
 	@echo
@@ -49,6 +49,8 @@ bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch,
 	@$(VENV)/bin/python bench/api_throughput.py
 	@echo
 	@$(VENV)/bin/python bench/fairness.py
+	@echo
+	@$(VENV)/bin/python bench/build_deploy.py
 
 bench-scale: dev-deps  ## 1,000 apps, 100 running: reconciler pass, platform memory, memory per app (~4 min)
 	@scripts/ensure-docker.sh

@@ -9,7 +9,7 @@
 #   3. minipaas:local (deploy/Dockerfile), minipaas-postgres:15, minipaas-redis:7
 #                               `docker build` from the base: cached layers make a rerun fast,
 #                               and a changed source or Dockerfile is always rebuilt.
-# Usage (as root, from anywhere): scripts/compose-images.sh
+# Usage (as root, from anywhere): scripts/compose-images.sh [--base-only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -116,6 +116,10 @@ exec 9>"$WHEELHOUSE/.lock"
 flock 9
 
 build_base
+# --base-only: the Debian base alone (the build-from-source tests build on it)
+if [[ "${1:-}" == "--base-only" ]]; then
+  exit 0
+fi
 build_wheelhouse
 build_image minipaas-postgres:15 deploy/compose/postgres.Dockerfile
 build_image minipaas-redis:7 deploy/compose/redis.Dockerfile

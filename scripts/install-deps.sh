@@ -11,8 +11,9 @@ packages=(docker.io nginx libnginx-mod-http-lua lua-cjson redis-server postgresq
   ca-certificates busybox-static supervisor)
 if [[ "${1:-}" == "--dev" ]]; then
   # tests check the compose file and listening sockets and drive the dashboard in Chromium;
-  # make bench drives wrk; debootstrap makes the compose install's Debian base image
-  packages+=(docker-compose wrk iproute2 chromium debootstrap)
+  # make bench drives wrk; debootstrap makes the compose install's Debian base image;
+  # pebble (with pebble-challtestsrv) is the ACME CA the HTTPS tests get certificates from
+  packages+=(docker-compose wrk iproute2 chromium debootstrap pebble)
 fi
 
 missing=()

@@ -53,6 +53,21 @@ class Settings(BaseSettings):
     # Secret of the router's control socket; when unset, a random one is kept in DATA_DIR
     router_control_secret: SecretStr | None = None
 
+    # HTTPS (router/tls.py): the router's TLS port (443 on a real server), 0 for none;
+    # certificates are chosen by SNI
+    router_tls_port: int = Field(default=0, ge=0, le=65535)
+    # A certificate (chain) and key in PEM files, e.g. a wildcard for APPS_DOMAIN and the
+    # platform host; served for every name it lists, read again by each reconciler pass
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # ACME (RFC 8555, HTTP-01) for apps' own domains; empty directory URL: no ACME
+    acme_directory_url: str = ""
+    acme_email: str = ""
+    # PEM bundle to trust for the ACME directory's own HTTPS; empty: the system's roots
+    acme_ca_bundle: Path | None = None
+    # nginx's shared memory for certificates and challenge tokens (~5 KiB a certificate)
+    router_tls_mb: int = Field(default=16, ge=1, le=1024)
+
     # Where local state lives: nginx config, logs, pid files, local databases
     data_dir: Path = Path("/var/lib/minipaas")
 
@@ -83,6 +98,20 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = Field(default=15.0, gt=0)
     # Images of this many newest releases per app are kept for rollbacks; older ones are removed
     keep_release_images: int = Field(default=5, ge=1)
+    # Builds from source (services/builds): upload cap, what one context may expand to,
+    # builder processes (a queue of their own), limits the engine enforces on each step
+    build_max_upload_mb: int = Field(default=200, ge=1)
+    build_max_context_mb: int = Field(default=1024, ge=1)
+    build_max_files: int = Field(default=50_000, ge=1)
+    build_concurrency: int = Field(default=1, ge=1, le=16)
+    builds_per_member: int = Field(default=2, ge=1, le=64)
+    build_timeout_seconds: int = Field(default=900, ge=10)
+    build_memory_mb: int = Field(default=1024, ge=6)
+    build_cpus: float = Field(default=1.0, ge=0.01)
+    # A build is refused when DATA_DIR or Docker's root has less free disk than this
+    build_min_free_disk_mb: int = Field(default=2048, ge=0)
+    # Images of this many newest builds per app are kept (besides the releases' images)
+    keep_build_images: int = Field(default=5, ge=1)
     log_max_size: str = "10m"
     log_max_files: int = Field(default=3, ge=1)
 
@@ -106,6 +135,8 @@ class Settings(BaseSettings):
     max_cpus: float = Field(default=2.0, ge=0.01)
     default_pids: int = Field(default=256, ge=8)
     max_pids: int = Field(default=1024, ge=8)
+    # The most containers (replicas) one app may run side by side
+    app_max_replicas: int = Field(default=10, ge=1, le=100)
     # Per-user quotas
     user_max_apps: int = Field(default=20, ge=0)
     user_max_memory_mb: int = Field(default=8192, ge=0)
@@ -120,6 +151,27 @@ class Settings(BaseSettings):
     allowed_images: str = "*"
     # Domain policy for members (admins are exempt): shell-style patterns, comma-separated
     allowed_domains: str = "*"
+
+    @field_validator("tls_cert_file", "tls_key_file", "acme_ca_bundle", mode="before")
+    @classmethod
+    def _empty_path_means_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("acme_directory_url")
+    @classmethod
+    def _acme_url_is_https(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https://[^\s/]+(/\S*)?", value):
+            raise ValueError(
+                "ACME_DIRECTORY_URL must be an https:// URL, e.g. "
+                "https://acme-v02.api.letsencrypt.org/directory (or empty for no ACME)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _tls_files_in_pairs(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both TLS_CERT_FILE and TLS_KEY_FILE, or neither")
+        return self
 
     @field_validator("secret_key", "admin_token", "redis_password", mode="before")
     @classmethod
@@ -207,6 +259,11 @@ class Settings(BaseSettings):
         return self.data_dir / "logs"
 
     @property
+    def builds_dir(self) -> Path:
+        """Uploaded build contexts, while they wait for and go through their build."""
+        return self.data_dir / "builds"
+
+    @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
 
@@ -277,6 +334,18 @@ class Settings(BaseSettings):
     def router_listen(self) -> str:
         """nginx's `listen` value: IPv6 addresses go in brackets."""
         return f"{_url_host(self.router_host)}:{self.router_port}"
+
+    @property
+    def router_tls_listen(self) -> str | None:
+        """nginx's `listen` value of the HTTPS port, None when there is none."""
+        if not self.router_tls_port:
+            return None
+        return f"{_url_host(self.router_host)}:{self.router_tls_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The fallback certificate and the certificates nginx loads when it starts (0700)."""
+        return self.data_dir / "tls"
 
 
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"

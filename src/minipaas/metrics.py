@@ -90,12 +90,30 @@ class PlatformStateCollector(Collector):
             for status in AppStatus:
                 apps.add_metric([status.value], float(counts.get(status, 0)))
             yield apps
+        yield from _last_backup()
         depth = GaugeMetricFamily("minipaas_queue_depth", "Jobs waiting in the queue")
         try:
             depth.add_metric([], float(get_queue().count))
         except Exception:  # Redis down: no sample rather than a failed scrape
             return
         yield depth
+
+
+def _last_backup() -> Iterator[GaugeMetricFamily]:
+    """When `minipaas platform backup` last wrote an archive here (no sample: never)."""
+    from minipaas.config import get_settings
+    from minipaas.host.backup_record import read_last_backup
+
+    last = read_last_backup(get_settings())
+    if last is None:
+        return
+    finished = GaugeMetricFamily(
+        "minipaas_last_backup_timestamp_seconds", "When the last backup made here ended"
+    )
+    finished.add_metric([], last.finished_at)
+    size = GaugeMetricFamily("minipaas_last_backup_size_bytes", "Size of the last backup")
+    size.add_metric([], float(last.size_bytes))
+    yield from (finished, size)
 
 
 class AppTrafficCollector(Collector):

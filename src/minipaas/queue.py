@@ -57,6 +57,13 @@ def get_action_queue(connection: Redis | None = None) -> Queue:
     return Queue(f"{settings.queue_name}-actions", connection=connection or get_redis())
 
 
+def get_build_queue(connection: Redis | None = None) -> Queue:
+    """Builds from source: only the builder processes take these (BUILD_CONCURRENCY of
+    them), so a long build never holds a worker that deploys or stops apps."""
+    settings = get_settings()
+    return Queue(f"{settings.queue_name}-builds", connection=connection or get_redis())
+
+
 def worker_queues(connection: Redis | None = None) -> list[Queue]:
     """What a worker listens to, in order of priority."""
     return [get_action_queue(connection), get_queue(connection)]
@@ -69,11 +76,12 @@ def enqueue(
     timeout: int,
     on_failure: Callable[..., Any] | None = None,
     action: bool = False,
+    build: bool = False,
 ) -> Job:
-    """Queues `function(*args)` (a lifecycle action on the actions queue); jobs carry ids
-    only, the request id rides in their meta."""
+    """Queues `function(*args)` (a lifecycle action on the actions queue, a build on the
+    builds queue); jobs carry ids only, the request id rides in their meta."""
     try:
-        target = get_action_queue() if action else get_queue()
+        target = get_build_queue() if build else get_action_queue() if action else get_queue()
         return target.enqueue_call(
             function,
             args=args,
@@ -133,7 +141,10 @@ def is_enqueued(job_id: str) -> bool:
     """The job's id is in the queue's list: a worker will take it. A job can say "queued"
     without being there when Redis was killed between writing the job and pushing its id."""
     try:
-        return get_queue().get_job_position(job_id) is not None
+        return any(
+            waiting.get_job_position(job_id) is not None
+            for waiting in (get_queue(), get_build_queue())
+        )
     except (RedisError, OSError) as exc:
         raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc
 

@@ -48,6 +48,11 @@ def _load_or_create_key(settings: Settings) -> bytes:
     return key
 
 
+def key_material(settings: Settings) -> bytes:
+    """The root key as configured (SECRET_KEY or DATA_DIR/secret.key): what a backup keeps."""
+    return _load_or_create_key(settings)
+
+
 @lru_cache
 def _root_key() -> bytes:
     return _load_or_create_key(get_settings())
@@ -88,6 +93,24 @@ def decrypt_env(ciphertext: str | None) -> dict[str, str]:
             "app env vars cannot be decrypted: SECRET_KEY (or DATA_DIR/secret.key) changed"
         ) from exc
     return {str(k): str(v) for k, v in value.items()}
+
+
+def _private_key_fernet() -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(_derived("tls-private-key")))
+
+
+def encrypt_private_key(pem: str) -> str:
+    """A TLS or ACME account key as stored in PostgreSQL: encrypted under SECRET_KEY."""
+    return _private_key_fernet().encrypt(pem.encode()).decode()
+
+
+def decrypt_private_key(ciphertext: str) -> str:
+    try:
+        return _private_key_fernet().decrypt(ciphertext.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretsUnreadable(
+            "a TLS private key cannot be decrypted: SECRET_KEY (or DATA_DIR/secret.key) changed"
+        ) from exc
 
 
 def reset_cache() -> None:

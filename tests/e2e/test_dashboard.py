@@ -67,6 +67,8 @@ def test_dashboard_sign_in_create_deploy_and_logs(stack: Stack, app_name: str) -
         page.click("#domain-form button")
         domain = page.locator(f"tr[data-domain='{hostname}']")
         expect(domain.locator("a")).to_have_attribute("target", "_blank")
+        # its certificate's status (ACME is on in the test stack; no CA answers here)
+        expect(domain).to_contain_text(re.compile("pending|failed"))
         page.fill("#new-domain", f"{app_name}.{stack.settings.apps_domain}")
         page.click("#domain-form button")
         expect(page.locator("#domain-error")).to_contain_text("already app")

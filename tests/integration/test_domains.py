@@ -84,12 +84,15 @@ def test_hostnames_are_checked_with_messages_that_say_what_to_change(
     assert added.status_code == 201, added.text
     hostname = f"www.{app_name}.example.test"
     port = f":{settings.router_port}"
-    assert added.json() | {"created_at": None} == {
+    assert added.json() | {"created_at": None, "tls": None} == {
         "hostname": hostname,
         "app_id": app["id"],
         "url": f"http://{hostname}{port}/",
         "created_at": None,
+        "tls": None,
     }
+    # HTTPS: the stack has ACME on (tests/e2e/test_https.py), so the certificate is on its way
+    assert added.json()["tls"]["status"] in ("pending", "failed")
     again = _add(as_member, app["id"], hostname)
     assert again.status_code == 409
     assert again.json()["detail"] == f"'{hostname}' is already a domain of app {app_name}"

@@ -59,6 +59,12 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         "REDIS_PASSWORD": secrets.token_urlsafe(12),
         "ROUTER_HOST": "127.0.0.1",
         "ROUTER_PORT": str(free_port()),
+        # HTTPS: a file-given wildcard for the apps and the platform (tests/support/tls.py
+        # made it), and ACME from a pebble that tests/e2e/test_https.py starts on this port
+        "ROUTER_TLS_PORT": str(free_port()),
+        **_tls_files(data_dir),
+        "ACME_DIRECTORY_URL": f"https://127.0.0.1:{free_port()}/dir",
+        "ACME_CA_BUNDLE": str(data_dir / "test-acme" / "ca.pem"),
         "READY_TIMEOUT_SECONDS": "20",
         "STOP_GRACE_SECONDS": "5",
         # How long a lifecycle request (stop/start/restart/remove, DELETE /apps/{id}) waits for
@@ -79,6 +85,8 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         "USER_MAX_APPS": "3",
         "USER_MAX_MEMORY_MB": "768",
         "MAX_MEMORY_MB": "512",
+        # Few replicas per app: the API fuzzing may create and deploy apps with the most
+        "APP_MAX_REPLICAS": "4",
         "AUTH_FAILURES_PER_MINUTE": "100000",
         # The reconciler's repairs show within seconds in the fault tests
         "RECONCILE_INTERVAL_SECONDS": "1",
@@ -86,7 +94,24 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         # One worker: tests that queue a deploy behind a slow one rely on the order; the
         # parallel workers of `make up` are tested with a second worker of their own
         "WORKER_PROCESSES": "1",
+        # Builds: a cap a test can pass without sending much, a memory limit a step can hit
+        "BUILD_MAX_UPLOAD_MB": "20",
+        "BUILD_MEMORY_MB": "256",
     }
+
+
+def _tls_files(data_dir: Path) -> dict[str, str]:
+    from tests.support.tls import write_ca_and_leaf
+
+    _, cert, key = write_ca_and_leaf(
+        data_dir / "test-tls", ["*.apps.localhost", "minipaas.localhost"]
+    )
+    return {"TLS_CERT_FILE": str(cert), "TLS_KEY_FILE": str(key)}
+
+
+def stack_tls_ca(settings: Settings) -> Path:
+    """The CA of the stack's file-given certificate (TLS_CERT_FILE)."""
+    return settings.data_dir / "test-tls" / "ca.pem"
 
 
 def apply_env(env: dict[str, str | None]) -> None:

@@ -7,9 +7,16 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from minipaas.api import deps
-from minipaas.api.routes import apps, domains, health, users
+from minipaas.api.routes import apps, builds, domains, health, users
 
-ROUTERS = (health.router, apps.collection, apps.item, domains.router, users.router)
+ROUTERS = (
+    health.router,
+    apps.collection,
+    apps.item,
+    builds.router,
+    domains.router,
+    users.router,
+)
 CHANGES = [
     route
     for router in ROUTERS

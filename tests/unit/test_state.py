@@ -22,6 +22,9 @@ ALLOWED = {
     (Action.START, AppStatus.CRASHED),
     (Action.RESTART, AppStatus.CRASHED),
     (Action.REMOVE, AppStatus.CRASHED),
+    # scale: replicas start or stop beside a running (or crashed: the others serve) app
+    (Action.SCALE, AppStatus.RUNNING),
+    (Action.SCALE, AppStatus.CRASHED),
 }
 
 

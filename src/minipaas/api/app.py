@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minipaas import __version__, logs, metrics
-from minipaas.api.routes import apps, domains, health, traffic, users
+from minipaas.api.routes import apps, builds, domains, health, traffic, users
 from minipaas.api.routes import metrics as platform_metrics
 from minipaas.db.session import get_session
 from minipaas.host.lifeline import die_with_parent
@@ -68,6 +68,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(apps.collection)
     app.include_router(apps.item)
+    app.include_router(builds.router)
     app.include_router(domains.router)
     app.include_router(users.router)
     app.include_router(platform_metrics.router)

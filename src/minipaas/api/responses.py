@@ -29,6 +29,10 @@ _MEANING: dict[int, tuple[str, str]] = {
         "does not fit the current state; the message says what to do",
         "app 42 is already being deployed (queued); wait for it to end",
     ),
+    413: (
+        "the body is larger than the platform accepts; the message names the setting",
+        "the upload is larger than BUILD_MAX_UPLOAD_MB (200 MB)",
+    ),
     429: (
         "too many failed logins from this address, or too many open streams; see Retry-After",
         "too many failed logins; try again in 30 seconds",
@@ -37,6 +41,10 @@ _MEANING: dict[int, tuple[str, str]] = {
     503: (
         "the database, Redis, Docker engine or router is not reachable now; try again shortly",
         "the database is not reachable; try again shortly",
+    ),
+    507: (
+        "not enough free disk on the host to take this on; nothing was started",
+        "only 900 MB free under DATA_DIR; builds need BUILD_MIN_FREE_DISK_MB (2048 MB)",
     ),
 }
 

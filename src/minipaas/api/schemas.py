@@ -21,6 +21,7 @@ from minipaas.db.models import (
     ActionStatus,
     App,
     AppStatus,
+    BuildStatus,
     DeploymentStatus,
     PullPolicy,
     Release,
@@ -51,6 +52,14 @@ MemoryMb = Annotated[int, Field(ge=6, le=1_048_576, description="memory limit in
 # Docker counts CPUs in billionths; below 0.01 a limit rounds to 0, which means "no limit"
 Cpus = Annotated[float, Field(ge=0.01, le=1024, description="CPU limit in cores")]
 Pids = Annotated[int, Field(ge=8, le=4_194_304, description="process limit")]
+HstsMaxAge = Annotated[
+    int,
+    Field(ge=0, le=63_072_000, description="Strict-Transport-Security max-age over HTTPS; 0: none"),
+]
+Replicas = Annotated[
+    int,
+    Field(ge=1, le=1000, description="containers serving the app (at most APP_MAX_REPLICAS)"),
+]
 
 
 class AppCreate(_Strict):
@@ -67,6 +76,7 @@ class AppCreate(_Strict):
     pids: Pids | None = None
     health_check_path: HealthPath = "/"
     health_check_running_seconds: RunningSeconds | None = None
+    replicas: Replicas = 1
 
     @field_validator("command")
     @classmethod
@@ -85,6 +95,13 @@ class AppUpdate(_Strict):
     pids: Pids | None = None
     health_check_path: HealthPath | None = None
     health_check_running_seconds: RunningSeconds | None = None
+    replicas: Replicas | None = Field(
+        default=None, description="applied at once to a running app (no deploy, no release)"
+    )
+    https_redirect: bool | None = Field(
+        default=None, description="answer plain HTTP with a redirect to HTTPS (applied at once)"
+    )
+    hsts_max_age: HstsMaxAge | None = None
     env_set: EnvVars | None = Field(
         default=None, description="add or change these variables, keep the others"
     )
@@ -106,6 +123,9 @@ class AppUpdate(_Strict):
         "cpus",
         "pids",
         "health_check_path",
+        "replicas",
+        "https_redirect",
+        "hsts_max_age",
         mode="before",
     )
     @classmethod
@@ -153,6 +173,10 @@ class _MaskedEnvOut(BaseModel):
         return {}
 
 
+# An app in these statuses has its replicas with a port in the router's rotation
+_SERVING = frozenset({AppStatus.RUNNING, AppStatus.CRASHED, AppStatus.DEPLOYING})
+
+
 class AppOut(_MaskedEnvOut):
     id: int
     name: str
@@ -173,6 +197,8 @@ class AppOut(_MaskedEnvOut):
     )
     container_name: str | None
     published_port: int | None
+    replicas: int = Field(description="containers the app is set to run side by side")
+    replicas_serving: int = Field(description="replicas in the router's rotation now")
     current_deployment_id: int | None
     restart_count: int = Field(description="restarts by the platform since the last deploy")
     last_exit_code: int | None = Field(description="how its container last ended")
@@ -181,16 +207,29 @@ class AppOut(_MaskedEnvOut):
     updated_at: datetime
     url: str = Field(description="the app's own origin: http://<name>.<APPS_DOMAIN>/")
     domains: list[str] = Field(description="the app's own domains, which also reach it")
+    https_redirect: bool = Field(description="plain HTTP is redirected to HTTPS")
+    hsts_max_age: int = Field(description="HSTS max-age sent over HTTPS; 0: no HSTS")
 
-    derived_fields: ClassVar[frozenset[str]] = frozenset({"env", "url", "domains"})
+    derived_fields: ClassVar[frozenset[str]] = frozenset(
+        {"env", "url", "domains", "replicas_serving"}
+    )
 
     @classmethod
     def _derived(cls, row: App | Release | dict[str, Any]) -> dict[str, Any]:
         if isinstance(row, dict):  # a list page's row (services.apps.list_apps): has domains
-            return {"url": routing.app_url(cast(App, _Named(row["name"])))}
+            first = 1 if row.get("published_port") is not None else 0
+            serving = first + (row.pop("extra_replicas_serving", 0) or 0)
+            return {
+                "url": routing.app_url(cast(App, _Named(row["name"]))),
+                "replicas_serving": serving if row.get("status") in _SERVING else 0,
+            }
         if not isinstance(row, App):
             raise TypeError("AppOut is built from an App row")
-        return {"url": routing.app_url(row), "domains": [d.hostname for d in row.domains]}
+        return {
+            "url": routing.app_url(row),
+            "domains": [d.hostname for d in row.domains],
+            "replicas_serving": len(routing.replica_ports(row)) if row.status in _SERVING else 0,
+        }
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -212,12 +251,23 @@ class DomainCreate(_Strict):
     )
 
 
+class DomainTlsOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    status: str = Field(description="pending, issued, failed, or off (no certificate source)")
+    source: str | None = Field(description="acme or file")
+    reason: str | None = Field(description="why the last attempt failed")
+    next_attempt_at: datetime | None = Field(description="when the CA is asked again")
+    expires_at: datetime | None = Field(description="when the served certificate expires")
+
+
 class DomainOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     hostname: str
     app_id: int
     created_at: datetime
+    tls: DomainTlsOut | None = Field(default=None, description="its HTTPS certificate")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -426,3 +476,36 @@ class AppTrafficOut(BaseModel):
     in_flight: int = Field(description="requests being proxied to the app right now")
     total: TrafficMinuteOut | None = Field(description="the whole window as one rollup")
     minutes: list[TrafficMinuteOut]
+
+
+class BuildOut(BaseModel):
+    """A build from source: what was uploaded, how the build went, what it made."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    app_id: int
+    number: int = Field(description="the build's number in its app: the {number} of its routes")
+    status: BuildStatus
+    upload_sha256: str = Field(description="sha256 of the upload as received")
+    upload_bytes: int
+    context_files: int
+    context_bytes: int = Field(description="what the context expands to")
+    dockerfile: str
+    build_args: list[str] = Field(description="names of the build args (values are not shown)")
+    deploy_on_success: bool
+    image_tag: str | None
+    image_id: str | None
+    deployment_id: int | None = Field(description="the deployment it started, if any")
+    error: str | None = Field(description="why it failed: the step, its message, last lines")
+    failed_step: str | None
+    cancel_requested_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+
+    @field_validator("build_args", mode="before")
+    @classmethod
+    def _names_only(cls, value: object) -> object:
+        return sorted(value) if isinstance(value, dict) else value

@@ -1,10 +1,11 @@
 """Client commands: login, apps, deploy, logs, lifecycle, releases, rollback, env, domains,
-stats."""
+stats, scale."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ from minipaas.cli.client import (
     stream_logs,
 )
 from minipaas.cli.safe_text import plain
+from minipaas.cli.source_deploy import deploy_source
 
 apps_app = typer.Typer(no_args_is_help=True, help="Your apps")
 env_app = typer.Typer(no_args_is_help=True, help="An app's env vars (values are never shown)")
@@ -32,7 +34,8 @@ APP_COLUMNS = ["id", "name", "status", "image", "url", "status_detail"]
 # What a crashed app shows besides (the platform restarts it with a backoff)
 CRASH_COLUMNS = ["restart_count", "last_exit_code", "next_restart_at"]
 DEPLOYMENT_COLUMNS = ["id", "status", "image", "release_number", "duration_seconds", "error"]
-DOMAIN_COLUMNS = ["hostname", "url", "created_at"]
+BUILD_COLUMNS = ["number", "status", "image_tag", "duration_seconds", "deployment_id", "error"]
+DOMAIN_COLUMNS = ["hostname", "url", "https", "https_detail", "created_at"]
 TRAFFIC_COLUMNS = ["start", "requests", "4xx", "5xx", "5xx_rate", "p50_ms", "p95_ms", "p99_ms"]
 
 
@@ -49,8 +52,10 @@ def register(app: typer.Typer) -> None:
     app.command("logs")(logs)
     app.command("deployments")(deployments)
     app.command("releases")(releases)
+    app.command("builds")(builds)
     app.command("rollback")(rollback)
     app.command("stats")(stats)
+    app.command("scale")(scale)
     for action in ("stop", "start", "restart", "remove"):
         app.command(action, help=f"{action.capitalize()} an app's container")(_lifecycle(action))
 
@@ -86,7 +91,17 @@ def apps_show(app: str, as_json: bool = JsonOption) -> None:
     """One app (by name or id)."""
     api = _api()
     data = api.call("GET", f"/apps/{api.app_id(app)}")
-    details = ["path", "domains", "internal_port", "memory_mb", "cpus", "env", "published_port"]
+    details = [
+        "path",
+        "domains",
+        "internal_port",
+        "memory_mb",
+        "cpus",
+        "env",
+        "published_port",
+        "replicas",
+        "replicas_serving",
+    ]
     columns = [*APP_COLUMNS, *CRASH_COLUMNS, *details]
     show(data, as_json, columns)
 
@@ -98,12 +113,15 @@ def apps_create(
     image: str = typer.Option(..., help="image reference, e.g. nginx:1.27"),
     port: int = typer.Option(..., help="the port the app listens on inside its container"),
     memory_mb: int | None = typer.Option(None, help="memory limit in MB"),
+    replicas: int = typer.Option(1, min=1, help="containers serving the app side by side"),
     as_json: bool = JsonOption,
 ) -> None:
     """Register an app."""
     body: dict[str, Any] = {"name": name, "image": image, "internal_port": port}
     if memory_mb is not None:
         body["memory_mb"] = memory_mb
+    if replicas != 1:
+        body["replicas"] = replicas
     show(_api().call("POST", "/apps", json=body), as_json, APP_COLUMNS)
 
 
@@ -123,11 +141,29 @@ def apps_delete(app: str, yes: bool = typer.Option(False, "--yes", help="do not 
 def deploy(
     app: str,
     image: str | None = typer.Option(None, help="deploy this image (saved on the app)"),
+    source: Path | None = typer.Option(
+        None, help="build this directory (its Dockerfile; .dockerignore honoured), then deploy"
+    ),
+    dockerfile: str = typer.Option("Dockerfile", help="with --source: the Dockerfile's path"),
+    build_arg: list[str] = typer.Option([], help="with --source: NAME=VALUE, repeatable"),
     as_json: bool = JsonOption,
 ) -> None:
     """Deploy an app and follow it until it succeeds or fails (exit 1 on failure)."""
     api = _api()
     app_id = api.app_id(app)
+    if source is not None:
+        if image is not None:
+            raise ClientError("give --image or --source, not both")
+        deploy_source(
+            api,
+            app_id,
+            source,
+            dockerfile=dockerfile,
+            build_args=build_arg,
+            deploy=True,
+            as_json=as_json,
+        )
+        return
     if image is not None:
         api.call("PATCH", f"/apps/{app_id}", json={"image": image})
     follow_deployment(api, app_id, api.call("POST", f"/apps/{app_id}/deploy"), as_json)
@@ -178,6 +214,13 @@ def deployments(app: str, as_json: bool = JsonOption) -> None:
 
 
 @reports_errors
+def builds(app: str, as_json: bool = JsonOption) -> None:
+    """An app's builds from source, newest first."""
+    api = _api()
+    show(api.call("GET", f"/apps/{api.app_id(app)}/builds"), as_json, BUILD_COLUMNS)
+
+
+@reports_errors
 def releases(app: str, as_json: bool = JsonOption) -> None:
     """An app's releases, newest first."""
     api = _api()
@@ -207,6 +250,28 @@ def stats(
         data["total"]["start"] = "last hour"
         rows.append(data["total"])
     show(rows, False, TRAFFIC_COLUMNS, title=f"in flight now: {data['in_flight']}")
+
+
+@reports_errors
+def scale(
+    app: str,
+    replicas: int = typer.Argument(..., min=1, help="how many containers serve the app"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run this many replicas of the app: started or stopped now if it runs (no deploy, no
+    new release), else at its next start or deploy."""
+    api = _api()
+    app_id = api.app_id(app)
+    changed = api.call("PATCH", f"/apps/{app_id}", json={"replicas": replicas})
+    latest = api.call("GET", f"/apps/{app_id}/actions", params={"limit": 1})
+    if changed.get("notice") and latest and latest[0]["action"] == "scale":
+        ended = _follow_action(api, app_id, latest[0]["id"])
+        if ended["status"] == "failed":
+            raise ClientError(f"scale failed: {ended['detail']}")
+        changed = api.call("GET", f"/apps/{app_id}")
+    elif not as_json:
+        typer.echo(f"{replicas} replica(s) from the app's next start or deploy")
+    show(changed, as_json, [*APP_COLUMNS[:3], "replicas", "replicas_serving"])
 
 
 def _lifecycle(action: str) -> Callable[[str, bool], None]:
@@ -276,7 +341,21 @@ def domains_add(app: str, hostname: str, as_json: bool = JsonOption) -> None:
     """Give an app one more host name (point its DNS at the router)."""
     api = _api()
     body = {"hostname": hostname}
-    show(api.call("POST", f"/apps/{api.app_id(app)}/domains", json=body), as_json, DOMAIN_COLUMNS)
+    added = api.call("POST", f"/apps/{api.app_id(app)}/domains", json=body)
+    show(added if as_json else _https_cells(added), as_json, DOMAIN_COLUMNS)
+
+
+def _https_cells(domain: dict[str, Any]) -> dict[str, Any]:
+    """The domain's certificate status in two table cells: status, then expiry or reason."""
+    tls = domain.get("tls") or {}
+    if tls.get("status") == "issued":
+        detail = f"expires {tls.get('expires_at')}"
+    elif tls.get("reason"):
+        retry = f"; next try {tls['next_attempt_at']}" if tls.get("next_attempt_at") else ""
+        detail = f"{tls['reason']}{retry}"
+    else:
+        detail = None
+    return {**domain, "https": tls.get("status"), "https_detail": detail}
 
 
 @domains_app.command("list")
@@ -285,7 +364,7 @@ def domains_list(app: str, as_json: bool = JsonOption) -> None:
     """An app's own domains."""
     api = _api()
     rows = api.call("GET", f"/apps/{api.app_id(app)}/domains", params={"limit": 500})
-    show(rows, as_json, DOMAIN_COLUMNS)
+    show(rows if as_json else [_https_cells(row) for row in rows], as_json, DOMAIN_COLUMNS)
 
 
 @domains_app.command("remove")

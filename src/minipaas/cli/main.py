@@ -56,12 +56,15 @@ def api(
 
 
 @app.command()
-def worker(burst: bool = typer.Option(False, help="exit when the queue is empty")) -> None:
-    """Run a worker that carries out deployments and lifecycle actions."""
+def worker(
+    burst: bool = typer.Option(False, help="exit when the queue is empty"),
+    builds: bool = typer.Option(False, help="take builds from source only (a builder)"),
+) -> None:
+    """Run a worker that carries out deployments and lifecycle actions (or builds)."""
     _enable_metrics()
     from minipaas.worker.main import run_worker
 
-    run_worker(burst=burst)
+    run_worker(burst=burst, builds=builds)
 
 
 @migrate_app.command("up")

@@ -6,6 +6,7 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -24,6 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from minipaas.db.run_settings import (
     HealthCheck,
+    JsonDocument,
     PullPolicy,
     RunSettings,
     RunSettingsColumns,
@@ -60,6 +62,8 @@ class Action(enum.StrEnum):
     START = "start"
     RESTART = "restart"
     REMOVE = "remove"
+    # Start or stop replicas until their number is the app's `replicas` (no new release)
+    SCALE = "scale"
 
 
 class ActionStatus(enum.StrEnum):
@@ -153,10 +157,14 @@ class App(RunSettingsColumns, Base):
         CheckConstraint("memory_mb > 0", name="ck_apps_memory_mb"),
         CheckConstraint("cpus > 0", name="ck_apps_cpus"),
         CheckConstraint("pids > 0", name="ck_apps_pids"),
+        CheckConstraint("replicas > 0", name="ck_apps_replicas"),
+        CheckConstraint("hsts_max_age BETWEEN 0 AND 63072000", name="ck_apps_hsts_max_age"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(63))
+    # How many containers serve the app side by side (its formation: not part of a release)
+    replicas: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     owner_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="RESTRICT", name="fk_apps_owner_id"),
         nullable=True,
@@ -167,6 +175,9 @@ class App(RunSettingsColumns, Base):
     )
     # Why the app is in its status, when the platform (not its owner) put it there
     status_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # HTTPS (router/tls.py): plain HTTP answered with a redirect; HSTS max-age, 0 for none
+    https_redirect: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    hsts_max_age: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     # The container that serves the app now, if any; the route exists exactly when it does
     container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -204,6 +215,13 @@ class App(RunSettingsColumns, Base):
         passive_deletes=True,
         order_by="AppDomain.hostname",
     )
+    # Replicas 1..N-1; replica 0 is the container above (container_id, published_port)
+    extra_replicas: Mapped[list[AppReplica]] = relationship(
+        back_populates="app",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="AppReplica.replica",
+    )
 
     def forget_crashes(self) -> None:
         """A deploy or an owner's action starts the restart count afresh (the last exit
@@ -212,6 +230,33 @@ class App(RunSettingsColumns, Base):
         self.crash_streak = 0
         self.last_restart_at = None
         self.next_restart_at = None
+
+
+class AppReplica(Base):
+    """A container serving the app beside its first one (replica 0 lives on the app's row, so
+    a one-replica app has no rows here): its route lists every replica's port."""
+
+    __tablename__ = "app_replicas"
+    __table_args__ = (
+        UniqueConstraint("app_id", "replica", name="uq_app_replicas_app_replica"),
+        CheckConstraint("replica > 0", name="ck_app_replicas_replica"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    replica: Mapped[int] = mapped_column(Integer)
+    container_id: Mapped[str] = mapped_column(String(64))
+    container_name: Mapped[str] = mapped_column(String(255))
+    # None while it is down: out of the route until the healer has it healthy again
+    published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Self-healing of this replica alone (worker/healer.py), as the app's own columns
+    crash_streak: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    restart_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_restart_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_restart_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    app: Mapped[App] = relationship(back_populates="extra_replicas")
 
 
 class AppDomain(Base):
@@ -364,3 +409,125 @@ class PulledImage(Base):
     # The reference that was pulled, for people reading the table
     reference: Mapped[str] = mapped_column(String(512))
     pulled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class BuildStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_BUILD_STATUSES = (BuildStatus.QUEUED, BuildStatus.RUNNING)
+
+
+class Build(Base):
+    """An image built from an uploaded context, numbered per app; on success it may deploy."""
+
+    __tablename__ = "builds"
+    __table_args__ = (
+        UniqueConstraint("app_id", "number", name="uq_builds_app_number"),
+        # One build per app at a time, even under concurrent uploads
+        Index(
+            "uq_builds_one_active_per_app",
+            "app_id",
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[BuildStatus] = mapped_column(
+        str_enum(BuildStatus, "build_status"), default=BuildStatus.QUEUED
+    )
+    requested_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    # The upload as received (tar or tar.gz) and what it expands to
+    upload_sha256: Mapped[str] = mapped_column(String(64))
+    upload_bytes: Mapped[int] = mapped_column(BigInteger)
+    context_files: Mapped[int] = mapped_column(Integer)
+    context_bytes: Mapped[int] = mapped_column(BigInteger)
+    dockerfile: Mapped[str] = mapped_column(String(255))
+    build_args: Mapped[dict[str, str]] = mapped_column(JsonDocument)
+    deploy_on_success: Mapped[bool] = mapped_column(Boolean)
+    # The result: the tag made per app and build, and the content id it names
+    image_tag: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    image_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    deployment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True
+    )
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The Dockerfile step that failed ("Step 3/5 : RUN make")
+    failed_step: Mapped[str | None] = mapped_column(Text, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The running step's container (from the build's output): a builder that died leaves it
+    # running, and the recovery kills it
+    step_container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class BuildLogLine(Base):
+    """One line of a build's output, numbered from 1: a follower resumes after the last seen."""
+
+    __tablename__ = "build_log_lines"
+
+    build_id: Mapped[int] = mapped_column(
+        ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True
+    )
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AcmeAccount(Base):
+    """The platform's account at one ACME directory; its key encrypted like env secrets."""
+
+    __tablename__ = "acme_accounts"
+    __table_args__ = (UniqueConstraint("directory_url", name="uq_acme_accounts_directory_url"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    directory_url: Mapped[str] = mapped_column(String(500))
+    key_ciphertext: Mapped[str] = mapped_column(Text)
+    # The CA's registration resource (JSON: its URL and body), once the account exists
+    registration: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TlsCertificate(Base):
+    """An ACME certificate of one custom domain, and where getting (or renewing) it stands."""
+
+    __tablename__ = "tls_certificates"
+    __table_args__ = (
+        UniqueConstraint("hostname", name="uq_tls_certificates_hostname"),
+        CheckConstraint(
+            "status IN ('pending', 'issued', 'failed')", name="ck_tls_certificates_status"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(253))
+    # pending: none yet; issued: cert_pem serves; failed: the last attempt failed (reason)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Failed attempts in a row: the exponent of the backoff before next_attempt_at
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    order_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cert_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_ciphertext: Mapped[str | None] = mapped_column(Text, nullable=True)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

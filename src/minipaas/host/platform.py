@@ -62,7 +62,7 @@ class SupervisedProcess:
     @property
     def target(self) -> str:
         """supervisorctl's name for it: a group of processes is `<name>:*`."""
-        return f"{self.name}:*" if self.name == "worker" else self.name
+        return f"{self.name}:*" if self.name in ("worker", "builder") else self.name
 
     def start(self, env: dict[str, str] | None = None) -> None:
         """Starts it if the supervisor holds it stopped (the environment is the platform's)."""
@@ -125,6 +125,16 @@ def programs(settings: Settings) -> list[Program]:
             stop_wait_seconds=90,
             priority=30,
             numprocs=worker_count(settings),
+        )
+    )
+    # Builds from source on a queue of their own: a long build never holds a deploy worker
+    found.append(
+        Program(
+            "builder",
+            (*minipaas, "worker", "--builds"),
+            stop_wait_seconds=30,
+            priority=30,
+            numprocs=settings.build_concurrency,
         )
     )
     return found
@@ -305,7 +315,8 @@ def _orphans(supervisor: Supervisor, group_file: Path) -> list[int]:
     except (OSError, ValueError):
         return []
     member = group_file.stem
-    program = member.rsplit("-", 1)[0] if member.startswith("worker-") else member
+    grouped = member.startswith(("worker-", "builder-"))
+    program = member.rsplit("-", 1)[0] if grouped else member
     name = f"{program}:{member}" if program != member else member
     current = supervisor.program_pid(name)
     try:

@@ -8,7 +8,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from minipaas.router import traffic
+from minipaas.router import tls_render, traffic
 from minipaas.router.route import HOSTNAME
 
 # Debian's libnginx-mod-http-lua; loaded here so our nginx never depends on /etc/nginx
@@ -76,6 +76,11 @@ class RouterConfig:
     metrics: bool = True  # per-app traffic counters (traffic.py)
     metrics_mb: int = 16
     lua_dir: Path = LUA_DIR
+    # HTTPS (router/tls.py): listen address, None for none; tls_dir holds the fallback
+    # certificate nginx starts with and the state file its Lua loads
+    tls_listen: str | None = None
+    tls_dir: Path | None = None
+    tls_mb: int = 16
 
     def __post_init__(self) -> None:
         for name in (
@@ -87,7 +92,10 @@ class RouterConfig:
             "snapshot_file",
             "journal_file",
             "lua_dir",
+            "tls_dir",
         ):
+            if getattr(self, name) is None:
+                continue
             path = str(getattr(self, name))
             if not _SAFE_PATH.fullmatch(path) or "/../" in f"{path}/":
                 raise ValueError(
@@ -101,6 +109,13 @@ class RouterConfig:
         for name in ("listen", "api_address"):
             if not _ADDRESS.fullmatch(getattr(self, name)):
                 raise ValueError(f"{name} must look like 127.0.0.1:8080 or [::1]:8080")
+        if self.tls_listen is not None:
+            if not _ADDRESS.fullmatch(self.tls_listen):
+                raise ValueError("tls_listen must look like 127.0.0.1:443 or [::1]:443")
+            if self.tls_dir is None:
+                raise ValueError("tls_listen needs tls_dir (the fallback certificate's place)")
+        if type(self.tls_mb) is not int or not 1 <= self.tls_mb <= 1024:
+            raise ValueError("tls_mb must be an integer between 1 and 1024")
         if not HOSTNAME.fullmatch(self.platform_host):
             raise ValueError("platform_host must be a lowercase host name")
         if type(self.table_mb) is not int or not 1 <= self.table_mb <= 4096:
@@ -184,7 +199,7 @@ def _lua(c: RouterConfig, version: str) -> str:
     lua_package_path "{c.lua_dir}/?.lua;;";
     lua_shared_dict {ROUTE_TABLE} {c.table_mb}m;
     lua_shared_dict minipaas_inflight 1m;
-{_traffic_dict(c)}    init_by_lua_block {{
+{_traffic_dict(c)}{tls_render.tls_http(c)}    init_by_lua_block {{
         require("minipaas_router").init({{
             version = "{version}",
             secret_file = "{c.secret_file}",
@@ -192,7 +207,7 @@ def _lua(c: RouterConfig, version: str) -> str:
             journal_file = "{c.journal_file}",
             traffic = {_traffic_options(c)},
         }})
-    }}
+{tls_render.tls_init(c)}    }}
     init_worker_by_lua_block {{
         require("minipaas_router").init_worker()
     }}
@@ -246,6 +261,7 @@ def _router_address_server(c: RouterConfig) -> str:
     # app content shares this origin.
     server {{
         listen {c.listen} default_server;
+{tls_render.tls_listen(c, default=True)}\
         server_name localhost "" "~^[0-9.]+$" "~^\\[[0-9a-f:.]+\\]$";
 
 {_ROUTER_HEALTH}
@@ -267,7 +283,7 @@ def _platform_server(c: RouterConfig) -> str:
     # The platform's own origin: the API, its docs and the dashboard; never app content
     server {{
         listen {c.listen};
-        server_name {c.platform_host};
+{tls_render.tls_listen(c)}        server_name {c.platform_host};
 
 {_ROUTER_HEALTH}
         location = / {{
@@ -288,16 +304,16 @@ def _app_and_control_servers(c: RouterConfig) -> str:
     # Every other host name: an app's <name>.<apps domain> or one of its own domains
     server {{
         listen {c.listen};
-        server_name "~.";
-
+{tls_render.tls_listen(c)}        server_name "~.";
+{tls_render.acme_challenge(c)}
         location / {{
             access_by_lua_block {{
                 require("minipaas_router").route_by_host()
-            }}
+{tls_render.tls_after_route(c)}            }}
             proxy_pass http://minipaas_app;
 {APP_PROXY}            # At its own origin an app has no prefix; drop a client's claim of one
             proxy_set_header X-Forwarded-Prefix "";
-        }}
+{tls_render.tls_header_filter(c)}        }}
     }}
 
     # Control: a unix socket only the platform's processes can open, plus a shared secret
@@ -313,7 +329,7 @@ def _app_and_control_servers(c: RouterConfig) -> str:
                 require("minipaas_router").control()
             }}
         }}
-    }}
+{tls_render.tls_control(c)}    }}
 """
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from minipaas.config import Settings
 from minipaas.files import write_atomically
+from minipaas.router import tls
 from minipaas.router.control import ControlClient, RouteConflictError, load_or_create_secret
 from minipaas.router.dynamic_render import RouterConfig, render_router_config
 from minipaas.router.errors import RouterError
@@ -62,6 +63,7 @@ class LuaRouter:
         kind: RouteKind,
         port: int | None = None,
         domains: Iterable[str] = (),
+        more_ports: Iterable[int] = (),
     ) -> Route:
         """An app's usual route: <name>.<APPS_DOMAIN> and its own domains (ValueError if bad)."""
         return app_route(
@@ -71,6 +73,7 @@ class LuaRouter:
             port=port,
             apps_domain=self.settings.apps_domain,
             domains=domains,
+            more_ports=more_ports,
         )
 
     def set_route(self, route: Route) -> None:
@@ -320,6 +323,9 @@ class LuaRouter:
                 table_mb=s.router_table_mb,
                 metrics=s.router_metrics,
                 metrics_mb=s.router_metrics_mb,
+                tls_listen=s.router_tls_listen,
+                tls_dir=s.tls_dir,
+                tls_mb=s.router_tls_mb,
             )
         except ValueError as exc:
             raise RouterError(f"the router cannot be configured: {exc}") from exc
@@ -339,6 +345,8 @@ class LuaRouter:
             if running_as_root:
                 shutil.chown(tmp, user="nobody", group="nogroup")
         load_or_create_secret(self.settings)
+        if self.settings.router_tls_port:
+            tls.prepare_tls_dir(self.settings)  # nginx needs a certificate to start HTTPS
 
     def _install_config(self, text: str) -> str | None:
         """Puts `text` in place if nginx accepts it; returns the config it replaced."""

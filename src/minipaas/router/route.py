@@ -15,6 +15,8 @@ APP_NAME = re.compile(_LABEL)
 HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 MAX_APP_ID = 2**31 - 1
 MAX_HOSTS = 64
+# Backends of one app (its replicas); APP_MAX_REPLICAS is at most 100
+MAX_BACKENDS = 100
 
 
 def normalize_host(host: str) -> str:
@@ -37,13 +39,17 @@ class RouteKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Route:
-    """Where the router sends one app's traffic: by path /apps/<id>/ and by each of its hosts."""
+    """Where the router sends one app's traffic: by path /apps/<id>/ and by each of its hosts.
+
+    `port` is the first replica's; `more_ports` the others' (the balancer spreads requests
+    over all of them)."""
 
     app_id: int
     app_name: str
     kind: RouteKind
     port: int | None = None
     hosts: tuple[str, ...] = ()
+    more_ports: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # Everything here ends up in nginx's memory and in its error pages: validate it all
@@ -58,6 +64,16 @@ class Route:
         else:
             # A stopped app has no target; keeping a stale port would only make drift checks lie
             object.__setattr__(self, "port", None)
+            object.__setattr__(self, "more_ports", ())
+        more = tuple(self.more_ports)
+        if len(more) + 1 > MAX_BACKENDS:
+            raise ValueError(f"a route has at most {MAX_BACKENDS} backends")
+        for extra in more:
+            if type(extra) is not int or not 1 <= extra <= 65535:
+                raise ValueError("every backend port is between 1 and 65535")
+        if len({self.port, *more}) != len(more) + 1:
+            raise ValueError("a route lists each backend port once")
+        object.__setattr__(self, "more_ports", more)
         if isinstance(self.hosts, str):
             raise ValueError("hosts is a sequence of host names, not one string")
         hosts = tuple(sorted({normalize_host(host) for host in self.hosts}))
@@ -70,9 +86,16 @@ class Route:
         data: dict[str, Any] = {"id": self.app_id, "kind": self.kind.value, "name": self.app_name}
         if self.port is not None:
             data["port"] = self.port
+        if self.more_ports:
+            data["ports"] = list(self.ports)
         if self.hosts:
             data["hosts"] = list(self.hosts)
         return data
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Every backend port, the first replica's first."""
+        return () if self.port is None else (self.port, *self.more_ports)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Route:
@@ -82,9 +105,16 @@ class Route:
         hosts = data.get("hosts") or ()
         if not isinstance(hosts, list | tuple):
             raise ValueError("hosts must be a list")
+        ports = data.get("ports") or []
+        if not isinstance(ports, list | tuple):
+            raise ValueError("ports must be a list")
+        if ports and ports[0] != data.get("port"):
+            raise ValueError("ports must start with port")
         try:
             kind = RouteKind(data["kind"])
-            return cls(data["id"], data["name"], kind, data.get("port"), tuple(hosts))
+            return cls(
+                data["id"], data["name"], kind, data.get("port"), tuple(hosts), tuple(ports[1:])
+            )
         except KeyError as exc:
             raise ValueError(f"a route needs {exc.args[0]!r}") from exc
 
@@ -97,9 +127,11 @@ def app_route(
     port: int | None = None,
     apps_domain: str,
     domains: Iterable[str] = (),
+    more_ports: Iterable[int] = (),
 ) -> Route:
     """The usual route of an app: <name>.<apps_domain> plus its own domains."""
-    return Route(app_id, app_name, kind, port, (f"{app_name}.{apps_domain}", *domains))
+    hosts = (f"{app_name}.{apps_domain}", *domains)
+    return Route(app_id, app_name, kind, port, hosts, tuple(more_ports))
 
 
 def check_host_policy(route: Route, *, platform_host: str, apps_domain: str) -> None:

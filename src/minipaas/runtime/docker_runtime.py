@@ -86,12 +86,16 @@ class ContainerState:
     memory_limit_mb: int | None = None
 
 
-def container_name(settings: Settings, app_id: int, deployment_id: int) -> str:
-    return f"{settings.instance_name}-app{app_id}-d{deployment_id}"
+def container_name(settings: Settings, app_id: int, deployment_id: int, replica: int = 0) -> str:
+    """Replica 0 keeps the name a one-container app always had; the others add -r<n>."""
+    suffix = f"-r{replica}" if replica else ""
+    return f"{settings.instance_name}-app{app_id}-d{deployment_id}{suffix}"
 
 
-def platform_labels(settings: Settings, app_id: int, deployment_id: int) -> dict[str, str]:
-    return labels.container_labels(settings.instance_name, app_id, deployment_id)
+def platform_labels(
+    settings: Settings, app_id: int, deployment_id: int, replica: int = 0
+) -> dict[str, str]:
+    return labels.container_labels(settings.instance_name, app_id, deployment_id, replica)
 
 
 def _host_port(attrs: dict[str, Any], port_key: str | None = None) -> int | None:
@@ -548,12 +552,17 @@ class DockerRuntime:
             return False
         return True
 
-    def platform_container_ids(self, app_id: int | None = None) -> list[str]:
+    def platform_container_ids(
+        self, app_id: int | None = None, deployment_id: int | None = None
+    ) -> list[str]:
         """This install's containers (and unstamped ones of this instance: made before
-        install ids), never those another install of the same name made."""
+        install ids), never those another install of the same name made; all of one app's,
+        or of one of its deployments (every replica it started)."""
         filters = [f"{labels.INSTANCE}={self._settings.instance_name}"]
         if app_id is not None:
             filters.append(f"{labels.APP_ID}={app_id}")
+        if deployment_id is not None:
+            filters.append(f"{labels.DEPLOYMENT_ID}={deployment_id}")
         with _as_runtime_failure("listing containers"):
             found = self.client.api.containers(all=True, filters={"label": filters})
         return [

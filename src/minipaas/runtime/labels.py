@@ -6,6 +6,8 @@ PLATFORM = "io.minipaas.platform"
 INSTANCE = "io.minipaas.instance"
 APP_ID = "io.minipaas.app-id"
 DEPLOYMENT_ID = "io.minipaas.deployment-id"
+# Which of the app's replicas (0, 1, ...) the container is: logs name it
+REPLICA = "io.minipaas.replica"
 # Marks images built here, so superseded builds can be pruned without touching anyone else's
 BUILT = "io.minipaas.built"
 # The install (DATA_DIR) that made it: two installs may share an INSTANCE_NAME by mistake, and
@@ -20,11 +22,14 @@ def instance_labels(instance_name: str, install_id: str | None = None) -> dict[s
     return found
 
 
-def container_labels(instance_name: str, app_id: int, deployment_id: int) -> dict[str, str]:
+def container_labels(
+    instance_name: str, app_id: int, deployment_id: int, replica: int = 0
+) -> dict[str, str]:
     return {
         **instance_labels(instance_name),
         APP_ID: str(app_id),
         DEPLOYMENT_ID: str(deployment_id),
+        REPLICA: str(replica),
     }
 
 

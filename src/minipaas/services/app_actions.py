@@ -46,7 +46,19 @@ LOST_JOB_GRACE = timedelta(seconds=15)
 # --- API side ------------------------------------------------------------------------------
 
 
-def request_action(*, db: Session, app_id: int, action: Action, user: User) -> AppAction:
+def request_scale(*, db: Session, app_id: int, user: User | None) -> AppAction | None:
+    """After the app's `replicas` changed: a scale action when the app runs, else None (a
+    stopped app scales when it starts, a new deploy runs as many; one pending action or an
+    unreachable queue leave it to the reconciler, which converges within one interval)."""
+    try:
+        return request_action(db=db, app_id=app_id, action=Action.SCALE, user=user)
+    except (Conflict, Unavailable) as exc:
+        db.rollback()
+        log.info("app %s not scaled now: %s", app_id, exc)
+        return None
+
+
+def request_action(*, db: Session, app_id: int, action: Action, user: User | None) -> AppAction:
     """Records the action and queues its job; 409 if it does not fit or one is pending."""
     app = get_app(db=db, app_id=app_id)
     active = records.active_deployment(db=db, app_id=app_id)
@@ -55,7 +67,7 @@ def request_action(*, db: Session, app_id: int, action: Action, user: User) -> A
             f"cannot {action} while deployment {active.id} is {active.status}; wait for it to end"
         )
     check_action(action, app.status, app.container_id is not None)
-    row = AppAction(app_id=app_id, action=action, requested_by_id=user.id)
+    row = AppAction(app_id=app_id, action=action, requested_by_id=user.id if user else None)
     db.add(row)
     try:
         db.commit()

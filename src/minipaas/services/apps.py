@@ -7,13 +7,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from minipaas import security
 from minipaas.config import get_settings
-from minipaas.db.models import App, AppDomain, PullPolicy, RunSettings, User
-from minipaas.services import quotas, validation
+from minipaas.db.models import App, AppDomain, AppReplica, PullPolicy, RunSettings, User
+from minipaas.services import certificates, quotas, validation
 from minipaas.services.access import readable_apps
+from minipaas.services.builds import naming
 from minipaas.services.errors import Conflict, InvalidRequest, NotFound
 
 
@@ -31,6 +32,7 @@ class AppSettings:
     pids: int | None = None
     health_check_path: str = "/"
     health_check_running_seconds: int | None = None
+    replicas: int = 1
 
 
 def get_app(*, db: Session, app_id: int) -> App:
@@ -43,7 +45,11 @@ def get_app(*, db: Session, app_id: int) -> App:
 
 def get_visible_app(*, db: Session, user: User, app_id: int) -> App:
     """As access.app_for (404 when hidden), with the app's domains loaded by the same query."""
-    statement = readable_apps(user).where(App.id == app_id).options(joinedload(App.domains))
+    statement = (
+        readable_apps(user)
+        .where(App.id == app_id)
+        .options(joinedload(App.domains), selectinload(App.extra_replicas))
+    )
     app = db.scalars(statement).unique().first()
     if app is None:
         raise NotFound(f"app {app_id} does not exist")
@@ -60,6 +66,11 @@ _PAGE_COLUMNS = (
         .order_by(AppDomain.hostname)
         .scalar_subquery()
     ).label("domains"),
+    # Replicas past the first that are in the route now (AppOut adds the first)
+    select(func.count())
+    .where(AppReplica.app_id == App.id, AppReplica.published_port.is_not(None))
+    .scalar_subquery()
+    .label("extra_replicas_serving"),
     func.count().over().label("total"),
 )
 
@@ -88,11 +99,13 @@ def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> A
     pids = wanted.pids or settings.default_pids
     quotas.check_image_allowed(settings, wanted.image, in_body=True)
     quotas.check_image_by_id(settings, wanted.image, user=owner, in_body=True)
+    naming.check_not_a_build(settings, wanted.image, app_id=None, user=owner)
     quotas.check_limits(settings, memory_mb=memory_mb, cpus=cpus, pids=pids, in_body=True)
+    quotas.check_replicas(settings, wanted.replicas, in_body=True)
     # Holds the owner's row lock until the commit: quota checks of one member run one at a time
     wanted_limits = quotas.Limits(memory_mb=memory_mb, cpus=cpus, pids=pids)
-    quotas.check_new_app(settings, db, owner=owner, wanted=wanted_limits)
-    app = App(name=name, owner_id=owner.id)
+    quotas.check_new_app(settings, db, owner=owner, wanted=wanted_limits.times(wanted.replicas))
+    app = App(name=name, owner_id=owner.id, replicas=wanted.replicas)
     app.set_run_settings(
         RunSettings(
             image=wanted.image,
@@ -123,9 +136,10 @@ def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> A
 def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) -> App:
     """Changes take effect on the next deploy."""
     settings = get_settings()
-    if "image" in changes:
+    if "image" in changes and not naming.is_own_build_image(settings, app.id, changes["image"]):
         quotas.check_image_allowed(settings, changes["image"], in_body=True)
         quotas.check_image_by_id(settings, changes["image"], user=caller, in_body=True)
+        naming.check_not_a_build(settings, changes["image"], app_id=app.id, user=caller)
     limits = quotas.Limits(
         memory_mb=changes.get("memory_mb", app.memory_mb),
         cpus=changes.get("cpus", app.cpus),
@@ -138,9 +152,18 @@ def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) 
         pids=limits.pids,
         in_body=True,
     )
+    replicas = changes.get("replicas", app.replicas)
+    quotas.check_replicas(settings, replicas, in_body=True)
     owner = db.get(User, app.owner_id) if app.owner_id is not None else None
-    if owner is not None and limits != quotas.Limits.of(app):
-        quotas.check_app_change(settings, db, owner=owner, app=app, wanted=limits)
+    if owner is not None and (limits != quotas.Limits.of(app) or replicas != app.replicas):
+        quotas.check_app_change(settings, db, owner=owner, app=app, wanted=limits.times(replicas))
+    tls_changed = bool({"https_redirect", "hsts_max_age"} & changes.keys())
+    if changes.get("https_redirect") and not settings.router_tls_port:
+        raise InvalidRequest(
+            "this platform serves no HTTPS (ROUTER_TLS_PORT is 0), so HTTP cannot be "
+            "redirected to it; leave https_redirect out",
+            loc=("body", "https_redirect"),
+        )
     env_set = changes.pop("env_set", None)
     env_unset = changes.pop("env_unset", None)
     if env_set is not None or env_unset is not None:
@@ -161,4 +184,7 @@ def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) 
         else:
             setattr(app, name, value)
     db.commit()
+    if tls_changed:
+        # Redirect and HSTS are the router's at once, like a domain (no deploy needed)
+        certificates.publish_tls_best_effort()
     return app

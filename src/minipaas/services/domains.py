@@ -20,7 +20,7 @@ from minipaas.db.models import App, AppDomain, User
 from minipaas.router.control import RouteConflictError
 from minipaas.router.errors import RouterError
 from minipaas.router.route import normalize_host
-from minipaas.services import routing
+from minipaas.services import certificates, routing
 from minipaas.services.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ def remove_domain(*, db: Session, app: App, hostname: str) -> None:
             f"app {app.name} has no domain {name[:253]!r}; GET /apps/{app.id}/domains lists them"
         )
     db.commit()
+    # Its certificate is no longer served (kept in the database if the name comes back)
+    certificates.publish_tls_best_effort()
     try:
         routing.publish_app_route(app.id)
     except (RouterError, OSError, ValueError) as exc:

@@ -61,6 +61,16 @@ class TooManyRequests(ServiceError):
         self.retry_after = retry_after
 
 
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+
+
+class InsufficientStorage(ServiceError):
+    """Not enough free disk to take the work on (a build): nothing was started."""
+
+    status_code = 507
+
+
 class InternalError(ServiceError):
     """A failure nobody foresaw: a bug. The worker logged it with its traceback."""
 

@@ -14,16 +14,21 @@ app wins), and is written to PostgreSQL, so the backoff survives a worker restar
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from minipaas.clock import now
-from minipaas.db.models import App, AppStatus
+from minipaas.db.models import App, AppReplica, AppStatus
 from minipaas.db.session import get_session
 from minipaas.runtime import ContainerState, RuntimeFailure, StartedContainer, get_runtime
 from minipaas.services import routing
 from minipaas.services.app_lock import try_app_lock
 from minipaas.services.deployments.events import record_event
-from minipaas.services.deployments.outcome import DeploymentFailed, point_app_at
+from minipaas.services.deployments.outcome import DeploymentFailed, Serving, point_app_at
 from minipaas.services.deployments.readiness import exit_message, wait_until_ready
 
 log = logging.getLogger(__name__)
@@ -168,6 +173,9 @@ def _crashed_again(app_id: int, state: ContainerState | None, exc: Exception) ->
 
 def _mark_crashed(app: App, state: ContainerState) -> str:
     assert app.container_id is not None
+    if any(replica.published_port is not None for replica in app.extra_replicas):
+        # The other replicas keep serving: only this one leaves the route
+        app.published_port = None
     app.crash_streak += 1
     delay = backoff_delay(app.crash_streak)
     app.next_restart_at = now() + timedelta(seconds=delay)
@@ -185,9 +193,118 @@ def _mark_crashed(app: App, state: ContainerState) -> str:
 
 
 def _mark_gone(app: App) -> str:
-    """A container removed by hand cannot be started again: only a deploy helps."""
+    """A container removed by hand cannot be started again: only a deploy helps, unless
+    another replica serves: it then takes the first one's place (a scale replaces it)."""
+    spare = next((r for r in app.extra_replicas if r.published_port is not None), None)
+    if spare is not None:
+        point_app_at(app, Serving(spare.container_id, spare.container_name, spare.published_port))
+        app.extra_replicas.remove(spare)
+        app.status = AppStatus.RUNNING
+        app.forget_crashes()
+        app.status_detail = (
+            f"replica 0's container disappeared (removed outside mini-paas); replica "
+            f"{spare.replica} took its place, the reconciler starts a new one"
+        )
+        return f"replica 0 gone, replica {spare.replica} took its place"
     point_app_at(app, None)
     app.status = AppStatus.FAILED
     app.next_restart_at = None
     app.status_detail = "its container disappeared (removed outside mini-paas); deploy again"
     return "container gone, marked failed"
+
+
+# --- replicas past the first (AppReplica rows): each healed alone, the app serves on ------
+
+
+def replica_down(replica_id: int) -> str | None:
+    """A replica's container stopped: out of the route at once, restart planned."""
+    with _locked_replica(replica_id) as found:
+        if found is None:
+            return None
+        db, app, replica = found
+        state = get_runtime().state(replica.container_id)
+        if state is not None and state.running:
+            return None
+        if state is None:
+            app.extra_replicas.remove(replica)  # removed by hand: a scale replaces it
+            db.commit()
+            routing.publish_app_route(app.id)
+            return f"app {app.id} replica {replica.replica}: container gone, dropped"
+        replica.published_port = None
+        replica.crash_streak += 1
+        delay = backoff_delay(replica.crash_streak)
+        replica.next_restart_at = now() + timedelta(seconds=delay)
+        db.commit()
+        routing.publish_app_route(app.id)
+        done = (
+            f"replica {replica.replica} exited with code {state.exit_code}; restart in {delay:g} s"
+        )
+        if app.current_deployment_id is not None:
+            record_event(app.current_deployment_id, "crashed", done)
+        return f"app {app.id}: {done}"
+
+
+def restart_replica(replica_id: int) -> str | None:
+    """Starts a down replica again once its pause is over; it rejoins the route when healthy."""
+    with _locked_replica(replica_id) as found:
+        if found is None:
+            return None
+        db, app, replica = found
+        if not is_due(replica.next_restart_at, now()):
+            return None
+        replica.restart_count += 1
+        replica.last_restart_at = now()
+        replica.next_restart_at = None
+        db.commit()
+        health = app.run_settings().health
+        runtime = get_runtime()
+        try:
+            runtime.disable_restarts(replica.container_id)
+            port = runtime.start(replica.container_id)
+            started = StartedContainer(replica.container_id, replica.container_name, port)
+            wait_until_ready(started, health, patience=READY_SECONDS)
+        except (RuntimeFailure, DeploymentFailed) as exc:
+            replica.crash_streak += 1
+            delay = backoff_delay(replica.crash_streak)
+            replica.next_restart_at = now() + timedelta(seconds=delay)
+            db.commit()
+            why = str(exc).splitlines()[0]
+            which = f"app {app.id} replica {replica.replica}"
+            return f"{which}: restart failed ({why}), next in {delay:g} s"
+        replica.published_port = port
+        db.commit()
+        routing.publish_app_route(app.id)
+        done = f"replica {replica.replica} restarted, serving on 127.0.0.1:{port}"
+        if app.current_deployment_id is not None:
+            record_event(app.current_deployment_id, "restarted", done)
+        return f"app {app.id}: {done}"
+
+
+def settle_replica(replica_id: int) -> str | None:
+    with _locked_replica(replica_id) as found:
+        if found is None:
+            return None
+        db, app, replica = found
+        if replica.crash_streak == 0 or not is_stable(replica.last_restart_at, now()):
+            return None
+        replica.crash_streak = 0
+        db.commit()
+        return f"app {app.id} replica {replica.replica}: up {STABLE_SECONDS:g} s, backoff reset"
+
+
+@contextmanager
+def _locked_replica(replica_id: int) -> Iterator[tuple[Session, App, AppReplica] | None]:
+    """The replica with its app, under the app's lock taken without waiting (a job working
+    on the app wins); None when busy, gone, or the app is not meant to run."""
+    with get_session() as db:
+        app_id = db.scalar(select(AppReplica.app_id).where(AppReplica.id == replica_id))
+    if app_id is None:
+        yield None
+        return
+    with try_app_lock(app_id) as free, get_session() as db:
+        app = db.get(App, app_id, with_for_update=True) if free else None
+        replica = db.get(AppReplica, replica_id) if app is not None else None
+        if app is None or replica is None or app.status not in MEANT_TO_RUN:
+            yield None
+            return
+        yield db, app, replica

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from rq.job import Job
 from sqlalchemy.orm import Session
 
 from minipaas import queue
 from minipaas.config import get_settings
-from minipaas.db.models import App, AppStatus
+from minipaas.db.models import App, AppReplica, AppStatus
 from minipaas.db.session import get_session
 from minipaas.router.errors import RouterError
 from minipaas.runtime import EngineUnavailable, RuntimeFailure, StartedContainer, get_runtime
-from minipaas.services import routing
+from minipaas.services import routing, scaling
 from minipaas.services.app_lock import app_lock
 from minipaas.services.apps import get_app
 from minipaas.services.deployments import records
-from minipaas.services.deployments.outcome import DeploymentFailed, Serving, point_app_at
+from minipaas.services.deployments.outcome import (
+    DeploymentFailed,
+    ServingSet,
+    point_app_at,
+    point_app_at_set,
+)
 from minipaas.services.deployments.readiness import exit_message, wait_until_ready
 from minipaas.services.errors import Conflict, Unavailable
 from minipaas.services.job_results import (
@@ -91,35 +98,43 @@ def carry_out(app_id: int, action: Action) -> None:
         if records.active_deployment(db=db, app_id=app_id) is not None:
             raise Conflict(f"cannot {action} while a deployment is in progress")
         check_action(action, app.status, app.container_id is not None)
-        if action in (Action.STOP, Action.REMOVE):
+        if action is Action.SCALE:
+            scaling.scale(db, app)
+        elif action in (Action.STOP, Action.REMOVE):
             _take_down(db, app, action)
         else:
             _bring_up(db, app, action)
+            if app.status is AppStatus.RUNNING:
+                scaling.scale(db, app)  # replicas set while it was stopped
 
 
 def _take_down(db: Session, app: App, action: Action) -> None:
     """The router shows the 503 page (or no route) before the container goes away."""
     runtime = get_runtime()
-    before_status, before = app.status, Serving.of_app(app)
-    assert before is not None
+    before_status, before = app.status, ServingSet.of_app(app)
+    assert before.first is not None
     app.status = status_after(action)
     app.forget_crashes()  # the owner's stop is never undone: nothing is due any more
     if action is Action.REMOVE:
-        point_app_at(app, None)
+        point_app_at_set(app, ServingSet(None))
     db.commit()
     try:
         routing.publish_app_route(app.id)
-        if action is Action.STOP:
-            runtime.stop(before.container_id)
-        else:
-            runtime.remove(before.container_id)
+        # Side by side: replicas that ignore SIGTERM cost one grace period, not one each
+        take_down = runtime.stop if action is Action.STOP else runtime.remove
+        _each(take_down, [serving.container_id for serving in before.all])
     except Exception:
         # Nothing happened as far as anyone can tell: put the app back as it was
         app.status = before_status
-        point_app_at(app, before)
+        point_app_at_set(app, before)
         db.commit()
         routing.publish_app_route_best_effort(app.id)
         raise
+
+
+def _each(step: Callable[[str], object], container_ids: list[str]) -> None:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(container_ids), 8))) as pool:
+        list(pool.map(step, container_ids))
 
 
 def _bring_up(db: Session, app: App, action: Action) -> None:
@@ -146,11 +161,43 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
     except (RuntimeFailure, DeploymentFailed) as exc:
         _mark_start_failed(db, app, action, exc)
     app.published_port = port
+    _bring_up_others(app, action)
     app.status = status_after(action)
     app.status_detail = None
     app.forget_crashes()
     db.commit()
     routing.publish_app_route(app.id)
+
+
+def _bring_up_others(app: App, action: Action) -> None:
+    """The replicas past the first come up too; one that does not is left out of the route
+    (no port) for the healer to restart, the app serves with the others."""
+    runtime = get_runtime()
+    health = app.run_settings().health
+
+    def up(container: StartedContainer) -> int | None:
+        try:
+            if action is Action.RESTART:
+                runtime.stop(container.id)
+            port = runtime.start(container.id)
+            wait_until_ready(StartedContainer(container.id, container.name, port), health)
+        except (RuntimeFailure, DeploymentFailed) as exc:
+            log.warning("replica %s of app %s did not come up: %s", container.name, app_id, exc)
+            return None
+        return port
+
+    app_id = app.id
+    replicas: list[AppReplica] = list(app.extra_replicas)
+    if not replicas:
+        return
+    # Plain values for the threads: the session is not theirs to load attributes through
+    containers = [StartedContainer(r.container_id, r.container_name, 0) for r in replicas]
+    with ThreadPoolExecutor(max_workers=min(len(replicas), 8)) as pool:
+        ports = list(pool.map(up, containers))
+    for replica, port in zip(replicas, ports, strict=True):
+        replica.published_port = port
+        replica.crash_streak = 0
+        replica.next_restart_at = None
 
 
 def _mark_start_failed(db: Session, app: App, action: Action, exc: Exception) -> None:

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from minipaas.config import Settings
-from minipaas.db.models import ACTIVE_DEPLOYMENT_STATUSES, App, Deployment, User
+from minipaas.db.models import ACTIVE_DEPLOYMENT_STATUSES, App, AppReplica, Deployment, User
 from minipaas.db.run_settings import RunSettingsColumns
 from minipaas.services import validation
 from minipaas.services.errors import FieldPath, Forbidden, InvalidRequest
@@ -46,6 +46,15 @@ def check_limits(
         )
     if problems:
         raise InvalidRequest.several(problems)
+
+
+def check_replicas(settings: Settings, replicas: int, *, in_body: bool = False) -> None:
+    if replicas > settings.app_max_replicas:
+        raise InvalidRequest(
+            f"replicas {replicas} is over the maximum of {settings.app_max_replicas} "
+            "(APP_MAX_REPLICAS)",
+            loc=_in_body("replicas", in_body),
+        )
 
 
 def check_image_allowed(settings: Settings, image: str, *, in_body: bool = False) -> None:
@@ -99,6 +108,12 @@ class Limits:
             pids=max(self.pids, other.pids),
         )
 
+    def times(self, count: int) -> Limits:
+        """What `count` containers of these limits hold together (an app's replicas)."""
+        return Limits(
+            memory_mb=self.memory_mb * count, cpus=self.cpus * count, pids=self.pids * count
+        )
+
     def plus(self, other: Limits) -> Limits:
         return Limits(
             memory_mb=self.memory_mb + other.memory_mb,
@@ -114,7 +129,8 @@ NOTHING = Limits(memory_mb=0, cpus=0.0, pids=0)
 class AppUsage:
     """An app counts the most of what it is set to (the next deploy runs that), what its
     container was deployed with (it keeps those limits until replaced, stopped or not) and
-    what its pending deployment will run (a rollback runs a release's, not the settings)."""
+    what its pending deployment will run (a rollback runs a release's, not the settings);
+    each times its replicas (set, or containers that exist for the running part)."""
 
     configured: Limits
     running: Limits | None = None
@@ -162,7 +178,7 @@ def check_rollback(
     _lock_app(db, app)
     usage = _usage_by_app(db, owner)
     before = usage.get(app.id, AppUsage(configured=Limits.of(app)))
-    after = replace(before, pending=release.most(before.pending))
+    after = replace(before, pending=release.times(app.replicas).most(before.pending))
     _refuse_growth(settings, owner, usage, {**usage, app.id: after})
 
 
@@ -177,6 +193,10 @@ def _usage_by_app(db: Session, owner: User) -> dict[int | None, AppUsage]:
     rollback) runs one at a time, so two requests cannot both squeeze in."""
     db.execute(select(User.id).where(User.id == owner.id).with_for_update())
     current, pending = aliased(Deployment), aliased(Deployment)
+    # Containers beside the first that exist (running or not: each may run without a deploy)
+    extra_containers = (
+        select(func.count()).where(AppReplica.app_id == App.id).correlate(App).scalar_subquery()
+    )
     rows = db.execute(
         # Columns, not objects: the values committed now, not what this session loaded
         select(
@@ -184,6 +204,8 @@ def _usage_by_app(db: Session, owner: User) -> dict[int | None, AppUsage]:
             *_limit_columns(App),
             *_limit_columns(current),
             *_limit_columns(pending),
+            App.replicas,
+            extra_containers,
         )
         # Only a container that exists can run again without a deploy (start needs none)
         .outerjoin(
@@ -197,14 +219,17 @@ def _usage_by_app(db: Session, owner: User) -> dict[int | None, AppUsage]:
         )
         .where(App.owner_id == owner.id)
     ).all()
-    return {
-        row[0]: AppUsage(
-            configured=_limits(row[1:4]) or NOTHING,
-            running=_limits(row[4:7]),
-            pending=_limits(row[7:10]),
+    usage = {}
+    for row in rows:
+        replicas, containers = row[10], 1 + row[11]
+        ran, will_run = _limits(row[4:7]), _limits(row[7:10])
+        usage[row[0]] = AppUsage(
+            configured=(_limits(row[1:4]) or NOTHING).times(replicas),
+            # A scale up starts more of what runs
+            running=ran.times(max(containers, replicas)) if ran else None,
+            pending=will_run.times(replicas) if will_run else None,
         )
-        for row in rows
-    }
+    return usage
 
 
 def _limit_columns(table: type[RunSettingsColumns]) -> tuple[Any, Any, Any]:

@@ -54,15 +54,33 @@ def _route_of(app: App, was_running: bool) -> Route | None:
     """An app with a container gets a route: a proxy when it serves, a 503 page if not."""
     if app.container_id is None:
         return None
-    serving = app.status is AppStatus.RUNNING or (app.status is AppStatus.DEPLOYING and was_running)
-    kind = RouteKind.PROXY if serving and app.published_port else RouteKind.STOPPED
+    serving = (
+        app.status is AppStatus.RUNNING
+        or (app.status is AppStatus.DEPLOYING and was_running)
+        # replica 0 crashed (no port while it is down): the other replicas serve
+        or (app.status is AppStatus.CRASHED and app.published_port is None)
+    )
+    ports = replica_ports(app) if serving else []
+    kind = RouteKind.PROXY if ports else RouteKind.STOPPED
     return get_router().route(
         app_id=app.id,
         app_name=app.name,
         kind=kind,
-        port=app.published_port if kind is RouteKind.PROXY else None,
+        port=ports[0] if ports else None,
         domains=[domain.hostname for domain in app.domains],
+        more_ports=ports[1:],
     )
+
+
+def replica_ports(app: App) -> list[int]:
+    """Ports of the replicas in rotation, the first replica's first (a replica that is down
+    has no port until the healer has it back)."""
+    ports = [] if app.published_port is None else [app.published_port]
+    for replica in app.extra_replicas:
+        # A port Docker handed out again after a restart is listed once
+        if replica.published_port is not None and replica.published_port not in ports:
+            ports.append(replica.published_port)
+    return ports
 
 
 def route_of_app(db: Session, app_id: int) -> Route | None:
@@ -75,7 +93,9 @@ def route_of_app(db: Session, app_id: int) -> Route | None:
 def current_routes() -> list[Route]:
     with get_session() as db:
         apps = db.scalars(
-            select(App).where(App.container_id.is_not(None)).options(selectinload(App.domains))
+            select(App)
+            .where(App.container_id.is_not(None))
+            .options(selectinload(App.domains), selectinload(App.extra_replicas))
         ).all()
         was_running = _was_running_before_deploy(db, [app.id for app in apps])
         routes = [_route_of(app, app.id in was_running) for app in apps]
@@ -121,6 +141,12 @@ def sync_routes() -> str | None:
     if not router.sync(current_routes):
         return "nginx (re)started with its routes" if started else None
     return "routes rewritten from the database (the router's table had drifted)"
+
+
+def drain_all(ports: list[int], *, timeout: float) -> int:
+    """drain() for several ports under one deadline; returns the requests still open."""
+    deadline = time.monotonic() + timeout
+    return sum(drain(port, timeout=max(deadline - time.monotonic(), 0)) for port in ports)
 
 
 def drain(port: int, *, timeout: float) -> int:

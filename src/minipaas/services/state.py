@@ -17,9 +17,12 @@ def check_action(action: Action, status: AppStatus, has_container: bool) -> None
     # A crashed app is still meant to run (the platform restarts it): its owner may stop it
     if action is Action.STOP and status not in (AppStatus.RUNNING, AppStatus.CRASHED):
         raise Conflict(f"cannot stop: the app is {status}, not running")
+    if action is Action.SCALE and status not in (AppStatus.RUNNING, AppStatus.CRASHED):
+        raise Conflict(f"cannot scale now: the app is {status}; its next start or deploy does")
     if action is Action.START and status is AppStatus.RUNNING:
         raise Conflict("cannot start: the app is already running; use restart")
 
 
 def status_after(action: Action) -> AppStatus:
+    """What the app is once the action is done (a scale leaves a running app running)."""
     return AppStatus.STOPPED if action in (Action.STOP, Action.REMOVE) else AppStatus.RUNNING

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from minipaas import metrics
 from minipaas.clock import now
-from minipaas.db.models import App, AppStatus
+from minipaas.db.models import App, AppReplica, AppStatus
 from minipaas.db.session import database_unavailable, get_session
 from minipaas.runtime import RuntimeFailure, get_runtime
 from minipaas.services import healing
@@ -38,7 +38,19 @@ def heal_once() -> list[str]:
                 App.next_restart_at,
             ).where(App.status.in_(healing.MEANT_TO_RUN), App.container_id.is_not(None))
         ).all()
-    if not watched:
+        replicas = db.execute(
+            select(
+                AppReplica.id,
+                AppReplica.container_id,
+                AppReplica.published_port,
+                AppReplica.crash_streak,
+                AppReplica.last_restart_at,
+                AppReplica.next_restart_at,
+            )
+            .join(App, App.id == AppReplica.app_id)
+            .where(App.status.in_(healing.MEANT_TO_RUN))
+        ).all()
+    if not watched and not replicas:
         return []
     running = get_runtime().running_container_ids()
     at = now()
@@ -53,6 +65,19 @@ def heal_once() -> list[str]:
         else:
             step = None
         done = _one_app(step, app_id) if step else None
+        if done:
+            actions.append(done)
+    for replica_id, container_id, port, streak, restarted_at, due_at in replicas:
+        replica_step: Callable[[int], str | None] | None
+        if port is None:  # down: started again when due (or picked up if it runs again)
+            replica_step = healing.restart_replica if healing.is_due(due_at, at) else None
+        elif container_id not in running:
+            replica_step = healing.replica_down
+        elif streak and healing.is_stable(restarted_at, at):
+            replica_step = healing.settle_replica
+        else:
+            replica_step = None
+        done = _one_app(replica_step, replica_id) if replica_step else None
         if done:
             actions.append(done)
     return actions

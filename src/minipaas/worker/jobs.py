@@ -17,6 +17,7 @@ from rq.job import Job
 from minipaas import logs, queue
 from minipaas.config import get_settings
 from minipaas.services import app_actions, lifecycle
+from minipaas.services.builds import pipeline as build_pipeline
 from minipaas.services.deployments import dispatch, pipeline, recovery
 from minipaas.services.job_results import JobResult
 
@@ -114,3 +115,38 @@ def enqueue_delete(app_id: int, *, timeout: int) -> Job:
     return queue.enqueue(
         delete_app, app_id, job_id=delete_job_id(app_id), timeout=timeout, action=True
     )
+
+
+# --- builds (their own queue: only builder processes take them) ---------------------------
+
+
+def build_job_id(build_id: int) -> str:
+    """Fixed per build: queueing it twice (the reconciler re-queues) runs it once."""
+    return f"build-{build_id}"
+
+
+def build(build_id: int) -> None:
+    with _job_context():
+        log.info("build %s", build_id)
+        build_pipeline.run_build(build_id)
+
+
+def on_build_job_failure(job: Any, connection: Any, exc_type: Any, *args: Any) -> None:
+    """Backstop for a build job that died (e.g. RQ's timeout) without ending its row."""
+    reason = f"the build job failed ({getattr(exc_type, '__name__', exc_type)}); build again"
+    log.error("build job %s failed: %s", job.id, reason)
+    build_pipeline.end_abandoned_build(int(job.args[0]), reason)
+
+
+def enqueue_build(build_id: int) -> str:
+    """Queues a build's job on the builds queue; returns its id. Raises QueueUnavailable."""
+    job = queue.enqueue(
+        build,
+        build_id,
+        job_id=build_job_id(build_id),
+        # The build stops itself at BUILD_TIMEOUT_SECONDS; RQ's timeout is the backstop
+        timeout=get_settings().build_timeout_seconds + 120,
+        on_failure=on_build_job_failure,
+        build=True,
+    )
+    return str(job.id)

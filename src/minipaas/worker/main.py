@@ -16,14 +16,14 @@ from types import FrameType
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from sqlalchemy import text
 
 from minipaas.config import get_settings
 from minipaas.db.session import get_engine
 from minipaas.logs import configure_json_logging
-from minipaas.queue import new_redis, worker_queues
+from minipaas.queue import get_build_queue, new_redis, worker_queues
 from minipaas.runtime import get_runtime
 from minipaas.worker import (
     jobs,  # noqa: F401  (imported up front, so the first job is fast)
@@ -65,10 +65,15 @@ def _warm_up() -> None:
         log.warning("warm-up failed: %s", exc)
 
 
-def run_worker(*, burst: bool = False) -> None:
+def run_worker(*, burst: bool = False, builds: bool = False) -> None:
     settings = get_settings()
     configure_json_logging()
     _warm_up()
+    if builds:
+        # A builder takes builds only, and leaves repairs to the workers' reconciler
+        log.info("builder of instance %s starting", settings.instance_name)
+        work_until_stopped(new_redis(), burst=burst, queues=lambda c: [get_build_queue(c)])
+        return
     # Before taking jobs: repair what a previous worker left (e.g. killed mid-deploy)
     reconcile_once()
     reconciler = ReconcilerThread(settings.reconcile_interval_seconds)
@@ -80,7 +85,12 @@ def run_worker(*, burst: bool = False) -> None:
         reconciler.stop()
 
 
-def work_until_stopped(connection: Redis, *, burst: bool = False) -> None:
+def work_until_stopped(
+    connection: Redis,
+    *,
+    burst: bool = False,
+    queues: Callable[[Redis], list[Queue]] = worker_queues,
+) -> None:
     """Runs RQ's work loop again and again until a stop is asked (SIGTERM) or, in burst
     mode, the queue is empty; a loop Redis ended is followed by a new one once it answers."""
     last: QueueWorker | None = None  # the latest loop's worker: its signal handlers are live
@@ -95,7 +105,7 @@ def work_until_stopped(connection: Redis, *, burst: bool = False) -> None:
             if last is not None and not tidied:
                 _retire(last)
                 tidied = True
-            last, tidied = _new_worker(connection), False
+            last, tidied = _new_worker(connection, queues), False
             last.work(burst=burst, with_scheduler=False)
             tidied = True
             if burst or last.stop_requested:
@@ -129,12 +139,10 @@ def wait_for_redis(connection: Redis, *, stopping: Callable[[], bool]) -> bool:
     return False
 
 
-def _new_worker(connection: Redis) -> QueueWorker:
+def _new_worker(connection: Redis, queues: Callable[[Redis], list[Queue]]) -> QueueWorker:
     # Jobs run in this process (no fork per job): the database pool and the Docker client stay
     # warm, which takes ~0.2 s off every deploy. Timeouts still apply (SIGALRM in the job).
-    worker = QueueWorker(
-        worker_queues(connection), connection=connection, log_job_description=False
-    )
+    worker = QueueWorker(queues(connection), connection=connection, log_job_description=False)
     liveness.set_current_worker(worker.name)
     return worker
 

@@ -21,7 +21,11 @@ from minipaas import metrics, queue
 from minipaas.config import get_settings
 from minipaas.db.models import (
     ACTIVE_DEPLOYMENT_STATUSES,
+    Action,
+    ActionStatus,
     App,
+    AppAction,
+    AppReplica,
     AppStatus,
     Deployment,
     DeploymentStatus,
@@ -30,11 +34,13 @@ from minipaas.db.models import (
 from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
 from minipaas.runtime import get_runtime, labels
-from minipaas.services import app_actions, healing, images, routing
+from minipaas.services import app_actions, certificates, healing, images, routing
 from minipaas.services.app_lock import try_app_lock
+from minipaas.services.builds import recovery as build_recovery
 from minipaas.services.deployments import dispatch
 from minipaas.services.deployments.recovery import end_abandoned_deployment
 from minipaas.worker import jobs, liveness
+from minipaas.worker.certificate_orders import CertificateOrderThread
 from minipaas.worker.healer import HealerThread
 
 log = logging.getLogger(__name__)
@@ -177,6 +183,37 @@ def _match_app_status_to_containers() -> list[str]:
     return actions
 
 
+def _converge_replicas() -> list[str]:
+    """A running app with more or fewer replicas than it is set to (a scale its PATCH could
+    not queue, or set during a deploy of the old count) gets a scale action. Not after a
+    scale that failed: its owner reads why and asks again (or deploys)."""
+    extras = (
+        select(func.count()).where(AppReplica.app_id == App.id).correlate(App).scalar_subquery()
+    )
+    with get_session() as db:
+        drifted = db.scalars(
+            select(App.id).where(
+                App.status == AppStatus.RUNNING,
+                App.container_id.is_not(None),
+                App.replicas != extras + 1,
+            )
+        ).all()
+        actions = []
+        for app_id in drifted:
+            last = db.scalar(
+                select(AppAction)
+                .where(AppAction.app_id == app_id)
+                .order_by(AppAction.id.desc())
+                .limit(1)
+            )
+            if last and last.action is Action.SCALE and last.status is ActionStatus.FAILED:
+                continue
+            row = app_actions.request_scale(db=db, app_id=app_id, user=None)
+            if row is not None:
+                actions.append(f"app {app_id}: scale queued (action {row.id})")
+    return actions
+
+
 def _follow_published_port(app_id: int) -> str | None:
     runtime = get_runtime()
     with try_app_lock(app_id) as free, get_session() as db:
@@ -209,6 +246,7 @@ def _remove_unknown_containers() -> list[str]:
     # the app's lock below); one query per container took ~1 ms each
     with get_session() as db:
         known = set(db.scalars(select(App.container_id).where(App.container_id.is_not(None))))
+        known.update(db.scalars(select(AppReplica.container_id)))
         deploying = set(
             db.scalars(
                 select(Deployment.app_id).where(Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES))
@@ -248,6 +286,8 @@ def _owned(container_id: str, app_id: int) -> bool:
     with get_session() as db:
         app = db.get(App, app_id)
         if app is not None and app.container_id == container_id:
+            return True
+        if app is not None and any(r.container_id == container_id for r in app.extra_replicas):
             return True
         active = db.scalar(
             select(Deployment.id).where(
@@ -292,7 +332,7 @@ def _remove_old_release_images() -> list[str]:
     candidates = pulled | (old & runtime.built_image_ids() if old else set())
     if not candidates:
         return []
-    keep = recent | runtime.images_in_use()
+    keep = recent | runtime.images_in_use() | build_recovery.recent_build_image_ids()
     keep |= {image_id for pair in in_flight for image_id in pair if image_id}
     keep |= {image_id for ref in configured if (image_id := runtime.image_id(ref))}
     actions, gone = [], []
@@ -326,9 +366,14 @@ def _steps() -> tuple[Callable[[], list[str]], ...]:
         dispatch.dispatch_all_waiting,
         app_actions.requeue_lost_actions,
         _match_app_status_to_containers,
+        _converge_replicas,
         _remove_unknown_containers,
         _remove_old_release_images,
+        build_recovery.end_abandoned_builds,
+        build_recovery.remove_old_build_images,
+        build_recovery.remove_stale_uploads,
         _republish_routes,
+        certificates.sync_tls,  # ACME orders run in their own loop (certificate_orders.py)
     )
 
 
@@ -339,7 +384,8 @@ def _step_name(step: Callable[[], list[str]]) -> str:
 class ReconcilerThread(threading.Thread):
     """Runs reconcile_once every interval until stopped; never dies of an exception.
 
-    Starts and stops the healer's faster loop with it (worker/healer.py).
+    Starts and stops the healer's faster loop (worker/healer.py) and the certificate orders'
+    loop (worker/certificate_orders.py) with it.
     """
 
     def __init__(self, interval: float) -> None:
@@ -349,9 +395,11 @@ class ReconcilerThread(threading.Thread):
         self.interval = interval
         self._stopping = threading.Event()
         self.healer = HealerThread()
+        self.certificate_orders = CertificateOrderThread(interval)
 
     def start(self) -> None:
         self.healer.start()
+        self.certificate_orders.start()
         super().start()
 
     def run(self) -> None:
@@ -366,4 +414,5 @@ class ReconcilerThread(threading.Thread):
 
     def stop(self) -> None:
         self.healer.stop()
+        self.certificate_orders.stop()
         self._stopping.set()

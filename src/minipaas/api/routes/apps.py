@@ -117,6 +117,7 @@ def create_app(body: AppCreate, user: CurrentUser, db: SessionDep) -> AppWritten
         pids=body.pids,
         health_check_path=body.health_check_path,
         health_check_running_seconds=body.health_check_running_seconds,
+        replicas=body.replicas,
     )
     notice = image_presence.check_image_present(body.image, body.pull_policy)
     created = apps.create_app(db=db, owner=user, name=body.name, wanted=wanted)
@@ -163,7 +164,13 @@ def update_app(
         notice = image_presence.check_image_present(
             changes.get("image", app.image), changes.get("pull_policy", app.pull_policy)
         )
+    replicas_before = app.replicas
     updated = apps.update_app(db=db, app=app, changes=changes, caller=user)
+    if updated.replicas != replicas_before:
+        scale = app_actions.request_scale(db=db, app_id=updated.id, user=user)
+        if scale is not None:
+            notice = f"scaling to {updated.replicas} replica(s): action {scale.id}"
+        db.refresh(updated)
     return AppWrittenOut.model_validate(updated).model_copy(update={"notice": notice})
 
 
@@ -371,9 +378,10 @@ def app_logs(
     (until the client leaves or the token, user or app no longer allow it)."""
     if follow and app.container_id is not None:
         guard = _open_stream(request, user, app)
+        containers = logs.replica_containers(app)
         db.close()  # a stream can last hours: it must not hold a pooled database connection
         stream = logs.follow_app_logs(
-            container_id=app.container_id,
+            containers=containers,
             tail=tail,
             timestamps=timestamps,
             ended=guard.ended,

@@ -1,6 +1,7 @@
 -- mini-paas route table: app entries and a host index in one lua_shared_dict.
 --
--- Keys: "app:<id>" -> JSON entry {id, kind, port, name, hosts}; "host:<name>" -> id.
+-- Keys: "app:<id>" -> JSON entry {id, kind, port, ports, name, hosts}; "host:<name>" -> id.
+-- `ports` lists every replica's port (the first is `port`) when an app has more than one.
 -- The app entry is the truth: a host key counts only while the entry it points to still lists
 -- that host, so a request never sees half of an update (one shared-dict write switches an app).
 -- Written by the platform through the control socket (one writer at a time: the Python side
@@ -20,6 +21,11 @@ local config_version
 
 local MAX_ID = 2147483647
 local MAX_HOSTS = 64
+local MAX_BACKENDS = 100
+-- A backend that refused or dropped a connection is skipped this long (passive check)
+local DOWN_SECONDS = 3
+-- Round robin position per app, in this worker
+local next_pick = {}
 
 local NOT_FOUND_HOST = '{"detail": "no app is routed at this host"}'
 local NOT_FOUND_PATH = '{"detail": "no app is routed at this path; apps live under /apps/<id>/"}'
@@ -49,6 +55,33 @@ local function is_host(s)
     return true
 end
 
+-- The replicas' ports: nil for one backend (the usual case), else a list starting with `port`
+local function check_ports(ports, port)
+    if ports == nil or ports == cjson.null or port == nil then
+        return nil
+    end
+    if type(ports) ~= "table" or #ports < 1 or #ports > MAX_BACKENDS then
+        return nil, "ports must be a list of at most " .. MAX_BACKENDS .. " ports"
+    end
+    local seen, count = {}, 0
+    for _ in pairs(ports) do
+        count = count + 1
+    end
+    if count ~= #ports or ports[1] ~= port then
+        return nil, "ports must be a list that starts with port"
+    end
+    for _, p in ipairs(ports) do
+        if not is_int(p, 1, 65535) or seen[p] then
+            return nil, "ports must be distinct ports between 1 and 65535"
+        end
+        seen[p] = true
+    end
+    if #ports == 1 then
+        return nil
+    end
+    return ports
+end
+
 local function check_entry(data)
     if type(data) ~= "table" then
         return nil, "a route is a JSON object"
@@ -65,6 +98,10 @@ local function check_entry(data)
     end
     if data.kind == "proxy" and not is_int(port, 1, 65535) then
         return nil, "a proxy route needs a port between 1 and 65535"
+    end
+    local ports, err = check_ports(data.ports, port)
+    if err then
+        return nil, err
     end
     if type(data.name) ~= "string" or not is_label(data.name) then
         return nil, "name must be a DNS label"
@@ -89,11 +126,17 @@ local function check_entry(data)
         end
         seen[host] = true
     end
-    return { id = data.id, kind = data.kind, port = port, name = data.name, hosts = hosts }
+    return {
+        id = data.id, kind = data.kind, port = port, ports = ports, name = data.name,
+        hosts = hosts,
+    }
 end
 
 local function encode_entry(entry)
     local copy = { id = entry.id, kind = entry.kind, port = entry.port, name = entry.name }
+    if entry.ports then
+        copy.ports = entry.ports
+    end
     -- cjson writes an empty table as {}; leave the key out instead
     if #entry.hosts > 0 then
         copy.hosts = entry.hosts
@@ -348,25 +391,73 @@ local function stopped_page(entry)
         .. " is not running</h1><p>Start or deploy it through the mini-paas API.</p>"
 end
 
+-- passive failure detection, shared by the workers: keys "down:<port>" expire by themselves
+
+local function mark_down(port)
+    inflight:set("down:" .. port, true, DOWN_SECONDS)
+end
+
+local function is_down(port)
+    return inflight:get("down:" .. port) ~= nil
+end
+
+-- Round robin over the app's backends, skipping those marked down (all down: try anyway)
+local function pick(entry)
+    local ports = entry.ports
+    local n = #ports
+    local start = (next_pick[entry.id] or 0) % n
+    next_pick[entry.id] = start + 1
+    for i = 0, n - 1 do
+        local port = ports[(start + i) % n + 1]
+        if not is_down(port) then
+            return port
+        end
+    end
+    return ports[start + 1]
+end
+
 local function serve(entry)
     -- Counted by app id in the log phase (traffic metrics), the stopped page's 503 too
-    ngx.ctx.minipaas_app = entry.id
+    local ctx = ngx.ctx
+    ctx.minipaas_app = entry.id
     if entry.kind == "stopped" then
         return send(503, "text/html", stopped_page(entry), { ["Retry-After"] = "30" })
     end
-    ngx.ctx.minipaas_port = entry.port
+    local port = entry.port
+    if entry.ports then
+        port = pick(entry)
+        ctx.minipaas_ports = entry.ports
+    end
+    ctx.minipaas_port = port
     -- Counted until the log phase: a deploy waits for its old container's requests to end
-    local ok = inflight:incr(entry.port, 1, 0)
+    local ok = inflight:incr(port, 1, 0)
     if ok then
-        ngx.ctx.minipaas_counted = entry.port
+        ctx.minipaas_counted = port
+    end
+end
+
+local function last_item(list)
+    return list and list:match("([^,%s]+)%s*$")
+end
+
+-- A request that ended on a backend that never answered (refused, reset, timed out: nginx
+-- says 502/504 with no header time) marks that backend down, retried or not
+local function note_failure(ctx)
+    local status = last_item(ngx.var.upstream_status)
+    if (status == "502" or status == "504") and last_item(ngx.var.upstream_header_time) == "-" then
+        mark_down(ctx.minipaas_port)
     end
 end
 
 -- log phase of every proxied request
 function _M.done()
-    local port = ngx.ctx.minipaas_counted
+    local ctx = ngx.ctx
+    local port = ctx.minipaas_counted
     if port then
         inflight:incr(port, -1, 0)
+    end
+    if ctx.minipaas_ports then
+        note_failure(ctx)
     end
     local id = ngx.ctx.minipaas_app
     if id then
@@ -401,11 +492,56 @@ function _M.redirect_by_path()
     return ngx.redirect(target, 308)
 end
 
+-- A retry (nginx calls the balancer again after an error or timeout, for idempotent
+-- requests and for any request not yet sent): the failed backend is marked down and the next
+-- one not yet tried takes the request, and its in-flight count
+local function next_backend(ctx)
+    local failed = ctx.minipaas_port
+    mark_down(failed)
+    local ports, tried = ctx.minipaas_ports, ctx.minipaas_tried
+    local n = #ports
+    local chosen
+    for i = 1, n do
+        local port = ports[i]
+        if not tried[port] and (chosen == nil or not is_down(port)) then
+            chosen = port
+            if not is_down(port) then
+                break
+            end
+        end
+    end
+    if not chosen then
+        return nil
+    end
+    if ctx.minipaas_counted then
+        inflight:incr(failed, -1, 0)
+        inflight:incr(chosen, 1, 0)
+        ctx.minipaas_counted = chosen
+    end
+    ctx.minipaas_port = chosen
+    return chosen
+end
+
 function _M.balance()
-    local port = ngx.ctx.minipaas_port
+    local ctx = ngx.ctx
+    local port = ctx.minipaas_port
     if not port then
         ngx.log(ngx.ERR, "no app was chosen for this request")
         return ngx.exit(500)
+    end
+    if ctx.minipaas_ports then
+        if ctx.minipaas_tried then
+            port = next_backend(ctx)
+            if not port then
+                return ngx.exit(502)
+            end
+        else
+            ctx.minipaas_tried = {}
+            -- nginx retries only on errors and timeouts, and a request already sent only
+            -- when its method is idempotent (proxy_next_upstream's default)
+            balancer.set_more_tries(#ctx.minipaas_ports - 1)
+        end
+        ctx.minipaas_tried[port] = true
     end
     local ok, err = balancer.set_current_peer("127.0.0.1", port)
     if not ok then

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import object_session
 
 from minipaas import metrics
 from minipaas.clock import now
@@ -11,6 +13,7 @@ from minipaas.config import get_settings
 from minipaas.db.models import (
     ACTIVE_DEPLOYMENT_STATUSES,
     App,
+    AppReplica,
     AppStatus,
     Deployment,
     DeploymentEvent,
@@ -71,6 +74,7 @@ def mark_failed(app_id: int, deployment_id: int, message: str, *, new_container:
         _remove_new_container(deployment_id, new_container)
         if deployment is None or app is None:
             return  # the app was deleted meanwhile
+        _remove_other_replicas(app, deployment_id)
         deployment.error = message
         _end(deployment, DeploymentStatus.FAILED)
         db.add(
@@ -84,6 +88,23 @@ def mark_failed(app_id: int, deployment_id: int, message: str, *, new_container:
         db.commit()
     # The deploy may have changed what the router shows meanwhile: render the truth again
     routing.publish_app_route_best_effort(app_id)
+
+
+def _remove_other_replicas(app: App, deployment_id: int) -> None:
+    """Every other container this deployment started goes too (a failed deploy leaves none),
+    and the app forgets any of them it was pointed at (a recovery after the switch)."""
+    runtime = get_runtime()
+    try:
+        ids = runtime.platform_container_ids(app.id, deployment_id)
+    except RuntimeFailure as exc:
+        log.warning("containers of deployment %s not listed: %s", deployment_id, exc)
+        return
+    for replica in list(app.extra_replicas):
+        if replica.container_id in ids:
+            app.extra_replicas.remove(replica)
+    for container_id in ids:
+        if container_id != app.container_id:
+            _remove_new_container(deployment_id, container_id)
 
 
 def _remove_new_container(deployment_id: int, container: str) -> None:
@@ -165,3 +186,46 @@ def point_app_at(app: App, serving: Serving | None) -> None:
     app.container_id = serving.container_id if serving else None
     app.container_name = serving.container_name if serving else None
     app.published_port = serving.published_port if serving else None
+
+
+@dataclass(frozen=True)
+class ServingSet:
+    """All of an app's replicas: the first on the app's row, the others as AppReplica rows."""
+
+    first: Serving | None
+    others: tuple[Serving, ...] = field(default=())
+
+    @property
+    def all(self) -> list[Serving]:
+        return ([self.first] if self.first else []) + list(self.others)
+
+    @classmethod
+    def of_app(cls, app: App) -> ServingSet:
+        others = tuple(
+            Serving(r.container_id, r.container_name, r.published_port) for r in app.extra_replicas
+        )
+        return cls(Serving.of_app(app), others)
+
+    @classmethod
+    def started(cls, containers: list[StartedContainer]) -> ServingSet:
+        return cls(
+            Serving.started(containers[0]), tuple(Serving.started(c) for c in containers[1:])
+        )
+
+
+def point_app_at_set(app: App, serving: ServingSet) -> None:
+    """The app's replicas become exactly `serving` (rows replaced in the caller's commit)."""
+    point_app_at(app, serving.first)
+    app.extra_replicas.clear()
+    session = object_session(app)
+    if session is not None:
+        session.flush()  # the old rows go before new ones take their (app, replica) slots
+    for index, other in enumerate(serving.others, start=1):
+        app.extra_replicas.append(
+            AppReplica(
+                replica=index,
+                container_id=other.container_id,
+                container_name=other.container_name or other.container_id,
+                published_port=other.published_port,
+            )
+        )

@@ -1,13 +1,17 @@
 """How a deploy goes, in the worker: begin, image, start, ready, switch, finish.
 
-Runs under the app's advisory lock. Any failure before the switch removes the new container
-and leaves the old one serving; see outcome.mark_failed.
+Runs under the app's advisory lock. The app's N replicas start side by side and are
+health-gated each; the route then goes to the whole new set in one write. Any failure before
+the switch removes every new container and leaves the old set serving; see outcome.mark_failed.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -26,7 +30,9 @@ from minipaas.db.models import (
 from minipaas.db.session import database_unavailable, get_session
 from minipaas.runtime import (
     ContainerSpec,
+    EngineUnavailable,
     ImageUnavailable,
+    RuntimeFailure,
     StartedContainer,
     container_name,
     get_runtime,
@@ -38,7 +44,7 @@ from minipaas.services.app_lock import app_lock
 from minipaas.services.deployments import outcome, recovery
 from minipaas.services.deployments.cancellation import pass_point_of_no_return, raise_if_cancelled
 from minipaas.services.deployments.events import CollapsingReporter, record_event
-from minipaas.services.deployments.outcome import DeploymentFailed, Serving
+from minipaas.services.deployments.outcome import DeploymentFailed, ServingSet
 from minipaas.services.deployments.readiness import wait_until_ready
 from minipaas.services.retry import retry_database, retry_transient
 
@@ -47,13 +53,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Plan:
-    """One deployment: run these settings in a new container, replacing `previous`."""
+    """One deployment: run these settings in `replicas` new containers, replacing `previous`."""
 
     app_id: int
     deployment_id: int
     run: RunSettings
     pinned_image_id: str | None  # a rollback runs this exact image
-    previous: Serving | None  # what serves the app now
+    previous: ServingSet  # what serves the app now
+    replicas: int = 1
 
     @property
     def image(self) -> str:
@@ -96,17 +103,17 @@ def run_deployment(deployment_id: int) -> None:
         if plan is None:
             return
         timer = PhaseTimer()
-        started: StartedContainer | None = None
+        started: list[StartedContainer] = []
         try:
             # A Docker engine that restarts is waited for; a bad image or a crash is not
             started = retry_transient(
-                lambda: start_healthy_container(plan, timer),
+                lambda: start_healthy_set(plan, timer),
                 before_retry=lambda: raise_if_cancelled(deployment_id),
             )
             switch_route(plan, started)
             timer.mark("route")
         except BaseException as exc:  # also job timeouts and worker shutdowns
-            end_failed(plan, exc, started)
+            end_failed(plan, exc, started[0] if started else None)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -154,19 +161,93 @@ def begin(deployment_id: int) -> Plan | None:
             deployment_id=deployment_id,
             run=deployment.run_settings(),
             pinned_image_id=deployment.pinned_image_id,
-            previous=Serving.of_app(app),
+            previous=ServingSet.of_app(app),
+            # Replicas are the app's formation, not part of the release: what it is set to now
+            replicas=app.replicas,
         )
 
 
-def start_healthy_container(plan: Plan, timer: PhaseTimer) -> StartedContainer:
+def start_healthy_set(plan: Plan, timer: PhaseTimer) -> list[StartedContainer]:
+    """Starts every replica side by side and waits until each is healthy; on any failure
+    removes all of them and raises the first replica's reason."""
     image_id = ensure_image(plan)
     timer.mark("image")
     raise_if_cancelled(plan.deployment_id)
-    started = start_container(plan, image_id)
-    timer.mark("start")
-    wait_until_healthy(plan, started)
-    timer.mark("ready")
+    if plan.replicas == 1:
+        only = start_container(plan, image_id)
+        timer.mark("start")
+        try:
+            wait_until_healthy(plan, only)
+        except BaseException:
+            _remove_quietly([only.id])
+            raise
+        timer.mark("ready")
+        return [only]
+    # One failed replica stops the others' waiting: the deploy fails now, not after them
+    abort = threading.Event()
+    with ThreadPoolExecutor(max_workers=min(plan.replicas, 8)) as pool:
+        futures = [
+            pool.submit(_start_one_replica, plan, image_id, replica, abort)
+            for replica in range(plan.replicas)
+        ]
+        outcomes: list[StartedContainer | BaseException] = []
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except BaseException as exc:
+                outcomes.append(exc)
+    started = [item for item in outcomes if isinstance(item, StartedContainer)]
+    failures = [item for item in outcomes if not isinstance(item, StartedContainer)]
+    # The replica that failed first, not one that stopped waiting because of it
+    failures.sort(key=lambda failure: isinstance(failure, _SiblingFailed))
+    if failures:
+        # All or nothing: the old set keeps serving alone
+        _remove_quietly([container.id for container in started])
+        failure = failures[0]
+        index = outcomes.index(failure)
+        # The owner's reasons name the replica; an engine that went away stays retryable
+        owners = isinstance(failure, DeploymentFailed | RuntimeFailure)
+        transient = isinstance(failure, EngineUnavailable)
+        if owners and not transient and not str(failure).startswith("cancelled"):
+            raise DeploymentFailed(f"replica {index}: {failure}") from failure
+        raise failure
+    timer.mark("start+ready")
     return started
+
+
+class _SiblingFailed(DeploymentFailed):
+    """Another replica of the same deploy failed: this one stopped waiting."""
+
+
+def _start_one_replica(
+    plan: Plan, image_id: str, replica: int, abort: threading.Event
+) -> StartedContainer:
+    def check() -> None:
+        raise_if_cancelled(plan.deployment_id)
+        if abort.is_set():
+            raise _SiblingFailed("another replica failed")
+
+    try:
+        check()
+        started = start_container(plan, image_id, replica)
+        try:
+            wait_until_healthy(plan, started, replica, check_cancelled=check)
+        except BaseException:
+            _remove_quietly([started.id])
+            raise
+    except BaseException:
+        abort.set()
+        raise
+    return started
+
+
+def _remove_quietly(container_ids: list[str]) -> None:
+    runtime = get_runtime()
+    for container_id in container_ids:
+        try:
+            runtime.remove(container_id)
+        except Exception as exc:  # the failure matters more; the reconciler tidies up
+            log.warning("new container %s not removed: %s", container_id[:12], exc)
 
 
 def ensure_image(plan: Plan) -> str:
@@ -193,50 +274,70 @@ def ensure_image(plan: Plan) -> str:
     return image_id
 
 
-def container_spec(plan: Plan) -> ContainerSpec:
+def container_spec(plan: Plan, replica: int = 0) -> ContainerSpec:
     """The one place a deployment's run settings become a container's."""
-    settings = get_settings()
-    run = plan.run
-    return ContainerSpec(
-        name=plan.container_name,
+    return replica_spec(
+        app_id=plan.app_id,
+        deployment_id=plan.deployment_id,
+        run=plan.run,
         image=plan.image,
+        replica=replica,
+    )
+
+
+def replica_spec(
+    *, app_id: int, deployment_id: int, run: RunSettings, image: str, replica: int
+) -> ContainerSpec:
+    """A container of this deployment's settings (a scale adds replicas with it too)."""
+    settings = get_settings()
+    return ContainerSpec(
+        name=container_name(settings, app_id, deployment_id, replica),
+        image=image,
         internal_port=run.internal_port,
         command=run.command,
         env=decrypt_env(run.env_ciphertext),
-        labels=platform_labels(settings, plan.app_id, plan.deployment_id),
+        labels=platform_labels(settings, app_id, deployment_id, replica),
         memory_mb=run.memory_mb,
         cpus=run.cpus,
         pids=run.pids,
     )
 
 
-def start_container(plan: Plan, image_id: str) -> StartedContainer:
-    started = get_runtime().run_container(container_spec(plan))
+def start_container(plan: Plan, image_id: str, replica: int = 0) -> StartedContainer:
+    started = get_runtime().run_container(container_spec(plan, replica))
     with get_session() as db:
-        db.execute(
-            update(Deployment)
-            .where(Deployment.id == plan.deployment_id)
-            .values(container_id=started.id, published_port=started.published_port)
-        )
+        if replica == 0:  # the deployment row names the first replica's container
+            db.execute(
+                update(Deployment)
+                .where(Deployment.id == plan.deployment_id)
+                .values(container_id=started.id, published_port=started.published_port)
+            )
         message = f"container {started.name} started on 127.0.0.1:{started.published_port}"
         db.add(DeploymentEvent(deployment_id=plan.deployment_id, kind="container", message=message))
         db.commit()
     return started
 
 
-def wait_until_healthy(plan: Plan, started: StartedContainer) -> None:
+def wait_until_healthy(
+    plan: Plan,
+    started: StartedContainer,
+    replica: int = 0,
+    *,
+    check_cancelled: Callable[[], None] | None = None,
+) -> None:
+    kind = "health" if plan.replicas == 1 else f"health r{replica}"
     wait_until_ready(
         started,
         plan.run.health,
-        check_cancelled=lambda: raise_if_cancelled(plan.deployment_id),
-        report=CollapsingReporter(plan.deployment_id, "health"),
+        check_cancelled=check_cancelled or (lambda: raise_if_cancelled(plan.deployment_id)),
+        report=CollapsingReporter(plan.deployment_id, kind[:32]),
         internal_port=plan.run.internal_port,
     )
     # "healthy" is recorded with the route switch that follows, in its transaction
 
 
-def switch_route(plan: Plan, started: StartedContainer) -> None:
-    """The route goes to the new container; if nginx refuses, back to the previous one."""
+def switch_route(plan: Plan, started: list[StartedContainer]) -> None:
+    """The route goes to the new set in one write; if nginx refuses, back to the previous."""
     with get_session() as db:
         # One commit less before the app serves; a cancel seen here drops this line too
         db.add(
@@ -247,8 +348,8 @@ def switch_route(plan: Plan, started: StartedContainer) -> None:
         pass_point_of_no_return(db, plan.deployment_id)
         app = db.get(App, plan.app_id)
         assert app is not None
-        outcome.point_app_at(app, Serving.started(started))
-        app.status = AppStatus.RUNNING  # the new container serves from this switch on
+        outcome.point_app_at_set(app, ServingSet.started(started))
+        app.status = AppStatus.RUNNING  # the new set serves from this switch on
         db.commit()
     try:
         routing.publish_app_route(plan.app_id)
@@ -256,16 +357,17 @@ def switch_route(plan: Plan, started: StartedContainer) -> None:
         with get_session() as db:
             app = db.get(App, plan.app_id)
             assert app is not None
-            outcome.point_app_at(app, plan.previous)
+            outcome.point_app_at_set(app, plan.previous)
             db.commit()
         raise
-    record_event(plan.deployment_id, "route", "route switched to the new container")
+    what = "the new container" if len(started) == 1 else f"the {len(started)} new replicas"
+    record_event(plan.deployment_id, "route", f"route switched to {what}")
 
 
-def _drain(plan: Plan, port: int) -> None:
-    """Requests the old container is still answering finish before it is stopped."""
+def _drain(plan: Plan, ports: list[int]) -> None:
+    """Requests the old containers are still answering finish before they are stopped."""
     timeout = get_settings().drain_timeout_seconds
-    left = routing.drain(port, timeout=timeout)
+    left = routing.drain_all(ports, timeout=timeout)
     if left:
         record_event(
             plan.deployment_id,
@@ -275,18 +377,25 @@ def _drain(plan: Plan, port: int) -> None:
         )
 
 
-def finish(plan: Plan, started: StartedContainer) -> None:
-    """Retires the old container (best effort: the new one serves whatever happens here)."""
-    previous = plan.previous
-    if previous is not None and previous.container_id != started.id:
-        runtime = get_runtime()
+def finish(plan: Plan, started: list[StartedContainer]) -> None:
+    """Retires the old set (best effort: the new one serves whatever happens here)."""
+    new_ids = {container.id for container in started}
+    old = [serving for serving in plan.previous.all if serving.container_id not in new_ids]
+    if old:
         try:
-            if previous.published_port is not None:
-                _drain(plan, previous.published_port)
-            runtime.stop(previous.container_id)
-            runtime.remove(previous.container_id)
+            _drain(plan, [s.published_port for s in old if s.published_port is not None])
+            with ThreadPoolExecutor(max_workers=min(len(old), 8)) as pool:
+                # Stops run side by side: an app that ignores SIGTERM costs one grace period
+                list(pool.map(lambda s: _retire(s.container_id), old))
         except Exception as exc:
-            log.warning("old container %s not removed: %s", previous.container_id, exc)
+            log.warning("old containers of app %s not all removed: %s", plan.app_id, exc)
         else:
-            record_event(plan.deployment_id, "old-container", "old container stopped")
+            what = f"{len(old)} old containers stopped" if len(old) > 1 else "old container stopped"
+            record_event(plan.deployment_id, "old-container", what)
     retry_database(lambda: outcome.mark_succeeded(plan.app_id, plan.deployment_id))
+
+
+def _retire(container_id: str) -> None:
+    runtime = get_runtime()
+    runtime.stop(container_id)
+    runtime.remove(container_id)

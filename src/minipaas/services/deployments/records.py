@@ -20,6 +20,7 @@ from minipaas.db.models import (
 )
 from minipaas.services import quotas, releases
 from minipaas.services.apps import get_app
+from minipaas.services.builds import naming
 from minipaas.services.deployments import dispatch
 from minipaas.services.errors import Conflict, NotFound, Unavailable
 
@@ -80,7 +81,9 @@ def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = No
         run = release.run_settings()
     # ALLOWED_IMAGES may have changed since the app or the release was made: what runs now
     # must be allowed now
-    quotas.check_image_allowed(get_settings(), run.image)
+    # (an image the platform built for this app is the app's own, whatever the policy)
+    if not naming.is_own_build_image(get_settings(), app.id, run.image):
+        quotas.check_image_allowed(get_settings(), run.image)
     deployment.set_run_settings(run)
     if release is not None:
         deployment.pinned_image_id = release.image_id

@@ -1,0 +1,350 @@
+"""Image builds from a checked context, with Docker's classic builder.
+
+The classic builder enforces `container_limits` on every RUN step (BuildKit ignores memory
+limits: moby/buildkit#593). Closing the stream does not stop it, so a cancel or a deadline
+kills the step's container, known from the build's own output ("Running in <id>").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, NotFound
+
+from minipaas.runtime import labels
+from minipaas.runtime.docker_runtime import DockerRuntime, EngineUnavailable
+
+log = logging.getLogger(__name__)
+
+_RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+_BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})")
+# How often the watcher asks whether to stop (a cancel ends the step within this, plus a kill)
+_WATCH_INTERVAL = 0.5
+# Output is handed on in batches: one database write per batch, not per line
+_FLUSH_LINES = 200
+_FLUSH_SECONDS = 0.25
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    context: Path  # a plain tar, already checked
+    tag: str
+    dockerfile: str
+    build_args: dict[str, str]
+    memory_mb: int
+    cpus: float
+    timeout_seconds: int
+    image_labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: str | None
+    error: str | None = None
+    failed_step: str | None = None
+    stopped: str | None = None  # why it was stopped (cancel, deadline), if it was
+
+
+def build_labels(app_id: int) -> dict[str, str]:
+    """Marks the image as the platform's build of this app (the image GC trusts it). The
+    classic builder adds one step (a container) per label: one label, naming the app, keeps
+    a build's overhead small."""
+    return {labels.BUILT: f"app-{app_id}"}
+
+
+def container_limits(memory_mb: int, cpus: float) -> dict[str, Any]:
+    """Each RUN step's container: memory without swap, CPU shares and as many cores."""
+    cores = max(1, math.ceil(cpus))
+    return {
+        "memory": memory_mb * _MB,
+        "memswap": memory_mb * _MB,
+        "cpushares": max(2, int(1024 * cpus)),
+        "cpusetcpus": f"0-{cores - 1}" if cores > 1 else "0",
+    }
+
+
+class _Progress:
+    """What the output said so far: the step, its container, the last lines."""
+
+    def __init__(self) -> None:
+        self.step: str | None = None
+        self.container: str | None = None
+        self.image_id: str | None = None
+        self.tail: list[str] = []
+        self.lock = threading.Lock()
+
+    def saw(self, line: str) -> None:
+        if match := _STEP.match(line):
+            self.step = line
+        if match := _RUNNING_IN.search(line):
+            with self.lock:
+                self.container = match.group(1)
+        if match := _BUILT.match(line):
+            self.image_id = match.group(1)
+        self.tail = [*self.tail[-19:], line]
+
+
+class _Lines:
+    """Splits the stream's text into lines and hands them on in batches: when a batch is
+    full, or (the watcher's tick) when lines have waited a moment while a step is silent."""
+
+    def __init__(self, sink: Callable[[list[str]], None], progress: _Progress) -> None:
+        self.sink = sink
+        self.progress = progress
+        self.partial = ""
+        self.batch: list[str] = []
+        self.flushed = time.monotonic()
+        self.lock = threading.Lock()  # the reader and the watcher both flush
+
+    def add(self, text: str) -> None:
+        with self.lock:
+            text = self.partial + text.replace("\r\n", "\n")
+            *lines, self.partial = text.split("\n")
+            for line in lines:
+                self.progress.saw(line)
+                self.batch.append(line)
+        if len(self.batch) >= _FLUSH_LINES:
+            self.flush()
+        else:
+            self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        if time.monotonic() - self.flushed > _FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        with self.lock:
+            if final and self.partial:
+                self.progress.saw(self.partial)
+                self.batch.append(self.partial)
+                self.partial = ""
+            if self.batch:
+                self.sink(self.batch)
+                self.batch = []
+            self.flushed = time.monotonic()
+
+
+class _Watcher(threading.Thread):
+    """Kills the running step's container once `stop_reason` gives a reason."""
+
+    def __init__(
+        self,
+        api: docker.APIClient,
+        lines: _Lines,
+        stop_reason: Callable[[], str | None],
+    ) -> None:
+        super().__init__(name="build-watcher", daemon=True)
+        self.api = api
+        self.lines = lines
+        self.progress = lines.progress
+        self.stop_reason = stop_reason
+        self.reason: str | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(_WATCH_INTERVAL):
+            try:
+                self.lines.flush_if_due()  # a silent step: what came before it shows now
+            except Exception:
+                log.warning("build log lines not written yet", exc_info=True)
+            if self.reason is None:
+                try:
+                    self.reason = self.stop_reason()
+                except Exception:  # a database hiccup: ask again at the next tick
+                    log.warning("build watcher could not check for a stop", exc_info=True)
+            if self.reason is not None:
+                self._kill_step()
+
+    def _kill_step(self) -> None:
+        with self.progress.lock:
+            container = self.progress.container
+        if container is None:
+            return
+        # Not running (between steps): the next step's container gets killed
+        with contextlib.suppress(APIError, DockerException):
+            self.api.kill(container)
+
+
+_docker_roots: dict[int, Path | None] = {}
+
+
+def _docker_root(runtime: DockerRuntime) -> Path | None:
+    """Where the engine keeps images (asked once per runtime: `docker info` is slow)."""
+    if id(runtime) not in _docker_roots:
+        try:
+            root = str(runtime.client.info().get("DockerRootDir") or "")
+        except (DockerException, OSError):
+            return None
+        _docker_roots[id(runtime)] = Path(root) if root else None
+    return _docker_roots[id(runtime)]
+
+
+def free_disk_mb(runtime: DockerRuntime, data_dir: Path) -> dict[str, int]:
+    """Free space where the upload sits and where Docker keeps images, in MB."""
+    found = {"DATA_DIR": shutil.disk_usage(data_dir).free // _MB}
+    root = _docker_root(runtime)
+    if root is not None and root.exists():
+        found[f"Docker's root ({root})"] = shutil.disk_usage(root).free // _MB
+    return found
+
+
+def build_image(
+    runtime: DockerRuntime,
+    spec: BuildSpec,
+    *,
+    on_lines: Callable[[list[str]], None],
+    stop_reason: Callable[[], str | None],
+) -> BuildResult:
+    """Runs the build, handing its output on line by line; never raises for a failed step."""
+    progress = _Progress()
+    lines = _Lines(on_lines, progress)
+    try:
+        # A client of its own: a step may print nothing for minutes, past the usual timeout
+        api = docker.from_env(timeout=spec.timeout_seconds + 60).api
+    except DockerException as exc:
+        raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
+    watcher = _Watcher(api, lines, stop_reason)
+    watcher.start()
+    error: str | None = None
+    try:
+        with spec.context.open("rb") as context:
+            for chunk in _stream(api, spec, context):
+                if "stream" in chunk:
+                    lines.add(str(chunk["stream"]))
+                elif "error" in chunk:
+                    error = str(chunk.get("error") or "the build failed").strip()
+                elif isinstance(chunk.get("aux"), dict) and "ID" in chunk["aux"]:
+                    progress.image_id = str(chunk["aux"]["ID"])
+                elif "status" in chunk:  # a pull of the base image (refused here: no registry)
+                    lines.add(f"{chunk['status']}\n")
+    except APIError as exc:
+        error = str(getattr(exc, "explanation", None) or exc)
+    except (DockerException, OSError) as exc:
+        error = f"the Docker engine broke off the build: {exc}"
+    finally:
+        watcher.done.set()
+        watcher.join(timeout=5)
+        lines.flush(final=True)
+    try:
+        return _result(runtime, api, spec, progress, error, watcher.reason)
+    finally:
+        api.close()
+
+
+def _stream(api: docker.APIClient, spec: BuildSpec, context: Any) -> Iterator[dict[str, Any]]:
+    yield from api.build(
+        fileobj=context,
+        custom_context=True,
+        tag=spec.tag,
+        dockerfile=spec.dockerfile,
+        buildargs=spec.build_args or None,
+        container_limits=container_limits(spec.memory_mb, spec.cpus),
+        labels=spec.image_labels,
+        rm=True,
+        # A failed step's container stays until we read why it failed (OOM, exit code)
+        forcerm=False,
+        pull=False,
+        decode=True,
+        timeout=spec.timeout_seconds + 60,
+    )
+
+
+def _result(
+    runtime: DockerRuntime,
+    api: docker.APIClient,
+    spec: BuildSpec,
+    progress: _Progress,
+    error: str | None,
+    stopped: str | None,
+) -> BuildResult:
+    if error is None and stopped is None:
+        image_id = runtime.image_id(spec.tag)
+        if image_id is not None:
+            return BuildResult(image_id=image_id)
+        error = "the build ended without an image"
+    failed = progress.container
+    why = error or "stopped"
+    if failed is not None:
+        why = _step_failure(api, failed, why, spec.memory_mb)
+    if stopped is not None:
+        return BuildResult(image_id=None, error=stopped, failed_step=progress.step, stopped=stopped)
+    last = "\n".join(line for line in progress.tail[-10:] if line.strip())
+    message = f"{progress.step or 'the build'} failed: {why}"
+    if progress.step is not None and " : FROM " in progress.step:
+        message += (
+            "\nbase images are never pulled: the image named in FROM must be on this host "
+            "(build or load it there first, or use one that is)"
+        )
+    if last:
+        message += f"\nlast lines:\n{last}"
+    return BuildResult(image_id=None, error=message, failed_step=progress.step)
+
+
+def _step_failure(api: docker.APIClient, container: str, error: str, memory_mb: int) -> str:
+    """The failed step's container says whether memory ran out; it is removed after."""
+    try:
+        state = api.inspect_container(container).get("State", {})
+    except NotFound:
+        return error  # the step succeeded and its container is gone: the error came later
+    except (APIError, DockerException):
+        state = {}
+    try:
+        api.remove_container(container, force=True)
+    except (APIError, DockerException):
+        log.warning("could not remove the failed build step's container %s", container)
+    if state.get("OOMKilled"):
+        return (
+            f"out of memory: the step used more than BUILD_MEMORY_MB ({memory_mb} MB) and was "
+            f"killed (exit code {state.get('ExitCode')})"
+        )
+    return error
+
+
+def step_container_in(line: str) -> str | None:
+    """The container a build step runs in, when the line announces one."""
+    match = _RUNNING_IN.search(line)
+    return match.group(1) if match else None
+
+
+def kill_step_container(runtime: DockerRuntime, container: str) -> None:
+    """Ends a build step's container (its builder died): the build fails instead of
+    running on unwatched."""
+    with contextlib.suppress(NotFound, APIError, DockerException):
+        runtime.client.api.remove_container(container, force=True)
+
+
+def remove_build_tag(runtime: DockerRuntime, tag: str) -> bool:
+    """Removes an old build's tag (the image with it, when no other name or container holds
+    it); False when Docker refuses."""
+    try:
+        runtime.client.api.remove_image(tag, force=False, noprune=False)
+    except NotFound:
+        return True
+    except (APIError, DockerException):
+        return False
+    return True
+
+
+def prune_build_cache(runtime: DockerRuntime) -> None:
+    """The engine's build cache, and leftovers of the platform's own builds (untagged)."""
+    try:
+        runtime.client.api.prune_builds()
+    except (APIError, DockerException):
+        log.info("the engine's build cache could not be pruned", exc_info=True)
+    try:
+        runtime.client.images.prune(filters={"dangling": True, "label": labels.BUILT})
+    except (APIError, DockerException):
+        log.info("dangling build images could not be pruned", exc_info=True)

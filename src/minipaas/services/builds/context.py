@@ -1,0 +1,227 @@
+"""Uploaded build contexts: every entry checked before the engine sees any of it.
+
+The upload (tar, or tar.gz) is read as a stream and written again as a plain tar holding only
+entries that passed: Docker then reads exactly what was checked, never a second parser's idea
+of the same bytes. Refused, with the entry named: absolute paths, `..`, links (symbolic or
+hard) that lead outside the context, even through other links, devices and fifos, and archives
+that expand past BUILD_MAX_CONTEXT_MB or BUILD_MAX_FILES.
+"""
+
+from __future__ import annotations
+
+import gzip
+import posixpath
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from minipaas.services.errors import InvalidRequest
+
+GZIP_MAGIC = b"\x1f\x8b"
+# Header and padding bytes a tar may hold besides file data, per entry (pax headers included)
+_OVERHEAD_PER_ENTRY = 8 * 1024
+# A directory that never exists: the data filter resolves paths under it lexically
+_FILTER_ROOT = Path("/nonexistent/minipaas-build-context")
+# Links followed while resolving one path, as the kernel's own limit
+_MAX_LINK_HOPS = 40
+
+
+class ContextRefused(InvalidRequest):
+    """A 422 on the request body that names the entry at fault."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, loc=("body",))
+
+
+@dataclass(frozen=True)
+class ContextSummary:
+    files: int
+    bytes: int
+
+
+class _CappedReader:
+    """Reads at most `limit` bytes of the decompressed stream: a gzip bomb stops here."""
+
+    def __init__(self, raw: IO[bytes], limit: int) -> None:
+        self.raw = raw
+        self.limit = limit
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or self.count + size > self.limit:
+            size = self.limit - self.count + 1
+        data = self.raw.read(size)
+        self.count += len(data)
+        if self.count > self.limit:
+            raise ContextRefused(
+                f"the context expands past {self.limit // (1024 * 1024)} MB of tar data "
+                "(BUILD_MAX_CONTEXT_MB); leave build outputs out (.dockerignore)"
+            )
+        return data
+
+
+def check_dockerfile_path(path: str) -> str:
+    """The Dockerfile's path inside the context, normalized; 422 if it could leave it."""
+    cleaned = path.strip()
+    if not cleaned or cleaned.startswith("/") or "\\" in cleaned or "\x00" in cleaned:
+        raise InvalidRequest(
+            f"dockerfile {path!r} must be a relative path inside the context",
+            loc=("query", "dockerfile"),
+        )
+    if ".." in cleaned.split("/"):
+        raise InvalidRequest(
+            f"dockerfile {path!r} may not contain '..': it must stay inside the context",
+            loc=("query", "dockerfile"),
+        )
+    normalized = posixpath.normpath(cleaned)
+    if normalized in (".", "") or len(normalized) > 255:
+        raise InvalidRequest(
+            f"dockerfile {path!r} must name a file inside the context",
+            loc=("query", "dockerfile"),
+        )
+    return normalized
+
+
+def _entry_path(member: tarfile.TarInfo) -> str:
+    """The entry's path relative to the context root, or a 422 naming it."""
+    name = member.name
+    if "\x00" in name or "\\" in name:
+        raise ContextRefused(f"context entry {name!r}: the name has a NUL or a backslash")
+    if name.startswith("/"):
+        raise ContextRefused(f"context entry {name!r}: absolute paths are not allowed")
+    if ".." in name.split("/"):
+        raise ContextRefused(f"context entry {name!r}: '..' is not allowed in paths")
+    return posixpath.normpath(name)
+
+
+def _resolve(path: str, links: dict[str, str], what: str) -> str:
+    """`path` with every link of the archive followed; a 422 naming `what` if it leaves."""
+    pending = [part for part in path.split("/") if part not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            if not resolved:
+                raise ContextRefused(f"context entry {what!r}: a link leads outside the context")
+            resolved.pop()
+            continue
+        here = "/".join([*resolved, part])
+        target = links.get(here)
+        if target is None:
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > _MAX_LINK_HOPS or target.startswith("/"):
+            raise ContextRefused(f"context entry {what!r}: a link leads outside the context")
+        # Stored from the root: start over there
+        resolved = []
+        pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+    return "/".join(resolved)
+
+
+def _check_link(member: tarfile.TarInfo, path: str, links: dict[str, str]) -> None:
+    target = member.linkname
+    if "\x00" in target or target.startswith("/"):
+        raise ContextRefused(
+            f"context entry {member.name!r}: links to absolute paths are not allowed"
+        )
+    if member.issym():
+        # A symbolic link is read from its own directory
+        parent = posixpath.dirname(path)
+        from_root = posixpath.join(parent, target) if parent else target
+        _resolve(from_root, links, member.name)
+        links[path] = from_root
+    else:  # a hard link names another entry, from the root
+        _resolve(target, links, member.name)
+
+
+def sanitize_context(
+    upload: Path, clean: Path, *, dockerfile: str, max_bytes: int, max_files: int
+) -> ContextSummary:
+    """Checks every entry of `upload` and writes those that pass as a plain tar at `clean`."""
+    with upload.open("rb") as raw:
+        compressed = raw.read(2) == GZIP_MAGIC
+        raw.seek(0)
+        stream: IO[bytes] = (
+            gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw  # type: ignore[assignment]
+        )
+        capped = _CappedReader(stream, max_bytes + max_files * _OVERHEAD_PER_ENTRY)
+        try:
+            return _copy_checked(capped, clean, dockerfile, max_bytes, max_files)
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError, UnicodeError) as exc:
+            if isinstance(exc, tarfile.FilterError):
+                raise ContextRefused(f"context entry: {exc}") from None
+            raise ContextRefused(
+                f"the body is not a readable tar or tar.gz archive ({exc}); "
+                "send the context as `tar -c` or `tar -cz` output"
+            ) from None
+
+
+def _copy_checked(
+    capped: _CappedReader, clean: Path, dockerfile: str, max_bytes: int, max_files: int
+) -> ContextSummary:
+    links: dict[str, str] = {}
+    regular: set[str] = set()
+    files = 0
+    total = 0
+    # "r|": a stream, read once front to back; nothing is extracted to disk
+    with (
+        tarfile.open(fileobj=capped, mode="r|", errorlevel=2) as archive,  # type: ignore[call-overload]
+        tarfile.open(clean, mode="w", format=tarfile.PAX_FORMAT) as out,
+    ):
+        for member in archive:
+            files += 1
+            if files > max_files:
+                raise ContextRefused(
+                    f"the context has more than {max_files} entries (BUILD_MAX_FILES); "
+                    "leave dependencies and build outputs out (.dockerignore)"
+                )
+            path = _entry_path(member)
+            if (
+                member.ischr()
+                or member.isblk()
+                or member.isfifo()
+                or not (member.isreg() or member.isdir() or member.issym() or member.islnk())
+            ):
+                raise ContextRefused(
+                    f"context entry {member.name!r}: only files, directories and links are "
+                    "allowed (no devices, fifos or sockets)"
+                )
+            if path != ".":
+                # A path that goes through a link must still land inside
+                _resolve(path, links, member.name)
+            if member.issym() or member.islnk():
+                _check_link(member, path, links)
+            total += member.size if member.isreg() else 0
+            if total > max_bytes:
+                raise ContextRefused(
+                    f"context entry {member.name!r}: the context expands past "
+                    f"{max_bytes // (1024 * 1024)} MB (BUILD_MAX_CONTEXT_MB)"
+                )
+            checked = member.replace(
+                name=path,
+                uid=0,
+                gid=0,
+                uname="",
+                gname="",
+                # No setuid, setgid or sticky bits from an upload
+                mode=member.mode & 0o777,
+                deep=False,
+            )
+            if member.islnk():
+                checked = checked.replace(linkname=posixpath.normpath(member.linkname), deep=False)
+            # Python's own rules for untrusted archives, on top of the ones above
+            tarfile.data_filter(checked, str(_FILTER_ROOT))
+            if member.isreg():
+                regular.add(path)
+                out.addfile(checked, archive.extractfile(member))
+            else:
+                out.addfile(checked)
+    if dockerfile not in regular:
+        raise ContextRefused(
+            f"the context has no file {dockerfile!r}: add a Dockerfile or name it with "
+            "?dockerfile=PATH"
+        )
+    return ContextSummary(files=files, bytes=total)

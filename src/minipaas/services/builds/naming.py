@@ -1,0 +1,39 @@
+"""How built images are named: one repository per app, one tag per build."""
+
+from __future__ import annotations
+
+from minipaas.config import Settings
+from minipaas.db.models import User
+from minipaas.services.errors import InvalidRequest
+
+
+def build_repository(settings: Settings, app_id: int) -> str:
+    """Where an app's built images are tagged: one repository per app, one tag per build."""
+    return f"{settings.instance_name.lower()}-builds/app-{app_id}"
+
+
+def build_tag(settings: Settings, app_id: int, number: int) -> str:
+    return f"{build_repository(settings, app_id)}:{number}"
+
+
+def is_own_build_image(settings: Settings, app_id: int, image: str) -> bool:
+    """The image is one of this app's builds (ALLOWED_IMAGES does not apply to it)."""
+    return image.startswith(f"{build_repository(settings, app_id)}:")
+
+
+def is_build_image(settings: Settings, image: str) -> bool:
+    """Any app's build: another app may not name it (it holds that app's source)."""
+    return image.startswith(f"{settings.instance_name.lower()}-builds/")
+
+
+def check_not_a_build(settings: Settings, image: str, *, app_id: int | None, user: User) -> None:
+    """Members may not run another app's build by naming its tag: it holds that app's source."""
+    if user.is_admin or not is_build_image(settings, image):
+        return
+    if app_id is not None and is_own_build_image(settings, app_id, image):
+        return
+    raise InvalidRequest(
+        f"image '{image}' is another app's build; build this app from its source instead "
+        "(POST /apps/{id}/builds)",
+        loc=("body", "image"),
+    )

@@ -1,0 +1,205 @@
+"""How a build goes, in a builder process: check disk, build with the engine's limits while
+its lines go to PostgreSQL, then tag, record and hand the image to a normal deployment."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import func, insert, select, update
+
+from minipaas.clock import now
+from minipaas.config import get_settings
+from minipaas.db.models import ACTIVE_BUILD_STATUSES, App, Build, BuildLogLine, BuildStatus
+from minipaas.db.session import get_session
+from minipaas.runtime import get_runtime
+from minipaas.runtime.builder import (
+    BuildResult,
+    BuildSpec,
+    build_image,
+    build_labels,
+    free_disk_mb,
+    kill_step_container,
+    remove_build_tag,
+    step_container_in,
+)
+from minipaas.services.builds import naming, records
+from minipaas.services.deployments import records as deployments
+from minipaas.services.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+# A stored log line longer than this is cut (a minified file printed by a step)
+MAX_LINE_CHARS = 4000
+
+
+def run_build(build_id: int) -> None:
+    """Carries out a queued build; every outcome ends in the build's row."""
+    settings = get_settings()
+    with get_session() as db:
+        build = db.get(Build, build_id)
+        if build is None or build.status is not BuildStatus.QUEUED:
+            return  # cancelled while queued, or already run
+        build.status = BuildStatus.RUNNING
+        build.started_at = now()
+        app_id, number = build.app_id, build.number
+        spec_args = (build.dockerfile, dict(build.build_args or {}))
+        db.commit()
+    context = records.context_path(settings, build_id)
+    started = time.monotonic()
+    try:
+        low = _short_of_disk()
+        if low is not None:
+            _finish(build_id, BuildResult(image_id=None, error=low), started)
+            return
+        if not context.exists():
+            _finish(build_id, BuildResult(None, error="the uploaded context is gone"), started)
+            return
+        runtime = get_runtime()
+        spec = BuildSpec(
+            context=context,
+            tag=naming.build_tag(settings, app_id, number),
+            dockerfile=spec_args[0],
+            build_args=spec_args[1],
+            memory_mb=settings.build_memory_mb,
+            cpus=settings.build_cpus,
+            timeout_seconds=settings.build_timeout_seconds,
+            image_labels=build_labels(app_id),
+        )
+        deadline = started + settings.build_timeout_seconds
+        writer = _LogWriter(build_id)
+        result = build_image(
+            runtime,
+            spec,
+            on_lines=writer.write,
+            stop_reason=lambda: _stop_reason(build_id, deadline),
+        )
+        _finish(build_id, result, started, tag=spec.tag)
+    except Exception as exc:
+        log.exception("build %s failed", build_id)
+        _finish(build_id, BuildResult(None, error=f"the build could not run: {exc}"), started)
+    finally:
+        context.unlink(missing_ok=True)
+
+
+def _short_of_disk() -> str | None:
+    settings = get_settings()
+    for where, free in free_disk_mb(get_runtime(), settings.data_dir).items():
+        if free < settings.build_min_free_disk_mb:
+            return (
+                f"only {free} MB free in {where}; builds need BUILD_MIN_FREE_DISK_MB "
+                f"({settings.build_min_free_disk_mb} MB): free some disk and build again"
+            )
+    return None
+
+
+def _stop_reason(build_id: int, deadline: float) -> str | None:
+    if time.monotonic() > deadline:
+        seconds = get_settings().build_timeout_seconds
+        return f"the build took longer than BUILD_TIMEOUT_SECONDS ({seconds} s) and was stopped"
+    with get_session() as db:
+        found = db.execute(select(Build.cancel_requested_at).where(Build.id == build_id)).first()
+    if found is None:
+        return "the app was deleted"
+    return "cancelled" if found[0] is not None else None
+
+
+class _LogWriter:
+    """Appends the build's lines, numbered from 1, in the order they came."""
+
+    def __init__(self, build_id: int) -> None:
+        self.build_id = build_id
+        with get_session() as db:  # a build that ran before (a retried job) continues its log
+            self.count = (
+                db.scalar(
+                    select(func.max(BuildLogLine.line)).where(BuildLogLine.build_id == build_id)
+                )
+                or 0
+            )
+
+    def write(self, lines: list[str]) -> None:
+        rows = []
+        container = None
+        for text in lines:
+            self.count += 1
+            rows.append(
+                {"build_id": self.build_id, "line": self.count, "text": text[:MAX_LINE_CHARS]}
+            )
+            container = step_container_in(text) or container
+        with get_session() as db:
+            db.execute(insert(BuildLogLine), rows)
+            if container is not None:
+                db.execute(
+                    update(Build)
+                    .where(Build.id == self.build_id)
+                    .values(step_container_id=container)
+                )
+            db.commit()
+
+
+def _finish(build_id: int, result: BuildResult, started: float, *, tag: str | None = None) -> None:
+    with get_session() as db:
+        build = db.get(Build, build_id)
+        if build is None:  # the app was deleted meanwhile: its image goes too
+            if result.image_id is not None and tag is not None:
+                remove_build_tag(get_runtime(), tag)
+            return
+        build.finished_at = now()
+        build.duration_seconds = round(time.monotonic() - started, 3)
+        if result.image_id is None:
+            build.status = (
+                BuildStatus.CANCELLED if result.stopped == "cancelled" else (BuildStatus.FAILED)
+            )
+            build.error = result.error
+            build.failed_step = result.failed_step
+            db.commit()
+            return
+        build.status = BuildStatus.SUCCEEDED
+        build.image_id = result.image_id
+        build.image_tag = tag
+        db.commit()
+        if build.deploy_on_success and tag is not None:
+            _deploy(build_id, tag)
+
+
+def _deploy(build_id: int, tag: str) -> None:
+    """The app runs the new image from now on, through the normal health-gated deploy (so it
+    becomes a release, and rollbacks work as for any image)."""
+    with get_session() as db:
+        build = db.get(Build, build_id)
+        assert build is not None
+        app = db.scalar(select(App).where(App.id == build.app_id).with_for_update())
+        if app is None:
+            return
+        app.image = tag
+        db.commit()
+        try:
+            deployment = deployments.request_deployment(db=db, app_id=app.id)
+        except ServiceError as exc:
+            db.rollback()
+            build = db.get(Build, build_id)
+            assert build is not None
+            build.error = f"built, but not deployed: {exc.message}"
+            db.commit()
+            return
+        build = db.get(Build, build_id)
+        assert build is not None
+        build.deployment_id = deployment.id
+        db.commit()
+
+
+def end_abandoned_build(build_id: int, reason: str) -> bool:
+    """Fails a build that is still queued or running; True if it did."""
+    with get_session() as db:
+        build = db.get(Build, build_id, with_for_update=True)
+        if build is None or build.status not in ACTIVE_BUILD_STATUSES:
+            return False
+        build.status = BuildStatus.FAILED
+        build.error = reason
+        build.finished_at = now()
+        container = build.step_container_id
+        db.commit()
+    if container is not None:
+        kill_step_container(get_runtime(), container)
+    records.context_path(get_settings(), build_id).unlink(missing_ok=True)
+    return True

@@ -1,0 +1,82 @@
+"""The builder against the real engine, without the platform: a deadline kills the running
+step within a second, lines arrive while a step is silent, memory limits hold."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from minipaas.config import Settings
+from minipaas.runtime.builder import BuildSpec, build_image
+from minipaas.runtime.docker_runtime import DockerRuntime
+from tests.support.builds import scratch_context, tar_bytes
+
+pytestmark = [pytest.mark.docker]
+
+
+def _spec(tmp_path: Path, run: str, tag: str) -> BuildSpec:
+    context = tmp_path / "context.tar"
+    context.write_bytes(tar_bytes(scratch_context("x", run=run)))
+    return BuildSpec(
+        context=context,
+        tag=tag,
+        dockerfile="Dockerfile",
+        build_args={},
+        memory_mb=64,
+        cpus=0.5,
+        timeout_seconds=60,
+        image_labels={"io.minipaas.built": "test"},
+    )
+
+
+def test_a_deadline_kills_the_silent_step_and_says_why(tmp_path: Path) -> None:
+    marker = secrets.token_hex(6)
+    spec = _spec(tmp_path, f"echo started {marker}; sleep 300", f"minipaas-test/deadline:{marker}")
+    lines: list[tuple[float, str]] = []
+    asked: list[float] = []
+    began = time.monotonic()
+
+    def stop_reason() -> str | None:
+        # The deadline passes 1.5 s after the step printed its line, while it sleeps on
+        seen = [at for at, line in lines if f"started {marker}" in line]
+        if not seen or time.monotonic() - seen[0] < 1.5:
+            return None
+        asked.append(time.monotonic())
+        return "took longer than BUILD_TIMEOUT_SECONDS"
+
+    result = build_image(
+        DockerRuntime(Settings(data_dir=tmp_path)),
+        spec,
+        on_lines=lambda batch: lines.extend((time.monotonic(), line) for line in batch),
+        stop_reason=stop_reason,
+    )
+    ended = time.monotonic()
+    assert result.image_id is None and result.stopped == "took longer than BUILD_TIMEOUT_SECONDS"
+    assert result.failed_step is not None and " : RUN " in result.failed_step
+    # The line came while the step was silent, not at its end; the kill took under 2 s
+    assert asked, "the step's line never arrived while it ran"
+    print(f"\nstopped {ended - asked[0]:.2f} s after the deadline ({ended - began:.1f} s in all)")
+    assert ended - asked[0] < 2
+    left = [
+        c
+        for c in docker.from_env().containers.list(all=True)
+        if marker in " ".join(c.attrs["Config"].get("Cmd") or [])
+    ]
+    assert left == []
+
+
+def test_free_disk_is_checked_where_uploads_and_images_live(tmp_path: Path) -> None:
+    from minipaas.runtime.builder import free_disk_mb
+    from minipaas.services.builds.records import check_free_disk
+    from minipaas.services.errors import InsufficientStorage
+
+    found = free_disk_mb(DockerRuntime(Settings(data_dir=tmp_path)), tmp_path)
+    assert "DATA_DIR" in found and any(where.startswith("Docker's root") for where in found)
+    assert all(mb > 0 for mb in found.values())
+    check_free_disk(Settings(data_dir=tmp_path, build_min_free_disk_mb=1))
+    with pytest.raises(InsufficientStorage, match="BUILD_MIN_FREE_DISK_MB"):
+        check_free_disk(Settings(data_dir=tmp_path, build_min_free_disk_mb=10**9))
