@@ -10,6 +10,11 @@
 local cjson = require("cjson.safe")
 local balancer = require("ngx.balancer")
 local traffic = require("minipaas_traffic")
+local control = require("minipaas_control")
+
+local is_int = control.is_int
+local read_secret = control.read_secret
+local read_json = control.read_json
 
 local routes = ngx.shared.minipaas_routes
 -- requests being proxied, by upstream port
@@ -32,11 +37,6 @@ local NOT_FOUND_PATH = '{"detail": "no app is routed at this path; apps live und
 
 -- validation: the Python side checks the same rules; this keeps a bad caller from
 -- putting anything else into the table
-
-local function is_int(value, low, high)
-    return type(value) == "number" and value == math.floor(value) and value >= low
-        and value <= high
-end
 
 local function is_label(s)
     return #s >= 1 and #s <= 63 and s:find("^[a-z0-9][a-z0-9-]*$") ~= nil
@@ -305,21 +305,6 @@ end
 
 -- start: the snapshot (compacted) then the journal (appended since), one JSON op a line
 
-local function read_secret(path)
-    local file = io.open(path, "r")
-    if not file then
-        ngx.log(ngx.ERR, "router secret ", path, " is missing: control requests are refused")
-        return nil
-    end
-    local value = file:read("*l")
-    file:close()
-    if not value or #value < 32 then
-        ngx.log(ngx.ERR, "router secret in ", path, " is too short: control requests are refused")
-        return nil
-    end
-    return value
-end
-
 local function fold_file(path, table_by_id)
     local file = io.open(path, "r")
     if not file then
@@ -554,29 +539,6 @@ end
 
 local function reply(status, data)
     return send(status, "application/json", cjson.encode(data))
-end
-
-local function read_json()
-    ngx.req.read_body()
-    local body = ngx.req.get_body_data()
-    if not body then
-        local path = ngx.req.get_body_file()
-        if path then
-            local file = io.open(path, "rb")
-            if file then
-                body = file:read("*a")
-                file:close()
-            end
-        end
-    end
-    if not body then
-        return nil, "the request has no body"
-    end
-    local data, err = cjson.decode(body)
-    if data == nil then
-        return nil, "body is not JSON: " .. tostring(err)
-    end
-    return data
 end
 
 local function dump()

@@ -10,6 +10,11 @@
 
 local cjson = require("cjson.safe")
 local ssl = require("ngx.ssl")
+local control = require("minipaas_control")
+
+local is_int = control.is_int
+local read_secret = control.read_secret
+local read_json = control.read_json
 
 local store = ngx.shared.minipaas_tls
 local _M = {}
@@ -37,24 +42,6 @@ local function is_name(s)
         end
     end
     return true
-end
-
-local function is_int(value, low, high)
-    return type(value) == "number" and value == math.floor(value) and value >= low
-        and value <= high
-end
-
-local function read_secret(path)
-    local file = io.open(path, "r")
-    if not file then
-        return nil
-    end
-    local value = file:read("*l")
-    file:close()
-    if not value or #value < 32 then
-        return nil
-    end
-    return value
 end
 
 -- state: {version = "...", certs = [{names = [...], cert = pem, key = pem}],
@@ -253,27 +240,6 @@ local function reply(status, data)
     ngx.header["Content-Type"] = "application/json"
     ngx.print(cjson.encode(data))
     return ngx.exit(ngx.HTTP_OK)
-end
-
-local function read_json()
-    ngx.req.read_body()
-    local body = ngx.req.get_body_data()
-    if not body then
-        local path = ngx.req.get_body_file()
-        local file = path and io.open(path, "rb")
-        if file then
-            body = file:read("*a")
-            file:close()
-        end
-    end
-    if not body then
-        return nil, "the request has no body"
-    end
-    local data, err = cjson.decode(body)
-    if data == nil then
-        return nil, "body is not JSON: " .. tostring(err)
-    end
-    return data
 end
 
 function _M.control()
