@@ -6,11 +6,7 @@ whole platform (so `pytest -m "not docker"` runs it too).
 
 from __future__ import annotations
 
-import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -20,32 +16,15 @@ from sqlalchemy import URL, create_engine, inspect
 from minipaas.db import migrate
 from minipaas.db.models import Base
 from minipaas.host.postgres import LocalPostgres
-from tests.support.stack import free_port
+from tests.support.postgres import throwaway_postgres
 
 pytestmark = [pytest.mark.postgres]
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[LocalPostgres]:
-    """A PostgreSQL cluster of its own on a free loopback port, deleted afterwards."""
-    # PostgreSQL runs as its own user, which must be able to reach its data directory
-    top = Path(tempfile.mkdtemp(prefix="minipaas-test-pg-"))
-    top.chmod(0o711)
-    cluster = LocalPostgres(
-        data_dir=top / "postgres" / "data",
-        port=free_port(),
-        user="minipaas",
-        password=secrets.token_urlsafe(12),
-        database="minipaas",
-    )
-    try:
-        cluster.start()
+    with throwaway_postgres() as cluster:
         yield cluster
-    finally:
-        try:
-            cluster.stop()
-        finally:
-            shutil.rmtree(top, ignore_errors=True)
 
 
 def test_upgrade_from_empty_downgrade_and_upgrade_again(postgres: LocalPostgres) -> None:

@@ -13,9 +13,7 @@ older schema loaded onto a new install and upgraded, and the apps queued afterwa
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,7 +55,7 @@ from minipaas.host import backup
 from minipaas.host.backup import known_revisions
 from minipaas.host.postgres import LocalPostgres, postgres_bin_dir
 from minipaas.services import restored_apps, users
-from tests.support.stack import free_port
+from tests.support.postgres import throwaway_postgres
 
 pytestmark = [pytest.mark.postgres]
 
@@ -359,23 +357,8 @@ def _check(engine: Engine, filled: set[str]) -> None:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[LocalPostgres]:
-    top = Path(tempfile.mkdtemp(prefix="minipaas-test-pg-data-"))
-    top.chmod(0o711)  # PostgreSQL runs as its own user
-    cluster = LocalPostgres(
-        data_dir=top / "postgres" / "data",
-        port=free_port(),
-        user="minipaas",
-        password=secrets.token_urlsafe(12),
-        database="minipaas",
-    )
-    try:
-        cluster.start()
+    with throwaway_postgres() as cluster:
         yield cluster
-    finally:
-        try:
-            cluster.stop()
-        finally:
-            shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
