@@ -206,6 +206,7 @@ def main() -> None:
                 data_dir=workdir / "data",
                 router_host="127.0.0.1",
                 router_port=free_port(),
+                router_tls_port=0,  # no HTTPS here (the environment may name a port)
                 app_port=free_port(),
                 _env_file=None,
             )

@@ -137,6 +137,26 @@ def claim_turn(name: str, seconds: float) -> bool:
         return True
 
 
+def hold_lease(name: str, seconds: float) -> bool:
+    """True while this process holds the named lease: taken when free, renewed by its
+    holder's calls, lost `seconds` after the holder's last one (a dead worker's passes on).
+    For work with state in memory that one process must do alone. Without Redis the caller
+    holds it: what it guards must be safe to run twice."""
+    key = f"minipaas:{get_settings().instance_name}:lease:{name}"
+    holder = f"{os.uname().nodename}:{os.getpid()}"
+    ttl = max(100, int(seconds * 1000))
+    try:
+        redis = get_redis()
+        if redis.set(key, holder, nx=True, px=ttl):
+            return True
+        current = redis.get(key)
+        if current in (holder, holder.encode()):
+            return bool(redis.pexpire(key, ttl))
+        return False
+    except (RedisError, OSError):
+        return True
+
+
 def is_enqueued(job_id: str) -> bool:
     """The job's id is in the queue's list: a worker will take it. A job can say "queued"
     without being there when Redis was killed between writing the job and pushing its id."""

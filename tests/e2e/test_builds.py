@@ -14,6 +14,7 @@ import sys
 import tarfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import docker
@@ -68,8 +69,11 @@ def test_a_scratch_build_is_deployed_served_cached_and_rolled_back(
     assert len(first["upload_sha256"]) == 64 and first["context_files"] == 3
     log = build_log(api, app_id, 1)
     assert log.startswith("Step 1/") and "FROM scratch" in log and "Successfully tagged" in log
+    # Not labelled (the GC knows builds by the image ids recorded here): the Dockerfile's
+    # steps and the one that tags it, no extra step
     image = docker.from_env().images.get(first["image_id"])
-    assert image.labels["io.minipaas.built"] == f"app-{app_id}"
+    assert not any(name.startswith("io.minipaas") for name in image.labels or {})
+    assert "LABEL" not in log
 
     second, _, _ = _build_and_deploy(
         api, app_id, tar_bytes(scratch_context("built v2\n"), mode="w:gz")
@@ -227,6 +231,9 @@ def test_options_are_checked(api: httpx.Client, app_name: str) -> None:
     body = tar_bytes(scratch_context("x"))
     assert start_build(api, app_id, body, dockerfile="../Dockerfile").status_code == 422
     assert start_build(api, app_id, body, build_arg="no equals sign").status_code == 422
+    # PostgreSQL's JSON cannot store a NUL: a clear 422 before the upload, not a 500 after
+    nul = start_build(api, app_id, body, build_arg="A=x\x00y")
+    assert nul.status_code == 422 and "NUL" in nul.text
     missing = start_build(api, app_id, body, dockerfile="docker/Dockerfile.prod")
     assert missing.status_code == 422 and "docker/Dockerfile.prod" in missing.text
     assert start_build(api, app_id, b"").status_code == 422
@@ -505,6 +512,12 @@ def test_a_members_builds_are_capped_and_private(
             "/apps", json={"name": f"{app_name}-x", "image": theirs, "internal_port": 80}
         )
         assert refused.status_code == 422 and "another app's build" in refused.text
+        # ... nor build on it, nor copy out of it (it holds that app's source)
+        own = create_app(other, f"{app_name}-y", HELLO_V1)["id"]
+        for dockerfile in (f"FROM {theirs}\n", f"FROM scratch\nCOPY --from={theirs} / /\n"):
+            context = tar_bytes({"Dockerfile": dockerfile})
+            answer = start_build(other, own, context)
+            assert answer.status_code == 422 and "another app's build" in answer.text, answer.text
 
 
 def test_a_builder_killed_mid_build_fails_the_build_and_ends_its_step(
@@ -567,3 +580,92 @@ def test_old_build_images_are_collected_beyond_keep_build_images(
     eventually(oldest_gone, timeout=30, message="the oldest build's image was not collected")
     for tag in tags[1:]:
         client.images.get(tag)  # the newest KEEP_BUILD_IMAGES stay
+
+
+def test_an_image_built_from_a_build_by_someone_else_is_never_collected(
+    stack: Stack, api: httpx.Client, app_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from minipaas.config import get_settings
+    from minipaas.services.builds import recovery
+    from minipaas.worker import reconciler
+
+    monkeypatch.setattr(get_settings(), "keep_build_images", 1)
+    client = docker.from_env()
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    # An old build nothing runs: beyond KEEP_BUILD_IMAGES, its image is collected
+    unused = start_build(api, app_id, tar_bytes(scratch_context(f"{app_name} 0\n")), deploy="false")
+    assert unused.status_code == 202, unused.text
+    unused_build = wait_for_build(api, app_id, unused.json()["number"])
+    assert unused_build["status"] == "succeeded", unused_build["error"]
+    base, _, _ = _build_and_deploy(api, app_id, tar_bytes(scratch_context(f"{app_name} 1\n")))
+    # Someone with the host's Docker builds FROM the platform's build (it inherits all its
+    # labels and layers), and the app runs it for a release
+    derived = f"minipaas-test/{app_name}:derived"
+    context = tar_bytes(
+        {
+            "Dockerfile": f"FROM {base['image_tag']}\nCOPY index.html /www/index.html\n",
+            "index.html": f"{app_name} derived\n",
+        }
+    )
+    derived_image, _ = client.images.build(
+        fileobj=io.BytesIO(context), custom_context=True, tag=derived, rm=True
+    )
+    assert api.patch(f"/apps/{app_id}", json={"image": derived}).status_code == 200
+    release = api.post(f"/apps/{app_id}/deploy")
+    assert release.status_code == 202, release.text
+    assert wait_for_deployment(api, app_id, release.json()["id"])["status"] == "succeeded"
+    # Two newer builds: the derived image's release is older than KEEP_RELEASE_IMAGES (2)
+    for number in (2, 3):
+        _build_and_deploy(api, app_id, tar_bytes(scratch_context(f"{app_name} {number}\n")))
+    eventually(
+        lambda: not client.containers.list(all=True, filters={"ancestor": derived_image.id}),
+        timeout=15,
+        message="the derived image's container was not removed",
+    )
+
+    def unused_collected() -> bool:
+        reconciler._remove_old_release_images()  # what the worker's reconciler runs each pass
+        recovery.remove_old_build_images()
+        try:
+            client.images.get(unused_build["image_id"])
+        except docker.errors.ImageNotFound:
+            return True
+        return False
+
+    eventually(unused_collected, timeout=20, message="the old unused build was not collected")
+    assert client.images.get(derived_image.id).tags == [derived], "the GC took someone's image"
+    assert api.delete(f"/apps/{app_id}").status_code == 204
+    client.images.remove(derived)
+
+
+def test_a_build_whose_builder_died_before_deploying_it_is_deployed_by_the_reconciler(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    """The builder records the success, then asks for the deployment: a builder killed in
+    between leaves a succeeded build with no deployment, which the reconciler deploys."""
+    from sqlalchemy import update
+
+    from minipaas.db.models import Build
+    from minipaas.db.session import get_session
+
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    started = start_build(api, app_id, tar_bytes(scratch_context("late\n")), deploy="false")
+    assert started.status_code == 202, started.text
+    built = wait_for_build(api, app_id, 1)
+    assert built["status"] == "succeeded" and built["deployment_id"] is None
+    # As the builder left it when killed between the two steps, some time ago
+    with get_session() as db:
+        db.execute(
+            update(Build)
+            .where(Build.app_id == app_id, Build.number == 1)
+            .values(deploy_on_success=True, finished_at=Build.finished_at - timedelta(minutes=5))
+        )
+        db.commit()
+
+    def deployed() -> int | None:
+        deployment_id: int | None = api.get(f"/apps/{app_id}/builds/1").json()["deployment_id"]
+        return deployment_id
+
+    deployment_id = eventually(deployed, timeout=60, interval=0.5, message="never deployed")
+    assert wait_for_deployment(api, app_id, deployment_id)["status"] == "succeeded"
+    assert router.get(f"/apps/{app_id}/").text == "late\n"

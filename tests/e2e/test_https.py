@@ -95,6 +95,13 @@ def _served_serial(port: int, hostname: str, cafile: str) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
+def _served_serial_or_none(port: int, hostname: str, cafile: str) -> int | None:
+    try:
+        return _served_serial(port, hostname, cafile)
+    except ssl.SSLCertVerificationError:  # still the fallback certificate
+        return None
+
+
 def test_a_file_given_wildcard_serves_app_hosts_and_the_platform(
     stack: Stack, app: dict[str, Any]
 ) -> None:
@@ -127,12 +134,17 @@ def test_a_custom_domain_gets_an_acme_certificate_and_serves_the_app(
     assert tls["source"] == "acme" and tls["reason"] is None
     assert dt.datetime.fromisoformat(tls["expires_at"]) > dt.datetime.now(dt.UTC)
     port = stack.settings.router_tls_port
-    body = _curl(
-        f"https://{hostname}:{port}/",
-        cacert=str(pebble.root_file),
-        resolve=f"{hostname}:{port}:127.0.0.1",
-    )
-    assert "v1" in body, body
+
+    def served() -> str | None:
+        body = _curl(
+            f"https://{hostname}:{port}/",
+            cacert=str(pebble.root_file),
+            resolve=f"{hostname}:{port}:127.0.0.1",
+        )
+        return body if "v1" in body else None
+
+    # Recorded, then pushed to the router: the push follows within moments
+    eventually(served, timeout=15, message="the router never served the issued certificate")
     # The key is stored encrypted, never as PEM
     with get_session() as db:
         row = db.scalar(select(TlsCertificate).where(TlsCertificate.hostname == hostname))
@@ -147,7 +159,12 @@ def test_a_renewal_replaces_the_certificate_without_dropping_an_open_connection(
     assert api.post(f"/apps/{app['id']}/domains", json={"hostname": hostname}).status_code == 201
     first = _wait_tls(api, app["id"], hostname, "issued")["expires_at"]
     port, cafile = stack.settings.router_tls_port, str(pebble.root_file)
-    serial = _served_serial(port, hostname, cafile)
+    # The worker records the certificate, then pushes it to the router: wait for the push
+    serial = eventually(
+        lambda: _served_serial_or_none(port, hostname, cafile),
+        timeout=15,
+        message="the router never served the issued certificate",
+    )
 
     # One keep-alive connection to 127.0.0.1 with the domain as SNI name and Host
     context = ssl.create_default_context(cafile=cafile)

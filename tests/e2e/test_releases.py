@@ -61,27 +61,33 @@ def test_releases_and_rollback_to_the_exact_image(
 
 
 def test_images_of_old_releases_are_removed_and_rollback_says_so(
-    stack: Stack, api: httpx.Client, app_name: str
+    stack: Stack, api: httpx.Client, app_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from minipaas.runtime import get_runtime
-    from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
+    from minipaas.config import get_settings
+    from minipaas.worker import reconciler
+    from tests.support.builds import scratch_context, start_build, tar_bytes, wait_for_build
 
+    # Only the platform's own images are collected: each release here is one of its builds
+    monkeypatch.setattr(get_settings(), "keep_build_images", 1)
     keep = stack.settings.keep_release_images  # 2 in tests
-    tags = [f"minipaas-test/{app_name}:r{n}" for n in range(1, keep + 2)]
-    for number, tag in enumerate(tags, start=1):
-        build_busybox_image(get_runtime(), tag, HTTPD, {"index.html": f"release {number}\n"})
-    app_id = create_app(api, app_name, tags[0])["id"]
-    image_ids = []
-    for tag in tags:
-        api.patch(f"/apps/{app_id}", json={"image": tag})
-        deployed = deploy(api, app_id)
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    image_ids, tags = [], []
+    for number in range(1, keep + 2):
+        body = tar_bytes(scratch_context(f"{app_name} release {number}\n"))
+        answer = start_build(api, app_id, body)
+        assert answer.status_code == 202, answer.text
+        build = wait_for_build(api, app_id, answer.json()["number"])
+        assert build["status"] == "succeeded" and build["deployment_id"], build["error"]
+        deployed = wait_for_deployment(api, app_id, build["deployment_id"])
         assert deployed["status"] == "succeeded", deployed["error"]
         image_ids.append(deployed["image_id"])
+        tags.append(build["image_tag"])
     client = docker.from_env()
-    # release 1 is now older than the kept releases: its image goes, even with its tag (the
-    # reconciler may already have removed it)
+    # release 1 is now older than the kept releases (and its build than the kept builds):
+    # its image goes, even with its tag
 
     def gone(image_id: str) -> bool:
+        reconciler._remove_old_release_images()  # what the worker's reconciler runs each pass
         try:
             client.images.get(image_id)
         except docker.errors.ImageNotFound:

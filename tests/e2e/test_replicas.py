@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from minipaas.host.platform import processes
+from minipaas.services.replica_health import HUNG_RESTART_SECONDS
 from tests.support.flows import create_app, deploy, wait_for_deployment
 from tests.support.images import BINARY_LOGGER, CRASHER, HELLO_V1, HELLO_V2, SLOW_STARTER
 from tests.support.stack import Stack
@@ -430,3 +431,145 @@ def test_replica_0_removed_by_hand_is_replaced_while_the_others_serve(
     )
     assert app["status"] == "running" and "took its place" in app["status_detail"]
     assert running.failed("GET") == 0
+
+
+class TimedLoad:
+    """GET clients through the router, each request's start, duration and outcome kept: a
+    request sent to a frozen replica is one that fails (times out) while the others answer
+    in milliseconds."""
+
+    def __init__(self, url: str, host: str, *, timeout: float) -> None:
+        self.url, self.host, self.timeout = url, host, timeout
+        self.requests: list[tuple[float, float, bool]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(index % 2 == 0,)) for index in range(6)
+        ]
+
+    def _run(self, fresh: bool) -> None:
+        headers = {"Host": self.host, **({"Connection": "close"} if fresh else {})}
+        with httpx.Client(timeout=self.timeout) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    ok = client.get(self.url, headers=headers).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                with self._lock:
+                    self.requests.append((started, time.monotonic() - started, ok))
+                time.sleep(0.005)
+
+    def failed_since(self, at: float) -> list[float]:
+        """Start times (after `at`) of the requests that failed."""
+        with self._lock:
+            return sorted(start for start, _, ok in self.requests if start >= at and not ok)
+
+    def count_since(self, at: float) -> int:
+        with self._lock:
+            return sum(1 for start, _, _ in self.requests if start >= at)
+
+    def __enter__(self) -> TimedLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+
+@pytest.mark.parametrize("replica", ["1", "0"])
+def test_a_frozen_replica_leaves_the_route_within_5_s_and_rejoins_when_it_answers(
+    stack: Stack, api: httpx.Client, app_name: str, replica: str
+) -> None:
+    app_id = deployed_app(api, app_name, HELLO_V1, 3)["id"]
+    victim = docker.from_env().containers.get(
+        next(cid for cid, label in replica_containers(stack, app_id).items() if label == replica)
+    )
+    host = f"{app_name}.{stack.settings.apps_domain}"
+
+    # A healthy request takes milliseconds: one taking 2 s went to the frozen replica
+    with TimedLoad(f"{stack.router_url}/", host, timeout=2.0) as running:
+        time.sleep(1.0)
+        victim.pause()  # accepts connections (Docker's proxy does), never answers
+        paused = time.monotonic()
+        eventually(
+            lambda: serving_replicas(api, app_id) == 2,
+            timeout=15,
+            interval=0.05,
+            message="the frozen replica stayed in the route",
+        )
+        out_after = time.monotonic() - paused
+        total = int(api.get("/apps", params={"limit": 1}).headers["X-Total-Count"])
+        newest = api.get("/apps", params={"limit": 50, "offset": max(total - 50, 0)}).json()
+        listed = next(a for a in newest if a["id"] == app_id)
+        assert listed["replicas_serving"] == 2  # the list page counts as the app's own page
+        time.sleep(3.0)  # long enough for a request sent to it to have failed by now
+        failed = running.failed_since(paused)
+        last_sent_to_it = (failed[-1] - paused) if failed else 0.0
+        after_out = running.count_since(paused + out_after)
+
+        victim.unpause()
+        unpaused = time.monotonic()
+        eventually(
+            lambda: serving_replicas(api, app_id) == 3,
+            timeout=15,
+            interval=0.05,
+            message="the replica did not rejoin once it answered again",
+        )
+        back_after = time.monotonic() - unpaused
+        time.sleep(1.0)
+        failed_after_rejoin = running.failed_since(unpaused + back_after)
+    app = api.get(f"/apps/{app_id}").json()
+    print(
+        f"\ndocker pause of replica {replica}: out of the route (app JSON) after "
+        f"{out_after:.2f} s, last request sent to it {last_sent_to_it:.2f} s after the pause, "
+        f"{len(failed)} requests failed (of {len(running.requests)}; {after_out} sent after "
+        f"it left); docker unpause: back in the route after {back_after:.2f} s"
+    )
+    assert out_after < 5
+    assert last_sent_to_it < 5
+    assert failed_after_rejoin == []
+    assert app["status"] == "running" and app["replicas_serving"] == 3
+    assert victim.id in replica_containers(stack, app_id)  # the same container, not replaced
+
+
+def test_a_replica_frozen_past_the_bound_is_restarted_and_rejoins(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    app_id = deployed_app(api, app_name, HELLO_V1, 3)["id"]
+    victim = docker.from_env().containers.get(
+        next(cid for cid, label in replica_containers(stack, app_id).items() if label == "2")
+    )
+    victim.pause()
+    paused = time.monotonic()
+    eventually(
+        lambda: serving_replicas(api, app_id) == 2,
+        timeout=15,
+        interval=0.1,
+        message="the frozen replica stayed in the route",
+    )
+
+    def restarted() -> bool:
+        victim.reload()
+        return victim.status == "running" and serving_replicas(api, app_id) == 3
+
+    eventually(
+        restarted,
+        timeout=HUNG_RESTART_SECONDS + 30,
+        interval=0.2,
+        message="the frozen replica was not restarted",
+    )
+    back_after = time.monotonic() - paused
+    print(f"\nreplica frozen for good: restarted and back in the route after {back_after:.1f} s")
+    assert back_after >= HUNG_RESTART_SECONDS
+    assert victim.attrs["State"]["Paused"] is False
+    host = {"Host": f"{app_name}.{stack.settings.apps_domain}"}
+    assert {router.get("/", headers=host).text for _ in range(6)} == {"hello from v1\n"}
+    deployment_id = api.get(f"/apps/{app_id}").json()["current_deployment_id"]
+    events = api.get(f"/apps/{app_id}/deployments/{deployment_id}/events").json()
+    messages = [event["message"] for event in events]
+    assert any("killed, the healer restarts it" in m for m in messages), messages
+    assert any("out of the route" in m for m in messages), messages

@@ -182,11 +182,17 @@ def test_backup_then_restore_onto_a_new_install(tmp_path: Path) -> None:
             assert "nothing was changed" in refused.stderr
         assert sorted(data_dir.rglob("*")) == before
 
+        # What a restore killed half way leaves: a decrypted dump and key, removed by the next
+        leftover = data_dir / ".restore-killed"
+        leftover.mkdir(mode=0o700)
+        (leftover / "database.dump").write_bytes(b"secret rows")
         started = time.monotonic()
         restored = _cli(env, "platform", "restore", str(archive))
         restore_seconds = time.monotonic() - started
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert (data_dir / "secret.key").stat().st_mode & 0o777 == 0o600
+        assert not leftover.exists() and not list(data_dir.glob(".restore-*"))
+        assert not (data_dir / "restore-in-progress").exists()
 
         api_url = f"http://127.0.0.1:{env['APP_PORT']}"
         router_url = f"http://127.0.0.1:{env['ROUTER_PORT']}"
@@ -243,6 +249,12 @@ def test_backup_then_restore_onto_a_new_install(tmp_path: Path) -> None:
         again = _cli(env, "platform", "restore", str(archive))
         assert again.returncode == 1
         assert "is not empty" in again.stderr and "--force" in again.stderr
+        # A restore killed after it began replacing the data is finished by the next one
+        (data_dir / "restore-in-progress").write_text("restore started (killed)\n")
+        finished = _cli(env, "platform", "restore", str(archive))
+        assert finished.returncode == 0, finished.stdout + finished.stderr
+        assert "a restore was interrupted here" in finished.stdout + finished.stderr
+        assert not (data_dir / "restore-in-progress").exists()
     print(
         f"restore: CLI {restore_seconds:.2f} s, app serving again "
         f"{serving_seconds:.2f} s after the restore began"

@@ -21,7 +21,7 @@ APP_FIELDS = {
     "pids", "pull_policy", "health_check_path", "health_check_running_seconds", "status",
     "status_detail", "container_name", "published_port", "current_deployment_id",
     "restart_count", "last_exit_code", "next_restart_at", "created_at", "updated_at", "url",
-    "domains", "path",
+    "domains", "path", "replicas", "replicas_serving", "https_redirect", "hsts_max_age",
 }  # fmt: skip
 
 

@@ -29,7 +29,6 @@ def _spec(tmp_path: Path, run: str, tag: str) -> BuildSpec:
         memory_mb=64,
         cpus=0.5,
         timeout_seconds=60,
-        image_labels={"io.minipaas.built": "test"},
     )
 
 

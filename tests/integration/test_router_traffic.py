@@ -92,6 +92,7 @@ def _router(**overrides: object) -> Iterator[Rig]:
         data_dir=data_dir,
         router_host="127.0.0.1",
         router_port=free_port(),
+        router_tls_port=0,  # no HTTPS here (the environment may name a port)
         app_host="127.0.0.1",
         app_port=free_port(),
         _env_file=None,

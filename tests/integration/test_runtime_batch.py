@@ -68,3 +68,17 @@ def test_one_list_call_gives_each_running_containers_port(runtime: DockerRuntime
 
     assert ports == {first.id: first.published_port}
     assert ports[first.id] == runtime.published_port(first.id)
+
+
+def test_a_frozen_container_counts_as_running_and_a_kill_ends_it(runtime: DockerRuntime) -> None:
+    frozen = runtime.run_container(spec(runtime, "app1-d1"))
+    runtime.client.api.pause(frozen.id)
+
+    # Paused is no crash: the healer leaves it to the prober (worker/prober.py)
+    assert runtime.running_published_ports() == {frozen.id: frozen.published_port}
+
+    runtime.kill(frozen.id)  # SIGKILL reaches a frozen container
+    state = runtime.state(frozen.id)
+    assert state is not None and not state.running
+    runtime.kill(frozen.id)  # not running any more: nothing to do, no error
+    assert runtime.start(frozen.id) > 0  # the healer's restart works on it

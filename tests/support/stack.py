@@ -164,7 +164,6 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
     from minipaas.config import get_settings
     from minipaas.host import platform
     from minipaas.runtime import get_runtime
-    from minipaas.runtime.busybox_image import prune_superseded_builds
     from minipaas.services.routing import SUPERVISED_ENV
     from tests.support.images import build_test_images
 
@@ -190,8 +189,6 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
         remove_instance_containers(settings.instance_name)
         with contextlib.suppress(Exception):
             get_runtime().remove_apps_network()
-        with contextlib.suppress(Exception):
-            prune_superseded_builds(get_runtime())
         shutil.rmtree(data_dir, ignore_errors=True)
         apply_env(previous)
 

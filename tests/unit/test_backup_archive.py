@@ -97,3 +97,19 @@ def test_a_short_passphrase_or_key_file_is_refused(tmp_path: object) -> None:
 def test_not_an_archive() -> None:
     with pytest.raises(ArchiveError, match="not a mini-paas backup"):
         _read(b"PGDMP" + b"\0" * 100)
+
+
+def test_a_header_asking_scrypt_for_gigabytes_is_refused_before_deriving() -> None:
+    """The header is authenticated only by the key it derives: its cost is bounded first."""
+    import json
+    import struct
+
+    data = _archive()
+    length = struct.unpack(">I", data[len(backup_archive.MAGIC) : len(backup_archive.MAGIC) + 4])[0]
+    start = len(backup_archive.MAGIC) + 4
+    header = json.loads(data[start : start + length])
+    header["kdf"].update(n=2**20, r=32)  # 4 GiB of memory
+    forged = json.dumps(header, sort_keys=True).encode()
+    tampered = backup_archive.MAGIC + struct.pack(">I", len(forged)) + forged
+    with pytest.raises(ArchiveError, match="out of range"):
+        _read(tampered + data[start + length :])

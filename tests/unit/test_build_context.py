@@ -158,3 +158,55 @@ def test_the_dockerfile_path_stays_inside(path: str) -> None:
 
 def test_a_nested_dockerfile_path_is_normalized() -> None:
     assert check_dockerfile_path("./docker/Dockerfile.prod") == "docker/Dockerfile.prod"
+
+
+def test_a_huge_pax_header_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """tarfile reads an extended header whole: a 300 MB one from a small gzip would take
+    gigabytes of the API's memory; it is refused from its size alone."""
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type = tarfile.XHDTYPE
+    header.size = 300 * 1024 * 1024
+    raw = header.tobuf(format=tarfile.USTAR_FORMAT) + b"\0" * 4096  # the rest never comes
+    upload = tmp_path / "upload"
+    upload.write_bytes(gzip.compress(raw))
+    with pytest.raises(ContextRefused, match="extended header of 314572800 bytes"):
+        sanitize_context(
+            upload,
+            tmp_path / "clean.tar",
+            dockerfile="Dockerfile",
+            max_bytes=10**9,
+            max_files=1000,
+        )
+
+
+def test_a_link_that_leaves_through_a_later_link_is_refused(tmp_path: Path) -> None:
+    """p -> q/.. is inside while q is a directory; once q -> . arrives, p points outside."""
+    entries = [
+        _entry("Dockerfile", data=DOCKERFILE),
+        _entry("p", tarfile.SYMTYPE, link="q/.."),
+        _entry("q", tarfile.SYMTYPE, link="."),
+    ]
+    with pytest.raises(ContextRefused, match=r"'p'.*outside"):
+        _sanitize(tmp_path, entries)
+
+
+def test_the_free_disk_is_checked_while_a_large_context_is_written(tmp_path: Path) -> None:
+    class DiskFull(Exception):
+        pass
+
+    def full() -> None:
+        raise DiskFull
+
+    upload = _archive(
+        tmp_path / "upload",
+        [_entry("Dockerfile", data=DOCKERFILE), _entry("big", data=b"x" * (17 * 1024 * 1024))],
+    )
+    with pytest.raises(DiskFull):
+        sanitize_context(
+            upload,
+            tmp_path / "clean.tar",
+            dockerfile="Dockerfile",
+            max_bytes=10**9,
+            max_files=1000,
+            check_disk=full,
+        )

@@ -217,8 +217,11 @@ class AppOut(_MaskedEnvOut):
     @classmethod
     def _derived(cls, row: App | Release | dict[str, Any]) -> dict[str, Any]:
         if isinstance(row, dict):  # a list page's row (services.apps.list_apps): has domains
-            first = 1 if row.get("published_port") is not None else 0
-            serving = first + (row.pop("extra_replicas_serving", 0) or 0)
+            first_runs = row.get("published_port") is not None
+            first = 1 if first_runs and row.get("unhealthy_since") is None else 0
+            running = int(first_runs) + (row.pop("extra_replicas_running", 0) or 0)
+            # As routing.replica_ports: when none passes its probes, every running one serves
+            serving = first + (row.pop("extra_replicas_serving", 0) or 0) or running
             return {
                 "url": routing.app_url(cast(App, _Named(row["name"]))),
                 "replicas_serving": serving if row.get("status") in _SERVING else 0,

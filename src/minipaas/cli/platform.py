@@ -111,7 +111,8 @@ def _archive_secret(key_file: Path | None, *, confirm: bool) -> Secret:
 
     if key_file is not None:
         return Secret.key_file(key_file)
-    passphrase = os.environ.get(PASSPHRASE_ENV)
+    # Out of the environment: pg_dump, psql and the platform a restore starts inherit it
+    passphrase = os.environ.pop(PASSPHRASE_ENV, None)
     if not passphrase:
         passphrase = typer.prompt("backup passphrase", hide_input=True, confirmation_prompt=confirm)
     return Secret.passphrase(passphrase)

@@ -182,6 +182,8 @@ class App(RunSettingsColumns, Base):
     container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Replica 0 failed its probes (worker/prober.py): out of the route while others serve
+    unhealthy_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Self-healing (worker/healer.py): restarts by the platform since the last deploy or
     # owner's action, crashes in a row (the backoff's exponent) and when the next try is due
     restart_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
@@ -249,6 +251,8 @@ class AppReplica(Base):
     container_name: Mapped[str] = mapped_column(String(255))
     # None while it is down: out of the route until the healer has it healthy again
     published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Failed its probes (worker/prober.py): out of the route, though its container runs
+    unhealthy_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Self-healing of this replica alone (worker/healer.py), as the app's own columns
     crash_streak: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     restart_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

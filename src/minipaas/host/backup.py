@@ -301,6 +301,11 @@ def load_dump(settings: Settings, dump: Path) -> None:
         raise HostServiceError(f"loading the dump failed, nothing was changed: {why}")
 
 
+def interrupted_restore_marker(settings: Settings) -> Path:
+    """Present while a restore replaces the database and key, and after one was killed."""
+    return settings.data_dir / "restore-in-progress"
+
+
 def install_key(settings: Settings, key: bytes) -> None:
     """DATA_DIR/secret.key, replaced whole (mode 0600)."""
     path = settings.secret_key_file
@@ -332,6 +337,9 @@ def restore_backup(
     if not archive.is_file():
         raise ArchiveError(f"{archive} is not a file")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for stale in settings.data_dir.glob(".restore-*"):
+        # Left by a restore that was killed: a decrypted dump and key, nothing to keep
+        shutil.rmtree(stale, ignore_errors=True)
     workdir = Path(tempfile.mkdtemp(prefix=".restore-", dir=settings.data_dir))
     try:
         say(f"checking {archive} ...")
@@ -366,13 +374,18 @@ def _replace_platform_data(
         say("the platform is not running here: starting it (a new, empty install) ...")
         platform.up(settings, say)
         settings = get_settings()  # with the database password `up` may have generated
+    marker = interrupted_restore_marker(settings)
     held = existing_data()
-    if held and not force:
+    if marker.exists():
+        say("a restore was interrupted here: this one replaces what it left")
+    elif held and not force:
         raise RestoreRefused(
             f"the database of this install is not empty (it holds {held}): a restore replaces "
             "all of it. Restore onto a new install (another DATA_DIR), or pass --force"
         )
     programs = [platform.service(settings, name) for name in ("worker", "api")]
+    # Until the end: a restore killed half way is said by `up` and finished by the next one
+    marker.write_text(f"restore started at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
     say("stopping the API and the worker ...")
     for program in programs:
         program.stop()
@@ -387,6 +400,7 @@ def _replace_platform_data(
             plan = restored_apps.bring_back_apps(db)
         # The new install's generated admin token died with its database
         settings.admin_token_file.unlink(missing_ok=True)
+        marker.unlink()
     finally:
         say("starting the API and the worker ...")
         for program in reversed(programs):

@@ -34,8 +34,8 @@ FORMAT = 1
 CHUNK_SIZE = 1024 * 1024
 # scrypt at 2**17 x 8: 128 MiB and ~0.4 s, once per backup or restore
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
-# A hostile header must not make a restore allocate gigabytes
-_MAX_SCRYPT_N = 2**20
+# A hostile header must not make a restore allocate gigabytes: scrypt takes 128 * n * r bytes
+_MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
 _MAX_HEADER = 4096
 _MIN_KEY_FILE_BYTES = 32
 _MIN_PASSPHRASE = 12
@@ -91,7 +91,7 @@ def _derive(secret: Secret, kdf: dict[str, object]) -> bytes:
     if secret.from_key_file:
         raise ArchiveError("this archive was made with a passphrase: give the passphrase")
     n, r, p = int(str(kdf["n"])), int(str(kdf["r"])), int(str(kdf["p"]))
-    if not (2 <= n <= _MAX_SCRYPT_N and 1 <= r <= 32 and 1 <= p <= 16):
+    if not (n >= 2 and 1 <= r <= 32 and 1 <= p <= 16 and 128 * n * r <= _MAX_SCRYPT_MEMORY):
         raise ArchiveError("the archive's key derivation parameters are out of range")
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(secret.value)
 

@@ -180,9 +180,15 @@ def generate_local_passwords(settings: Settings) -> bool:
 def up(settings: Settings, say: Callable[[str], None]) -> AdminCredentials:
     """Idempotent: starts what is missing under the supervisor, leaves what runs alone."""
     from minipaas.db import migrate
+    from minipaas.host.backup import interrupted_restore_marker
     from minipaas.services import routing
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if interrupted_restore_marker(settings).exists():
+        say(
+            "WARNING: a restore was interrupted: the database and secret.key may not match. "
+            "Run `minipaas platform restore FILE` again with the same archive"
+        )
     if generate_local_passwords(settings):
         get_settings.cache_clear()
         settings = get_settings()

@@ -22,7 +22,6 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
-from minipaas.runtime import labels
 from minipaas.runtime.docker_runtime import DockerRuntime, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,6 @@ class BuildSpec:
     memory_mb: int
     cpus: float
     timeout_seconds: int
-    image_labels: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -56,13 +54,6 @@ class BuildResult:
     error: str | None = None
     failed_step: str | None = None
     stopped: str | None = None  # why it was stopped (cancel, deadline), if it was
-
-
-def build_labels(app_id: int) -> dict[str, str]:
-    """Marks the image as the platform's build of this app (the image GC trusts it). The
-    classic builder adds one step (a container) per label: one label, naming the app, keeps
-    a build's overhead small."""
-    return {labels.BUILT: f"app-{app_id}"}
 
 
 def container_limits(memory_mb: int, cpus: float) -> dict[str, Any]:
@@ -212,8 +203,11 @@ def build_image(
     progress = _Progress()
     lines = _Lines(on_lines, progress)
     try:
-        # A client of its own: a step may print nothing for minutes, past the usual timeout
-        api = docker.from_env(timeout=spec.timeout_seconds + 60).api
+        # A client of its own: a step may print nothing for minutes, past the usual timeout.
+        # The runtime's API version: not asked of the engine again for every build (10-40 ms)
+        api = docker.from_env(
+            version=runtime.client.api.api_version, timeout=spec.timeout_seconds + 60
+        ).api
     except DockerException as exc:
         raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
     watcher = _Watcher(api, lines, stop_reason)
@@ -252,7 +246,8 @@ def _stream(api: docker.APIClient, spec: BuildSpec, context: Any) -> Iterator[di
         dockerfile=spec.dockerfile,
         buildargs=spec.build_args or None,
         container_limits=container_limits(spec.memory_mb, spec.cpus),
-        labels=spec.image_labels,
+        # No labels: the classic builder commits one more layer for them, and the image GC
+        # knows the platform's builds by the image ids the builds table records
         rm=True,
         # A failed step's container stays until we read why it failed (OOM, exit code)
         forcerm=False,
@@ -339,12 +334,9 @@ def remove_build_tag(runtime: DockerRuntime, tag: str) -> bool:
 
 
 def prune_build_cache(runtime: DockerRuntime) -> None:
-    """The engine's build cache, and leftovers of the platform's own builds (untagged)."""
+    """The engine's build cache. (The classic builder's steps are images: they go with the
+    old build's image when its tag is removed.)"""
     try:
         runtime.client.api.prune_builds()
     except (APIError, DockerException):
         log.info("the engine's build cache could not be pruned", exc_info=True)
-    try:
-        runtime.client.images.prune(filters={"dangling": True, "label": labels.BUILT})
-    except (APIError, DockerException):
-        log.info("dangling build images could not be pruned", exc_info=True)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from docker.errors import BuildError, ImageNotFound
 
-from minipaas.runtime import labels
 from minipaas.runtime.docker_runtime import DockerRuntime, RuntimeFailure
 
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
@@ -59,7 +58,6 @@ def build_busybox_image(
             tag=tag,
             rm=True,
             forcerm=True,
-            labels={labels.BUILT: "busybox"},
         )
     except BuildError as exc:
         raise RuntimeFailure(f"building {tag} failed: {exc.msg}") from exc
@@ -73,8 +71,3 @@ def ensure_demo_image(runtime: DockerRuntime) -> bool:
     except ImageNotFound:
         build_busybox_image(runtime, DEMO_IMAGE, HTTPD, {"index.html": DEMO_PAGE})
         return True
-
-
-def prune_superseded_builds(runtime: DockerRuntime) -> None:
-    """Removes images built here that lost their name to a newer build."""
-    runtime.client.images.prune(filters={"dangling": True, "label": labels.BUILT})

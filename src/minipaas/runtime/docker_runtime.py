@@ -401,12 +401,13 @@ class DockerRuntime:
 
     def running_published_ports(self) -> dict[str, int | None]:
         """Host port of each running container of this instance, by id, from one list call
-        (one inspect per app does not scale: ~3 ms each)."""
+        (one inspect per app does not scale: ~3 ms each). A paused (frozen) container runs
+        for this: it is no crash; worker/prober.py finds one that stopped answering."""
         with _as_runtime_failure("listing containers"):
             found = self.client.api.containers(
                 filters={
                     "label": f"{labels.INSTANCE}={self._settings.instance_name}",
-                    "status": "running",
+                    "status": ["running", "paused"],
                 }
             )
         return {str(c["Id"]): _listed_host_port(c) for c in found}
@@ -479,6 +480,18 @@ class DockerRuntime:
         except NotFound:
             return  # already gone counts as stopped
 
+    def kill(self, container_ref: str) -> None:
+        """SIGKILL, also for a frozen (paused) container, which no other signal reaches."""
+        try:
+            with _as_runtime_failure("killing the container"):
+                self.client.api.kill(container_ref)
+        except NotFound:
+            return  # already gone counts as killed
+        except RuntimeFailure:
+            state = self.state(container_ref)
+            if state is not None and state.running:
+                raise  # a container that is not running (any more) needs no kill
+
     def start(self, container_ref: str) -> int:
         """Starts a stopped container; returns its (possibly new) published port."""
         with _as_runtime_failure("starting the container"):
@@ -528,12 +541,6 @@ class DockerRuntime:
                 return str(self.client.images.get(reference).id)
         except ImageNotFound:
             return None
-
-    def built_image_ids(self) -> set[str]:
-        """Ids of the images the platform's builder made (labels.BUILT)."""
-        with _as_runtime_failure("listing images"):
-            found = self.client.api.images(quiet=True, filters={"label": labels.BUILT})
-        return {str(image_id) for image_id in found}
 
     def images_in_use(self) -> set[str]:
         """Ids of the images any container on this host (ours or not) was made from."""

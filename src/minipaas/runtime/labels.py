@@ -8,8 +8,6 @@ APP_ID = "io.minipaas.app-id"
 DEPLOYMENT_ID = "io.minipaas.deployment-id"
 # Which of the app's replicas (0, 1, ...) the container is: logs name it
 REPLICA = "io.minipaas.replica"
-# Marks images built here, so superseded builds can be pruned without touching anyone else's
-BUILT = "io.minipaas.built"
 # The install (DATA_DIR) that made it: two installs may share an INSTANCE_NAME by mistake, and
 # neither may then remove what the other made
 INSTALL_ID = "io.minipaas.install-id"

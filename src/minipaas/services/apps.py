@@ -66,9 +66,18 @@ _PAGE_COLUMNS = (
         .order_by(AppDomain.hostname)
         .scalar_subquery()
     ).label("domains"),
-    # Replicas past the first that are in the route now (AppOut adds the first)
+    # Replicas past the first that run, and those of them in the route now (AppOut adds
+    # the first; routing.replica_ports says which are routed)
     select(func.count())
     .where(AppReplica.app_id == App.id, AppReplica.published_port.is_not(None))
+    .scalar_subquery()
+    .label("extra_replicas_running"),
+    select(func.count())
+    .where(
+        AppReplica.app_id == App.id,
+        AppReplica.published_port.is_not(None),
+        AppReplica.unhealthy_since.is_(None),
+    )
     .scalar_subquery()
     .label("extra_replicas_serving"),
     func.count().over().label("total"),

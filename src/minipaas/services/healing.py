@@ -149,6 +149,7 @@ def _restarted(app_id: int, port: int, deployment_id: int | None) -> str:
         assert app is not None
         app.status = AppStatus.RUNNING
         app.published_port = port or app.published_port
+        app.unhealthy_since = None  # restarted (a hung one is killed first): judged afresh
         crash = (app.status_detail or "").split(": ", 1)[-1].split("; last log lines")[0]
         app.status_detail = f"restarted by the platform ({app.restart_count} so far); {crash}"
         count = app.restart_count
@@ -176,6 +177,7 @@ def _mark_crashed(app: App, state: ContainerState) -> str:
     if any(replica.published_port is not None for replica in app.extra_replicas):
         # The other replicas keep serving: only this one leaves the route
         app.published_port = None
+    app.unhealthy_since = None  # down now: the healer's to restart, not the prober's
     app.crash_streak += 1
     delay = backoff_delay(app.crash_streak)
     app.next_restart_at = now() + timedelta(seconds=delay)
@@ -231,6 +233,7 @@ def replica_down(replica_id: int) -> str | None:
             routing.publish_app_route(app.id)
             return f"app {app.id} replica {replica.replica}: container gone, dropped"
         replica.published_port = None
+        replica.unhealthy_since = None  # down now: the healer's to restart, not the prober's
         replica.crash_streak += 1
         delay = backoff_delay(replica.crash_streak)
         replica.next_restart_at = now() + timedelta(seconds=delay)
@@ -272,6 +275,7 @@ def restart_replica(replica_id: int) -> str | None:
             which = f"app {app.id} replica {replica.replica}"
             return f"{which}: restart failed ({why}), next in {delay:g} s"
         replica.published_port = port
+        replica.unhealthy_since = None
         db.commit()
         routing.publish_app_route(app.id)
         done = f"replica {replica.replica} restarted, serving on 127.0.0.1:{port}"

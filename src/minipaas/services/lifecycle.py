@@ -161,6 +161,7 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
     except (RuntimeFailure, DeploymentFailed) as exc:
         _mark_start_failed(db, app, action, exc)
     app.published_port = port
+    app.unhealthy_since = None  # health-gated just now
     _bring_up_others(app, action)
     app.status = status_after(action)
     app.status_detail = None
@@ -196,6 +197,7 @@ def _bring_up_others(app: App, action: Action) -> None:
         ports = list(pool.map(up, containers))
     for replica, port in zip(replicas, ports, strict=True):
         replica.published_port = port
+        replica.unhealthy_since = None
         replica.crash_streak = 0
         replica.next_restart_at = None
 

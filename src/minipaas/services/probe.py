@@ -21,3 +21,11 @@ def http_status(port: int, *, path: str = "/", timeout: float = 2.0) -> int | No
         return None
     finally:
         connection.close()
+
+
+def answers(port: int, *, path: str | None, timeout: float) -> bool:
+    """One liveness look at a running replica: GET path answers below 500 (the deploy's own
+    health check), or, for an app without an HTTP health page (path None), any HTTP answer
+    at all. A frozen app accepts the connection (Docker's proxy does) and never answers."""
+    status = http_status(port, path=path or "/", timeout=timeout)
+    return status is not None and (path is None or status < 500)

@@ -74,12 +74,19 @@ def _route_of(app: App, was_running: bool) -> Route | None:
 
 def replica_ports(app: App) -> list[int]:
     """Ports of the replicas in rotation, the first replica's first (a replica that is down
-    has no port until the healer has it back)."""
-    ports = [] if app.published_port is None else [app.published_port]
+    has no port until the healer has it back; one that failed its probes is left out while
+    another serves: if none is healthy, every running one is tried rather than none)."""
+    running: list[tuple[int, bool]] = []
+    if app.published_port is not None:
+        running.append((app.published_port, app.unhealthy_since is None))
     for replica in app.extra_replicas:
-        # A port Docker handed out again after a restart is listed once
-        if replica.published_port is not None and replica.published_port not in ports:
-            ports.append(replica.published_port)
+        if replica.published_port is not None:
+            running.append((replica.published_port, replica.unhealthy_since is None))
+    healthy = [port for port, ok in running if ok]
+    ports: list[int] = []
+    for port in healthy or [port for port, _ in running]:
+        if port not in ports:  # a port Docker handed out again after a restart: listed once
+            ports.append(port)
     return ports
 
 

@@ -39,9 +39,11 @@ from minipaas.services.app_lock import try_app_lock
 from minipaas.services.builds import recovery as build_recovery
 from minipaas.services.deployments import dispatch
 from minipaas.services.deployments.recovery import end_abandoned_deployment
+from minipaas.services.job_results import FailureKind
 from minipaas.worker import jobs, liveness
 from minipaas.worker.certificate_orders import CertificateOrderThread
 from minipaas.worker.healer import HealerThread
+from minipaas.worker.prober import ProberThread
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,8 @@ def _match_app_status_to_containers() -> list[str]:
 def _converge_replicas() -> list[str]:
     """A running app with more or fewer replicas than it is set to (a scale its PATCH could
     not queue, or set during a deploy of the old count) gets a scale action. Not after a
-    scale that failed: its owner reads why and asks again (or deploys)."""
+    scale that failed on its own terms (a replica never healthy): its owner reads why and
+    asks again (or deploys)."""
     extras = (
         select(func.count()).where(AppReplica.app_id == App.id).correlate(App).scalar_subquery()
     )
@@ -206,7 +209,13 @@ def _converge_replicas() -> list[str]:
                 .order_by(AppAction.id.desc())
                 .limit(1)
             )
-            if last and last.action is Action.SCALE and last.status is ActionStatus.FAILED:
+            if (
+                last
+                and last.action is Action.SCALE
+                and last.status is ActionStatus.FAILED
+                # a scale cut short (its worker died, the engine was down) is asked again
+                and last.failure != FailureKind.UNAVAILABLE
+            ):
                 continue
             row = app_actions.request_scale(db=db, app_id=app_id, user=None)
             if row is not None:
@@ -225,6 +234,7 @@ def _follow_published_port(app_id: int) -> str | None:
         if port is None or port == app.published_port:
             return None
         app.published_port = port
+        app.unhealthy_since = None  # restarted by the engine: the prober judges it afresh
         db.commit()
     return f"app {app_id}: published port moved to {port}"
 
@@ -302,8 +312,9 @@ def _remove_old_release_images() -> list[str]:
     """The platform's own images that nothing needs any more are removed, so disks do not fill.
 
     Only the platform's images are candidates: those it pulled (services/images.py: also the
-    pulls of failed deploys and of deleted apps) and, among older releases' images, those its
-    builder made (labels.BUILT). An image someone else put on the host is never removed, even
+    pulls of failed deploys and of deleted apps) and, among older releases' images, those one
+    of its builds made (the image id the builds table recorded; never a label, which an image
+    built FROM ours inherits). An image someone else put on the host is never removed, even
     if a member ran it. Kept: the images of the newest KEEP_RELEASE_IMAGES releases of every
     app (those releases stay rollback-able), of active deployments, the images apps are
     configured with now, and any image a container (ours or not, running or not) uses.
@@ -311,6 +322,8 @@ def _remove_old_release_images() -> list[str]:
     keep_count = get_settings().keep_release_images
     runtime = get_runtime()
     with get_session() as db:
+        if images.a_build_is_running(db):
+            return []  # the next pass collects
         ranked = (
             select(
                 Release.image_id,
@@ -327,9 +340,10 @@ def _remove_old_release_images() -> list[str]:
             )
         ).all()
         pulled = images.pulled_before(db, datetime.now(UTC) - PULL_GRACE)
-    recent = {image_id for image_id, rank in rows if rank <= keep_count}
-    old = {image_id for image_id, rank in rows if rank > keep_count} - recent
-    candidates = pulled | (old & runtime.built_image_ids() if old else set())
+        recent = {image_id for image_id, rank in rows if rank <= keep_count}
+        old = {image_id for image_id, rank in rows if rank > keep_count} - recent
+        built = images.built_here(db, old)
+    candidates = pulled | built
     if not candidates:
         return []
     keep = recent | runtime.images_in_use() | build_recovery.recent_build_image_ids()
@@ -370,6 +384,7 @@ def _steps() -> tuple[Callable[[], list[str]], ...]:
         _remove_unknown_containers,
         _remove_old_release_images,
         build_recovery.end_abandoned_builds,
+        build_recovery.deploy_builds_left_undeployed,
         build_recovery.remove_old_build_images,
         build_recovery.remove_stale_uploads,
         _republish_routes,
@@ -384,8 +399,8 @@ def _step_name(step: Callable[[], list[str]]) -> str:
 class ReconcilerThread(threading.Thread):
     """Runs reconcile_once every interval until stopped; never dies of an exception.
 
-    Starts and stops the healer's faster loop (worker/healer.py) and the certificate orders'
-    loop (worker/certificate_orders.py) with it.
+    Starts and stops the healer's faster loop (worker/healer.py), the replicas' probes
+    (worker/prober.py) and the certificate orders' loop (worker/certificate_orders.py) with it.
     """
 
     def __init__(self, interval: float) -> None:
@@ -395,10 +410,12 @@ class ReconcilerThread(threading.Thread):
         self.interval = interval
         self._stopping = threading.Event()
         self.healer = HealerThread()
+        self.prober = ProberThread()
         self.certificate_orders = CertificateOrderThread(interval)
 
     def start(self) -> None:
         self.healer.start()
+        self.prober.start()
         self.certificate_orders.start()
         super().start()
 
@@ -414,5 +431,6 @@ class ReconcilerThread(threading.Thread):
 
     def stop(self) -> None:
         self.healer.stop()
+        self.prober.stop()
         self.certificate_orders.stop()
         self._stopping.set()

@@ -32,7 +32,7 @@ from minipaas.config import Settings, get_settings
 from minipaas.db.models import ACTIVE_BUILD_STATUSES, App, Build, User
 from minipaas.db.session import get_session
 from minipaas.services import stream_guard
-from minipaas.services.builds import context, records
+from minipaas.services.builds import base_images, context, records
 from minipaas.services.errors import InvalidRequest, NotFound, PayloadTooLarge
 
 # Every route checks first that the caller may see the app (else 404), as the app routes do
@@ -42,6 +42,8 @@ router = APIRouter(
 
 BuildNumber = Annotated[int, PathParam(ge=1, le=MAX_ID, description="the build's number")]
 _UNBUFFERED = {"X-Accel-Buffering": "no"}
+# Free disk is checked again each time this much more of an upload has arrived
+_DISK_CHECK_EVERY = 16 * 1024 * 1024
 _BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}=")
 _MAX_BUILD_ARGS = 64
 _MAX_BUILD_ARG_VALUE = 4096
@@ -70,6 +72,11 @@ def _build_args(raw: list[str]) -> dict[str, str]:
         raise InvalidRequest(f"at most {_MAX_BUILD_ARGS} build args", loc=("query", "build_arg"))
     found: dict[str, str] = {}
     for item in raw:
+        if "\x00" in item:  # PostgreSQL's JSON cannot hold it
+            raise InvalidRequest(
+                f"build_arg {item[:60]!r} contains a NUL character; remove it",
+                loc=("query", "build_arg"),
+            )
         if not _BUILD_ARG.match(item) or len(item) > _MAX_BUILD_ARG_VALUE + 129:
             raise InvalidRequest(
                 f"build_arg {item[:60]!r} must be NAME=VALUE (NAME: letters, digits, _; "
@@ -125,7 +132,7 @@ async def create_build(
     await run_in_threadpool(db.close)  # an upload can take minutes: no pooled connection held
     upload = await _receive(request, settings)
     try:
-        checked = await run_in_threadpool(_check_upload, upload, settings, options.dockerfile)
+        checked = await run_in_threadpool(_check_upload, upload, settings, options, app.id, user)
         build = await run_in_threadpool(_record, db, app.id, user, checked, options)
     finally:
         upload.path.unlink(missing_ok=True)
@@ -184,6 +191,9 @@ async def _receive(request: Request, settings: Settings) -> _Received:
             if len(pending) >= _WRITE_CHUNK:
                 await run_in_threadpool(_write, handle, digest, bytes(pending))
                 pending.clear()
+                if size // _DISK_CHECK_EVERY != (size - len(chunk)) // _DISK_CHECK_EVERY:
+                    # Several uploads at once must not fill the disk PostgreSQL lives on
+                    await run_in_threadpool(records.check_free_disk, settings)
         await run_in_threadpool(_write, handle, digest, bytes(pending))
     except BaseException:
         await run_in_threadpool(handle.close)
@@ -204,13 +214,19 @@ def _write(handle: IO[bytes], digest: hashlib._Hash, data: bytes) -> None:
     handle.write(data)
 
 
-def _check_upload(upload: _Received, settings: Settings, dockerfile: str) -> records.Upload:
+def _check_upload(
+    upload: _Received, settings: Settings, options: records.BuildOptions, app_id: int, user: User
+) -> records.Upload:
     summary = context.sanitize_context(
         upload.path,
         upload.clean,
-        dockerfile=dockerfile,
+        dockerfile=options.dockerfile,
         max_bytes=settings.build_max_context_mb * _MB,
         max_files=settings.build_max_files,
+        check_disk=lambda: records.check_free_disk(settings),
+    )
+    base_images.check_base_images(
+        settings, summary.dockerfile, build_args=options.build_args, app_id=app_id, user=user
     )
     return records.Upload(
         clean_tar=upload.clean,

@@ -10,8 +10,10 @@ that expand past BUILD_MAX_CONTEXT_MB or BUILD_MAX_FILES.
 from __future__ import annotations
 
 import gzip
+import io
 import posixpath
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -38,6 +40,35 @@ class ContextRefused(InvalidRequest):
 class ContextSummary:
     files: int
     bytes: int
+    dockerfile: str  # its text, for the checks of the images it builds on
+
+
+# A Dockerfile larger than this is not a Dockerfile
+_MAX_DOCKERFILE = 1024 * 1024
+
+
+# A pax or GNU long-name header is read whole into memory by tarfile: a real one is a few
+# hundred bytes, a hostile one could be gigabytes from a small gzip
+_MAX_HEADER_ENTRY = 1024 * 1024
+_HEADER_TYPES = frozenset(
+    {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE}
+    | {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
+)
+# The free disk is checked again each time this many more bytes of clean tar are written
+_DISK_CHECK_EVERY = 16 * 1024 * 1024
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses an extended header entry larger than _MAX_HEADER_ENTRY before tarfile reads it
+    into memory (it would, whole, in `_proc_pax` / `_proc_gnulong`)."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _HEADER_TYPES and self.size > _MAX_HEADER_ENTRY:
+            raise ContextRefused(
+                f"context entry {self.name!r}: an extended header of {self.size} bytes "
+                f"(at most {_MAX_HEADER_ENTRY}); make the archive with a standard tar"
+            )
+        return super()._proc_member(tarfile_)  # type: ignore[misc, no-any-return]
 
 
 class _CappedReader:
@@ -138,9 +169,16 @@ def _check_link(member: tarfile.TarInfo, path: str, links: dict[str, str]) -> No
 
 
 def sanitize_context(
-    upload: Path, clean: Path, *, dockerfile: str, max_bytes: int, max_files: int
+    upload: Path,
+    clean: Path,
+    *,
+    dockerfile: str,
+    max_bytes: int,
+    max_files: int,
+    check_disk: Callable[[], None] = lambda: None,
 ) -> ContextSummary:
-    """Checks every entry of `upload` and writes those that pass as a plain tar at `clean`."""
+    """Checks every entry of `upload` and writes those that pass as a plain tar at `clean`;
+    `check_disk` raises when the disk gets too full to go on (called every 16 MB written)."""
     with upload.open("rb") as raw:
         compressed = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
@@ -149,7 +187,7 @@ def sanitize_context(
         )
         capped = _CappedReader(stream, max_bytes + max_files * _OVERHEAD_PER_ENTRY)
         try:
-            return _copy_checked(capped, clean, dockerfile, max_bytes, max_files)
+            return _copy_checked(capped, clean, dockerfile, max_bytes, max_files, check_disk)
         except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError, UnicodeError) as exc:
             if isinstance(exc, tarfile.FilterError):
                 raise ContextRefused(f"context entry: {exc}") from None
@@ -160,15 +198,23 @@ def sanitize_context(
 
 
 def _copy_checked(
-    capped: _CappedReader, clean: Path, dockerfile: str, max_bytes: int, max_files: int
+    capped: _CappedReader,
+    clean: Path,
+    dockerfile: str,
+    max_bytes: int,
+    max_files: int,
+    check_disk: Callable[[], None],
 ) -> ContextSummary:
     links: dict[str, str] = {}
     regular: set[str] = set()
+    dockerfile_text = ""
     files = 0
     total = 0
     # "r|": a stream, read once front to back; nothing is extracted to disk
     with (
-        tarfile.open(fileobj=capped, mode="r|", errorlevel=2) as archive,  # type: ignore[call-overload]
+        tarfile.open(  # type: ignore[call-overload]
+            fileobj=capped, mode="r|", errorlevel=2, tarinfo=_BoundedTarInfo
+        ) as archive,
         tarfile.open(clean, mode="w", format=tarfile.PAX_FORMAT) as out,
     ):
         for member in archive:
@@ -194,7 +240,10 @@ def _copy_checked(
                 _resolve(path, links, member.name)
             if member.issym() or member.islnk():
                 _check_link(member, path, links)
+            before = total
             total += member.size if member.isreg() else 0
+            if total // _DISK_CHECK_EVERY != before // _DISK_CHECK_EVERY:
+                check_disk()
             if total > max_bytes:
                 raise ContextRefused(
                     f"context entry {member.name!r}: the context expands past "
@@ -214,14 +263,37 @@ def _copy_checked(
                 checked = checked.replace(linkname=posixpath.normpath(member.linkname), deep=False)
             # Python's own rules for untrusted archives, on top of the ones above
             tarfile.data_filter(checked, str(_FILTER_ROOT))
-            if member.isreg():
+            if member.isreg() and path == dockerfile:
+                dockerfile_text = _read_dockerfile(archive, member)
+                regular.add(path)
+                out.addfile(checked, io.BytesIO(dockerfile_text.encode()))
+            elif member.isreg():
                 regular.add(path)
                 out.addfile(checked, archive.extractfile(member))
             else:
                 out.addfile(checked)
+    # A link checked early may lead outside through a link that came later in the archive
+    for path, target in links.items():
+        _resolve(target, links, path)
     if dockerfile not in regular:
         raise ContextRefused(
             f"the context has no file {dockerfile!r}: add a Dockerfile or name it with "
             "?dockerfile=PATH"
         )
-    return ContextSummary(files=files, bytes=total)
+    return ContextSummary(files=files, bytes=total, dockerfile=dockerfile_text)
+
+
+def _read_dockerfile(archive: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    if member.size > _MAX_DOCKERFILE:
+        raise ContextRefused(
+            f"context entry {member.name!r}: a Dockerfile of {member.size} bytes "
+            f"(at most {_MAX_DOCKERFILE})"
+        )
+    data = archive.extractfile(member)
+    raw = data.read() if data is not None else b""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ContextRefused(
+            f"context entry {member.name!r}: the Dockerfile is not UTF-8"
+        ) from None

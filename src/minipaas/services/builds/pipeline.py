@@ -17,7 +17,6 @@ from minipaas.runtime.builder import (
     BuildResult,
     BuildSpec,
     build_image,
-    build_labels,
     free_disk_mb,
     kill_step_container,
     remove_build_tag,
@@ -37,7 +36,9 @@ def run_build(build_id: int) -> None:
     """Carries out a queued build; every outcome ends in the build's row."""
     settings = get_settings()
     with get_session() as db:
-        build = db.get(Build, build_id)
+        # Locked: a job queued twice (the reconciler re-queues one Redis seemed to lose) is
+        # taken by one builder only
+        build = db.get(Build, build_id, with_for_update=True)
         if build is None or build.status is not BuildStatus.QUEUED:
             return  # cancelled while queued, or already run
         build.status = BuildStatus.RUNNING
@@ -64,7 +65,6 @@ def run_build(build_id: int) -> None:
             memory_mb=settings.build_memory_mb,
             cpus=settings.build_cpus,
             timeout_seconds=settings.build_timeout_seconds,
-            image_labels=build_labels(app_id),
         )
         deadline = started + settings.build_timeout_seconds
         writer = _LogWriter(build_id)
@@ -171,8 +171,8 @@ def _deploy(build_id: int, tag: str) -> None:
         app = db.scalar(select(App).where(App.id == build.app_id).with_for_update())
         if app is None:
             return
+        # Not committed alone: if the deployment is refused, the app keeps its image
         app.image = tag
-        db.commit()
         try:
             deployment = deployments.request_deployment(db=db, app_id=app.id)
         except ServiceError as exc:
@@ -186,6 +186,23 @@ def _deploy(build_id: int, tag: str) -> None:
         assert build is not None
         build.deployment_id = deployment.id
         db.commit()
+
+
+def deploy_undeployed(build_id: int) -> bool:
+    """A build that succeeded but whose builder died before it asked for the deployment:
+    deployed now if it is still the app's newest build, else said so. True if it acted."""
+    with get_session() as db:
+        build = db.get(Build, build_id, with_for_update=True)
+        if build is None or build.deployment_id is not None or build.error is not None:
+            return False
+        newest = db.scalar(select(func.max(Build.number)).where(Build.app_id == build.app_id))
+        tag = build.image_tag
+        if newest != build.number or tag is None:
+            build.error = "built, but not deployed: a newer build came meanwhile"
+            db.commit()
+            return True
+    _deploy(build_id, tag)
+    return True
 
 
 def end_abandoned_build(build_id: int, reason: str) -> bool:

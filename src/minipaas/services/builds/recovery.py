@@ -23,6 +23,7 @@ from minipaas.db.models import (
 from minipaas.db.session import get_session
 from minipaas.runtime import get_runtime
 from minipaas.runtime.builder import prune_build_cache, remove_build_tag
+from minipaas.services import images
 from minipaas.services.builds import pipeline
 from minipaas.worker import jobs, liveness
 
@@ -58,6 +59,29 @@ def end_abandoned_builds() -> list[str]:
             queue.delete_job(job_id)
             jobs.enqueue_build(build_id)
             actions.append(f"queued build {build_id} again: its job was lost")
+    return actions
+
+
+def deploy_builds_left_undeployed() -> list[str]:
+    """Builds that succeeded, were to be deployed, and never were (the builder died between
+    the two): deployed now, once their builder is surely gone."""
+    cutoff = datetime.now(UTC) - LOST_JOB_GRACE
+    with get_session() as db:
+        found = db.scalars(
+            select(Build.id).where(
+                Build.status == BuildStatus.SUCCEEDED,
+                Build.deploy_on_success.is_(True),
+                Build.deployment_id.is_(None),
+                Build.error.is_(None),
+                Build.finished_at < cutoff,
+            )
+        ).all()
+    actions = []
+    for build_id in found:
+        if liveness.job_in_progress(jobs.build_job_id(build_id)):
+            continue
+        if pipeline.deploy_undeployed(build_id):
+            actions.append(f"build {build_id}: deployed after its builder stopped")
     return actions
 
 
@@ -104,7 +128,9 @@ def recent_build_image_ids() -> set[str]:
 
 def remove_old_build_images() -> list[str]:
     """Each app keeps its newest KEEP_BUILD_IMAGES builds' images; older tags are removed
-    unless a recent release, a deployment, the app's settings or a container needs them."""
+    unless a recent release, a deployment, the app's settings or a container needs them.
+    A tag is removed only while it names the image its build recorded: one retagged onto
+    someone else's image is theirs now."""
     settings = get_settings()
     ranked = select(
         Build.id,
@@ -115,6 +141,8 @@ def remove_old_build_images() -> list[str]:
         .label("rank"),
     ).where(Build.status == BuildStatus.SUCCEEDED, Build.image_tag.is_not(None))
     with get_session() as db:
+        if images.a_build_is_running(db):
+            return []  # the next pass collects
         old = [
             (build_id, tag, image_id)
             for build_id, tag, image_id, rank in db.execute(ranked).all()
@@ -146,7 +174,7 @@ def remove_old_build_images() -> list[str]:
     keep |= runtime.images_in_use()
     actions = []
     for build_id, tag, image_id in old:
-        if tag in configured or image_id in keep or runtime.image_id(tag) is None:
+        if tag in configured or image_id in keep or runtime.image_id(tag) != image_id:
             continue
         if remove_build_tag(runtime, tag):
             actions.append(f"removed image {tag} of old build {build_id}")

@@ -186,6 +186,7 @@ def point_app_at(app: App, serving: Serving | None) -> None:
     app.container_id = serving.container_id if serving else None
     app.container_name = serving.container_name if serving else None
     app.published_port = serving.published_port if serving else None
+    app.unhealthy_since = None  # a new container: the prober judges it afresh
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,124 @@
+"""The images a Dockerfile builds on (FROM, COPY --from), held to the rules of `image`.
+
+The engine would otherwise build on any image the host has or can pull: another app's build
+(its source), an image pulled with the host's registry credentials, or one ALLOWED_IMAGES
+refuses. So each one is checked as if the member had set it as the app's image.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from minipaas.config import Settings
+from minipaas.db.models import User
+from minipaas.services import quotas
+from minipaas.services.builds import naming
+from minipaas.services.errors import InvalidRequest
+
+# $NAME, ${NAME}, ${NAME:-default}, ${NAME:+alternative}: what Docker expands in FROM
+_VARIABLE = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_]\w*)(?::(?P<op>[-+])(?P<word>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_]\w*))",
+    re.ASCII,
+)
+_FLAG = re.compile(r"^--(?P<name>[a-z-]+)(?:=(?P<value>\S*))?$")
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    line: int
+    reference: str
+
+
+def _instructions(text: str) -> list[tuple[int, str, list[str]]]:
+    """(first line number, instruction, words) with continuation lines joined, comments out."""
+    found: list[tuple[int, str, list[str]]] = []
+    pending = ""
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue  # a comment inside a continued instruction is dropped, as Docker does
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        words = (pending + line).split()
+        pending = ""
+        if words:
+            found.append((start, words[0].upper(), words[1:]))
+    if pending.split():
+        words = pending.split()
+        found.append((start, words[0].upper(), words[1:]))
+    return found
+
+
+def _expand(value: str, known: dict[str, str], line: int) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match.group("braced") or match.group("bare")
+        current = known.get(name, "")
+        if match.group("op") == "-":
+            return current or match.group("word")
+        if match.group("op") == "+":
+            return match.group("word") if current else ""
+        return current
+
+    expanded = _VARIABLE.sub(replace, value)
+    if "$" in expanded:
+        raise InvalidRequest(
+            f"Dockerfile line {line}: cannot tell which image {value!r} names; write the base "
+            "image's name, or use ARG NAME=default before the first FROM",
+            loc=("body",),
+        )
+    return expanded
+
+
+def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
+    """Images named by FROM and COPY --from, with global ARGs and build args filled in;
+    stage names, stage numbers and `scratch` are not images."""
+    known: dict[str, str] = {}
+    stages: set[str] = set()
+    images: list[BaseImage] = []
+    seen_from = False
+    for line, instruction, words in _instructions(text):
+        if instruction == "ARG" and not seen_from and words:
+            name, has_default, default = words[0].partition("=")
+            known[name] = build_args.get(name, default if has_default else "")
+        elif instruction == "FROM":
+            seen_from = True
+            names = [w for w in words if not w.startswith("--")]
+            if not names:
+                continue
+            reference = _expand(names[0], known, line)
+            if reference.lower() != "scratch" and reference.lower() not in stages:
+                images.append(BaseImage(line, reference))
+            if len(names) >= 3 and names[1].lower() == "as":
+                stages.add(names[2].lower())
+        elif instruction in ("COPY", "ADD"):
+            for word in words:
+                flag = _FLAG.match(word)
+                if flag is None:
+                    break  # flags come first
+                if flag.group("name") != "from" or flag.group("value") is None:
+                    continue
+                source = _expand(flag.group("value"), known, line)
+                if source.lower() not in stages and not source.isdigit():
+                    images.append(BaseImage(line, source))
+    return images
+
+
+def check_base_images(
+    settings: Settings, text: str, *, build_args: dict[str, str], app_id: int, user: User
+) -> None:
+    """A 422 naming the Dockerfile line whose image the builder may not use."""
+    for image in base_images(text, build_args):
+        try:
+            quotas.check_image_allowed(settings, image.reference)
+            quotas.check_image_by_id(settings, image.reference, user=user)
+            naming.check_not_a_build(settings, image.reference, app_id=app_id, user=user)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"Dockerfile line {image.line}: {exc}", loc=("body",)) from None
