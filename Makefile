@@ -27,7 +27,7 @@ logs:
 
 test: dev-deps  ## the whole suite against real PostgreSQL, Redis, Docker and nginx
 	@scripts/ensure-docker.sh
-	@$(PYTEST) -q
+	@$(PYTEST) -q --durations=25
 
 test-unit: dev-deps  ## every test that needs no Docker engine (nor the platform it runs)
 	@$(PYTEST) -q -m "not docker"

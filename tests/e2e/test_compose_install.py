@@ -1,18 +1,27 @@
 """The containerized install run for real: every image built on this host (Debian from
 debootstrap, Python packages from a host-side wheelhouse, PostgreSQL and Redis from Debian's
 packages), `docker-compose up -d` with a .env of random secrets, then the flow `make up` passes:
-create, deploy, route by host name and by path, logs, stop, start. Tear-down leaves nothing.
+create, deploy, route by host name and by path, logs, stop, start; a FROM scratch build
+uploaded through the API, built by the builder service and served; a backup made in the API's
+container and opened with the platform's reader; a restore (refused while the platform runs,
+then done from a one-off container). Tear-down leaves nothing.
 
 Slow on a machine that never built the images (debootstrap and apt inside builds: about 3 min
-here); a rerun reuses them (35-60 s: the stack starting, and the minipaas layer if src changed).
+here); a rerun reuses them (about 60 s: the stack starting, the minipaas layer if src changed,
+and 25 s for the restore, which stops and starts the platform's containers).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +29,9 @@ import httpx
 import pytest
 import redis
 
+from minipaas.host.backup import DUMP, KEY, MANIFEST, known_revisions
+from minipaas.host.backup_archive import Secret, read_pieces
+from tests.support.builds import build_log, scratch_context, start_build, tar_bytes, wait_for_build
 from tests.support.compose import (
     COMPOSE_FILE,
     ROOT,
@@ -34,6 +46,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
 APP_IMAGE = "minipaas-test/compose-hello:v1"
 APP_PAGE = "hello from the compose install\n"
+BUILT_PAGE = "built by the compose builder\n"
+# In the data volume the API and worker share
+BACKUP_FILE = "/var/lib/minipaas/backups/compose-test.mpbackup"
+PASSPHRASE = secrets.token_urlsafe(24)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +151,7 @@ def test_only_the_router_and_redis_listen_on_the_host(install: ComposeInstall) -
         "redis": [f"127.0.0.1:{install.redis_port}"],
         "api": [],
         "worker": [],
+        "builder": [],
     }
 
 
@@ -177,6 +194,137 @@ def test_create_deploy_route_logs_stop_start(install: ComposeInstall, api: httpx
         assert (again.status_code, again.text) == (200, APP_PAGE)
     except BaseException:
         print(install.logs())  # pytest shows it with the failure
+        raise
+    finally:
+        router.close()
+
+
+def test_build_from_source_is_built_deployed_and_served(
+    install: ComposeInstall, api: httpx.Client
+) -> None:
+    # Uploaded to the API (DATA_DIR/builds in the shared volume), built by the builder
+    # service on the host's engine, deployed by the worker, served by the router
+    router = httpx.Client(base_url=install.router_url, timeout=30)
+    try:
+        response = api.post(
+            "/apps", json={"name": "built", "image": APP_IMAGE, "internal_port": 80}
+        )
+        assert response.status_code == 201, response.text
+        app_id = response.json()["id"]
+        answer = start_build(api, app_id, tar_bytes(scratch_context(BUILT_PAGE)))
+        assert answer.status_code == 202, answer.text
+        build = wait_for_build(api, app_id, answer.json()["number"], timeout=120)
+        assert build["status"] == "succeeded", f"{build['error']}\n{install.logs()}"
+        assert build["image_tag"].startswith(f"{install.instance}-builds/"), build["image_tag"]
+        assert "Successfully tagged" in build_log(api, app_id, build["number"])
+        deployment = wait_for_deployment(api, app_id, build["deployment_id"], timeout=120)
+        assert deployment["status"] == "succeeded", deployment["error"]
+        assert deployment["image_id"] == build["image_id"]
+        host = {"Host": f"built.{install.env_value('APPS_DOMAIN')}"}
+        served = router.get("/", headers=host)
+        assert (served.status_code, served.text) == (200, BUILT_PAGE)
+    except BaseException:
+        print(install.logs())
+        raise
+    finally:
+        router.close()
+
+
+def read_container_file(install: ComposeInstall, service: str, path: str) -> bytes:
+    """A file out of a service's container, through the engine (`docker cp`)."""
+    import docker
+
+    (container,) = docker.from_env().containers.list(
+        filters={
+            "label": [
+                f"com.docker.compose.project={install.project}",
+                f"com.docker.compose.service={service}",
+            ]
+        }
+    )
+    stream, _ = container.get_archive(path)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        member = archive.extractfile(os.path.basename(path))
+        assert member is not None
+        return member.read()
+
+
+def test_backup_in_the_api_container(install: ComposeInstall, api: httpx.Client) -> None:
+    # pg_dump (PostgreSQL 15's client in the platform image) over the socket volume
+    made = install.compose(
+        "exec",
+        "-T",
+        "-e",
+        f"MINIPAAS_BACKUP_PASSPHRASE={PASSPHRASE}",
+        "api",
+        "minipaas",
+        "platform",
+        "backup",
+        BACKUP_FILE,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert f"backup written to {BACKUP_FILE}" in made.stdout
+    # Opened on the host with the platform's own reader: the manifest, the dump, the key
+    members: dict[str, bytes] = {}
+    manifest: dict[str, object] = {}
+    archive = io.BytesIO(read_container_file(install, "api", BACKUP_FILE))
+    for piece in read_pieces(archive, Secret.passphrase(PASSPHRASE)):
+        if piece.last:
+            assert piece.name == MANIFEST
+            manifest = json.loads(piece.data)
+            break
+        members[piece.name] = members.get(piece.name, b"") + piece.data
+    assert manifest["instance_name"] == install.instance
+    assert manifest["alembic_revision"] == known_revisions()[1]
+    assert set(members) == {DUMP, KEY}
+    assert members[DUMP].startswith(b"PGDMP")  # pg_dump's custom format
+    listed = manifest["members"]
+    assert isinstance(listed, dict)
+    for name, data in members.items():
+        assert listed[name] == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    # Its table of contents (not compressed) names the platform's tables
+    assert b"TABLE DATA" in members[DUMP] and b"alembic_version" in members[DUMP]
+
+
+def test_restore_refused_while_running_then_done_in_a_one_off_container(
+    install: ComposeInstall, api: httpx.Client
+) -> None:
+    later = api.post("/apps", json={"name": "later", "image": APP_IMAGE, "internal_port": 80})
+    assert later.status_code == 201, later.text
+    passphrase = ("-e", f"MINIPAAS_BACKUP_PASSPHRASE={PASSPHRASE}")
+    restore = ("minipaas", "platform", "restore", "--force", BACKUP_FILE)
+    # While the API, worker and builder run, the restore says how to do it and changes nothing
+    refused = install.compose("exec", "-T", *passphrase, "api", *restore, timeout=120)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "docker-compose stop api worker builder" in refused.stderr
+    assert "nothing was changed" in refused.stderr
+    assert api.get(f"/apps/{later.json()['id']}").status_code == 200
+
+    stopped = install.compose("stop", "-t", "30", "api", "worker", "builder", timeout=180)
+    assert stopped.returncode == 0, stopped.stderr
+    restored = install.compose(
+        "run", "--rm", "--no-deps", "-T", *passphrase, "api", *restore, timeout=300
+    )
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "restored the backup of" in restored.stdout
+    assert "2 app(s) are being started" in restored.stdout  # hello and built, redeployed
+    install.up()
+    install.wait_ready()
+    # The database is the backup's: the app made after it is gone, the others come back
+    assert {app["name"] for app in api.get("/apps").json()} == {"hello", "built"}
+    router = httpx.Client(base_url=install.router_url, timeout=30)
+    domain = install.env_value("APPS_DOMAIN")
+    try:
+        for name, page in (("hello", APP_PAGE), ("built", BUILT_PAGE)):
+
+            def served(name: str = name, page: str = page) -> bool | None:
+                response = router.get("/", headers={"Host": f"{name}.{domain}"})
+                return True if (response.status_code, response.text) == (200, page) else None
+
+            eventually(served, timeout=120, message=f"{name} is not served after the restore")
+    except BaseException:
+        print(install.logs())
         raise
     finally:
         router.close()

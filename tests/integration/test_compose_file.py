@@ -23,10 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKER_SOCKET = "/var/run/docker.sock"
-# The worker creates and removes app containers; the API reads their logs and pings the engine
-SERVICES_WITH_DOCKER_SOCKET = {"api", "worker"}
+# The worker creates and removes app containers; the API reads their logs and pings the
+# engine; the builder builds images from source
+SERVICES_WITH_DOCKER_SOCKET = {"api", "worker", "builder"}
 # They reach what app containers and Redis publish on the host's 127.0.0.1
-HOST_NETWORK_SERVICES = {"api", "worker"}
+HOST_NETWORK_SERVICES = {"api", "worker", "builder"}
+# The services that run the platform image (its settings, the database's socket, DATA_DIR)
+PLATFORM_SERVICES = ("api", "worker", "builder")
 # The passwords docker-compose requires (.env.example ships none)
 SECRETS = {"POSTGRES_PASSWORD": "p" * 24, "REDIS_PASSWORD": "r" * 24}
 
@@ -68,7 +71,7 @@ def parsed_config(tmp_path: Path, env: dict[str, str], env_file: Path | None = N
 def services(tmp_path: Path) -> dict[str, dict[str, Any]]:
     config = parsed_config(tmp_path, SECRETS)
     services: dict[str, dict[str, Any]] = config["services"]
-    assert {"postgres", "redis", "api", "worker"} <= set(services)
+    assert {"postgres", "redis", "api", "worker", "builder"} <= set(services)
     return services
 
 
@@ -101,6 +104,19 @@ def mount_sources(service: dict[str, Any]) -> list[str]:
     return sources
 
 
+def mounted_at(service: dict[str, Any], target: str) -> list[str]:
+    """The sources of the service's mounts at `target`, from either syntax."""
+    found = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, _, rest = volume.partition(":")
+            if rest.split(":")[0] == target:
+                found.append(source)
+        elif volume.get("target") == target:
+            found.append(volume.get("source", ""))
+    return found
+
+
 def published_ports(service: dict[str, Any]) -> list[dict[str, str]]:
     """Each published port as {host_ip, published, target}, from either syntax."""
     ports = []
@@ -118,6 +134,18 @@ def published_ports(service: dict[str, Any]) -> list[dict[str, str]]:
 def test_compose_file_is_valid(services: dict[str, dict[str, Any]]) -> None:
     # the fixture ran `docker-compose config` and checked its exit status
     assert services["api"]["image"] == services["worker"]["image"]
+    assert services["builder"]["image"] == services["api"]["image"]
+
+
+def test_builders_share_the_uploads_and_follow_build_concurrency(tmp_path: Path) -> None:
+    services = parsed_config(tmp_path, {**SECRETS, "BUILD_CONCURRENCY": "3"})["services"]
+    builder = services["builder"]
+    assert builder["command"] == ["minipaas", "worker", "--builds"]
+    assert builder["scale"] == 3
+    # The API writes uploads under DATA_DIR/builds, the builder reads them: one volume
+    data_dir = builder["environment"]["DATA_DIR"]
+    for name in ("api", "builder"):
+        assert mounted_at(services[name], data_dir) == ["minipaas-data"], name
 
 
 def test_every_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
@@ -153,7 +181,7 @@ def test_postgres_and_redis_publish_on_loopback_only(
     # PostgreSQL: a unix socket in a volume only, no network and nothing published
     assert services["postgres"]["network_mode"] == "none"
     assert published_ports(services["postgres"]) == []
-    for name in ("api", "worker"):
+    for name in PLATFORM_SERVICES:
         assert services[name]["environment"]["POSTGRES_HOST"] == "/run/postgresql"
         assert "postgres-socket" in mount_sources(services[name])
 
@@ -210,7 +238,7 @@ def test_compose_passes_every_setting_from_env_file(tmp_path: Path) -> None:
     services = parsed_config(tmp_path, {}, env_file)["services"]
     # Where the bundled PostgreSQL and Redis are is the compose file's to say
     fixed = {"POSTGRES_HOST": "/run/postgresql", "POSTGRES_PORT": "5432", "REDIS_HOST": "127.0.0.1"}
-    for name in ("api", "worker"):
+    for name in PLATFORM_SERVICES:
         environment = {k: str(v) for k, v in services[name]["environment"].items()}
         wanted = {**changed, **fixed}
         missing = {k: v for k, v in wanted.items() if environment.get(k) != v}

@@ -117,7 +117,8 @@ class ComposeInstall:
 
     def tear_down(self) -> None:
         """`docker-compose down -v`, then what the platform started on the host's engine:
-        the app containers and their network (the worker made them, not compose)."""
+        the app containers, their network and the images built from source (the worker
+        and the builder made them, not compose)."""
         if self.torn_down:
             return
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300)
@@ -133,8 +134,23 @@ class ComposeInstall:
             if network.name == f"{self.instance}-apps":
                 with contextlib.suppress(Exception):
                     network.remove()
+        for tag in self.built_images():
+            with contextlib.suppress(Exception):
+                client.images.remove(tag, force=True)
         shutil.rmtree(self.work_dir, ignore_errors=True)
         self.torn_down = True
+
+    def built_images(self) -> list[str]:
+        """Tags of the images its builder made (builds from source) on the host's engine."""
+        import docker
+
+        prefix = f"{self.instance}-builds/"
+        return [
+            tag
+            for image in docker.from_env().images.list()
+            for tag in image.tags
+            if tag.startswith(prefix)
+        ]
 
     def leftovers(self) -> list[str]:
         """Containers, networks and volumes of this project or instance still on the engine."""
@@ -157,6 +173,7 @@ class ComposeInstall:
             if n.name == f"{self.instance}-apps"
         ]
         found += [f"volume {v.name}" for v in client.volumes.list(filters=project)]
+        found += [f"image {tag}" for tag in self.built_images()]
         return sorted(set(found))
 
 

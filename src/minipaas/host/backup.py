@@ -10,6 +10,10 @@ passphrase, is whole, its members match the manifest's checksums, its schema is 
 knows (an older one is upgraded after the restore), the database is empty. The database is
 then replaced in one transaction, the key put in place, and every app meant to run gets a
 deployment of its current release (services/restored_apps.py).
+
+In the containerized install (docker-compose) no supervisor runs the programs: the operator
+stops their containers, the restore runs in a one-off container and checks that nothing else
+is connected to the database, and `docker-compose up -d` starts them again.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ KEY = "secret.key"
 MANIFEST = "manifest.json"
 _MEMBERS = (DUMP, KEY)
 SUFFIX = ".mpbackup"
+# Set in the platform image (deploy/Dockerfile)
+CONTAINERIZED_ENV = "MINIPAAS_CONTAINERIZED"
 
 
 class RestoreRefused(Exception):
@@ -360,20 +366,58 @@ def restore_backup(
     )
 
 
-def _replace_platform_data(
+def containerized() -> bool:
+    """In the platform image (docker-compose), where no supervisor runs the programs."""
+    return os.environ.get(CONTAINERIZED_ENV) == "1"
+
+
+COMPOSE_RESTORE_STEPS = (
+    "in the containerized install, stop the platform's programs and restore from a one-off "
+    "container, then start them again:\n"
+    "  docker-compose stop api worker builder\n"
+    "  docker-compose run --rm --no-deps api "
+    "minipaas platform restore /var/lib/minipaas/backups/FILE.mpbackup\n"
+    "  docker-compose up -d"
+)
+
+
+def other_sessions() -> int:
+    """Connections of other processes (the API, workers, builders) to the database."""
+    from minipaas.db.session import get_engine
+
+    with get_engine().connect() as connection:
+        found = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    return int(found or 0)
+
+
+def _replace_in_container(
     settings: Settings, workdir: Path, key: bytes, *, force: bool, say: Callable[[str], None]
 ) -> RestoredApps:
-    from minipaas.config import get_settings
-    from minipaas.db import migrate
-    from minipaas.db.session import get_engine, get_session
-    from minipaas.host import platform
-    from minipaas.host.supervisor import Supervisor
-    from minipaas.services import restored_apps, routing
+    """The compose restore: the operator stopped the API, worker and builder containers
+    (checked: nobody else is connected to the database); `docker-compose up -d` starts them,
+    and the worker's `router publish` loads the routes from the restored database."""
+    others = other_sessions()
+    if others:
+        raise RestoreRefused(
+            f"{others} other connection(s) to the database: the API, worker or builder still "
+            f"run. A restore replaces the database under them; {COMPOSE_RESTORE_STEPS}"
+        )
+    marker = _check_target(settings, force=force, elsewhere="another compose project", say=say)
+    marker.write_text(f"restore started at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+    restored = _load_platform_data(settings, workdir, key, say=say)
+    say("done: start the platform again with `docker-compose up -d`")
+    return restored
 
-    if Supervisor(settings).pid() is None:
-        say("the platform is not running here: starting it (a new, empty install) ...")
-        platform.up(settings, say)
-        settings = get_settings()  # with the database password `up` may have generated
+
+def _check_target(
+    settings: Settings, *, force: bool, elsewhere: str, say: Callable[[str], None]
+) -> Path:
+    """Refuses a database that holds data (unless forced); returns the restore's marker."""
     marker = interrupted_restore_marker(settings)
     held = existing_data()
     if marker.exists():
@@ -381,33 +425,63 @@ def _replace_platform_data(
     elif held and not force:
         raise RestoreRefused(
             f"the database of this install is not empty (it holds {held}): a restore replaces "
-            "all of it. Restore onto a new install (another DATA_DIR), or pass --force"
+            f"all of it. Restore onto a new install ({elsewhere}), or pass --force"
         )
-    programs = [platform.service(settings, name) for name in ("worker", "api")]
+    return marker
+
+
+def _load_platform_data(
+    settings: Settings, workdir: Path, key: bytes, *, say: Callable[[str], None]
+) -> RestoredApps:
+    """The dump, the key, the migrations and the apps' redeployments; then the marker goes."""
+    from minipaas.db import migrate
+    from minipaas.db.session import get_engine, get_session
+    from minipaas.services import restored_apps
+
+    say("loading the database ...")
+    load_dump(settings, workdir / DUMP)
+    get_engine().dispose()  # pooled connections knew the old schema
+    install_key(settings, key)
+    say("migrations ...")
+    migrate.upgrade("head")
+    with get_session() as db:
+        plan = restored_apps.bring_back_apps(db)
+    # The new install's generated admin token died with its database
+    settings.admin_token_file.unlink(missing_ok=True)
+    interrupted_restore_marker(settings).unlink()
+    return RestoredApps(plan.redeployed, plan.failed)
+
+
+def _replace_platform_data(
+    settings: Settings, workdir: Path, key: bytes, *, force: bool, say: Callable[[str], None]
+) -> RestoredApps:
+    from minipaas.config import get_settings
+    from minipaas.host import platform
+    from minipaas.host.supervisor import Supervisor
+    from minipaas.services import routing
+
+    if containerized():
+        return _replace_in_container(settings, workdir, key, force=force, say=say)
+    if Supervisor(settings).pid() is None:
+        say("the platform is not running here: starting it (a new, empty install) ...")
+        platform.up(settings, say)
+        settings = get_settings()  # with the database password `up` may have generated
+    marker = _check_target(settings, force=force, elsewhere="another DATA_DIR", say=say)
+    programs = [platform.service(settings, name) for name in ("builder", "worker", "api")]
     # Until the end: a restore killed half way is said by `up` and finished by the next one
     marker.write_text(f"restore started at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
-    say("stopping the API and the worker ...")
+    say("stopping the API, the worker and the builder ...")
     for program in programs:
         program.stop()
     try:
-        say("loading the database ...")
-        load_dump(settings, workdir / DUMP)
-        get_engine().dispose()  # pooled connections knew the old schema
-        install_key(settings, key)
-        say("migrations ...")
-        migrate.upgrade("head")
-        with get_session() as db:
-            plan = restored_apps.bring_back_apps(db)
-        # The new install's generated admin token died with its database
-        settings.admin_token_file.unlink(missing_ok=True)
-        marker.unlink()
+        restored = _load_platform_data(settings, workdir, key, say=say)
     finally:
-        say("starting the API and the worker ...")
+        say("starting the API, the worker and the builder ...")
         for program in reversed(programs):
             program.start()
     routing.sync_routes()
     platform.wait_until_ready(settings)
-    return RestoredApps(plan.redeployed, plan.failed)
+    return restored
 
 
 @dataclass(frozen=True)

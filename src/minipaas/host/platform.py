@@ -79,7 +79,7 @@ def processes(settings: Settings) -> list[SupervisedProcess]:
 
 
 def service(settings: Settings, name: str) -> SupervisedProcess:
-    """One program: postgres, redis, router, api or worker."""
+    """One program: postgres, redis, router, api, worker or builder."""
     return SupervisedProcess(name, Supervisor(settings))
 
 

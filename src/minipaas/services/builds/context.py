@@ -9,6 +9,7 @@ that expand past BUILD_MAX_CONTEXT_MB or BUILD_MAX_FILES.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import posixpath
@@ -27,6 +28,11 @@ _OVERHEAD_PER_ENTRY = 8 * 1024
 _FILTER_ROOT = Path("/nonexistent/minipaas-build-context")
 # Links followed while resolving one path, as the kernel's own limit
 _MAX_LINK_HOPS = 40
+# Python's rules for untrusted archives (PEP 706) came in 3.11.4: the platform image's
+# Python (Debian 12's 3.11.2) has neither, and the checks here (paths and links resolved
+# inside the context, no special files, no setuid/setgid bits, no owners) stand alone there
+_DATA_FILTER = getattr(tarfile, "data_filter", None)
+_FILTER_ERROR: type[Exception] | tuple[()] = getattr(tarfile, "FilterError", ())
 
 
 class ContextRefused(InvalidRequest):
@@ -189,7 +195,7 @@ def sanitize_context(
         try:
             return _copy_checked(capped, clean, dockerfile, max_bytes, max_files, check_disk)
         except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError, UnicodeError) as exc:
-            if isinstance(exc, tarfile.FilterError):
+            if isinstance(exc, _FILTER_ERROR):
                 raise ContextRefused(f"context entry: {exc}") from None
             raise ContextRefused(
                 f"the body is not a readable tar or tar.gz archive ({exc}); "
@@ -249,7 +255,8 @@ def _copy_checked(
                     f"context entry {member.name!r}: the context expands past "
                     f"{max_bytes // (1024 * 1024)} MB (BUILD_MAX_CONTEXT_MB)"
                 )
-            checked = member.replace(
+            checked = _changed(
+                member,
                 name=path,
                 uid=0,
                 gid=0,
@@ -257,12 +264,12 @@ def _copy_checked(
                 gname="",
                 # No setuid, setgid or sticky bits from an upload
                 mode=member.mode & 0o777,
-                deep=False,
             )
             if member.islnk():
-                checked = checked.replace(linkname=posixpath.normpath(member.linkname), deep=False)
-            # Python's own rules for untrusted archives, on top of the ones above
-            tarfile.data_filter(checked, str(_FILTER_ROOT))
+                checked = _changed(checked, linkname=posixpath.normpath(member.linkname))
+            if _DATA_FILTER is not None:
+                # Python's own rules for untrusted archives, on top of the ones above
+                _DATA_FILTER(checked, str(_FILTER_ROOT))
             if member.isreg() and path == dockerfile:
                 dockerfile_text = _read_dockerfile(archive, member)
                 regular.add(path)
@@ -281,6 +288,15 @@ def _copy_checked(
             "?dockerfile=PATH"
         )
     return ContextSummary(files=files, bytes=total, dockerfile=dockerfile_text)
+
+
+def _changed(member: tarfile.TarInfo, **changes: object) -> tarfile.TarInfo:
+    """A shallow copy with `changes`: TarInfo.replace(deep=False), which Python < 3.11.4
+    lacks."""
+    copied = copy.copy(member)
+    for name, value in changes.items():
+        setattr(copied, name, value)
+    return copied
 
 
 def _read_dockerfile(archive: tarfile.TarFile, member: tarfile.TarInfo) -> str:
