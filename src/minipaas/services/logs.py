@@ -71,13 +71,13 @@ async def follow_app_logs(
     timestamps: bool,
     ended: Callable[[], Awaitable[str | None]],
 ) -> AsyncIterator[str]:
-    """follow_container_logs for each replica, their lines merged as each poll brings them."""
-    if len(containers) == 1:
-        async for line in follow_container_logs(
-            container_id=containers[0][1], tail=tail, timestamps=timestamps, ended=ended
-        ):
-            yield line
-        return
+    """The last `tail` lines, then new lines as they come, until `ended` gives a reason (the
+    client went away: "", nothing more is sent; access ended: one last "# ..." line says why).
+    Several replicas' lines are merged in time order as each poll brings them.
+
+    Short polls of the engine ("logs since the last line we sent") instead of one long-lived
+    stream: nothing is left blocked in a thread when the client disconnects.
+    """
     runtime = get_runtime()
     last_stamps = dict.fromkeys((container_id for _, container_id in containers), "")
     first = True
@@ -118,47 +118,3 @@ def _since(last_stamp: str) -> datetime | None:
         return None
     # RFC 3339 with nanoseconds: whole seconds are enough for "since"
     return datetime.fromisoformat(last_stamp[:19] + "+00:00") - timedelta(seconds=1)
-
-
-async def follow_container_logs(
-    *,
-    container_id: str,
-    tail: int,
-    timestamps: bool,
-    ended: Callable[[], Awaitable[str | None]],
-) -> AsyncIterator[str]:
-    """The last `tail` lines, then new lines as they come, until `ended` gives a reason (the
-    client went away: "", nothing more is sent; access ended: one last "# ..." line says why).
-
-    Short polls of the engine ("logs since the last line we sent") instead of one long-lived
-    stream: nothing is left blocked in a thread when the client disconnects.
-    """
-    runtime = get_runtime()
-    last_stamp = ""
-    since: datetime | None = None
-    first = True
-    while (reason := await ended()) is None:
-        try:
-            chunk = await run_in_threadpool(
-                runtime.logs,
-                container_id,
-                tail=tail if first else None,
-                timestamps=True,
-                since=since,
-            )
-        except EngineUnavailable:
-            yield "# the Docker engine is not reachable; stopped following\n"
-            return
-        first = False
-        for line in chunk.splitlines(keepends=True):
-            stamp, _, text = line.partition(" ")
-            if stamp <= last_stamp:
-                continue  # seen in the previous poll (since= has one-second granularity)
-            last_stamp = stamp
-            yield line if timestamps else text
-        if last_stamp:
-            # RFC 3339 with nanoseconds: whole seconds are enough for "since"
-            since = datetime.fromisoformat(last_stamp[:19] + "+00:00") - timedelta(seconds=1)
-        await asyncio.sleep(FOLLOW_POLL_SECONDS)
-    if reason:
-        yield f"# stream ended: {reason}\n"
