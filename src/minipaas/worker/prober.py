@@ -16,11 +16,12 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session, aliased
 
 from minipaas import metrics, queue
 from minipaas.clock import now
-from minipaas.db.models import App, AppReplica
+from minipaas.db.models import App, AppReplica, Deployment
 from minipaas.db.session import database_unavailable, get_session
 from minipaas.runtime import RuntimeFailure
 from minipaas.services import replica_health
@@ -45,36 +46,61 @@ class Target:
     path: str | None  # None: the app has no HTTP health page, any HTTP answer will do
 
 
+# The health check of the deployment that runs: the one that started the first replica (a
+# rollback's, from its route switch on, not the app's edited settings); else the current one
+_starter = aliased(Deployment)
+_STARTED_FIRST = (
+    select(_starter.id)
+    .where(_starter.app_id == App.id, _starter.container_id == App.container_id)
+    .correlate(App)
+    .limit(1)
+    .scalar_subquery()
+)
+_RUNNING = func.coalesce(_STARTED_FIRST, App.current_deployment_id)
+_RUNNING_PATH = func.coalesce(Deployment.health_check_path, App.health_check_path)
+_RUNNING_SECONDS = case(
+    (Deployment.id.is_not(None), Deployment.health_check_running_seconds),
+    else_=App.health_check_running_seconds,
+)
+
+
 def targets() -> list[Target]:
     """Every running replica (it has a port) of every app meant to run: two queries."""
     with get_session() as db:
-        firsts = db.execute(
-            select(
-                App.id,
-                App.container_id,
-                App.published_port,
-                App.unhealthy_since,
-                App.health_check_path,
-                App.health_check_running_seconds,
-            ).where(
-                App.status.in_(MEANT_TO_RUN),
-                App.container_id.is_not(None),
-                App.published_port.is_not(None),
-            )
-        ).all()
-        others = db.execute(
-            select(
-                AppReplica.app_id,
-                AppReplica.replica,
-                AppReplica.container_id,
-                AppReplica.published_port,
-                AppReplica.unhealthy_since,
-                App.health_check_path,
-                App.health_check_running_seconds,
-            )
-            .join(App, App.id == AppReplica.app_id)
-            .where(App.status.in_(MEANT_TO_RUN), AppReplica.published_port.is_not(None))
-        ).all()
+        return targets_in(db)
+
+
+def targets_in(db: Session) -> list[Target]:
+    firsts = db.execute(
+        select(
+            App.id,
+            App.container_id,
+            App.published_port,
+            App.unhealthy_since,
+            _RUNNING_PATH,
+            _RUNNING_SECONDS,
+        )
+        .outerjoin(Deployment, Deployment.id == _RUNNING)
+        .where(
+            App.status.in_(MEANT_TO_RUN),
+            App.container_id.is_not(None),
+            App.published_port.is_not(None),
+        )
+    ).all()
+    others = db.execute(
+        select(
+            AppReplica.app_id,
+            AppReplica.replica,
+            AppReplica.container_id,
+            AppReplica.published_port,
+            AppReplica.unhealthy_since,
+            _RUNNING_PATH,
+            _RUNNING_SECONDS,
+        )
+        .join(App, App.id == AppReplica.app_id)
+        .outerjoin(Deployment, Deployment.id == _RUNNING)
+        .where(App.status.in_(MEANT_TO_RUN), AppReplica.published_port.is_not(None))
+    ).all()
     # The queries keep only rows with a container and a port
     found = [
         Target(app_id, Probed(0, str(cid), port or 0, out_since), _path(path, seconds))
