@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # busybox-static: the demo image and the tests' images are built from it
 # libnginx-mod-http-lua + lua-cjson: the router keeps its routes in nginx's memory (Lua)
 # supervisor: restarts every platform process that dies
+# docker-registry + apache2-utils (htpasswd): the embedded image registry of RUNTIME=swarm
 packages=(docker.io nginx libnginx-mod-http-lua lua-cjson redis-server postgresql python3-venv
-  ca-certificates busybox-static supervisor)
+  ca-certificates busybox-static supervisor docker-registry apache2-utils)
 if [[ "${1:-}" == "--dev" ]]; then
   # tests check the compose file and listening sockets and drive the dashboard in Chromium;
   # make bench drives wrk; debootstrap makes the compose install's Debian base image;
@@ -39,7 +40,7 @@ if ((${#missing[@]})); then
   # mini-paas runs its own nginx, Redis and PostgreSQL under DATA_DIR: keep the distribution's
   # services (which the packages may have just started) off the ports we use
   if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
-    for service in nginx redis-server postgresql supervisor; do
+    for service in nginx redis-server postgresql supervisor docker-registry; do
       if [[ " ${missing[*]} " == *" ${service} "* ]]; then
         systemctl disable --now "$service" >/dev/null 2>&1 || true
       fi

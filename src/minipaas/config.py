@@ -6,6 +6,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,17 @@ class Settings(BaseSettings):
 
     # Names every container, network and queue of this installation
     instance_name: str = "minipaas"
+
+    # Which engine runs apps: "docker" (this host) or "swarm" (this host is a swarm manager;
+    # every replica is a one-task service, images go through REGISTRY_URL)
+    runtime: Literal["docker", "swarm"] = "docker"
+    # The registry every swarm node pulls app images from (host:port, plain HTTP on loopback
+    # or TLS elsewhere); empty with RUNTIME=swarm: the embedded one on 127.0.0.1:REGISTRY_PORT
+    registry_url: str = ""
+    registry_port: int = Field(default=5000, ge=1, le=65535)
+    registry_user: str = "minipaas"
+    # empty: generated once and kept in DATA_DIR (host/registry.py)
+    registry_password: SecretStr | None = None
 
     # Deploys
     queue_name: str = "deployments"
@@ -173,7 +185,9 @@ class Settings(BaseSettings):
             raise ValueError("set both TLS_CERT_FILE and TLS_KEY_FILE, or neither")
         return self
 
-    @field_validator("secret_key", "admin_token", "redis_password", mode="before")
+    @field_validator(
+        "secret_key", "admin_token", "redis_password", "registry_password", mode="before"
+    )
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
         # `SECRET_KEY=` in a .env file means "not set", never "the empty key"
@@ -220,6 +234,26 @@ class Settings(BaseSettings):
         # It travels in an HTTP header and a file nginx reads: letters, digits, '-', '_' only
         if isinstance(text, str) and not re.fullmatch(r"[A-Za-z0-9_-]{32,256}", text):
             raise ValueError("ROUTER_CONTROL_SECRET must be 32-256 letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("registry_url")
+    @classmethod
+    def _registry_is_an_address(cls, value: str) -> str:
+        # The registry part of an image reference: host[:port], no scheme, no path
+        value = value.strip().lower()
+        if value and not re.fullmatch(rf"{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?", value):
+            raise ValueError(
+                "REGISTRY_URL must be a registry's host[:port] without a scheme, e.g. "
+                "registry.example.com:5000 (or empty for the embedded one)"
+            )
+        return value
+
+    @field_validator("registry_user")
+    @classmethod
+    def _registry_user_is_a_name(cls, value: str) -> str:
+        # It goes into an htpasswd line ("user:hash") and HTTP basic auth ("user:password")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+            raise ValueError("REGISTRY_USER must be 1-64 letters, digits, '.', '_' or '-'")
         return value
 
     @field_validator("instance_name")
@@ -290,6 +324,11 @@ class Settings(BaseSettings):
     @property
     def secret_key_file(self) -> Path:
         return self.data_dir / "secret.key"
+
+    @property
+    def registry_password_file(self) -> Path:
+        """The embedded registry's password when REGISTRY_PASSWORD is unset (made once)."""
+        return self.data_dir / "registry.password"
 
     @property
     def install_id_file(self) -> Path:

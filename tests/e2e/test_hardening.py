@@ -8,6 +8,7 @@ import docker
 import httpx
 import pytest
 
+from tests.support.engine import local_container
 from tests.support.flows import create_app, deploy
 from tests.support.images import HELLO_V1, MEMORY_EATER
 from tests.support.stack import Stack
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.deployments]
 
 
 def _inspect(container_id: str) -> dict[str, object]:
-    return dict(docker.from_env().api.inspect_container(container_id))
+    return dict(local_container(container_id).attrs)
 
 
 def test_deployed_container_is_hardened_and_limited(
@@ -81,7 +82,7 @@ def test_apps_cannot_reach_the_platforms_postgres_redis_or_api(
     app_id = create_app(api, app_name, HELLO_V1)["id"]
     deployment = deploy(api, app_id)
     assert deployment["status"] == "succeeded", deployment["error"]
-    container = docker.from_env().containers.get(deployment["container_id"])
+    container = local_container(deployment["container_id"])
     platform_ports = {
         "postgres": stack.settings.postgres_port,
         "redis": stack.settings.redis_port,

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from minipaas.runtime import get_runtime
+from minipaas.runtime.base import RuntimeFailure
 from minipaas.runtime.busybox_image import build_busybox_image
-from minipaas.runtime.docker_runtime import RuntimeFailure
 from tests.support.flows import create_app, deploy
 from tests.support.stack import Stack
 from tests.support.users import new_member

@@ -6,6 +6,7 @@ import docker
 import httpx
 import pytest
 
+from tests.support.engine import local_container
 from tests.support.flows import create_app, deploy, wait_for_deployment
 from tests.support.images import HELLO_V1, HELLO_V2
 from tests.support.stack import Stack
@@ -48,7 +49,7 @@ def test_releases_and_rollback_to_the_exact_image(
     assert done["release_number"] == 3 and done["image_id"] == first["image_id"]
     app = api.get(f"/apps/{app_id}").json()
     assert app["memory_mb"] == 256 and app["env"] == {"SECRET": "********"}
-    container = client.containers.get(done["container_id"])
+    container = local_container(done["container_id"])
     assert "SECRET=one" in container.attrs["Config"]["Env"]
 
     # and forward again to a chosen release

@@ -16,12 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import docker
 import httpx
 import pytest
 
 from minipaas.host.platform import processes
 from minipaas.services.replica_health import HUNG_RESTART_SECONDS
+from tests.support.engine import local_container, remove_by_hand, replica_refs
 from tests.support.flows import create_app, deploy, wait_for_deployment
 from tests.support.images import BINARY_LOGGER, CRASHER, HELLO_V1, HELLO_V2, SLOW_STARTER
 from tests.support.stack import Stack
@@ -36,18 +36,8 @@ ROUTER_FAILURES = {502, 503, 504}
 
 
 def replica_containers(stack: Stack, app_id: int) -> dict[str, str]:
-    """{container id: replica label} of every container of the app, running or not."""
-    # One list call (labels included): no inspect of a container a scale removes meanwhile
-    found = docker.from_env().api.containers(
-        all=True,
-        filters={
-            "label": [
-                f"io.minipaas.instance={stack.settings.instance_name}",
-                f"io.minipaas.app-id={app_id}",
-            ]
-        },
-    )
-    return {str(c["Id"]): (c.get("Labels") or {}).get("io.minipaas.replica", "?") for c in found}
+    """{ref: replica label} of every replica of the app, running or not."""
+    return replica_refs(app_id)
 
 
 def serving_replicas(api: httpx.Client, app_id: int) -> int:
@@ -160,7 +150,7 @@ def test_a_killed_replica_costs_no_get_and_rejoins_when_restarted(
 
     with load(stack, app_name, getters=3, posters=1) as running:
         time.sleep(1.0)
-        docker.from_env().containers.get(victim).kill()
+        local_container(victim).kill()
         killed = time.monotonic()
         eventually(
             lambda: serving_replicas(api, app_id) == 2,
@@ -185,7 +175,7 @@ def test_a_killed_replica_costs_no_get_and_rejoins_when_restarted(
     assert running.failed("GET") == 0
     assert running.failed("POST") <= 1
     assert running.served("GET") > 50
-    assert docker.from_env().containers.get(victim).status == "running"  # restarted, same one
+    assert local_container(victim).status == "running"  # restarted, same one
     assert api.get(f"/apps/{app_id}").json()["status"] == "running"
 
 
@@ -207,7 +197,6 @@ def test_a_failed_deploy_of_three_replicas_leaves_no_container_and_the_old_set_s
     response = api.post(f"/apps/{app_id}/deploy")
     assert response.status_code == 202
     deployment_id = response.json()["id"]
-    client = docker.from_env()
 
     def new_replica_2() -> str | None:
         for cid, label in replica_containers(stack, app_id).items():
@@ -216,7 +205,7 @@ def test_a_failed_deploy_of_three_replicas_leaves_no_container_and_the_old_set_s
         return None
 
     doomed = eventually(new_replica_2, timeout=20, message="replica 2 never started")
-    client.containers.get(doomed).kill()
+    local_container(doomed).kill()
     killed = time.monotonic()
     failed = eventually(
         lambda: (
@@ -410,7 +399,7 @@ def test_replica_0_removed_by_hand_is_replaced_while_the_others_serve(
 
     with load(stack, app_name, getters=3) as running:
         time.sleep(0.5)
-        docker.from_env().containers.get(first).remove(force=True)
+        remove_by_hand(first)
         removed = time.monotonic()
         eventually(
             lambda: (
@@ -485,9 +474,10 @@ def test_a_frozen_replica_leaves_the_route_within_5_s_and_rejoins_when_it_answer
     stack: Stack, api: httpx.Client, app_name: str, replica: str
 ) -> None:
     app_id = deployed_app(api, app_name, HELLO_V1, 3)["id"]
-    victim = docker.from_env().containers.get(
-        next(cid for cid, label in replica_containers(stack, app_id).items() if label == replica)
+    victim_ref = next(
+        ref for ref, label in replica_containers(stack, app_id).items() if label == replica
     )
+    victim = local_container(victim_ref)
     host = f"{app_name}.{stack.settings.apps_domain}"
 
     # A healthy request takes milliseconds: one taking 2 s went to the frozen replica
@@ -533,17 +523,19 @@ def test_a_frozen_replica_leaves_the_route_within_5_s_and_rejoins_when_it_answer
     assert last_sent_to_it < 5
     assert failed_after_rejoin == []
     assert app["status"] == "running" and app["replicas_serving"] == 3
-    assert victim.id in replica_containers(stack, app_id)  # the same container, not replaced
+    # the same container, not replaced
+    assert victim_ref in replica_containers(stack, app_id)
+    assert local_container(victim_ref).id == victim.id
 
 
 def test_a_replica_frozen_past_the_bound_is_restarted_and_rejoins(
     stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
 ) -> None:
     app_id = deployed_app(api, app_name, HELLO_V1, 3)["id"]
-    victim = docker.from_env().containers.get(
-        next(cid for cid, label in replica_containers(stack, app_id).items() if label == "2")
+    victim_ref = next(
+        ref for ref, label in replica_containers(stack, app_id).items() if label == "2"
     )
-    victim.pause()
+    local_container(victim_ref).pause()
     paused = time.monotonic()
     eventually(
         lambda: serving_replicas(api, app_id) == 2,
@@ -553,8 +545,9 @@ def test_a_replica_frozen_past_the_bound_is_restarted_and_rejoins(
     )
 
     def restarted() -> bool:
-        victim.reload()
-        return victim.status == "running" and serving_replicas(api, app_id) == 3
+        # the same container on one host; on Swarm a new task of the same service
+        running = local_container(victim_ref).status == "running"  # "paused" while frozen
+        return running and serving_replicas(api, app_id) == 3
 
     eventually(
         restarted,
@@ -565,7 +558,7 @@ def test_a_replica_frozen_past_the_bound_is_restarted_and_rejoins(
     back_after = time.monotonic() - paused
     print(f"\nreplica frozen for good: restarted and back in the route after {back_after:.1f} s")
     assert back_after >= HUNG_RESTART_SECONDS
-    assert victim.attrs["State"]["Paused"] is False
+    assert local_container(victim_ref).attrs["State"]["Paused"] is False
     host = {"Host": f"{app_name}.{stack.settings.apps_domain}"}
     assert {router.get("/", headers=host).text for _ in range(6)} == {"hello from v1\n"}
     deployment_id = api.get(f"/apps/{app_id}").json()["current_deployment_id"]

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from minipaas.runtime import get_runtime
+from minipaas.runtime.base import RuntimeFailure
 from minipaas.runtime.busybox_image import build_busybox_image
-from minipaas.runtime.docker_runtime import RuntimeFailure
 from minipaas.services.routing import get_router
 from tests.support.flows import create_app, deploy
 from tests.support.images import HELLO_V1

@@ -54,7 +54,9 @@ from minipaas.db.models import (
 from minipaas.host import backup
 from minipaas.host.backup import known_revisions
 from minipaas.host.postgres import LocalPostgres, postgres_bin_dir
+from minipaas.runtime.base import Endpoint
 from minipaas.services import restored_apps, users
+from minipaas.services.endpoints import endpoint_of
 from tests.support.postgres import throwaway_postgres
 
 pytestmark = [pytest.mark.postgres]
@@ -309,6 +311,9 @@ def _check(engine: Engine, filled: set[str]) -> None:
         assert app_out["command"] == ["gunicorn", "-b", "0.0.0.0:8080", "shop:app"]
         assert app_out["status"] == "running"
         assert app_out["published_port"] == 32768
+        # Rows from before node addresses: NULL, the host's loopback, where they did run
+        assert shop.published_address is None
+        assert endpoint_of(shop) == Endpoint("127.0.0.1", 32768)
         if "users" in filled:
             assert app_out["owner_id"] == 2
         assert shop.run_settings().image == "registry.example.com/shop:1.4"

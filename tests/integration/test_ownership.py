@@ -25,6 +25,7 @@ APP_ROUTES: list[tuple[str, str, dict[str, object] | None]] = [
     ("POST", "/apps/{id}/restart", None),
     ("POST", "/apps/{id}/remove", None),
     ("GET", "/apps/{id}/logs", None),
+    ("GET", "/apps/{id}/replicas", None),
     ("GET", "/apps/{id}/deployments", None),
     ("GET", "/apps/{id}/deployments/{deployment}", None),
     ("POST", "/apps/{id}/deployments/{deployment}/cancel", None),

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.orm import Session
 
-from minipaas.db.models import App, AppStatus, Deployment, DeploymentStatus
+from minipaas.db.models import App, AppReplica, AppStatus, Deployment, DeploymentStatus
 from minipaas.db.run_settings import PullPolicy, RunSettings
 from minipaas.db.session import get_session
+from minipaas.runtime.base import Endpoint
 from minipaas.worker.prober import targets_in
 from tests.support.stack import Stack
 
@@ -101,3 +102,16 @@ def test_a_container_no_deployment_started_falls_back_to_the_current_deployment(
     app.container_id = "c-promoted-spare"  # the healer promoted a replica
     db.flush()
     assert _path_of(db, app) == "/current"
+
+
+def test_each_replica_is_probed_at_the_node_address_its_row_holds(
+    db: Session, app_name: str
+) -> None:
+    app = _app_serving(db, app_name, app_path="/", current=_run("/"), new=_run("/"))
+    app.published_address = "127.0.0.2"  # replica 0 runs on another node
+    app.extra_replicas.append(
+        AppReplica(replica=1, container_id="c-r1", container_name="c-r1", published_port=1)
+    )  # no address: a row from before node addresses, on loopback
+    db.flush()
+    found = {t.probed.replica: t.probed.endpoint for t in targets_in(db) if t.app_id == app.id}
+    assert found == {0: Endpoint("127.0.0.2", 1), 1: Endpoint("127.0.0.1", 1)}

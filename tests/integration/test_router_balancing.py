@@ -11,20 +11,28 @@ import httpx
 import pytest
 
 from minipaas.router.control import ControlClient, load_or_create_secret
-from minipaas.router.lua_router import Route, RouteKind, RouterError
+from minipaas.router.lua_router import Backend, Route, RouteKind, RouterError
 from tests.integration.test_lua_router import Rig, _serve, empty_table, rig
 from tests.support.stack import free_port
 
 __all__ = ["empty_table", "rig"]  # fixtures, shared with the one-backend tests
 
 
-def balanced_route(rig: Rig, app_id: int, ports: list[int]) -> Route:
+def balanced_route(
+    rig: Rig, app_id: int, ports: list[int], *, addresses: list[str] | None = None
+) -> Route:
+    """A route to `ports`, each at the matching address of `addresses` (default loopback)."""
+    backends = [
+        Backend(address, port)
+        for address, port in zip(addresses or ["127.0.0.1"] * len(ports), ports, strict=True)
+    ]
     return rig.router.route(
         app_id=app_id,
-        app_name="web",
+        app_name="web" if app_id == 1 else f"web{app_id}",
         kind=RouteKind.PROXY,
-        port=ports[0],
-        more_ports=ports[1:],
+        port=backends[0].port,
+        address=backends[0].address,
+        more_backends=backends[1:],
     )
 
 
@@ -52,8 +60,9 @@ def test_the_table_keeps_every_backend_and_one_backend_routes_stay_as_they_were(
     one = rig.route(2, "solo", rig.blue)
     rig.router.replace_all([many, one])
     live = rig.router.live_table()
-    assert live[1] == many and live[1].ports == (rig.blue.port, rig.green.port)
-    assert live[2] == one and "ports" not in one.to_json()
+    assert live[1] == many
+    assert [b.port for b in live[1].backends] == [rig.blue.port, rig.green.port]
+    assert live[2] == one and "backends" not in one.to_json()
     # nginx restarts from its snapshot with the same lists
     rig.router.stop()
     rig.router.ensure_running()
@@ -61,15 +70,33 @@ def test_the_table_keeps_every_backend_and_one_backend_routes_stay_as_they_were(
 
 
 @pytest.mark.parametrize(
-    ("ports", "problem"),
+    ("backends", "problem"),
     [
-        ([4002, 4001], "starts with port"),
-        ([4001, 4001], "distinct"),
-        ([4001, 0], "distinct"),
+        ([("127.0.0.1", 4002), ("127.0.0.1", 4001)], "start with"),
+        ([("127.0.0.1", 4001), ("127.0.0.1", 4001)], "distinct"),
+        ([("127.0.0.1", 4001), ("127.0.0.1", 0)], "port between"),
         ("4001", "list"),
+        ([4001, 4002], "address, port"),
     ],
 )
-def test_the_router_refuses_a_bad_backend_list(rig: Rig, ports: object, problem: str) -> None:
+def test_the_router_refuses_a_bad_backend_list(rig: Rig, backends: object, problem: str) -> None:
+    client = ControlClient(
+        rig.settings.router_control_socket, load_or_create_secret(rig.settings), timeout=5
+    )
+    if isinstance(backends, list) and isinstance(backends[0], tuple):
+        backends = [{"address": address, "port": port} for address, port in backends]
+    body = {"id": 1, "kind": "proxy", "name": "web", "port": 4001, "backends": backends}
+    with pytest.raises(RouterError, match=problem):
+        client.request("PUT", "/apps/1", body)
+
+
+@pytest.mark.parametrize(
+    ("ports", "problem"),
+    [([4002, 4001], "start with"), ([4001, 4001], "distinct"), ("4001", "list")],
+)
+def test_the_router_checks_a_backend_list_of_the_old_form_too(
+    rig: Rig, ports: object, problem: str
+) -> None:
     client = ControlClient(
         rig.settings.router_control_socket, load_or_create_secret(rig.settings), timeout=5
     )

@@ -13,8 +13,9 @@ import pytest
 
 from minipaas.config import Settings
 from minipaas.runtime import labels
+from minipaas.runtime.base import ContainerSpec, Endpoint
 from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
-from minipaas.runtime.docker_runtime import ContainerSpec, DockerRuntime
+from minipaas.runtime.docker_runtime import DockerRuntime
 
 pytestmark = [pytest.mark.docker]
 
@@ -64,10 +65,10 @@ def test_one_list_call_gives_each_running_containers_port(runtime: DockerRuntime
     second = runtime.run_container(spec(runtime, "app1-d2"))
     runtime.stop(second.id)
 
-    ports = runtime.running_published_ports()
+    endpoints = runtime.running_endpoints()
 
-    assert ports == {first.id: first.published_port}
-    assert ports[first.id] == runtime.published_port(first.id)
+    assert endpoints == {first.id: Endpoint("127.0.0.1", first.published_port)}
+    assert endpoints[first.id] == runtime.published_endpoint(first.id) == first.endpoint
 
 
 def test_a_frozen_container_counts_as_running_and_a_kill_ends_it(runtime: DockerRuntime) -> None:
@@ -75,10 +76,10 @@ def test_a_frozen_container_counts_as_running_and_a_kill_ends_it(runtime: Docker
     runtime.client.api.pause(frozen.id)
 
     # Paused is no crash: the healer leaves it to the prober (worker/prober.py)
-    assert runtime.running_published_ports() == {frozen.id: frozen.published_port}
+    assert runtime.running_endpoints() == {frozen.id: frozen.endpoint}
 
     runtime.kill(frozen.id)  # SIGKILL reaches a frozen container
     state = runtime.state(frozen.id)
     assert state is not None and not state.running
     runtime.kill(frozen.id)  # not running any more: nothing to do, no error
-    assert runtime.start(frozen.id) > 0  # the healer's restart works on it
+    assert runtime.start(frozen.id).port > 0  # the healer's restart works on it

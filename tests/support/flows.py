@@ -53,11 +53,12 @@ def deploy(api: httpx.Client, app_id: int) -> dict[str, Any]:
 
 
 def platform_containers(instance: str, app_id: int) -> list[str]:
-    import docker
+    """Refs of what runs the app's replicas, asked of the engine that runs them (containers
+    on one host, services on Swarm), whichever install made them."""
+    from minipaas.runtime import get_runtime, labels
 
-    client = docker.from_env()
-    found = client.containers.list(
-        all=True,
-        filters={"label": [f"io.minipaas.instance={instance}", f"io.minipaas.app-id={app_id}"]},
-    )
-    return [str(container.id) for container in found]
+    runtime = get_runtime()
+    assert runtime._settings.instance_name == instance, "the stack's runtime, not another's"
+    return [
+        ref for ref, found, _ in runtime.platform_containers() if labels.app_id_of(found) == app_id
+    ]

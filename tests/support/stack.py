@@ -97,7 +97,26 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         # Builds: a cap a test can pass without sending much, a memory limit a step can hit
         "BUILD_MAX_UPLOAD_MB": "20",
         "BUILD_MEMORY_MB": "256",
+        **_engine_env(),
     }
+
+
+def _engine_env() -> dict[str, str]:
+    """RUNTIME=swarm in the test runner's environment (make test's second pass) runs the
+    stack's apps on Swarm, through the platform's own embedded registry."""
+    if os.environ.get("RUNTIME") != "swarm":
+        return {}
+    return {"RUNTIME": "swarm", "REGISTRY_PORT": str(free_port())}
+
+
+def ensure_swarm_manager() -> None:
+    """This engine becomes a one-node swarm on loopback if it is not in one already (never
+    left again: a swarm manager runs plain containers as before)."""
+    import docker
+
+    client = docker.from_env()
+    if client.info()["Swarm"]["LocalNodeState"] != "active":
+        client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
 
 
 def _tls_files(data_dir: Path) -> dict[str, str]:
@@ -126,7 +145,7 @@ def apply_env(env: dict[str, str | None]) -> None:
     from minipaas.config import get_settings
     from minipaas.db.session import _session_factory, get_engine
     from minipaas.queue import get_redis
-    from minipaas.runtime.docker_runtime import get_runtime
+    from minipaas.runtime.engine import get_runtime
     from minipaas.services.routing import get_router
 
     for cached in (get_settings, get_engine, _session_factory, get_redis, get_runtime, get_router):
@@ -178,6 +197,8 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
     apply_env(dict(env))
     settings = get_settings()
     try:
+        if settings.runtime == "swarm":
+            ensure_swarm_manager()
         platform.up(settings, lambda _: None)
         build_test_images()
         wait_ready(settings.api_url)
@@ -194,10 +215,14 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
 
 
 def remove_instance_containers(instance: str) -> None:
-    """Removes every container labelled as belonging to this platform instance."""
+    """Removes every container (and Swarm service) labelled as this platform instance's."""
     import docker
 
     client = docker.from_env()
+    if client.info()["Swarm"]["LocalNodeState"] == "active":
+        for service in client.services.list(filters={"label": f"io.minipaas.instance={instance}"}):
+            with contextlib.suppress(Exception):
+                service.remove()
     for container in client.containers.list(
         all=True, filters={"label": f"io.minipaas.instance={instance}"}
     ):

@@ -7,7 +7,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from minipaas.api import deps
-from minipaas.api.routes import apps, builds, domains, health, users
+from minipaas.api.routes import apps, builds, cluster, domains, health, users
 
 ROUTERS = (
     health.router,
@@ -16,6 +16,8 @@ ROUTERS = (
     builds.router,
     domains.router,
     users.router,
+    cluster.router,
+    cluster.app_router,
 )
 CHANGES = [
     route

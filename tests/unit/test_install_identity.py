@@ -9,7 +9,8 @@ import pytest
 
 from minipaas.config import Settings
 from minipaas.runtime import labels
-from minipaas.runtime.docker_runtime import DockerRuntime, InstanceObject
+from minipaas.runtime.base import InstanceObject
+from minipaas.runtime.docker_runtime import DockerRuntime
 from minipaas.services import install_identity
 from minipaas.services.install_identity import InstallClash, check_no_other_install
 

@@ -8,20 +8,22 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from minipaas.db.models import App
+from minipaas.router.route import Backend
+from minipaas.runtime.base import Endpoint
 from minipaas.services.replica_health import HUNG_RESTART_SECONDS, Probed, Streak, decide
-from minipaas.services.routing import replica_ports
+from minipaas.services.routing import replica_backends, serving_endpoints
 
 AT = datetime(2026, 11, 27, 19, 0, tzinfo=UTC)
 
 
 def replica(n: int, *, fails: int = 0, passes: int = 0, out_for: float | None = None) -> Any:
     out_since = None if out_for is None else AT - timedelta(seconds=out_for)
-    probed = Probed(n, f"c{n}", 4000 + n, out_since)
-    return probed, Streak(f"c{n}", 4000 + n, fails=fails, passes=passes)
+    probed = Probed(n, f"c{n}", Endpoint("127.0.0.1", 4000 + n), out_since)
+    return probed, Streak(f"c{n}", probed.endpoint, fails=fails, passes=passes)
 
 
 def test_a_streak_counts_results_in_a_row() -> None:
-    streak = Streak("c", 1)
+    streak = Streak("c", Endpoint("127.0.0.1", 1))
     for ok in (False, False, True):
         streak.count(ok)
     assert (streak.fails, streak.passes) == (0, 1)
@@ -66,18 +68,38 @@ def test_a_replica_hung_past_the_bound_is_killed_while_others_serve() -> None:
     assert decide([replica(0), replica(1, passes=1, out_for=bound + 5)], AT).kill == []
 
 
-def app_with(first: tuple[int | None, bool], *others: tuple[int | None, bool]) -> App:
-    def row(port: int | None, out: bool) -> SimpleNamespace:
-        return SimpleNamespace(published_port=port, unhealthy_since=AT if out else None)
+Row = tuple[int | None, bool] | tuple[int | None, bool, str | None]
+
+
+def app_with(first: Row, *others: Row) -> App:
+    def row(port: int | None, out: bool, address: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(
+            published_port=port, published_address=address, unhealthy_since=AT if out else None
+        )
 
     first_row = row(*first)
     first_row.extra_replicas = [row(*other) for other in others]
     return cast(App, first_row)
 
 
+def ports(app: App) -> list[int]:
+    return [endpoint.port for endpoint in serving_endpoints(app)]
+
+
 def test_the_route_leaves_out_replicas_that_failed_their_probes() -> None:
-    assert replica_ports(app_with((4000, False), (4001, True), (4002, False))) == [4000, 4002]
-    assert replica_ports(app_with((4000, True), (4001, False), (None, False))) == [4001]
+    assert ports(app_with((4000, False), (4001, True), (4002, False))) == [4000, 4002]
+    assert ports(app_with((4000, True), (4001, False), (None, False))) == [4001]
     # None healthy (a crash raced with the probes): every running one rather than none
-    assert replica_ports(app_with((4000, True), (4001, True), (None, False))) == [4000, 4001]
-    assert replica_ports(app_with((None, False), (None, False))) == []
+    assert ports(app_with((4000, True), (4001, True), (None, False))) == [4000, 4001]
+    assert ports(app_with((None, False), (None, False))) == []
+
+
+def test_the_same_port_on_two_nodes_is_two_backends_and_null_is_loopback() -> None:
+    app = app_with((4000, False), (4000, False, "127.0.0.2"), (4000, False, "127.0.0.1"))
+    assert replica_backends(app) == [Backend("127.0.0.1", 4000), Backend("127.0.0.2", 4000)]
+
+
+def test_a_replica_whose_address_is_no_ipv4_or_resolvable_name_is_left_out() -> None:
+    # "localhost" resolves (to loopback): a node reported by name is looked up, nginx takes IPs
+    app = app_with((4000, False), (4001, False, "localhost"), (4002, False, "no-such-node.invalid"))
+    assert replica_backends(app) == [Backend("127.0.0.1", 4000), Backend("127.0.0.1", 4001)]

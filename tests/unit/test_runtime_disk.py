@@ -13,7 +13,8 @@ import pytest
 from docker.errors import APIError, ImageNotFound
 
 from minipaas.config import Settings
-from minipaas.runtime.docker_runtime import ContainerSpec, DockerRuntime
+from minipaas.runtime.base import ContainerSpec
+from minipaas.runtime.docker_runtime import DockerRuntime
 
 REFUSAL = "--storage-opt is supported only for overlay over xfs with 'pquota' mount option"
 

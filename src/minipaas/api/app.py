@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minipaas import __version__, logs, metrics
-from minipaas.api.routes import apps, builds, domains, health, traffic, users
+from minipaas.api.routes import apps, builds, cluster, domains, health, traffic, users
 from minipaas.api.routes import metrics as platform_metrics
 from minipaas.db.session import get_session
 from minipaas.host.lifeline import die_with_parent
@@ -73,6 +73,8 @@ def create_app() -> FastAPI:
     app.include_router(users.router)
     app.include_router(platform_metrics.router)
     app.include_router(traffic.router)
+    app.include_router(cluster.router)
+    app.include_router(cluster.app_router)
     app.add_api_route("/ui", dashboard, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]

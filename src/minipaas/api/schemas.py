@@ -220,7 +220,7 @@ class AppOut(_MaskedEnvOut):
             first_runs = row.get("published_port") is not None
             first = 1 if first_runs and row.get("unhealthy_since") is None else 0
             running = int(first_runs) + (row.pop("extra_replicas_running", 0) or 0)
-            # As routing.replica_ports: when none passes its probes, every running one serves
+            # As routing.serving_endpoints: when none passes its probes, every running one serves
             serving = first + (row.pop("extra_replicas_serving", 0) or 0) or running
             return {
                 "url": routing.app_url(cast(App, _Named(row["name"]))),
@@ -228,10 +228,11 @@ class AppOut(_MaskedEnvOut):
             }
         if not isinstance(row, App):
             raise TypeError("AppOut is built from an App row")
+        serving = len(routing.serving_endpoints(row)) if row.status in _SERVING else 0
         return {
             "url": routing.app_url(row),
             "domains": [d.hostname for d in row.domains],
-            "replicas_serving": len(routing.replica_ports(row)) if row.status in _SERVING else 0,
+            "replicas_serving": serving,
         }
 
     @computed_field  # type: ignore[prop-decorator]
@@ -512,3 +513,36 @@ class BuildOut(BaseModel):
     @classmethod
     def _names_only(cls, value: object) -> object:
         return sorted(value) if isinstance(value, dict) else value
+
+
+class NodeOut(BaseModel):
+    """A node apps run on: this host on the plain engine, each swarm node with RUNTIME=swarm."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    hostname: str
+    address: str = Field(description="where the node's published ports answer")
+    role: str = Field(description="manager or worker; standalone on the plain Docker engine")
+    availability: str = Field(description="active, pause or drain (Swarm's scheduling)")
+    state: str = Field(description="ready, down, unknown or disconnected")
+    leader: bool = Field(description="the swarm's leading manager")
+    engine_version: str
+
+
+class ReplicaOut(BaseModel):
+    """One container of an app (one swarm service with RUNTIME=swarm) and where it runs."""
+
+    replica: int | None = Field(description="0, 1, ...: the [rN] of its log lines")
+    deployment_id: int | None = Field(description="the deployment that started it")
+    current: bool = Field(
+        description="the platform counts it as the replica now; false for one of a deployment "
+        "still starting or draining"
+    )
+    ref: str = Field(description="the container's id (the service's with RUNTIME=swarm)")
+    name: str
+    node_id: str | None
+    node_hostname: str | None = Field(description="none while no node was picked")
+    node_address: str | None
+    state: str = Field(description="the container's state, or its swarm task's")
+    published_port: int | None = Field(description="the port on the node's address; none: down")

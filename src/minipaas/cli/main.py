@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from minipaas.cli import client_commands, platform
+from minipaas.cli import client_commands, cluster_commands, platform
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -22,6 +22,7 @@ app.add_typer(migrate_app, name="migrate")
 app.add_typer(router_app, name="router")
 app.add_typer(admin_app, name="admin")
 client_commands.register(app)
+cluster_commands.register(app)
 app.add_typer(platform.app, name="platform")
 
 

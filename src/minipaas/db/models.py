@@ -182,6 +182,8 @@ class App(RunSettingsColumns, Base):
     container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The node the port is published on (Swarm); NULL: the host's loopback, 127.0.0.1
+    published_address: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # Replica 0 failed its probes (worker/prober.py): out of the route while others serve
     unhealthy_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Self-healing (worker/healer.py): restarts by the platform since the last deploy or
@@ -251,6 +253,8 @@ class AppReplica(Base):
     container_name: Mapped[str] = mapped_column(String(255))
     # None while it is down: out of the route until the healer has it healthy again
     published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # As App.published_address: NULL is 127.0.0.1
+    published_address: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # Failed its probes (worker/prober.py): out of the route, though its container runs
     unhealthy_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Self-healing of this replica alone (worker/healer.py), as the app's own columns
@@ -318,6 +322,8 @@ class Deployment(RunSettingsColumns, Base):
     container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     container_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     published_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # As App.published_address: NULL is 127.0.0.1
+    published_address: Mapped[str | None] = mapped_column(String(255), nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # When the route went to the new container: from then on a cancel is refused
     route_switched_at: Mapped[datetime | None] = mapped_column(

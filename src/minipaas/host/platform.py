@@ -20,6 +20,7 @@ from minipaas.host.docker_engine import ensure_docker_engine
 from minipaas.host.errors import HostServiceError
 from minipaas.host.postgres import LocalPostgres
 from minipaas.host.redis import LocalRedis
+from minipaas.host.registry import embedded_registry
 from minipaas.host.service_exec import end_leftovers, group_members
 from minipaas.host.supervisor import Program, Supervisor
 from minipaas.runtime import get_runtime
@@ -79,7 +80,7 @@ def processes(settings: Settings) -> list[SupervisedProcess]:
 
 
 def service(settings: Settings, name: str) -> SupervisedProcess:
-    """One program: postgres, redis, router, api, worker or builder."""
+    """One program: postgres, redis, registry, router, api, worker or builder."""
     return SupervisedProcess(name, Supervisor(settings))
 
 
@@ -104,6 +105,10 @@ def programs(settings: Settings) -> list[Program]:
     redis = local_redis(settings)
     if redis is not None:
         found.append(Program("redis", redis.server_command(), priority=10))
+    registry = embedded_registry(settings)
+    if registry is not None:
+        # Swarm nodes pull app images from it (RUNTIME=swarm without REGISTRY_URL)
+        found.append(Program("registry", registry.server_command(), priority=10))
     found.append(
         Program(
             "router",
@@ -249,6 +254,9 @@ def _prepare_services(settings: Settings) -> None:
     redis = local_redis(settings)
     if redis is not None:
         redis.write_config()
+    registry = embedded_registry(settings)
+    if registry is not None:
+        registry.write_config()
     get_router().prepare()
 
 
@@ -261,6 +269,10 @@ def _wait_for_services(settings: Settings, say: Callable[[str], None]) -> None:
     if redis is not None:
         say(f"redis on 127.0.0.1:{settings.redis_port} ...")
         redis.wait_ready()
+    registry = embedded_registry(settings)
+    if registry is not None:
+        say(f"image registry (docker-registry) on {registry.address} ...")
+        registry.wait_ready()
 
 
 def _wait_for(check: Callable[[], bool], what: str, timeout: float) -> None:

@@ -212,7 +212,7 @@ def _lua(c: RouterConfig, version: str) -> str:
         require("minipaas_router").init_worker()
     }}
 
-    # One upstream for every app: the balancer picks 127.0.0.1:<port> per request
+    # One upstream for every app: the balancer picks <node address>:<port> per request
     upstream minipaas_app {{
         server 0.0.0.1:1;  # never used; nginx wants a server line
         balancer_by_lua_block {{

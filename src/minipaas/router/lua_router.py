@@ -25,10 +25,17 @@ from minipaas.router.control import ControlClient, RouteConflictError, load_or_c
 from minipaas.router.dynamic_render import RouterConfig, render_router_config
 from minipaas.router.errors import RouterError
 from minipaas.router.nginx_process import NginxProcess
-from minipaas.router.route import Route, RouteKind, app_route, check_host_policy
+from minipaas.router.route import (
+    LOOPBACK,
+    Backend,
+    Route,
+    RouteKind,
+    app_route,
+    check_host_policy,
+)
 from minipaas.router.route_snapshot import RouteSnapshot
 
-__all__ = ["LuaRouter", "Route", "RouteConflictError", "RouteKind", "RouterError"]
+__all__ = ["Backend", "LuaRouter", "Route", "RouteConflictError", "RouteKind", "RouterError"]
 
 
 class LuaRouter:
@@ -63,7 +70,8 @@ class LuaRouter:
         kind: RouteKind,
         port: int | None = None,
         domains: Iterable[str] = (),
-        more_ports: Iterable[int] = (),
+        more_backends: Iterable[Backend] = (),
+        address: str = LOOPBACK,
     ) -> Route:
         """An app's usual route: <name>.<APPS_DOMAIN> and its own domains (ValueError if bad)."""
         return app_route(
@@ -73,7 +81,8 @@ class LuaRouter:
             port=port,
             apps_domain=self.settings.apps_domain,
             domains=domains,
-            more_ports=more_ports,
+            more_backends=more_backends,
+            address=address,
         )
 
     def set_route(self, route: Route) -> None:
@@ -152,9 +161,9 @@ class LuaRouter:
             raise RouterError(f"nginx holds a route mini-paas cannot read: {exc}") from exc
         return {route.app_id: route for route in routes}
 
-    def in_flight(self, port: int) -> int:
-        """Requests nginx is proxying to 127.0.0.1:port right now."""
-        answer = self._control().request("GET", f"/inflight/{int(port)}")
+    def in_flight(self, backend: Backend) -> int:
+        """Requests nginx is proxying to the backend (address:port) right now."""
+        answer = self._control().request("GET", f"/inflight/{backend}")
         return int(answer.get("requests", 0))
 
     def traffic_totals(self) -> Any:

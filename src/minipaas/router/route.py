@@ -8,7 +8,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_HOSTS", "Route", "RouteKind", "app_route", "check_host_policy", "normalize_host"]
+__all__ = [
+    "LOOPBACK",
+    "MAX_HOSTS",
+    "Backend",
+    "Route",
+    "RouteKind",
+    "app_route",
+    "check_address",
+    "check_host_policy",
+    "is_ipv4",
+    "normalize_host",
+]
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 APP_NAME = re.compile(_LABEL)
@@ -17,6 +28,57 @@ MAX_APP_ID = 2**31 - 1
 MAX_HOSTS = 64
 # Backends of one app (its replicas); APP_MAX_REPLICAS is at most 100
 MAX_BACKENDS = 100
+# Where a backend is when a route names no address (every route before node addresses)
+LOOPBACK = "127.0.0.1"
+_IPV4 = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
+_DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
+
+
+def is_ipv4(address: str) -> bool:
+    """A dotted quad (no leading zeros): what nginx's balancer connects to without a lookup."""
+    return bool(_IPV4.fullmatch(address)) and all(int(p) <= 255 for p in address.split("."))
+
+
+def check_address(address: object) -> str:
+    """A backend's node address, as nginx's Lua code takes it: an IPv4 dotted quad, or a host
+    name of lowercase letters, digits, '-' and dots; nothing else (no port, path or space)."""
+    if not isinstance(address, str) or not address or len(address) > 253:
+        raise ValueError("a backend address is an IPv4 address or a host name")
+    if _DIGITS_AND_DOTS.fullmatch(address):
+        if not is_ipv4(address):
+            raise ValueError(f"{address[:80]!r} is not an IPv4 address")
+        return address
+    if not HOSTNAME.fullmatch(address):
+        raise ValueError(
+            f"{address[:80]!r} is not a backend address (an IPv4 address or a lowercase "
+            "host name, without a port)"
+        )
+    return address
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One replica as the router reaches it: a node's address and the published port."""
+
+    address: str
+    port: int
+
+    def __post_init__(self) -> None:
+        check_address(self.address)
+        if type(self.port) is not int or not 1 <= self.port <= 65535:
+            raise ValueError("every backend port is between 1 and 65535")
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "port": self.port}
+
+    @classmethod
+    def from_json(cls, data: object) -> Backend:
+        if not isinstance(data, Mapping):
+            raise ValueError("a backend is a JSON object with address and port")
+        return cls(data.get("address"), data.get("port"))  # type: ignore[arg-type]
 
 
 def normalize_host(host: str) -> str:
@@ -41,15 +103,16 @@ class RouteKind(enum.StrEnum):
 class Route:
     """Where the router sends one app's traffic: by path /apps/<id>/ and by each of its hosts.
 
-    `port` is the first replica's; `more_ports` the others' (the balancer spreads requests
-    over all of them)."""
+    `address`:`port` is the first replica's; `more_backends` the others' (the balancer
+    spreads requests over all of them)."""
 
     app_id: int
     app_name: str
     kind: RouteKind
     port: int | None = None
     hosts: tuple[str, ...] = ()
-    more_ports: tuple[int, ...] = ()
+    more_backends: tuple[Backend, ...] = ()
+    address: str = LOOPBACK
 
     def __post_init__(self) -> None:
         # Everything here ends up in nginx's memory and in its error pages: validate it all
@@ -61,19 +124,21 @@ class Route:
         if self.kind is RouteKind.PROXY:
             if type(self.port) is not int or not 1 <= self.port <= 65535:
                 raise ValueError("a proxy route needs a port between 1 and 65535")
+            check_address(self.address)
         else:
             # A stopped app has no target; keeping a stale port would only make drift checks lie
             object.__setattr__(self, "port", None)
-            object.__setattr__(self, "more_ports", ())
-        more = tuple(self.more_ports)
+            object.__setattr__(self, "more_backends", ())
+            object.__setattr__(self, "address", LOOPBACK)
+        more = tuple(self.more_backends)
         if len(more) + 1 > MAX_BACKENDS:
             raise ValueError(f"a route has at most {MAX_BACKENDS} backends")
         for extra in more:
-            if type(extra) is not int or not 1 <= extra <= 65535:
-                raise ValueError("every backend port is between 1 and 65535")
-        if len({self.port, *more}) != len(more) + 1:
-            raise ValueError("a route lists each backend port once")
-        object.__setattr__(self, "more_ports", more)
+            if not isinstance(extra, Backend):
+                raise ValueError("more_backends holds Backend values (address and port)")
+        object.__setattr__(self, "more_backends", more)
+        if len(set(self.backends)) != len(more) + (self.port is not None):
+            raise ValueError("a route lists each backend (address and port) once")
         if isinstance(self.hosts, str):
             raise ValueError("hosts is a sequence of host names, not one string")
         hosts = tuple(sorted({normalize_host(host) for host in self.hosts}))
@@ -86,16 +151,21 @@ class Route:
         data: dict[str, Any] = {"id": self.app_id, "kind": self.kind.value, "name": self.app_name}
         if self.port is not None:
             data["port"] = self.port
-        if self.more_ports:
-            data["ports"] = list(self.ports)
+            # Left out on loopback: a one-replica route on one host is what it always was
+            if self.address != LOOPBACK:
+                data["address"] = self.address
+        if self.more_backends:
+            data["backends"] = [backend.to_json() for backend in self.backends]
         if self.hosts:
             data["hosts"] = list(self.hosts)
         return data
 
     @property
-    def ports(self) -> tuple[int, ...]:
-        """Every backend port, the first replica's first."""
-        return () if self.port is None else (self.port, *self.more_ports)
+    def backends(self) -> tuple[Backend, ...]:
+        """Every backend, the first replica's first."""
+        if self.port is None:
+            return ()
+        return (Backend(self.address, self.port), *self.more_backends)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Route:
@@ -105,18 +175,39 @@ class Route:
         hosts = data.get("hosts") or ()
         if not isinstance(hosts, list | tuple):
             raise ValueError("hosts must be a list")
-        ports = data.get("ports") or []
-        if not isinstance(ports, list | tuple):
-            raise ValueError("ports must be a list")
-        if ports and ports[0] != data.get("port"):
-            raise ValueError("ports must start with port")
+        address = data.get("address")
+        if address is None:  # as Lua reads it: no address (or null) is loopback
+            address = LOOPBACK
+        backends = _backends_of(data, address)
+        if backends and (backends[0].address, backends[0].port) != (address, data.get("port")):
+            raise ValueError("backends must start with the route's address and port")
         try:
             kind = RouteKind(data["kind"])
             return cls(
-                data["id"], data["name"], kind, data.get("port"), tuple(hosts), tuple(ports[1:])
+                data["id"],
+                data["name"],
+                kind,
+                data.get("port"),
+                tuple(hosts),
+                tuple(backends[1:]),
+                address,
             )
         except KeyError as exc:
             raise ValueError(f"a route needs {exc.args[0]!r}") from exc
+
+
+def _backends_of(data: Mapping[str, Any], address: str) -> list[Backend]:
+    """The `backends` list; or `ports`, the form written before node addresses (a snapshot
+    kept from before an upgrade), whose backends are all at the route's address."""
+    backends = data.get("backends")
+    if backends is not None:
+        if not isinstance(backends, list | tuple):
+            raise ValueError("backends must be a list")
+        return [Backend.from_json(item) for item in backends]
+    ports = data.get("ports") or []
+    if not isinstance(ports, list | tuple):
+        raise ValueError("ports must be a list")
+    return [Backend(address, port) for port in ports]
 
 
 def app_route(
@@ -127,11 +218,12 @@ def app_route(
     port: int | None = None,
     apps_domain: str,
     domains: Iterable[str] = (),
-    more_ports: Iterable[int] = (),
+    more_backends: Iterable[Backend] = (),
+    address: str = LOOPBACK,
 ) -> Route:
     """The usual route of an app: <name>.<apps_domain> plus its own domains."""
     hosts = (f"{app_name}.{apps_domain}", *domains)
-    return Route(app_id, app_name, kind, port, hosts, tuple(more_ports))
+    return Route(app_id, app_name, kind, port, hosts, tuple(more_backends), address)
 
 
 def check_host_policy(route: Route, *, platform_host: str, apps_domain: str) -> None:

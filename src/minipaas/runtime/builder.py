@@ -22,7 +22,8 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
-from minipaas.runtime.docker_runtime import DockerRuntime, EngineUnavailable
+from minipaas.runtime.base import EngineUnavailable
+from minipaas.runtime.docker_runtime import DockerRuntime
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from docker.errors import BuildError, ImageNotFound
 
-from minipaas.runtime.docker_runtime import DockerRuntime, RuntimeFailure
+from minipaas.runtime.base import RuntimeFailure
+from minipaas.runtime.docker_runtime import DockerRuntime
 
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox")
 DEMO_IMAGE = "minipaas/hello:latest"

@@ -6,9 +6,7 @@ import fcntl
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,20 @@ from docker.types import LogConfig
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout as RequestsTimeout
 
-from minipaas.config import Settings, get_settings
+from minipaas.config import Settings
 from minipaas.runtime import labels
+from minipaas.runtime.base import (
+    APP_CAPABILITIES,
+    LOOPBACK,
+    ContainerSpec,
+    ContainerState,
+    Endpoint,
+    EngineUnavailable,
+    ImageUnavailable,
+    InstanceObject,
+    RuntimeFailure,
+    StartedContainer,
+)
 from minipaas.runtime.listening import Listener, listeners
 
 log = logging.getLogger(__name__)
@@ -29,61 +39,6 @@ InstallIdSource = Callable[[], str]
 # Told (image id, reference) when the platform pulls an image the host did not have: only
 # those (and images it built) may be garbage-collected later
 PullRecorder = Callable[[str, str], None]
-
-
-class RuntimeFailure(Exception):
-    """A container operation failed; the message is meant for the app's owner."""
-
-
-class ImageUnavailable(RuntimeFailure):
-    pass
-
-
-class EngineUnavailable(RuntimeFailure):
-    pass
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    name: str
-    image: str
-    internal_port: int
-    command: list[str] | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    memory_mb: int = 256
-    cpus: float = 0.5
-    pids: int = 256
-
-
-# What most images need to start as root and drop to their own user; everything else is dropped
-APP_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "NET_BIND_SERVICE"]
-
-
-@dataclass(frozen=True)
-class StartedContainer:
-    id: str
-    name: str
-    published_port: int
-
-
-@dataclass(frozen=True)
-class InstanceObject:
-    """A container or network of this INSTANCE_NAME, and the install that made it."""
-
-    kind: str  # "container" or "network"
-    name: str
-    install_id: str | None  # None: made before install ids
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    status: str  # Docker's word: created, running, restarting, exited, dead, ...
-    running: bool
-    exit_code: int
-    oom_killed: bool
-    restart_count: int
-    memory_limit_mb: int | None = None
 
 
 def container_name(settings: Settings, app_id: int, deployment_id: int, replica: int = 0) -> str:
@@ -397,10 +352,10 @@ class DockerRuntime:
 
     def running_container_ids(self) -> set[str]:
         """Ids of this instance's containers that run now: one cheap call to the engine."""
-        return set(self.running_published_ports())
+        return set(self.running_endpoints())
 
-    def running_published_ports(self) -> dict[str, int | None]:
-        """Host port of each running container of this instance, by id, from one list call
+    def running_endpoints(self) -> dict[str, Endpoint | None]:
+        """Where each running container of this instance, by id, from one list call
         (one inspect per app does not scale: ~3 ms each). A paused (frozen) container runs
         for this: it is no crash; worker/prober.py finds one that stopped answering."""
         with _as_runtime_failure("listing containers"):
@@ -410,7 +365,7 @@ class DockerRuntime:
                     "status": ["running", "paused"],
                 }
             )
-        return {str(c["Id"]): _listed_host_port(c) for c in found}
+        return {str(c["Id"]): _loopback(_listed_host_port(c)) for c in found}
 
     def state(self, container_ref: str) -> ContainerState | None:
         try:
@@ -492,14 +447,14 @@ class DockerRuntime:
             if state is not None and state.running:
                 raise  # a container that is not running (any more) needs no kill
 
-    def start(self, container_ref: str) -> int:
+    def start(self, container_ref: str) -> Endpoint:
         """Starts a stopped container; returns its (possibly new) published port."""
         with _as_runtime_failure("starting the container"):
             self.client.api.start(container_ref)
             attrs = self.client.api.inspect_container(container_ref)
         port = _host_port(attrs)
         if port is not None:
-            return port
+            return Endpoint(LOOPBACK, port)
         raise RuntimeFailure("container started but has no published port (it exited at once)")
 
     def remove(self, container_ref: str) -> None:
@@ -516,14 +471,14 @@ class DockerRuntime:
         except RequestsConnectionError as exc:
             raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
 
-    def published_port(self, container_ref: str) -> int | None:
+    def published_endpoint(self, container_ref: str) -> Endpoint | None:
         """The host port Docker published now (it can change when Docker restarts it)."""
         try:
             with _engine_reachable():
                 attrs = self.client.api.inspect_container(container_ref)
         except NotFound:
             return None
-        return _host_port(attrs)
+        return _loopback(_host_port(attrs))
 
     def platform_containers(self) -> list[tuple[str, dict[str, str], str]]:
         """(id, labels, created) of every container of this instance."""
@@ -591,17 +546,10 @@ def _host_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _loopback(port: int | None) -> Endpoint | None:
+    # Ports are published on the host's loopback only (see _create)
+    return None if port is None else Endpoint(LOOPBACK, port)
+
+
 def _newest_first(networks: list[Any]) -> list[Any]:
     return sorted(networks, key=lambda n: str(n.attrs.get("Created", "")), reverse=True)
-
-
-@lru_cache
-def get_runtime() -> DockerRuntime:
-    # The ledger of pulled images is kept in the database, next to the releases that use them
-    from minipaas.services.images import record_pull
-    from minipaas.services.install_identity import ensure_install_id
-
-    settings = get_settings()
-    return DockerRuntime(
-        settings, on_pull=record_pull, install_id=lambda: ensure_install_id(settings)
-    )

@@ -67,7 +67,7 @@ _PAGE_COLUMNS = (
         .scalar_subquery()
     ).label("domains"),
     # Replicas past the first that run, and those of them in the route now (AppOut adds
-    # the first; routing.replica_ports says which are routed)
+    # the first; routing.serving_endpoints says which are routed)
     select(func.count())
     .where(AppReplica.app_id == App.id, AppReplica.published_port.is_not(None))
     .scalar_subquery()

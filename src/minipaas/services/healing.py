@@ -24,12 +24,19 @@ from sqlalchemy.orm import Session
 from minipaas.clock import now
 from minipaas.db.models import App, AppReplica, AppStatus
 from minipaas.db.session import get_session
-from minipaas.runtime import ContainerState, RuntimeFailure, StartedContainer, get_runtime
+from minipaas.runtime import (
+    ContainerState,
+    Endpoint,
+    RuntimeFailure,
+    StartedContainer,
+    get_runtime,
+)
 from minipaas.services import routing
 from minipaas.services.app_lock import try_app_lock
 from minipaas.services.deployments.events import record_event
 from minipaas.services.deployments.outcome import DeploymentFailed, Serving, point_app_at
 from minipaas.services.deployments.readiness import exit_message, wait_until_ready
+from minipaas.services.endpoints import endpoint_of, set_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -130,32 +137,34 @@ def _start_and_wait(app_id: int, container: StartedContainer) -> str:
         assert app is not None  # deleting it needs the lock we hold
         health = app.run_settings().health
         deployment_id = app.current_deployment_id
+    endpoint: Endpoint | None
     try:
         runtime.disable_restarts(container.id)
-        port = runtime.start(container.id)
-        ready = StartedContainer(container.id, container.name, port)
+        endpoint = runtime.start(container.id)
+        ready = StartedContainer(container.id, container.name, endpoint.port, endpoint.address)
         wait_until_ready(ready, health, patience=READY_SECONDS)
     except (RuntimeFailure, DeploymentFailed) as exc:
         state = runtime.state(container.id)
         if state is None or not state.running:
             return _crashed_again(app_id, state, exc)
-        port = runtime.published_port(container.id) or 0  # up but not healthy yet: route it
-    return _restarted(app_id, port, deployment_id)
+        endpoint = runtime.published_endpoint(container.id)  # up but not healthy yet: route it
+    return _restarted(app_id, endpoint, deployment_id)
 
 
-def _restarted(app_id: int, port: int, deployment_id: int | None) -> str:
+def _restarted(app_id: int, endpoint: Endpoint | None, deployment_id: int | None) -> str:
     with get_session() as db:
         app = db.get(App, app_id, with_for_update=True)
         assert app is not None
         app.status = AppStatus.RUNNING
-        app.published_port = port or app.published_port
+        endpoint = endpoint or endpoint_of(app)
+        set_endpoint(app, endpoint)
         app.unhealthy_since = None  # restarted (a hung one is killed first): judged afresh
         crash = (app.status_detail or "").split(": ", 1)[-1].split("; last log lines")[0]
         app.status_detail = f"restarted by the platform ({app.restart_count} so far); {crash}"
         count = app.restart_count
         db.commit()
     routing.publish_app_route(app_id)
-    done = f"restarted (restart {count}), serving on 127.0.0.1:{port}"
+    done = f"restarted (restart {count}), serving on {endpoint}"
     if deployment_id is not None:
         record_event(deployment_id, "restarted", done)
     return done
@@ -176,7 +185,7 @@ def _mark_crashed(app: App, state: ContainerState) -> str:
     assert app.container_id is not None
     if any(replica.published_port is not None for replica in app.extra_replicas):
         # The other replicas keep serving: only this one leaves the route
-        app.published_port = None
+        set_endpoint(app, None)
     app.unhealthy_since = None  # down now: the healer's to restart, not the prober's
     app.crash_streak += 1
     delay = backoff_delay(app.crash_streak)
@@ -199,7 +208,7 @@ def _mark_gone(app: App) -> str:
     another replica serves: it then takes the first one's place (a scale replaces it)."""
     spare = next((r for r in app.extra_replicas if r.published_port is not None), None)
     if spare is not None:
-        point_app_at(app, Serving(spare.container_id, spare.container_name, spare.published_port))
+        point_app_at(app, Serving.of_replica(spare))
         app.extra_replicas.remove(spare)
         app.status = AppStatus.RUNNING
         app.forget_crashes()
@@ -232,7 +241,7 @@ def replica_down(replica_id: int) -> str | None:
             db.commit()
             routing.publish_app_route(app.id)
             return f"app {app.id} replica {replica.replica}: container gone, dropped"
-        replica.published_port = None
+        set_endpoint(replica, None)
         replica.unhealthy_since = None  # down now: the healer's to restart, not the prober's
         replica.crash_streak += 1
         delay = backoff_delay(replica.crash_streak)
@@ -263,8 +272,10 @@ def restart_replica(replica_id: int) -> str | None:
         runtime = get_runtime()
         try:
             runtime.disable_restarts(replica.container_id)
-            port = runtime.start(replica.container_id)
-            started = StartedContainer(replica.container_id, replica.container_name, port)
+            endpoint = runtime.start(replica.container_id)
+            started = StartedContainer(
+                replica.container_id, replica.container_name, endpoint.port, endpoint.address
+            )
             wait_until_ready(started, health, patience=READY_SECONDS)
         except (RuntimeFailure, DeploymentFailed) as exc:
             replica.crash_streak += 1
@@ -274,11 +285,11 @@ def restart_replica(replica_id: int) -> str | None:
             why = str(exc).splitlines()[0]
             which = f"app {app.id} replica {replica.replica}"
             return f"{which}: restart failed ({why}), next in {delay:g} s"
-        replica.published_port = port
+        set_endpoint(replica, endpoint)
         replica.unhealthy_since = None
         db.commit()
         routing.publish_app_route(app.id)
-        done = f"replica {replica.replica} restarted, serving on 127.0.0.1:{port}"
+        done = f"replica {replica.replica} restarted, serving on {endpoint}"
         if app.current_deployment_id is not None:
             record_event(app.current_deployment_id, "restarted", done)
         return f"app {app.id}: {done}"

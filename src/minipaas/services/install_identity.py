@@ -11,7 +11,8 @@ import re
 import secrets
 
 from minipaas.config import Settings
-from minipaas.runtime.docker_runtime import DockerRuntime, InstanceObject
+from minipaas.runtime.base import InstanceObject
+from minipaas.runtime.docker_runtime import DockerRuntime
 
 _WELL_FORMED = re.compile(r"[0-9a-f]{32}")
 

@@ -14,7 +14,13 @@ from minipaas.config import get_settings
 from minipaas.db.models import App, AppReplica, AppStatus
 from minipaas.db.session import get_session
 from minipaas.router.errors import RouterError
-from minipaas.runtime import EngineUnavailable, RuntimeFailure, StartedContainer, get_runtime
+from minipaas.runtime import (
+    Endpoint,
+    EngineUnavailable,
+    RuntimeFailure,
+    StartedContainer,
+    get_runtime,
+)
 from minipaas.services import routing, scaling
 from minipaas.services.app_lock import app_lock
 from minipaas.services.apps import get_app
@@ -26,6 +32,7 @@ from minipaas.services.deployments.outcome import (
     point_app_at_set,
 )
 from minipaas.services.deployments.readiness import exit_message, wait_until_ready
+from minipaas.services.endpoints import set_endpoint
 from minipaas.services.errors import Conflict, Unavailable
 from minipaas.services.job_results import (
     DONE,
@@ -150,9 +157,11 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
     if action is Action.RESTART:
         runtime.stop(container_id)
     try:
-        port = runtime.start(container_id)
+        endpoint = runtime.start(container_id)
         wait_until_ready(
-            StartedContainer(container_id, app.container_name or container_id, port),
+            StartedContainer(
+                container_id, app.container_name or container_id, endpoint.port, endpoint.address
+            ),
             app.run_settings().health,
             internal_port=app.internal_port,
         )
@@ -160,7 +169,7 @@ def _bring_up(db: Session, app: App, action: Action) -> None:
         raise  # nothing is known about the app: 503, try again
     except (RuntimeFailure, DeploymentFailed) as exc:
         _mark_start_failed(db, app, action, exc)
-    app.published_port = port
+    set_endpoint(app, endpoint)
     app.unhealthy_since = None  # health-gated just now
     _bring_up_others(app, action)
     app.status = status_after(action)
@@ -176,16 +185,19 @@ def _bring_up_others(app: App, action: Action) -> None:
     runtime = get_runtime()
     health = app.run_settings().health
 
-    def up(container: StartedContainer) -> int | None:
+    def up(container: StartedContainer) -> Endpoint | None:
         try:
             if action is Action.RESTART:
                 runtime.stop(container.id)
-            port = runtime.start(container.id)
-            wait_until_ready(StartedContainer(container.id, container.name, port), health)
+            endpoint = runtime.start(container.id)
+            started = StartedContainer(
+                container.id, container.name, endpoint.port, endpoint.address
+            )
+            wait_until_ready(started, health)
         except (RuntimeFailure, DeploymentFailed) as exc:
             log.warning("replica %s of app %s did not come up: %s", container.name, app_id, exc)
             return None
-        return port
+        return endpoint
 
     app_id = app.id
     replicas: list[AppReplica] = list(app.extra_replicas)
@@ -194,9 +206,9 @@ def _bring_up_others(app: App, action: Action) -> None:
     # Plain values for the threads: the session is not theirs to load attributes through
     containers = [StartedContainer(r.container_id, r.container_name, 0) for r in replicas]
     with ThreadPoolExecutor(max_workers=min(len(replicas), 8)) as pool:
-        ports = list(pool.map(up, containers))
-    for replica, port in zip(replicas, ports, strict=True):
-        replica.published_port = port
+        endpoints = list(pool.map(up, containers))
+    for replica, endpoint in zip(replicas, endpoints, strict=True):
+        set_endpoint(replica, endpoint)
         replica.unhealthy_since = None
         replica.crash_streak = 0
         replica.next_restart_at = None

@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 from minipaas.clock import now
 from minipaas.db.models import App, AppReplica
 from minipaas.db.session import get_session
-from minipaas.runtime import get_runtime
+from minipaas.runtime import Endpoint, get_runtime
 from minipaas.services import routing
 from minipaas.services.app_lock import try_app_lock
 from minipaas.services.deployments.events import record_event
+from minipaas.services.endpoints import endpoint_of
 from minipaas.services.healing import MEANT_TO_RUN
 
 log = logging.getLogger(__name__)
@@ -36,16 +37,16 @@ class Probed:
 
     replica: int  # 0 is the app's own row, 1.. its AppReplica rows
     container_id: str
-    port: int
+    endpoint: Endpoint  # as the runtime reported it: the only place a probe connects to
     out_since: datetime | None  # out of the route since (None: in it)
 
 
 @dataclass
 class Streak:
-    """Probes in a row of one container on one port (a new container starts afresh)."""
+    """Probes in a row of one container at one endpoint (a new container starts afresh)."""
 
     container_id: str
-    port: int
+    endpoint: Endpoint
     fails: int = 0
     passes: int = 0
 
@@ -112,7 +113,7 @@ def apply(app_id: int, probed: list[Probed], verdict: Verdict) -> list[str]:
             same = {
                 n: row
                 for n, row in rows.items()
-                if n in seen and (row.container_id, row.published_port) == _where(seen[n])
+                if n in seen and (row.container_id, endpoint_of(row)) == _where(seen[n])
             }
             done = _mark(same, verdict, now())
             if not any(
@@ -138,8 +139,8 @@ def apply(app_id: int, probed: list[Probed], verdict: Verdict) -> list[str]:
     return [f"app {app_id}: {line}" for line in done]
 
 
-def _where(probed: Probed) -> tuple[str, int]:
-    return probed.container_id, probed.port
+def _where(probed: Probed) -> tuple[str, Endpoint]:
+    return probed.container_id, probed.endpoint
 
 
 def _mark(rows: dict[int, App | AppReplica], verdict: Verdict, at: datetime) -> list[str]:

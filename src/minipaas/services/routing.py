@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from functools import lru_cache
 
@@ -13,10 +14,19 @@ from sqlalchemy.orm import Session, selectinload
 
 from minipaas import metrics
 from minipaas.config import get_settings
-from minipaas.db.models import ACTIVE_DEPLOYMENT_STATUSES, App, AppStatus, Deployment
+from minipaas.db.models import (
+    ACTIVE_DEPLOYMENT_STATUSES,
+    App,
+    AppReplica,
+    AppStatus,
+    Deployment,
+)
 from minipaas.db.session import get_session
 from minipaas.router.errors import RouterError
-from minipaas.router.lua_router import LuaRouter, Route, RouteKind
+from minipaas.router.lua_router import Backend, LuaRouter, Route, RouteKind
+from minipaas.router.route import LOOPBACK, is_ipv4
+from minipaas.runtime.base import Endpoint
+from minipaas.services.endpoints import endpoint_of
 
 log = logging.getLogger(__name__)
 
@@ -60,34 +70,63 @@ def _route_of(app: App, was_running: bool) -> Route | None:
         # replica 0 crashed (no port while it is down): the other replicas serve
         or (app.status is AppStatus.CRASHED and app.published_port is None)
     )
-    ports = replica_ports(app) if serving else []
-    kind = RouteKind.PROXY if ports else RouteKind.STOPPED
+    backends = replica_backends(app) if serving else []
+    first = backends[0] if backends else None
     return get_router().route(
         app_id=app.id,
         app_name=app.name,
-        kind=kind,
-        port=ports[0] if ports else None,
+        kind=RouteKind.PROXY if first else RouteKind.STOPPED,
+        port=first.port if first else None,
+        address=first.address if first else LOOPBACK,
         domains=[domain.hostname for domain in app.domains],
-        more_ports=ports[1:],
+        more_backends=backends[1:],
     )
 
 
-def replica_ports(app: App) -> list[int]:
-    """Ports of the replicas in rotation, the first replica's first (a replica that is down
-    has no port until the healer has it back; one that failed its probes is left out while
-    another serves: if none is healthy, every running one is tried rather than none)."""
-    running: list[tuple[int, bool]] = []
-    if app.published_port is not None:
-        running.append((app.published_port, app.unhealthy_since is None))
-    for replica in app.extra_replicas:
-        if replica.published_port is not None:
-            running.append((replica.published_port, replica.unhealthy_since is None))
-    healthy = [port for port, ok in running if ok]
-    ports: list[int] = []
-    for port in healthy or [port for port, _ in running]:
-        if port not in ports:  # a port Docker handed out again after a restart: listed once
-            ports.append(port)
-    return ports
+def serving_endpoints(app: App) -> list[Endpoint]:
+    """Where the replicas in rotation answer, the first replica's first (a replica that is
+    down has no port until the healer has it back; one that failed its probes is left out
+    while another serves: if none is healthy, every running one is tried rather than none)."""
+    running: list[tuple[Endpoint, bool]] = []
+    rows: list[App | AppReplica] = [app, *app.extra_replicas]
+    for row in rows:
+        endpoint = endpoint_of(row)
+        if endpoint is not None:
+            running.append((endpoint, row.unhealthy_since is None))
+    healthy = [endpoint for endpoint, ok in running if ok]
+    endpoints: list[Endpoint] = []
+    for endpoint in healthy or [endpoint for endpoint, _ in running]:
+        if endpoint not in endpoints:  # a port Docker handed out again after a restart
+            endpoints.append(endpoint)
+    return endpoints
+
+
+def replica_backends(app: App) -> list[Backend]:
+    """serving_endpoints() as the router takes them."""
+    backends: list[Backend] = []
+    for endpoint in serving_endpoints(app):
+        backend = router_backend(endpoint)
+        if backend is not None and backend not in backends:
+            backends.append(backend)
+    return backends
+
+
+def router_backend(endpoint: Endpoint) -> Backend | None:
+    """The endpoint as nginx's balancer takes it: an IPv4 address (it resolves no names, so
+    a node reported by name is looked up here); None, logged, when that fails."""
+    address = endpoint.address
+    if not is_ipv4(address):
+        try:
+            found = socket.getaddrinfo(address, endpoint.port, socket.AF_INET, socket.SOCK_STREAM)
+            address = str(found[0][4][0])
+        except (OSError, IndexError) as exc:
+            log.warning("replica at %s left out of the route: %s", endpoint, exc)
+            return None
+    try:
+        return Backend(address, endpoint.port)
+    except ValueError as exc:
+        log.warning("replica at %s left out of the route: %s", endpoint, exc)
+        return None
 
 
 def route_of_app(db: Session, app_id: int) -> Route | None:
@@ -150,20 +189,25 @@ def sync_routes() -> str | None:
     return "routes rewritten from the database (the router's table had drifted)"
 
 
-def drain_all(ports: list[int], *, timeout: float) -> int:
-    """drain() for several ports under one deadline; returns the requests still open."""
+def drain_all(endpoints: list[Endpoint], *, timeout: float) -> int:
+    """drain() for several replicas under one deadline; returns the requests still open."""
     deadline = time.monotonic() + timeout
-    return sum(drain(port, timeout=max(deadline - time.monotonic(), 0)) for port in ports)
+    return sum(drain(e, timeout=max(deadline - time.monotonic(), 0)) for e in endpoints)
 
 
-def drain(port: int, *, timeout: float) -> int:
-    """Waits until no request the router proxies to `port` is still in flight; returns how
-    many still were when `timeout` ran out (a websocket can outlive any sane wait)."""
+def drain(endpoint: Endpoint, *, timeout: float) -> int:
+    """Waits until no request the router proxies to the replica at `endpoint` (its node's
+    address and port: the same port on another node is another replica) is still in
+    flight; returns how many still were when `timeout` ran out (a websocket can outlive any
+    sane wait)."""
+    backend = router_backend(endpoint)
+    if backend is None:
+        return 0  # never in the route: nothing of it to wait for
     router = get_router()
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
-        in_flight = router.in_flight(port)
+        in_flight = router.in_flight(backend)
         if in_flight == 0 or time.monotonic() >= deadline:
             return in_flight
         time.sleep(delay)

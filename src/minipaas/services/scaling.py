@@ -23,6 +23,7 @@ from minipaas.services import routing
 from minipaas.services.deployments.events import record_event
 from minipaas.services.deployments.pipeline import replica_spec
 from minipaas.services.deployments.readiness import wait_until_ready
+from minipaas.services.endpoints import endpoint_of, set_endpoint
 from minipaas.services.errors import Conflict
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,13 @@ def scale(db: Session, app: App) -> None:
 
 
 def _remove_replicas(db: Session, app: App, surplus: list[AppReplica]) -> None:
-    ports = [r.published_port for r in surplus if r.published_port is not None]
+    endpoints = [e for e in map(endpoint_of, surplus) if e is not None]
     containers = [r.container_id for r in surplus]
     for replica in surplus:
         app.extra_replicas.remove(replica)
     db.commit()
     routing.publish_app_route(app.id)  # out of rotation before they stop
-    routing.drain_all(ports, timeout=get_settings().drain_timeout_seconds)
+    routing.drain_all(endpoints, timeout=get_settings().drain_timeout_seconds)
     runtime = get_runtime()
 
     def retire(container_id: str) -> None:
@@ -100,14 +101,11 @@ def _add_replicas(db: Session, app: App, missing: list[int]) -> None:
     failures = [outcome for outcome in outcomes.values() if isinstance(outcome, str)]
     for index, outcome in outcomes.items():
         if isinstance(outcome, StartedContainer):
-            app.extra_replicas.append(
-                AppReplica(
-                    replica=index,
-                    container_id=outcome.id,
-                    container_name=outcome.name,
-                    published_port=outcome.published_port,
-                )
+            replica = AppReplica(
+                replica=index, container_id=outcome.id, container_name=outcome.name
             )
+            set_endpoint(replica, outcome.endpoint)
+            app.extra_replicas.append(replica)
     db.commit()
     routing.publish_app_route(app.id)
     _note(app, f"scaled up to {1 + len(app.extra_replicas)} replica(s)")

@@ -2,9 +2,9 @@
 
 Its own thread beside the healer: a probe of a frozen app waits PROBE_TIMEOUT_SECONDS, which
 the healer's 0.5 s loop for dead containers must not. Every round probes every running
-replica of every app meant to run, side by side in a small pool, on 127.0.0.1:<published
-port> only. One worker process probes at a time (a lease in Redis): the streaks are counted
-in one place.
+replica of every app meant to run, side by side in a small pool, at <node address>:<published
+port> as the runtime reported them, nowhere else. One worker process probes at a time (a
+lease in Redis): the streaks are counted in one place.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from minipaas.clock import now
 from minipaas.db.models import App, AppReplica, Deployment
 from minipaas.db.session import database_unavailable, get_session
 from minipaas.runtime import RuntimeFailure
+from minipaas.runtime.base import LOOPBACK, Endpoint
 from minipaas.services import replica_health
 from minipaas.services.healing import MEANT_TO_RUN
 from minipaas.services.probe import answers
@@ -75,6 +76,7 @@ def targets_in(db: Session) -> list[Target]:
         select(
             App.id,
             App.container_id,
+            App.published_address,
             App.published_port,
             App.unhealthy_since,
             _RUNNING_PATH,
@@ -92,6 +94,7 @@ def targets_in(db: Session) -> list[Target]:
             AppReplica.app_id,
             AppReplica.replica,
             AppReplica.container_id,
+            AppReplica.published_address,
             AppReplica.published_port,
             AppReplica.unhealthy_since,
             _RUNNING_PATH,
@@ -103,14 +106,19 @@ def targets_in(db: Session) -> list[Target]:
     ).all()
     # The queries keep only rows with a container and a port
     found = [
-        Target(app_id, Probed(0, str(cid), port or 0, out_since), _path(path, seconds))
-        for app_id, cid, port, out_since, path, seconds in firsts
+        Target(app_id, Probed(0, str(cid), _at(address, port), since), _path(path, seconds))
+        for app_id, cid, address, port, since, path, seconds in firsts
     ]
     found += [
-        Target(app_id, Probed(replica, cid, port or 0, out_since), _path(path, seconds))
-        for app_id, replica, cid, port, out_since, path, seconds in others
+        Target(app_id, Probed(replica, cid, _at(address, port), since), _path(path, seconds))
+        for app_id, replica, cid, address, port, since, path, seconds in others
     ]
     return found
+
+
+def _at(address: str | None, port: int | None) -> Endpoint:
+    # As services/endpoints.py reads rows: a NULL address is the host's loopback
+    return Endpoint(address or LOOPBACK, port or 0)
 
 
 def _path(path: str, running_seconds: int | None) -> str | None:
@@ -131,11 +139,12 @@ class Prober:
         for target, ok in zip(found, results, strict=True):
             key = (target.app_id, target.probed.replica)
             streak = self.streaks.get(key)
-            if streak is None or (streak.container_id, streak.port) != (
-                target.probed.container_id,
-                target.probed.port,
+            probed = target.probed
+            if streak is None or (streak.container_id, streak.endpoint) != (
+                probed.container_id,
+                probed.endpoint,
             ):
-                streak = self.streaks[key] = Streak(target.probed.container_id, target.probed.port)
+                streak = self.streaks[key] = Streak(probed.container_id, probed.endpoint)
             streak.count(ok)
             by_app[target.app_id].append((target.probed, streak))
         live = {(t.app_id, t.probed.replica) for t in found}
@@ -160,7 +169,7 @@ class Prober:
 
     @staticmethod
     def _probe(target: Target) -> bool:
-        return answers(target.probed.port, path=target.path, timeout=PROBE_TIMEOUT_SECONDS)
+        return answers(target.probed.endpoint, path=target.path, timeout=PROBE_TIMEOUT_SECONDS)
 
     def _report(self, app_id: int, all_failing: bool, running: int) -> None:
         """Said once when it starts and once when it ends, not every second."""

@@ -34,11 +34,13 @@ from minipaas.db.models import (
 from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
 from minipaas.runtime import get_runtime, labels
+from minipaas.runtime.base import LOOPBACK, Endpoint
 from minipaas.services import app_actions, certificates, healing, images, routing
 from minipaas.services.app_lock import try_app_lock
 from minipaas.services.builds import recovery as build_recovery
 from minipaas.services.deployments import dispatch
 from minipaas.services.deployments.recovery import end_abandoned_deployment
+from minipaas.services.endpoints import endpoint_of, set_endpoint
 from minipaas.services.job_results import FailureKind
 from minipaas.worker import jobs, liveness
 from minipaas.worker.certificate_orders import CertificateOrderThread
@@ -155,15 +157,15 @@ def _requeue_lost_jobs() -> list[str]:
 
 
 def _match_app_status_to_containers() -> list[str]:
-    """Apps shown running have a running container, on the port the route uses.
+    """Apps shown running have a running container, at the endpoint the route uses.
 
     A container that stopped is the healer's (worker/healer.py, every 0.5 s): this slower
-    pass only catches what it would miss, and follows a port that moved.
+    pass only catches what it would miss, and follows a port (or node) that moved.
     """
     actions = []
     with get_session() as db:
         apps = db.execute(
-            select(App.id, App.container_id, App.published_port).where(
+            select(App.id, App.container_id, App.published_address, App.published_port).where(
                 App.status == AppStatus.RUNNING, App.container_id.is_not(None)
             )
         ).all()
@@ -171,12 +173,13 @@ def _match_app_status_to_containers() -> list[str]:
         return []
     # One list call for every app; only an app that looks wrong is looked at again, under
     # its lock (a deploy may have moved it on since the query above)
-    ports = get_runtime().running_published_ports()
-    for app_id, container_id, published_port in apps:
-        if container_id in ports and ports[container_id] in (None, published_port):
+    endpoints = get_runtime().running_endpoints()
+    for app_id, container_id, address, port in apps:
+        stored = None if port is None else Endpoint(address or LOOPBACK, port)
+        if container_id in endpoints and endpoints[container_id] in (None, stored):
             continue
         with _one_item(f"app {app_id}"):
-            if container_id not in ports:
+            if container_id not in endpoints:
                 done = healing.note_crash(app_id)
             else:
                 done = _follow_published_port(app_id)
@@ -230,13 +233,13 @@ def _follow_published_port(app_id: int) -> str | None:
         if not free or app is None or app.status is not AppStatus.RUNNING:
             return None
         assert app.container_id is not None
-        port = runtime.published_port(app.container_id)
-        if port is None or port == app.published_port:
+        endpoint = runtime.published_endpoint(app.container_id)
+        if endpoint is None or endpoint == endpoint_of(app):
             return None
-        app.published_port = port
+        set_endpoint(app, endpoint)
         app.unhealthy_since = None  # restarted by the engine: the prober judges it afresh
         db.commit()
-    return f"app {app_id}: published port moved to {port}"
+    return f"app {app_id}: published port moved to {endpoint}"
 
 
 def _remove_unknown_containers() -> list[str]:

@@ -1,7 +1,10 @@
 -- mini-paas route table: app entries and a host index in one lua_shared_dict.
 --
--- Keys: "app:<id>" -> JSON entry {id, kind, port, ports, name, hosts}; "host:<name>" -> id.
--- `ports` lists every replica's port (the first is `port`) when an app has more than one.
+-- Keys: "app:<id>" -> JSON entry {id, kind, port, address, backends, name, hosts};
+-- "host:<name>" -> id. `address`:`port` is the first replica's (no address: 127.0.0.1);
+-- `backends` lists every replica as {address, port} (the first is address:port) when an app
+-- has more than one. A backend is an address:port pair: the same port on two nodes is two
+-- backends, each with its own in-flight count and down mark.
 -- The app entry is the truth: a host key counts only while the entry it points to still lists
 -- that host, so a request never sees half of an update (one shared-dict write switches an app).
 -- Written by the platform through the control socket (one writer at a time: the Python side
@@ -17,7 +20,7 @@ local read_secret = control.read_secret
 local read_json = control.read_json
 
 local routes = ngx.shared.minipaas_routes
--- requests being proxied, by upstream port
+-- requests being proxied, by backend "<address>:<port>"; and "down:<address>:<port>" marks
 local inflight = ngx.shared.minipaas_inflight
 local _M = {}
 
@@ -27,6 +30,8 @@ local config_version
 local MAX_ID = 2147483647
 local MAX_HOSTS = 64
 local MAX_BACKENDS = 100
+-- Where a route without an address sends its traffic (every route before node addresses)
+local LOOPBACK = "127.0.0.1"
 -- A backend that refused or dropped a connection is skipped this long (passive check)
 local DOWN_SECONDS = 3
 -- Round robin position per app, in this worker
@@ -55,31 +60,86 @@ local function is_host(s)
     return true
 end
 
--- The replicas' ports: nil for one backend (the usual case), else a list starting with `port`
-local function check_ports(ports, port)
-    if ports == nil or ports == cjson.null or port == nil then
-        return nil
+local function is_ipv4(s)
+    local parts = { s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }
+    if #parts ~= 4 then
+        return false
     end
-    if type(ports) ~= "table" or #ports < 1 or #ports > MAX_BACKENDS then
-        return nil, "ports must be a list of at most " .. MAX_BACKENDS .. " ports"
+    for _, part in ipairs(parts) do
+        if #part > 3 or tonumber(part) > 255 or (#part > 1 and part:sub(1, 1) == "0") then
+            return false
+        end
     end
-    local seen, count = {}, 0
-    for _ in pairs(ports) do
+    return true
+end
+
+-- A node's address: an IPv4 dotted quad or a lowercase host name; never a port, a path or
+-- anything else that set_current_peer or a log line would read differently
+local function is_address(s)
+    if type(s) ~= "string" then
+        return false
+    end
+    if s:find("^[%d.]+$") then
+        return is_ipv4(s)
+    end
+    return is_host(s)
+end
+
+local function is_list(t, max)
+    if type(t) ~= "table" or #t < 1 or #t > max then
+        return false
+    end
+    local count = 0
+    for _ in pairs(t) do
         count = count + 1
     end
-    if count ~= #ports or ports[1] ~= port then
-        return nil, "ports must be a list that starts with port"
-    end
-    for _, p in ipairs(ports) do
-        if not is_int(p, 1, 65535) or seen[p] then
-            return nil, "ports must be distinct ports between 1 and 65535"
+    return count == #t
+end
+
+-- The replicas: nil for one backend (the usual case), else a list of {address, port} that
+-- starts with the route's own. `ports` is the form from before node addresses (a snapshot
+-- kept over an upgrade): every port at the route's address.
+local function check_backends(data, address, port)
+    local list = data.backends
+    if list == nil or list == cjson.null then
+        local ports = data.ports
+        if ports == nil or ports == cjson.null then
+            return nil
         end
-        seen[p] = true
+        if not is_list(ports, MAX_BACKENDS) then
+            return nil, "ports must be a list of at most " .. MAX_BACKENDS .. " ports"
+        end
+        list = {}
+        for i, p in ipairs(ports) do
+            list[i] = { address = address, port = p }
+        end
     end
-    if #ports == 1 then
+    if port == nil then
         return nil
     end
-    return ports
+    if not is_list(list, MAX_BACKENDS) then
+        return nil, "backends must be a list of at most " .. MAX_BACKENDS .. " backends"
+    end
+    local backends, seen = {}, {}
+    for i, b in ipairs(list) do
+        if type(b) ~= "table" or not is_address(b.address) or not is_int(b.port, 1, 65535) then
+            return nil, "every backend is {address, port}: an IPv4 address or a host name, "
+                .. "and a port between 1 and 65535"
+        end
+        local key = b.address .. ":" .. b.port
+        if seen[key] then
+            return nil, "backends must be distinct"
+        end
+        seen[key] = true
+        backends[i] = { address = b.address, port = b.port }
+    end
+    if backends[1].address ~= address or backends[1].port ~= port then
+        return nil, "backends must start with the route's address and port"
+    end
+    if #backends == 1 then
+        return nil
+    end
+    return backends
 end
 
 local function check_entry(data)
@@ -99,7 +159,13 @@ local function check_entry(data)
     if data.kind == "proxy" and not is_int(port, 1, 65535) then
         return nil, "a proxy route needs a port between 1 and 65535"
     end
-    local ports, err = check_ports(data.ports, port)
+    local address = data.address
+    if address == nil or address == cjson.null or port == nil then
+        address = LOOPBACK
+    elseif not is_address(address) then
+        return nil, "address must be an IPv4 address or a host name (no port, no path)"
+    end
+    local backends, err = check_backends(data, address, port)
     if err then
         return nil, err
     end
@@ -127,15 +193,19 @@ local function check_entry(data)
         seen[host] = true
     end
     return {
-        id = data.id, kind = data.kind, port = port, ports = ports, name = data.name,
-        hosts = hosts,
+        id = data.id, kind = data.kind, port = port, address = address, backends = backends,
+        name = data.name, hosts = hosts,
     }
 end
 
 local function encode_entry(entry)
     local copy = { id = entry.id, kind = entry.kind, port = entry.port, name = entry.name }
-    if entry.ports then
-        copy.ports = entry.ports
+    -- Left out on loopback: a one-host entry stays as small as it always was
+    if entry.address ~= LOOPBACK then
+        copy.address = entry.address
+    end
+    if entry.backends then
+        copy.backends = entry.backends
     end
     -- cjson writes an empty table as {}; leave the key out instead
     if #entry.hosts > 0 then
@@ -146,8 +216,13 @@ end
 
 local function decode_entry(raw)
     local entry = cjson.decode(raw)
-    if entry and not entry.hosts then
-        entry.hosts = {}
+    if entry then
+        if not entry.hosts then
+            entry.hosts = {}
+        end
+        if not entry.address then
+            entry.address = LOOPBACK
+        end
     end
     return entry
 end
@@ -376,29 +451,34 @@ local function stopped_page(entry)
         .. " is not running</h1><p>Start or deploy it through the mini-paas API.</p>"
 end
 
--- passive failure detection, shared by the workers: keys "down:<port>" expire by themselves
+-- passive failure detection, shared by the workers: keys "down:<address>:<port>" expire by
+-- themselves
 
-local function mark_down(port)
-    inflight:set("down:" .. port, true, DOWN_SECONDS)
+local function key_of(backend)
+    return backend.address .. ":" .. backend.port
 end
 
-local function is_down(port)
-    return inflight:get("down:" .. port) ~= nil
+local function mark_down(key)
+    inflight:set("down:" .. key, true, DOWN_SECONDS)
+end
+
+local function is_down(key)
+    return inflight:get("down:" .. key) ~= nil
 end
 
 -- Round robin over the app's backends, skipping those marked down (all down: try anyway)
 local function pick(entry)
-    local ports = entry.ports
-    local n = #ports
+    local backends = entry.backends
+    local n = #backends
     local start = (next_pick[entry.id] or 0) % n
     next_pick[entry.id] = start + 1
     for i = 0, n - 1 do
-        local port = ports[(start + i) % n + 1]
-        if not is_down(port) then
-            return port
+        local backend = backends[(start + i) % n + 1]
+        if not is_down(key_of(backend)) then
+            return backend
         end
     end
-    return ports[start + 1]
+    return backends[start + 1]
 end
 
 local function serve(entry)
@@ -408,16 +488,18 @@ local function serve(entry)
     if entry.kind == "stopped" then
         return send(503, "text/html", stopped_page(entry), { ["Retry-After"] = "30" })
     end
-    local port = entry.port
-    if entry.ports then
-        port = pick(entry)
-        ctx.minipaas_ports = entry.ports
+    local backend = entry
+    if entry.backends then
+        backend = pick(entry)
+        ctx.minipaas_backends = entry.backends
     end
-    ctx.minipaas_port = port
+    local key = key_of(backend)
+    ctx.minipaas_backend = backend
+    ctx.minipaas_key = key
     -- Counted until the log phase: a deploy waits for its old container's requests to end
-    local ok = inflight:incr(port, 1, 0)
+    local ok = inflight:incr(key, 1, 0)
     if ok then
-        ctx.minipaas_counted = port
+        ctx.minipaas_counted = key
     end
 end
 
@@ -430,18 +512,18 @@ end
 local function note_failure(ctx)
     local status = last_item(ngx.var.upstream_status)
     if (status == "502" or status == "504") and last_item(ngx.var.upstream_header_time) == "-" then
-        mark_down(ctx.minipaas_port)
+        mark_down(ctx.minipaas_key)
     end
 end
 
 -- log phase of every proxied request
 function _M.done()
     local ctx = ngx.ctx
-    local port = ctx.minipaas_counted
-    if port then
-        inflight:incr(port, -1, 0)
+    local key = ctx.minipaas_counted
+    if key then
+        inflight:incr(key, -1, 0)
     end
-    if ctx.minipaas_ports then
+    if ctx.minipaas_backends then
         note_failure(ctx)
     end
     local id = ngx.ctx.minipaas_app
@@ -481,16 +563,15 @@ end
 -- requests and for any request not yet sent): the failed backend is marked down and the next
 -- one not yet tried takes the request, and its in-flight count
 local function next_backend(ctx)
-    local failed = ctx.minipaas_port
+    local failed = ctx.minipaas_key
     mark_down(failed)
-    local ports, tried = ctx.minipaas_ports, ctx.minipaas_tried
-    local n = #ports
-    local chosen
-    for i = 1, n do
-        local port = ports[i]
-        if not tried[port] and (chosen == nil or not is_down(port)) then
-            chosen = port
-            if not is_down(port) then
+    local backends, tried = ctx.minipaas_backends, ctx.minipaas_tried
+    local chosen, chosen_key
+    for _, backend in ipairs(backends) do
+        local key = key_of(backend)
+        if not tried[key] and (chosen == nil or not is_down(key)) then
+            chosen, chosen_key = backend, key
+            if not is_down(key) then
                 break
             end
         end
@@ -500,38 +581,41 @@ local function next_backend(ctx)
     end
     if ctx.minipaas_counted then
         inflight:incr(failed, -1, 0)
-        inflight:incr(chosen, 1, 0)
-        ctx.minipaas_counted = chosen
+        inflight:incr(chosen_key, 1, 0)
+        ctx.minipaas_counted = chosen_key
     end
-    ctx.minipaas_port = chosen
+    ctx.minipaas_backend = chosen
+    ctx.minipaas_key = chosen_key
     return chosen
 end
 
 function _M.balance()
     local ctx = ngx.ctx
-    local port = ctx.minipaas_port
-    if not port then
+    local backend = ctx.minipaas_backend
+    if not backend then
         ngx.log(ngx.ERR, "no app was chosen for this request")
         return ngx.exit(500)
     end
-    if ctx.minipaas_ports then
+    if ctx.minipaas_backends then
         if ctx.minipaas_tried then
-            port = next_backend(ctx)
-            if not port then
+            backend = next_backend(ctx)
+            if not backend then
                 return ngx.exit(502)
             end
         else
             ctx.minipaas_tried = {}
             -- nginx retries only on errors and timeouts, and a request already sent only
             -- when its method is idempotent (proxy_next_upstream's default)
-            balancer.set_more_tries(#ctx.minipaas_ports - 1)
+            balancer.set_more_tries(#ctx.minipaas_backends - 1)
         end
-        ctx.minipaas_tried[port] = true
+        ctx.minipaas_tried[ctx.minipaas_key] = true
     end
-    local ok, err = balancer.set_current_peer("127.0.0.1", port)
+    -- An IP address: the balancer resolves no names (services/routing.py looks node names
+    -- up before it publishes a route), so a name that got here fails as a bad gateway
+    local ok, err = balancer.set_current_peer(backend.address, backend.port)
     if not ok then
-        ngx.log(ngx.ERR, "set_current_peer 127.0.0.1:", port, ": ", err)
-        return ngx.exit(500)
+        ngx.log(ngx.ERR, "set_current_peer ", ctx.minipaas_key, ": ", err)
+        return ngx.exit(502)
     end
 end
 
@@ -565,6 +649,23 @@ local function entries_in_table()
         end
     end
     return entries
+end
+
+-- GET /inflight/<address>:<port> (a bare port: 127.0.0.1, as callers before node addresses)
+local function control_inflight(method, target)
+    if method ~= "GET" then
+        return reply(405, { error = "use GET" })
+    end
+    local address, port = target:match("^(.+):(%d+)$")
+    if not address then
+        address, port = LOOPBACK, target:match("^(%d+)$")
+    end
+    port = tonumber(port)
+    if not is_address(address) or not is_int(port, 1, 65535) then
+        return reply(400, { error = "use /inflight/<address>:<port>" })
+    end
+    local key = address .. ":" .. port
+    return reply(200, { address = address, port = port, requests = inflight:get(key) or 0 })
 end
 
 local function control_traffic(method, id)
@@ -617,9 +718,9 @@ function _M.control()
     if uri == "/status" then
         return reply(200, { version = config_version })
     end
-    local port = tonumber(uri:match("^/inflight/(%d+)$"))
-    if port and method == "GET" then
-        return reply(200, { port = port, requests = inflight:get(port) or 0 })
+    local inflight_of = uri:match("^/inflight/(.+)$")
+    if inflight_of then
+        return control_inflight(method, inflight_of)
     end
     if uri == "/traffic" then
         return control_traffic(method, nil)

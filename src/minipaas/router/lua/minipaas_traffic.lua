@@ -206,13 +206,26 @@ local function histogram(prefix, size)
     return found
 end
 
+-- Requests being proxied to any of the entry's backends (keys "<address>:<port>")
+local function busy_of(entry)
+    if not entry.port then
+        return 0
+    end
+    local backends = entry.backends or { entry }
+    local n = 0
+    for _, backend in ipairs(backends) do
+        n = n + (inflight:get((backend.address or "127.0.0.1") .. ":" .. backend.port) or 0)
+    end
+    return n
+end
+
 -- Cumulative counters of the apps in `entries` (the route table) that have any
 function _M.totals(entries)
     local apps = {}
     for _, entry in ipairs(entries) do
         local prefix = "t:" .. entry.id .. ":"
         local classes, any = counts(prefix .. "s", CLASSES)
-        local busy = entry.port and inflight:get(entry.port) or 0
+        local busy = busy_of(entry)
         if any or busy > 0 then
             apps[tostring(entry.id)] = {
                 status = classes,
@@ -246,7 +259,7 @@ function _M.minutes(entry)
     return {
         minute = current,
         minutes = list,
-        in_flight = entry.port and inflight:get(entry.port) or 0,
+        in_flight = busy_of(entry),
     }
 end
 

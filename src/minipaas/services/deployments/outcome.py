@@ -21,8 +21,9 @@ from minipaas.db.models import (
 )
 from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
-from minipaas.runtime import RuntimeFailure, StartedContainer, get_runtime
+from minipaas.runtime import Endpoint, RuntimeFailure, StartedContainer, get_runtime
 from minipaas.services import releases, routing
+from minipaas.services.endpoints import endpoint_of, set_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -169,23 +170,27 @@ class Serving:
 
     container_id: str
     container_name: str | None
-    published_port: int | None
+    endpoint: Endpoint | None
 
     @classmethod
     def of_app(cls, app: App) -> Serving | None:
         if app.container_id is None:
             return None
-        return cls(app.container_id, app.container_name, app.published_port)
+        return cls(app.container_id, app.container_name, endpoint_of(app))
+
+    @classmethod
+    def of_replica(cls, replica: AppReplica) -> Serving:
+        return cls(replica.container_id, replica.container_name, endpoint_of(replica))
 
     @classmethod
     def started(cls, container: StartedContainer) -> Serving:
-        return cls(container.id, container.name, container.published_port)
+        return cls(container.id, container.name, container.endpoint)
 
 
 def point_app_at(app: App, serving: Serving | None) -> None:
     app.container_id = serving.container_id if serving else None
     app.container_name = serving.container_name if serving else None
-    app.published_port = serving.published_port if serving else None
+    set_endpoint(app, serving.endpoint if serving else None)
     app.unhealthy_since = None  # a new container: the prober judges it afresh
 
 
@@ -202,9 +207,7 @@ class ServingSet:
 
     @classmethod
     def of_app(cls, app: App) -> ServingSet:
-        others = tuple(
-            Serving(r.container_id, r.container_name, r.published_port) for r in app.extra_replicas
-        )
+        others = tuple(Serving.of_replica(r) for r in app.extra_replicas)
         return cls(Serving.of_app(app), others)
 
     @classmethod
@@ -222,11 +225,10 @@ def point_app_at_set(app: App, serving: ServingSet) -> None:
     if session is not None:
         session.flush()  # the old rows go before new ones take their (app, replica) slots
     for index, other in enumerate(serving.others, start=1):
-        app.extra_replicas.append(
-            AppReplica(
-                replica=index,
-                container_id=other.container_id,
-                container_name=other.container_name or other.container_id,
-                published_port=other.published_port,
-            )
+        replica = AppReplica(
+            replica=index,
+            container_id=other.container_id,
+            container_name=other.container_name or other.container_id,
         )
+        set_endpoint(replica, other.endpoint)
+        app.extra_replicas.append(replica)

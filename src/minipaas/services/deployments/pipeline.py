@@ -30,6 +30,7 @@ from minipaas.db.models import (
 from minipaas.db.session import database_unavailable, get_session
 from minipaas.runtime import (
     ContainerSpec,
+    Endpoint,
     EngineUnavailable,
     ImageUnavailable,
     RuntimeFailure,
@@ -310,9 +311,13 @@ def start_container(plan: Plan, image_id: str, replica: int = 0) -> StartedConta
             db.execute(
                 update(Deployment)
                 .where(Deployment.id == plan.deployment_id)
-                .values(container_id=started.id, published_port=started.published_port)
+                .values(
+                    container_id=started.id,
+                    published_port=started.published_port,
+                    published_address=started.address,
+                )
             )
-        message = f"container {started.name} started on 127.0.0.1:{started.published_port}"
+        message = f"container {started.name} started on {started.endpoint}"
         db.add(DeploymentEvent(deployment_id=plan.deployment_id, kind="container", message=message))
         db.commit()
     return started
@@ -364,10 +369,10 @@ def switch_route(plan: Plan, started: list[StartedContainer]) -> None:
     record_event(plan.deployment_id, "route", f"route switched to {what}")
 
 
-def _drain(plan: Plan, ports: list[int]) -> None:
+def _drain(plan: Plan, endpoints: list[Endpoint]) -> None:
     """Requests the old containers are still answering finish before they are stopped."""
     timeout = get_settings().drain_timeout_seconds
-    left = routing.drain_all(ports, timeout=timeout)
+    left = routing.drain_all(endpoints, timeout=timeout)
     if left:
         record_event(
             plan.deployment_id,
@@ -383,7 +388,7 @@ def finish(plan: Plan, started: list[StartedContainer]) -> None:
     old = [serving for serving in plan.previous.all if serving.container_id not in new_ids]
     if old:
         try:
-            _drain(plan, [s.published_port for s in old if s.published_port is not None])
+            _drain(plan, [s.endpoint for s in old if s.endpoint is not None])
             with ThreadPoolExecutor(max_workers=min(len(old), 8)) as pool:
                 # Stops run side by side: an app that ignores SIGTERM costs one grace period
                 list(pool.map(lambda s: _retire(s.container_id), old))

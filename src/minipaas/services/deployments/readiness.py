@@ -52,7 +52,7 @@ def wait_until_ready(
         else:
             # Probe first: an answer through the published port proves the container runs,
             # so a healthy app is not held up by an engine call and a query (~5 ms) first
-            status = http_status(started.published_port, path=health.path, timeout=1.0)
+            status = http_status(started.endpoint, path=health.path, timeout=1.0)
             if status is not None and status < 500:
                 return
             _raise_if_exited(started.id)

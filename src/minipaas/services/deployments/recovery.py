@@ -8,6 +8,7 @@ from minipaas.config import get_settings
 from minipaas.db.models import ACTIVE_DEPLOYMENT_STATUSES, App, Deployment
 from minipaas.db.session import get_session
 from minipaas.runtime import container_name, get_runtime
+from minipaas.runtime.base import LOOPBACK, Endpoint
 from minipaas.services import routing
 from minipaas.services.app_lock import app_lock
 from minipaas.services.deployments import outcome
@@ -66,6 +67,8 @@ def _point_back_at_current_release(app_id: int) -> None:
         )
         serving = None
         if current is not None and current.container_id is not None:
-            serving = Serving(current.container_id, current.container_name, current.published_port)
+            port, address = current.published_port, current.published_address
+            endpoint = None if port is None else Endpoint(address or LOOPBACK, port)
+            serving = Serving(current.container_id, current.container_name, endpoint)
         outcome.point_app_at(app, serving)
         db.commit()

@@ -1,0 +1,168 @@
+"""The Swarm engine against a real one-node swarm (this engine, made a manager on loopback):
+a replica is a one-task service published in host mode, hardened and limited as a container
+is on one host, stopped by scaling to 0, started again with a new task, never restarted by
+Swarm itself, and listed by this instance's labels only."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+
+import httpx
+import pytest
+
+from minipaas.config import Settings
+from minipaas.runtime import labels
+from minipaas.runtime.base import APP_CAPABILITIES, ContainerSpec, RuntimeFailure
+from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
+from minipaas.runtime.swarm_runtime import SwarmRuntime
+from tests.support.engine import local_container
+from tests.support.stack import ensure_swarm_manager
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.docker]
+
+IMAGE = "minipaas-test/swarm-runtime:v1"
+CRASHING = "minipaas-test/swarm-runtime-crash:v1"
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmRuntime]:
+    ensure_swarm_manager()
+    instance = f"mpt{secrets.token_hex(3)}"
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("swarm"),
+        instance_name=instance,
+        runtime="swarm",
+        stop_grace_seconds=2,
+    )
+    made = SwarmRuntime(settings)
+    build_busybox_image(made, IMAGE, HTTPD, {"index.html": "swarm\n"})
+    build_busybox_image(made, CRASHING, ["/bin/busybox", "sh", "-c", "echo bye; exit 3"])
+    try:
+        yield made
+    finally:
+        for ref in made.platform_container_ids():
+            made.remove(ref)
+        with suppress(Exception):
+            made.remove_apps_network()
+
+
+def spec(runtime: SwarmRuntime, replica: int = 0, image: str = IMAGE) -> ContainerSpec:
+    instance = runtime._settings.instance_name
+    return ContainerSpec(
+        name=f"{instance}-app7-d1{f'-r{replica}' if replica else ''}-{secrets.token_hex(2)}",
+        image=image,
+        internal_port=80,
+        labels=labels.container_labels(instance, 7, 1, replica),
+        memory_mb=64,
+        cpus=0.25,
+        pids=32,
+    )
+
+
+def answers(address: str, port: int) -> str:
+    return httpx.get(f"http://{address}:{port}/", timeout=5).text
+
+
+def test_a_replica_is_a_hardened_one_task_service_that_answers_on_its_node(
+    runtime: SwarmRuntime,
+) -> None:
+    started = runtime.run_container(spec(runtime))
+    try:
+        assert answers(started.address, started.published_port) == "swarm\n"
+        service = runtime.client.api.inspect_service(started.id)
+        assert service["Spec"]["Labels"][labels.APP_ID] == "7"
+        assert service["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
+        assert service["Spec"]["Mode"]["Replicated"]["Replicas"] == 1
+
+        container = local_container(started.id).attrs
+        assert container["Config"]["Labels"][labels.REPLICA] == "0"  # on the task too
+        host = container["HostConfig"]
+        assert host["Memory"] == 64 * 2**20 and host["NanoCpus"] == int(0.25e9)
+        assert host["PidsLimit"] == 32 and host["Init"] is True
+        assert host["CapDrop"] == ["ALL"] and sorted(host["CapAdd"]) == sorted(APP_CAPABILITIES)
+        # each app on its own overlay network: apps cannot reach each other
+        assert list(container["NetworkSettings"]["Networks"]) == [
+            f"{runtime._settings.apps_network}-app7"
+        ]
+        assert runtime.running_endpoints()[started.id] == runtime.published_endpoint(started.id)
+    finally:
+        runtime.remove(started.id)
+    assert runtime.state(started.id) is None
+
+
+def test_stop_scales_to_zero_and_start_brings_a_new_task(runtime: SwarmRuntime) -> None:
+    started = runtime.run_container(spec(runtime))
+    first_container = local_container(started.id).id
+
+    runtime.stop(started.id)
+    stopped = runtime.state(started.id)
+    assert stopped is not None and not stopped.running
+    assert started.id not in runtime.running_endpoints()
+
+    endpoint = runtime.start(started.id)
+    assert answers(endpoint.address, endpoint.port) == "swarm\n"
+    assert local_container(started.id).id != first_container
+    state = runtime.state(started.id)
+    assert state is not None and state.running
+
+
+def test_a_killed_task_is_not_restarted_by_swarm_but_by_whoever_calls_start(
+    runtime: SwarmRuntime,
+) -> None:
+    started = runtime.run_container(spec(runtime))
+    runtime.kill(started.id)
+
+    def ended() -> bool:
+        state = runtime.state(started.id)
+        assert state is not None and not state.running
+        return state.exit_code == 137
+
+    eventually(ended, timeout=15, retry_on=(AssertionError,), message="the kill was not seen")
+    # Swarm leaves it ended (restart condition none): the platform's healer decides
+    time.sleep(2)
+    assert started.id not in runtime.running_endpoints()
+    endpoint = runtime.start(started.id)
+    assert answers(endpoint.address, endpoint.port) == "swarm\n"
+
+
+def test_a_replica_that_exits_at_once_shows_its_exit_code_and_logs(
+    runtime: SwarmRuntime,
+) -> None:
+    """Its task may be seen running for an instant (a host-mode port is published before the
+    app listens): then it is the health gate that fails it, with this state and these logs."""
+    wanted = spec(runtime, image=CRASHING)
+    try:
+        ref = runtime.run_container(wanted).id
+    except RuntimeFailure as failed:
+        assert "exit code 3" in str(failed) and "bye" in str(failed)
+        assert runtime.state(wanted.name) is None  # nothing left behind
+        return
+
+    def exited() -> bool:
+        state = runtime.state(ref)
+        assert state is not None and not state.running
+        return state.exit_code == 3
+
+    eventually(exited, timeout=15, retry_on=(AssertionError,), message="never seen exited")
+    assert "bye" in runtime.tail_logs(ref, 5)
+
+
+def test_only_this_instances_services_are_listed(runtime: SwarmRuntime) -> None:
+    mine = runtime.run_container(spec(runtime, replica=1))
+    other = SwarmRuntime(
+        runtime._settings.model_copy(update={"instance_name": f"mpt{secrets.token_hex(3)}"})
+    )
+    assert mine.id in runtime.platform_container_ids(app_id=7)
+    assert mine.id not in other.platform_container_ids()
+    assert runtime.platform_container_ids(app_id=8) == []
+    logs_before = runtime.logs(mine.id, tail=None, timestamps=False)
+    answers(mine.address, mine.published_port)
+    eventually(
+        lambda: len(runtime.logs(mine.id, tail=None, timestamps=False)) > len(logs_before),
+        timeout=10,
+        message="the request never reached the service's logs",
+    )
