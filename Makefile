@@ -4,7 +4,7 @@ VENV := .venv
 MINIPAAS := $(VENV)/bin/minipaas
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: up down ps logs test test-unit test-deployments bench bench-scale lint format deps dev-deps \
+.PHONY: up down ps logs test test-unit test-deployments test-swarm bench bench-scale lint format deps dev-deps \
 	migrate-up migrate-down migrate-current migrate-create migrate-stamp
 
 deps:
@@ -25,9 +25,15 @@ ps:
 logs:
 	@$(MINIPAAS) platform logs
 
-test: dev-deps  ## the whole suite against real PostgreSQL, Redis, Docker and nginx
+test: dev-deps  ## the whole suite against real PostgreSQL, Redis, Docker and nginx, then the deployment tests again on Docker Swarm
 	@scripts/ensure-docker.sh
 	@$(PYTEST) -q --durations=25
+	@echo "Second pass: the deployment tests with RUNTIME=swarm (a one-node swarm on 127.0.0.1)"
+	@RUNTIME=swarm $(PYTEST) -q -m deployments --durations=10
+
+test-swarm: dev-deps  ## the deployment tests with RUNTIME=swarm only (make test's second pass)
+	@scripts/ensure-docker.sh
+	@RUNTIME=swarm $(PYTEST) -q -m deployments
 
 test-unit: dev-deps  ## every test that needs no Docker engine (nor the platform it runs)
 	@$(PYTEST) -q -m "not docker"

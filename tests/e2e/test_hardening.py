@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
 import docker
 import httpx
@@ -16,7 +17,7 @@ from tests.support.stack import Stack
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.deployments]
 
 
-def _inspect(container_id: str) -> dict[str, object]:
+def _inspect(container_id: str) -> dict[str, Any]:
     return dict(local_container(container_id).attrs)
 
 
@@ -32,28 +33,54 @@ def test_deployed_container_is_hardened_and_limited(
     assert host["Privileged"] is False
     assert host["CapDrop"] == ["ALL"]
     assert "SYS_ADMIN" not in host["CapAdd"] and "NET_RAW" not in host["CapAdd"]
-    assert host["SecurityOpt"] == ["no-new-privileges"]
-    assert host["Memory"] == 64 * 2**20 and host["MemorySwap"] == 64 * 2**20
+    assert host["Memory"] == 64 * 2**20
     assert host["NanoCpus"] == 250_000_000
     assert host["PidsLimit"] == 50
     assert host["Init"] is True
     assert not host.get("Binds") and not host.get("Devices")
-    assert host["NetworkMode"] == stack.settings.apps_network
-    network = docker.from_env().networks.get(stack.settings.apps_network)
-    # apps on the network cannot talk to each other
-    assert network.attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
     assert host["LogConfig"] == {
         "Type": "json-file",
         "Config": {"max-file": "3", "max-size": "10m"},
     }
+    labels = attrs["Config"]["Labels"]
+    assert isinstance(labels, dict)
+    assert labels["io.minipaas.instance"] == stack.settings.instance_name
+    assert labels["io.minipaas.app-id"] == str(app_id)
+    assert labels["io.minipaas.deployment-id"] == str(deployment["id"])
+    if stack.settings.runtime == "swarm":
+        _swarm_specifics(stack, app_id, deployment["container_id"], attrs)
+    else:
+        _one_host_specifics(stack, host)
+
+
+def _one_host_specifics(stack: Stack, host: dict[str, Any]) -> None:
+    # Swarm's service spec (API 1.41, Docker 20.10) has neither: README "Limits"
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["MemorySwap"] == 64 * 2**20
+    assert host["NetworkMode"] == stack.settings.apps_network
+    network = docker.from_env().networks.get(stack.settings.apps_network)
+    # apps on the network cannot talk to each other
+    assert network.attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
     # the platform restarts app containers (worker/healer.py), never Docker
     assert host["RestartPolicy"]["Name"] == "no"
     bindings = host["PortBindings"]["80/tcp"]
     assert [b["HostIp"] for b in bindings] == ["127.0.0.1"]
-    labels = attrs["Config"]["Labels"]  # type: ignore[index]
-    assert labels["io.minipaas.instance"] == stack.settings.instance_name
-    assert labels["io.minipaas.app-id"] == str(app_id)
-    assert labels["io.minipaas.deployment-id"] == str(deployment["id"])
+
+
+def _swarm_specifics(stack: Stack, app_id: int, ref: str, attrs: dict[str, Any]) -> None:
+    service = docker.from_env().api.inspect_service(ref)["Spec"]
+    # the platform restarts replicas (worker/healer.py), never Swarm
+    assert service["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
+    # an overlay network of the app's own: apps cannot reach each other
+    own = f"{stack.settings.apps_network}-app{app_id}"
+    assert list(attrs["NetworkSettings"]["Networks"]) == [own]
+    assert docker.from_env().networks.get(own).attrs["Driver"] == "overlay"
+    assert service["EndpointSpec"]["Ports"][0]["PublishMode"] == "host"
+    assert service["Labels"]["io.minipaas.app-id"] == str(app_id)
+    assert service["TaskTemplate"]["ContainerSpec"]["Image"].startswith(
+        f"127.0.0.1:{stack.settings.registry_port}/"
+    )  # run by digest from the cluster registry
+    assert "@sha256:" in service["TaskTemplate"]["ContainerSpec"]["Image"]
 
 
 def test_app_over_its_memory_limit_is_reported_as_oom(api: httpx.Client, app_name: str) -> None:

@@ -260,9 +260,19 @@ def test_scaling_1_3_1_starts_and_stops_replicas_without_a_release(
     assert running.failed("GET") == 0
     assert set(k for k in running.outcomes if k.startswith("GET")) == {"GET 200"}
     assert len(api.get(f"/apps/{app_id}/releases").json()) == 1  # scaling is no release
-    actions = api.get(f"/apps/{app_id}/actions").json()
-    assert [a["action"] for a in actions[:2]] == ["scale", "scale"]
-    assert all(a["status"] == "succeeded" for a in actions[:2])
+
+    def scales_done() -> list[str]:
+        # the stopped replicas' removal may end after the route already left them
+        actions = api.get(f"/apps/{app_id}/actions").json()[:2]
+        assert [a["action"] for a in actions] == ["scale", "scale"]
+        return [a["status"] for a in actions if a["status"] not in ("queued", "running")]
+
+    statuses = eventually(
+        lambda: (lambda done: done if len(done) == 2 else None)(scales_done()),
+        timeout=20,
+        message="the scale actions did not end",
+    )
+    assert statuses == ["succeeded", "succeeded"]
 
 
 def test_logs_merge_the_replicas_and_name_each(
