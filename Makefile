@@ -42,7 +42,7 @@ test-deployments: dev-deps
 	@scripts/ensure-docker.sh
 	@$(PYTEST) -q -m deployments
 
-bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, router metrics on/off, parallel deploys, API throughput, fairness, build and deploy from source (~11 min)
+bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, router metrics on/off, parallel deploys, API throughput, fairness, build and deploy from source, deploy on Docker Swarm (~13 min)
 	@scripts/ensure-docker.sh
 	@$(VENV)/bin/python bench/deploy_and_route.py
 	@echo
@@ -57,6 +57,8 @@ bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch,
 	@$(VENV)/bin/python bench/fairness.py
 	@echo
 	@$(VENV)/bin/python bench/build_deploy.py
+	@echo
+	@$(VENV)/bin/python bench/swarm_deploy.py
 
 bench-scale: dev-deps  ## 1,000 apps, 100 running: reconciler pass, platform memory, memory per app (~4 min)
 	@scripts/ensure-docker.sh

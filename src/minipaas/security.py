@@ -6,13 +6,13 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from minipaas.config import Settings, get_settings
+from minipaas.files import create_once
 
 TOKEN_PREFIX = "mp_"
 TOKEN_SHOWN_CHARS = 11  # "mp_" and 8 more: enough to recognize a token in a list
@@ -26,22 +26,7 @@ def _load_or_create_key(settings: Settings) -> bytes:
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
     path = settings.secret_key_file
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written whole to a temp file, then linked into place: a concurrent reader sees no
-        # file or the complete key, never an empty one; if two race, the first link wins
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_urlsafe(48).encode() + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+    create_once(path, secrets.token_urlsafe(48).encode() + b"\n")
     key = path.read_bytes().strip()
     if len(key) < 32:
         raise SecretsUnreadable(f"{path} holds a key shorter than 32 bytes; restore it")

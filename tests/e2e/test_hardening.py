@@ -71,7 +71,7 @@ def _swarm_specifics(stack: Stack, app_id: int, ref: str, attrs: dict[str, Any])
     service = docker.from_env().api.inspect_service(ref)["Spec"]
     # the platform restarts replicas (worker/healer.py), never Swarm
     assert service["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
-    # an overlay network of the app's own: apps cannot reach each other
+    # an overlay network of the app's own: no overlay path between apps
     own = f"{stack.settings.apps_network}-app{app_id}"
     assert list(attrs["NetworkSettings"]["Networks"]) == [own]
     assert docker.from_env().networks.get(own).attrs["Driver"] == "overlay"

@@ -29,6 +29,7 @@ from minipaas.runtime.registry import (
     push_for_cluster,
 )
 from tests.support.registry import RunningRegistry, free_loopback_port, running_registry
+from tests.support.stack import ensure_swarm_manager
 
 pytestmark = [pytest.mark.docker]
 
@@ -196,11 +197,6 @@ def test_repository_names_come_from_our_names_only(
     assert isinstance(RegistryRefused("x"), RuntimeFailure)
 
 
-def _swarm_manager(client: docker.DockerClient) -> bool:
-    swarm = client.info().get("Swarm") or {}
-    return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
-
-
 def _task_outcome(
     client: docker.DockerClient, service_id: str, timeout: float = 60
 ) -> dict[str, Any]:
@@ -221,8 +217,7 @@ def test_swarm_services_get_the_login_so_a_node_pulls_the_pushed_image(
     registry: RunningRegistry, runtime: DockerRuntime, image: str
 ) -> None:
     client = runtime.client
-    if not _swarm_manager(client):
-        pytest.skip("this engine is not a swarm manager (docker swarm init)")
+    ensure_swarm_manager()
     image_id = str(client.images.get(image).id)
     login(client, registry.address, registry.user, registry.password)
     reference = push_for_cluster(client, registry.address, image, _repository())

@@ -84,7 +84,7 @@ def test_a_replica_is_a_hardened_one_task_service_that_answers_on_its_node(
         assert host["Memory"] == 64 * 2**20 and host["NanoCpus"] == int(0.25e9)
         assert host["PidsLimit"] == 32 and host["Init"] is True
         assert host["CapDrop"] == ["ALL"] and sorted(host["CapAdd"]) == sorted(APP_CAPABILITIES)
-        # each app on its own overlay network: apps cannot reach each other
+        # each app on its own overlay network: no overlay path between apps
         assert list(container["NetworkSettings"]["Networks"]) == [
             f"{runtime._settings.apps_network}-app7"
         ]

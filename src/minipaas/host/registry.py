@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minipaas.config import Settings
+from minipaas.files import create_once
 from minipaas.host.errors import HostServiceError
 
 REGISTRY_BIN = "docker-registry"
@@ -178,21 +179,7 @@ def load_or_create_secret(path: Path, wanted: str | None) -> str:
         if not path.exists() or path.read_text().strip() != wanted:
             _write_private(path, wanted + "\n")
         return wanted
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written whole, then linked into place: if two processes race, the first one wins
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+    create_once(path, secrets.token_urlsafe(32).encode() + b"\n")
     value = path.read_text().strip()
     if len(value) < 16:
         raise HostServiceError(f"{path} holds a secret shorter than 16 characters; delete it")

@@ -14,10 +14,9 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
 from requests.exceptions import ConnectionError as RequestsConnectionError
-from requests.exceptions import Timeout as RequestsTimeout
 
 from minipaas.config import Settings
-from minipaas.runtime import labels
+from minipaas.runtime import inventory, labels
 from minipaas.runtime.base import (
     APP_CAPABILITIES,
     LOOPBACK,
@@ -30,6 +29,8 @@ from minipaas.runtime.base import (
     RuntimeFailure,
     StartedContainer,
 )
+from minipaas.runtime.engine_errors import as_runtime_failure, engine_reachable
+from minipaas.runtime.inventory import Node, Placement
 from minipaas.runtime.listening import Listener, listeners
 
 log = logging.getLogger(__name__)
@@ -76,29 +77,6 @@ def _decode(raw: bytes | str) -> str:
     return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
 
 
-@contextmanager
-def _engine_reachable() -> Iterator[None]:
-    """Turns "cannot talk to the engine" into EngineUnavailable; API errors pass through."""
-    try:
-        yield
-    except (RequestsConnectionError, RequestsTimeout) as exc:
-        raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
-
-
-@contextmanager
-def _as_runtime_failure(what: str) -> Iterator[None]:
-    """Any engine error becomes a RuntimeFailure the services know how to handle."""
-    try:
-        with _engine_reachable():
-            yield
-    except NotFound:
-        raise
-    except APIError as exc:
-        raise RuntimeFailure(f"{what} failed: {exc.explanation or exc}") from exc
-    except DockerException as exc:
-        raise RuntimeFailure(f"{what} failed: {exc}") from exc
-
-
 class DockerRuntime:
     def __init__(
         self,
@@ -143,7 +121,7 @@ class DockerRuntime:
 
     def ensure_image(self, image: str, pull_policy: str) -> str:
         """Makes the image present according to the pull policy; returns its id."""
-        with _engine_reachable():
+        with engine_reachable():
             return self._ensure_image(image, pull_policy)
 
     def _ensure_image(self, image: str, pull_policy: str) -> str:
@@ -186,7 +164,7 @@ class DockerRuntime:
 
     def run_container(self, spec: ContainerSpec) -> StartedContainer:
         """Creates and starts a container, its port published on 127.0.0.1 by Docker."""
-        with _engine_reachable():
+        with engine_reachable():
             return self._run_container(spec)
 
     def _run_container(self, spec: ContainerSpec, *, retried: bool = False) -> StartedContainer:
@@ -321,10 +299,30 @@ class DockerRuntime:
             ):
                 network.remove()
 
+    # Which engine this is, for what it lists (inventory.py); Swarm's says True
+    in_swarm = False
+
+    def nodes(self) -> list[Node]:
+        """The nodes apps run on: this host alone here, every node on Swarm."""
+        return inventory.nodes(self.client, swarm=self.in_swarm)
+
+    def placements(self, app_id: int) -> list[Placement]:
+        """Where each of the app's containers (services on Swarm) runs, of this install."""
+        return inventory.placements(
+            self.client,
+            self._settings.instance_name,
+            app_id,
+            swarm=self.in_swarm,
+            install_id=self.install_id,
+        )
+
+    def remove_app_network(self, app_id: int) -> None:
+        return  # one host's apps share one network (no traffic between them: icc off)
+
     def instance_objects(self) -> list[InstanceObject]:
         """Every container and apps network of this INSTANCE_NAME, whichever install made it."""
         name = self._settings.instance_name
-        with _as_runtime_failure("listing containers"):
+        with as_runtime_failure("listing containers"):
             containers = self.client.api.containers(
                 all=True, filters={"label": f"{labels.INSTANCE}={name}"}
             )
@@ -347,7 +345,7 @@ class DockerRuntime:
     def disable_restarts(self, container_ref: str) -> None:
         """Docker stops restarting the container (ones deployed by older versions had
         `unless-stopped`): the platform's healer must be the only restarter."""
-        with _as_runtime_failure("disabling Docker's restarts"):
+        with as_runtime_failure("disabling Docker's restarts"):
             self.client.api.update_container(container_ref, restart_policy={"Name": "no"})
 
     def running_container_ids(self) -> set[str]:
@@ -358,7 +356,7 @@ class DockerRuntime:
         """Where each running container of this instance, by id, from one list call
         (one inspect per app does not scale: ~3 ms each). A paused (frozen) container runs
         for this: it is no crash; worker/prober.py finds one that stopped answering."""
-        with _as_runtime_failure("listing containers"):
+        with as_runtime_failure("listing containers"):
             found = self.client.api.containers(
                 filters={
                     "label": f"{labels.INSTANCE}={self._settings.instance_name}",
@@ -369,7 +367,7 @@ class DockerRuntime:
 
     def state(self, container_ref: str) -> ContainerState | None:
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 attrs: dict[str, Any] = self.client.api.inspect_container(container_ref)
         except NotFound:
             return None
@@ -386,7 +384,7 @@ class DockerRuntime:
     def exposed_ports(self, container_ref: str) -> set[int]:
         """The TCP ports the container's image declares (EXPOSE)."""
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 attrs: dict[str, Any] = self.client.api.inspect_container(container_ref)
         except NotFound:
             return set()
@@ -396,7 +394,7 @@ class DockerRuntime:
     def listening(self, container_ref: str) -> list[Listener] | None:
         """The container's listening sockets; None when they cannot be seen from here."""
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 attrs: dict[str, Any] = self.client.api.inspect_container(container_ref)
         except NotFound:
             return None
@@ -412,7 +410,7 @@ class DockerRuntime:
         since: datetime | None = None,
     ) -> str:
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 raw = self.client.api.logs(
                     container_ref,
                     stdout=True,
@@ -430,7 +428,7 @@ class DockerRuntime:
 
     def stop(self, container_ref: str) -> None:
         try:
-            with _as_runtime_failure("stopping the container"):
+            with as_runtime_failure("stopping the container"):
                 self.client.api.stop(container_ref, timeout=self._settings.stop_grace_seconds)
         except NotFound:
             return  # already gone counts as stopped
@@ -438,7 +436,7 @@ class DockerRuntime:
     def kill(self, container_ref: str) -> None:
         """SIGKILL, also for a frozen (paused) container, which no other signal reaches."""
         try:
-            with _as_runtime_failure("killing the container"):
+            with as_runtime_failure("killing the container"):
                 self.client.api.kill(container_ref)
         except NotFound:
             return  # already gone counts as killed
@@ -449,7 +447,7 @@ class DockerRuntime:
 
     def start(self, container_ref: str) -> Endpoint:
         """Starts a stopped container; returns its (possibly new) published port."""
-        with _as_runtime_failure("starting the container"):
+        with as_runtime_failure("starting the container"):
             self.client.api.start(container_ref)
             attrs = self.client.api.inspect_container(container_ref)
         port = _host_port(attrs)
@@ -474,7 +472,7 @@ class DockerRuntime:
     def published_endpoint(self, container_ref: str) -> Endpoint | None:
         """The host port Docker published now (it can change when Docker restarts it)."""
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 attrs = self.client.api.inspect_container(container_ref)
         except NotFound:
             return None
@@ -482,7 +480,7 @@ class DockerRuntime:
 
     def platform_containers(self) -> list[tuple[str, dict[str, str], str]]:
         """(id, labels, created) of every container of this instance."""
-        with _as_runtime_failure("listing containers"):
+        with as_runtime_failure("listing containers"):
             found = self.client.api.containers(
                 all=True, filters={"label": f"{labels.INSTANCE}={self._settings.instance_name}"}
             )
@@ -492,21 +490,21 @@ class DockerRuntime:
 
     def image_id(self, reference: str) -> str | None:
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 return str(self.client.images.get(reference).id)
         except ImageNotFound:
             return None
 
     def images_in_use(self) -> set[str]:
         """Ids of the images any container on this host (ours or not) was made from."""
-        with _as_runtime_failure("listing containers"):
+        with as_runtime_failure("listing containers"):
             return {str(item["ImageID"]) for item in self.client.api.containers(all=True)}
 
     def remove_image(self, image_id: str) -> bool:
         """Removes an image no container uses; False when Docker refuses (in use, or more
         than one name points at it)."""
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 self.client.api.remove_image(image_id, force=False, noprune=False)
         except NotFound:
             return True
@@ -525,7 +523,7 @@ class DockerRuntime:
             filters.append(f"{labels.APP_ID}={app_id}")
         if deployment_id is not None:
             filters.append(f"{labels.DEPLOYMENT_ID}={deployment_id}")
-        with _as_runtime_failure("listing containers"):
+        with as_runtime_failure("listing containers"):
             found = self.client.api.containers(all=True, filters={"label": filters})
         return [
             str(item["Id"])

@@ -14,7 +14,7 @@ import docker
 
 from minipaas.runtime import labels
 from minipaas.runtime.base import LOOPBACK
-from minipaas.runtime.docker_runtime import _as_runtime_failure
+from minipaas.runtime.engine_errors import as_runtime_failure
 
 STANDALONE = "standalone"
 
@@ -46,7 +46,7 @@ class Placement:
 
 def swarm_active(client: docker.DockerClient) -> bool:
     """The engine is part of an active swarm (a manager or a worker)."""
-    with _as_runtime_failure("asking the engine for its mode"):
+    with as_runtime_failure("asking the engine for its mode"):
         info: dict[str, Any] = client.info()
     return (info.get("Swarm") or {}).get("LocalNodeState") == "active"
 
@@ -55,7 +55,7 @@ def nodes(client: docker.DockerClient, *, swarm: bool) -> list[Node]:
     """The swarm's nodes when `swarm` (the platform runs on Swarm) and the engine is in swarm
     mode; else one node: this host."""
     if swarm and swarm_active(client):
-        with _as_runtime_failure("listing the swarm's nodes"):
+        with as_runtime_failure("listing the swarm's nodes"):
             found: list[dict[str, Any]] = client.api.nodes()
         return sorted((_swarm_node(item) for item in found), key=lambda n: n.hostname)
     return [_this_host(client)]
@@ -80,7 +80,7 @@ def placements(
 
 
 def _this_host(client: docker.DockerClient) -> Node:
-    with _as_runtime_failure("asking the engine about this host"):
+    with as_runtime_failure("asking the engine about this host"):
         info: dict[str, Any] = client.info()
     return Node(
         id=str(info.get("ID") or ""),
@@ -94,15 +94,21 @@ def _this_host(client: docker.DockerClient) -> Node:
     )
 
 
+def node_address(node: dict[str, Any]) -> str:
+    """A node's address; a manager some engines report as 0.0.0.0 has its advertised one."""
+    address = str((node.get("Status") or {}).get("Addr") or "")
+    manager = node.get("ManagerStatus") or {}
+    if address in ("", "0.0.0.0") and manager.get("Addr"):
+        address = str(manager["Addr"]).rsplit(":", 1)[0]
+    return "" if address == "0.0.0.0" else address
+
+
 def _swarm_node(item: dict[str, Any]) -> Node:
     spec = item.get("Spec") or {}
     status = item.get("Status") or {}
     manager = item.get("ManagerStatus") or {}
     description = item.get("Description") or {}
-    address = str(status.get("Addr") or "")
-    if address in ("", "0.0.0.0") and manager.get("Addr"):
-        # Some engines report a manager's address as 0.0.0.0: its advertised one is exact
-        address = str(manager["Addr"]).rsplit(":", 1)[0]
+    address = node_address(item)
     return Node(
         id=str(item.get("ID") or ""),
         hostname=str(description.get("Hostname") or ""),
@@ -123,7 +129,7 @@ def _container_placements(
     client: docker.DockerClient, wanted: list[str], install_id: str | None
 ) -> list[Placement]:
     host = _this_host(client)
-    with _as_runtime_failure("listing containers"):
+    with as_runtime_failure("listing containers"):
         found: list[dict[str, Any]] = client.api.containers(all=True, filters={"label": wanted})
     placed = []
     for item in found:
@@ -149,7 +155,7 @@ def _container_placements(
 def _service_placements(
     client: docker.DockerClient, wanted: list[str], install_id: str | None
 ) -> list[Placement]:
-    with _as_runtime_failure("listing the swarm's services and nodes"):
+    with as_runtime_failure("listing the swarm's services and nodes"):
         services: list[dict[str, Any]] = client.api.services(filters={"label": wanted})
         by_id = {node.id: node for node in map(_swarm_node, client.api.nodes())}
         tasks: list[dict[str, Any]] = (

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -41,18 +42,17 @@ from minipaas.runtime.base import (
     RuntimeFailure,
     StartedContainer,
 )
-from minipaas.runtime.docker_runtime import (
-    DockerRuntime,
-    _as_runtime_failure,
-    _engine_reachable,
-    _host_lock,
-)
+from minipaas.runtime.docker_runtime import DockerRuntime, _host_lock
+from minipaas.runtime.engine_errors import as_runtime_failure, engine_reachable
+from minipaas.runtime.inventory import node_address
 from minipaas.runtime.listening import Listener
 
 log = logging.getLogger(__name__)
 
 # A task is placed, its image pulled on its node and its container started within this
-TASK_START_TIMEOUT_SECONDS = 120.0
+TASK_START_TIMEOUT_SECONDS = 60.0
+# A task the scheduler keeps refusing (e.g. "no suitable node") fails after this, not later
+UNPLACED_SECONDS = 10.0
 POLL_SECONDS = 0.1
 # Swarm's words for a task that has ended (it is never restarted in place)
 ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
@@ -72,6 +72,8 @@ class _PortTaken(RuntimeFailure):
 class SwarmRuntime(DockerRuntime):
     """The Runtime on a swarm manager; container refs are service ids or names."""
 
+    in_swarm = True
+
     # Set by runtime/engine.py; None (some tests): images run as they are, on this node only
     image_publisher: ImagePublisher | None = None
     forget_cluster_names: NameForgetter | None = None
@@ -81,9 +83,12 @@ class SwarmRuntime(DockerRuntime):
     def ensure_apps_network(self) -> str:
         return self._settings.apps_network
 
+    def _app_network_name(self, app_id: int | None) -> str:
+        return f"{self._settings.apps_network}-app{app_id}"
+
     def _app_network(self, spec: ContainerSpec) -> str:
         app_id = labels.app_id_of(spec.labels)
-        name = f"{self._settings.apps_network}-app{app_id}"
+        name = self._app_network_name(app_id)
         # Replicas start side by side: one creates the network, the others find it
         with _host_lock(self._settings.run_dir / "apps-network.lock"):
             found = [n for n in self.client.api.networks(names=[name]) if n.get("Name") == name]
@@ -106,6 +111,15 @@ class SwarmRuntime(DockerRuntime):
             # made meanwhile by a worker on another manager (Swarm words it this way)
             if exc.status_code != 409 and "conflicts" not in str(exc.explanation):
                 raise
+
+    def remove_app_network(self, app_id: int) -> None:
+        """The deleted app's network (after its services: their tasks left it by then)."""
+        try:
+            with engine_reachable():
+                self.client.api.remove_network(self._app_network_name(app_id))
+        except (NotFound, APIError) as exc:
+            if not isinstance(exc, NotFound):
+                log.warning("the network of app %s stays for now: %s", app_id, exc)
 
     def remove_apps_network(self) -> None:
         for network in self._own_networks():
@@ -136,7 +150,7 @@ class SwarmRuntime(DockerRuntime):
         return self._run_service(spec)
 
     def _run_service(self, spec: ContainerSpec) -> StartedContainer:
-        with _as_runtime_failure("starting the replica's service"):
+        with as_runtime_failure("starting the replica's service"):
             image = spec.image
             if self.image_publisher is not None:
                 image = self.image_publisher(spec.image, labels.app_id_of(spec.labels) or 0)
@@ -182,8 +196,10 @@ class SwarmRuntime(DockerRuntime):
             ),
             networks=[network],
         )
-        # Host mode, no published port: the node picks a free one (no port-picking race)
-        endpoint = EndpointSpec(mode="vip")
+        # Host mode, no published port: the node picks a free one (no port-picking race);
+        # no virtual IP: nothing reaches a replica through the overlay, and one address a
+        # replica, not two, in the app network's /24
+        endpoint = EndpointSpec(mode="dnsrr")
         endpoint["Ports"] = [
             {"Protocol": "tcp", "TargetPort": spec.internal_port, "PublishMode": "host"}
         ]
@@ -197,14 +213,17 @@ class SwarmRuntime(DockerRuntime):
         return str(created["ID"])
 
     def _tasks(self, service_ref: str) -> list[dict[str, Any]]:
+        """The service's tasks, newest first."""
         found: list[dict[str, Any]] = self.client.api.tasks(filters={"service": service_ref})
-        return sorted(found, key=lambda t: str(t.get("CreatedAt", "")), reverse=True)
+        return sorted(found, key=lambda t: _sortable(t.get("CreatedAt")), reverse=True)
 
     def _wait_for_task(self, service_ref: str, *, after: str | None) -> Endpoint:
         """The endpoint of the service's newest task once it runs (a task other than `after`)."""
         deadline = time.monotonic() + TASK_START_TIMEOUT_SECONDS
-        last_error = ""
+        last_error, erring_since = "", None
         while time.monotonic() < deadline:
+            if erring_since is not None and time.monotonic() - erring_since > UNPLACED_SECONDS:
+                raise RuntimeFailure(f"the replica's task cannot start: {last_error}")
             for task in self._tasks(service_ref):
                 if task["ID"] == after:
                     break  # the new task is not listed yet
@@ -219,7 +238,8 @@ class SwarmRuntime(DockerRuntime):
                         raise _PortTaken()
                     raise RuntimeFailure(self._ended_message(service_ref, task))
                 elif status.get("Err"):
-                    last_error = str(status["Err"])  # e.g. "no suitable node": may pass
+                    last_error = str(status["Err"])  # e.g. "no suitable node"
+                    erring_since = erring_since or time.monotonic()
                 break  # only the newest task counts
             time.sleep(POLL_SECONDS)
         raise RuntimeFailure(
@@ -236,22 +256,32 @@ class SwarmRuntime(DockerRuntime):
             f"the replica's task ended at once ({why}, exit code {code}); last log lines:\n{logs}"
         )
 
-    def _endpoint(self, task: dict[str, Any]) -> Endpoint | None:
+    def _endpoint(
+        self, task: dict[str, Any], addresses: dict[str, str] | None = None
+    ) -> Endpoint | None:
+        """Where the task's port answers: its node's address and the IPv4 host port (Swarm
+        lists 0.0.0.0 first, then ::, whose port may differ)."""
         ports = ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []
         published = [p.get("PublishedPort") for p in ports if p.get("PublishedPort")]
         if not published:
             return None
-        return Endpoint(self._node_address(str(task.get("NodeID", ""))), int(published[0]))
+        node_id = str(task.get("NodeID", ""))
+        address = (addresses if addresses is not None else self._node_addresses()).get(node_id)
+        if not address:
+            raise RuntimeFailure(f"swarm node {node_id} has no address the router can reach")
+        return Endpoint(address, int(published[0]))
 
-    def _node_address(self, node_id: str) -> str:
-        node = self.client.api.inspect_node(node_id)
-        return str((node.get("Status") or {}).get("Addr") or "127.0.0.1")
+    def _node_addresses(self) -> dict[str, str]:
+        """Every node's address, by id, from one call."""
+        return {str(node["ID"]): node_address(node) for node in self.client.api.nodes()}
+
+    def _current_task(self, service_ref: str) -> dict[str, Any] | None:
+        """The task meant to run (desired state running), else the newest."""
+        return _current(self._tasks(service_ref))
 
     def _running_task(self, service_ref: str) -> dict[str, Any] | None:
-        for task in self._tasks(service_ref):
-            if (task.get("Status") or {}).get("State") == "running":
-                return task
-        return None
+        task = self._current_task(service_ref)
+        return task if task is not None and _runs(task) else None
 
     def _local_container(self, task: dict[str, Any] | None) -> str | None:
         """The task's container id when it runs on this node (else None: not inspectable)."""
@@ -281,16 +311,27 @@ class SwarmRuntime(DockerRuntime):
 
     def start(self, container_ref: str) -> Endpoint:
         """One new task (back from 0, or in place of one that ended); returns where it
-        answers. Always forced: with restart condition "none" Swarm does not refill a slot
-        whose task ended, even on a scale from 0 back to 1."""
-        with _as_runtime_failure("starting the replica"):
+        answers. A running task is left as it is, as starting a running container is a no-op
+        on one host. Forced otherwise: with restart condition "none" Swarm does not refill a
+        slot whose task ended, even on a scale from 0 back to 1. A task that does not start
+        is scaled away, so it cannot start later outside the platform's books."""
+        with as_runtime_failure("starting the replica"):
+            running = self._running_task(container_ref)
+            endpoint = self._endpoint(running) if running else None
+            if endpoint is not None:
+                return endpoint
             before = self._tasks(container_ref)
             self._scale(container_ref, 1, force=True)
-            return self._wait_for_task(container_ref, after=before[0]["ID"] if before else None)
+            try:
+                return self._wait_for_task(container_ref, after=before[0]["ID"] if before else None)
+            except RuntimeFailure:
+                with suppress(APIError, NotFound):
+                    self._scale(container_ref, 0)
+                raise
 
     def stop(self, container_ref: str) -> None:
         try:
-            with _as_runtime_failure("stopping the replica"):
+            with as_runtime_failure("stopping the replica"):
                 self._scale(container_ref, 0)
                 deadline = time.monotonic() + self._settings.stop_grace_seconds + 15
                 while time.monotonic() < deadline and self._running_task(container_ref):
@@ -301,27 +342,34 @@ class SwarmRuntime(DockerRuntime):
     def kill(self, container_ref: str) -> None:
         """SIGKILL where the task runs on this node; elsewhere its task is stopped."""
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 local = self._local_container(self._running_task(container_ref))
         except NotFound:
             return
-        if local is not None:
-            super().kill(local)
-        else:
+        if local is None:
             self.stop(container_ref)
+            return
+        try:
+            with as_runtime_failure("killing the replica"):
+                self.client.api.kill(local)
+        except NotFound:
+            return  # gone already counts as killed
+        except RuntimeFailure:
+            if self._running_task(container_ref) is not None:
+                raise  # a task that is not running (any more) needs no kill
 
     def remove(self, container_ref: str) -> None:
         """Removes the service and waits (bounded) until this node's containers of it are
         gone, as a removal on one host is done when it returns (ports, images freed)."""
         try:
-            with _as_runtime_failure("removing the replica's service"):
+            with as_runtime_failure("removing the replica's service"):
                 service_id = str(self.client.api.inspect_service(container_ref)["ID"])
                 self.client.api.remove_service(service_id)
         except NotFound:
             return
         deadline = time.monotonic() + self._settings.stop_grace_seconds + 10
         left = {"label": f"com.docker.swarm.service.id={service_id}"}
-        with _engine_reachable():
+        with engine_reachable():
             while time.monotonic() < deadline and self.client.api.containers(
                 all=True, filters=left
             ):
@@ -332,17 +380,17 @@ class SwarmRuntime(DockerRuntime):
 
     def state(self, container_ref: str) -> ContainerState | None:
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 inspected = self.client.api.inspect_service(container_ref)
                 tasks = self._tasks(container_ref)
         except NotFound:
             return None
         limits = inspected["Spec"]["TaskTemplate"].get("Resources", {}).get("Limits", {})
         memory_mb = int(limits.get("MemoryBytes") or 0) // 2**20 or None
-        task = tasks[0] if tasks else None
+        task = _current(tasks)
         status = (task or {}).get("Status") or {}
         state = str(status.get("State", "created"))
-        if state == "running":
+        if task is not None and _runs(task):
             return ContainerState("running", True, 0, False, 0, memory_mb)
         code = int((status.get("ContainerStatus") or {}).get("ExitCode") or 0)
         oom = False
@@ -355,7 +403,7 @@ class SwarmRuntime(DockerRuntime):
 
     def published_endpoint(self, container_ref: str) -> Endpoint | None:
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 task = self._running_task(container_ref)
                 return self._endpoint(task) if task else None
         except NotFound:
@@ -363,20 +411,26 @@ class SwarmRuntime(DockerRuntime):
 
     def running_endpoints(self) -> dict[str, Endpoint | None]:
         """Each running replica of this instance, by service id: two list calls."""
-        with _as_runtime_failure("listing services"):
+        with as_runtime_failure("listing services"):
             services = {s["ID"] for s in self._services()}
-            tasks = self.client.api.tasks(filters={"desired-state": "running"})
-            running = {
-                str(t["ServiceID"]): t
-                for t in tasks
-                if t.get("ServiceID") in services
-                and (t.get("Status") or {}).get("State") == "running"
-            }
-            return {service: self._endpoint(task) for service, task in running.items()}
+            running = self._running_tasks(services)
+            addresses = self._node_addresses() if running else {}
+            return {service: self._endpoint(task, addresses) for service, task in running.items()}
+
+    def running_container_ids(self) -> set[str]:
+        """Services of this instance with a running task: two list calls (the healer's)."""
+        with as_runtime_failure("listing services"):
+            return set(self._running_tasks({s["ID"] for s in self._services()}))
+
+    def _running_tasks(self, services: set[str]) -> dict[str, dict[str, Any]]:
+        tasks = self.client.api.tasks(filters={"desired-state": "running"})
+        return {
+            str(t["ServiceID"]): t for t in tasks if t.get("ServiceID") in services and _runs(t)
+        }
 
     def exposed_ports(self, container_ref: str) -> set[int]:
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 spec = self.client.api.inspect_service(container_ref)["Spec"]
                 image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
                 attrs = self.client.api.inspect_image(image)
@@ -387,7 +441,7 @@ class SwarmRuntime(DockerRuntime):
 
     def listening(self, container_ref: str) -> list[Listener] | None:
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 local = self._local_container(self._running_task(container_ref))
         except NotFound:
             return None
@@ -402,7 +456,7 @@ class SwarmRuntime(DockerRuntime):
         since: datetime | None = None,
     ) -> str:
         try:
-            with _engine_reachable():
+            with engine_reachable():
                 chunks = self.client.api.service_logs(
                     container_ref,
                     stdout=True,
@@ -425,7 +479,7 @@ class SwarmRuntime(DockerRuntime):
         return found
 
     def platform_containers(self) -> list[tuple[str, dict[str, str], str]]:
-        with _as_runtime_failure("listing services"):
+        with as_runtime_failure("listing services"):
             found = self._services()
         return [
             (str(s["ID"]), dict(s["Spec"].get("Labels") or {}), _epoch(s.get("CreatedAt")))
@@ -440,7 +494,7 @@ class SwarmRuntime(DockerRuntime):
             extra.append(f"{labels.APP_ID}={app_id}")
         if deployment_id is not None:
             extra.append(f"{labels.DEPLOYMENT_ID}={deployment_id}")
-        with _as_runtime_failure("listing services"):
+        with as_runtime_failure("listing services"):
             found = self._services(extra)
         return [
             str(s["ID"])
@@ -449,7 +503,7 @@ class SwarmRuntime(DockerRuntime):
         ]
 
     def instance_objects(self) -> list[InstanceObject]:
-        with _as_runtime_failure("listing services"):
+        with as_runtime_failure("listing services"):
             services = self._services()
             networks = self.client.api.networks(
                 filters={"label": f"{labels.INSTANCE}={self._settings.instance_name}"}
@@ -481,7 +535,7 @@ class SwarmRuntime(DockerRuntime):
     def images_in_use(self) -> set[str]:
         """Images of containers on this node and of every service (resolved where local)."""
         in_use = super().images_in_use()
-        with _as_runtime_failure("listing services"):
+        with as_runtime_failure("listing services"):
             for service in self.client.api.services():
                 image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
                 local = self.image_id(image)
@@ -497,3 +551,23 @@ def _epoch(created: object) -> str:
         return str(int(datetime.fromisoformat(text[:19] + "+00:00").timestamp()))
     except ValueError:
         return ""
+
+
+def _current(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Of a service's tasks (newest first), the one meant to run, else the newest."""
+    meant = [t for t in tasks if t.get("DesiredState") == "running"]
+    return (meant or tasks)[0] if tasks else None
+
+
+def _runs(task: dict[str, Any]) -> bool:
+    """Runs and is meant to: a task on a node that went down keeps its last reported state
+    ("running") while Swarm has set its desired state to shutdown."""
+    state = (task.get("Status") or {}).get("State")
+    return state == "running" and task.get("DesiredState") == "running"
+
+
+def _sortable(created: object) -> str:
+    """RFC 3339 with the fraction padded: Docker trims its trailing zeros (".1Z" < ".12Z")."""
+    text = str(created or "").rstrip("Z")
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.ljust(9, '0')}"

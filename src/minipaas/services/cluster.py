@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minipaas.config import get_settings
 from minipaas.db.models import App
 from minipaas.runtime import RuntimeFailure, get_runtime, inventory
 from minipaas.services.errors import Unavailable
-from minipaas.services.install_identity import InstallClash, read_install_id
 
 
 @dataclass(frozen=True)
@@ -19,33 +17,18 @@ class ReplicaPlacement:
     current: bool
 
 
-def _swarm() -> bool:
-    return get_settings().runtime == "swarm"
-
-
 def cluster_nodes() -> list[inventory.Node]:
     """The swarm's nodes with RUNTIME=swarm; else this host alone."""
     try:
-        return inventory.nodes(get_runtime().client, swarm=_swarm())
+        return get_runtime().nodes()
     except RuntimeFailure as exc:  # the engine is down, or not a swarm manager
         raise Unavailable(f"the Docker engine could not list its nodes: {exc}") from None
 
 
 def app_placements(app: App) -> list[ReplicaPlacement]:
     """Each container (or swarm service) of the app, its node, state and published port."""
-    settings = get_settings()
     try:
-        install_id = read_install_id(settings)
-    except InstallClash:
-        install_id = None  # only narrows the list; the API must still answer
-    try:
-        found = inventory.placements(
-            get_runtime().client,
-            settings.instance_name,
-            app.id,
-            swarm=_swarm(),
-            install_id=install_id,
-        )
+        found = get_runtime().placements(app.id)
     except RuntimeFailure as exc:
         raise Unavailable(f"the Docker engine could not list the app's replicas: {exc}") from None
     recorded = {app.container_id} | {r.container_id for r in app.extra_replicas}

@@ -239,6 +239,7 @@ def perform_delete(app_id: int) -> JobResult:
                     raise Conflict("a deployment started meanwhile; try again")
             for container_id in runtime.platform_container_ids(app_id):
                 runtime.remove(container_id)
+            runtime.remove_app_network(app_id)
             with get_session() as db:
                 app = db.get(App, app_id)
                 if app is not None:
