@@ -16,10 +16,11 @@ import pytest
 from docker.types import EndpointSpec, RestartPolicy, ServiceMode
 
 from minipaas.config import Settings
-from minipaas.runtime import inventory, labels
+from minipaas.runtime import inventory
 from minipaas.runtime.base import ContainerSpec
 from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
 from minipaas.runtime.docker_runtime import DockerRuntime
+from minipaas.runtime.swarm_runtime import HOST_PORTS, labels
 from tests.support.stack import ensure_swarm_manager
 from tests.support.waiting import eventually
 
@@ -135,7 +136,7 @@ def swarm_client() -> docker.DockerClient:
 
 class SwarmApp:
     """Replicas of app 7 (deployment 5) as SwarmRuntime runs them: one-task services, their
-    port published in host mode on a port the swarm picks, never restarted by the swarm."""
+    port published in host mode (a port of the platform's range), never restarted by the swarm."""
 
     def __init__(self, client: docker.DockerClient, instance: str) -> None:
         self.client, self.instance = client, instance
@@ -149,7 +150,15 @@ class SwarmApp:
             labels=stamped,
             container_labels=stamped,
             endpoint_spec=EndpointSpec(
-                ports=[{"Protocol": "tcp", "TargetPort": 80, "PublishMode": "host"}]
+                # a port of the range the platform publishes from (see swarm_runtime.py)
+                ports=[
+                    {
+                        "Protocol": "tcp",
+                        "TargetPort": 80,
+                        "PublishedPort": secrets.choice(HOST_PORTS),
+                        "PublishMode": "host",
+                    }
+                ]
             ),
             restart_policy=RestartPolicy(condition="none"),
             mode=ServiceMode("replicated", replicas=1),

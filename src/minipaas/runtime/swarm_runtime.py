@@ -13,6 +13,7 @@ Stop is scale-to-0; start scales back to 1 (or forces a new task).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -56,9 +57,13 @@ UNPLACED_SECONDS = 10.0
 POLL_SECONDS = 0.1
 # Swarm's words for a task that has ended (it is never restarted in place)
 ENDED = {"complete", "failed", "shutdown", "rejected", "orphaned", "remove"}
-# Swarm picks a node's free port for host mode itself, but may pick one that a process outside
-# its books holds (e.g. another container's IPv6 proxy): the task then fails; a new one retries
-PORT_RETRIES = 3
+# Host ports come from this range, outside Linux's ephemeral one (32768-60999): a port the
+# engine picked itself came from there and was often held by a process outside its books (a
+# listener, a client's socket), failing the task ("address already in use"). Swarm's
+# scheduler never puts two tasks with the same host port on one node; a port taken outside
+# Swarm fails the task, and a new one tries another port
+HOST_PORTS = range(20000, 30000)
+PORT_RETRIES = 8
 # (image, app id) -> a reference by digest every node can pull (runtime/registry.py)
 ImagePublisher = Callable[[str, int], str]
 # (image id) -> the engine's names of it under the cluster registry removed, not the image
@@ -145,8 +150,8 @@ class SwarmRuntime(DockerRuntime):
         for attempt in range(PORT_RETRIES):
             try:
                 return self._run_service(spec)
-            except _PortTaken:
-                log.info("host port taken on the node, new task (%d)", attempt + 1)
+            except _PortTaken as taken:
+                log.info("host port %s taken on the node, another one (%d)", taken, attempt + 1)
         return self._run_service(spec)
 
     def _run_service(self, spec: ContainerSpec) -> StartedContainer:
@@ -196,12 +201,16 @@ class SwarmRuntime(DockerRuntime):
             ),
             networks=[network],
         )
-        # Host mode, no published port: the node picks a free one (no port-picking race);
-        # no virtual IP: nothing reaches a replica through the overlay, and one address a
+        # No virtual IP: nothing reaches a replica through the overlay, and one address a
         # replica, not two, in the app network's /24
         endpoint = EndpointSpec(mode="dnsrr")
         endpoint["Ports"] = [
-            {"Protocol": "tcp", "TargetPort": spec.internal_port, "PublishMode": "host"}
+            {
+                "Protocol": "tcp",
+                "TargetPort": spec.internal_port,
+                "PublishedPort": secrets.choice(HOST_PORTS),
+                "PublishMode": "host",
+            }
         ]
         created = self.client.api.create_service(
             template,
@@ -235,8 +244,10 @@ class SwarmRuntime(DockerRuntime):
                         return endpoint
                 elif state in ENDED:
                     if "address already in use" in str(status.get("Err", "")):
-                        raise _PortTaken()
+                        raise _PortTaken(_published(task))
                     raise RuntimeFailure(self._ended_message(service_ref, task))
+                elif "port already in use" in str(status.get("Err", "")):
+                    raise _PortTaken(_published(task))  # Swarm's books: no node had it free
                 elif status.get("Err"):
                     last_error = str(status["Err"])  # e.g. "no suitable node"
                     erring_since = erring_since or time.monotonic()
@@ -293,12 +304,17 @@ class SwarmRuntime(DockerRuntime):
     def _node_id(self) -> str:
         return str(self.client.info()["Swarm"]["NodeID"])
 
-    def _scale(self, service_ref: str, replicas: int, *, force: bool = False) -> None:
+    def _scale(
+        self, service_ref: str, replicas: int, *, force: bool = False, new_port: bool = False
+    ) -> None:
         inspected = self.client.api.inspect_service(service_ref)
         spec = inspected["Spec"]
         template = spec["TaskTemplate"]
         if force:
             template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+        if new_port:
+            for port in (spec.get("EndpointSpec") or {}).get("Ports") or []:
+                port["PublishedPort"] = secrets.choice(HOST_PORTS)
         self.client.api.update_service(
             service_ref,
             inspected["Version"]["Index"],
@@ -320,14 +336,24 @@ class SwarmRuntime(DockerRuntime):
             endpoint = self._endpoint(running) if running else None
             if endpoint is not None:
                 return endpoint
-            before = self._tasks(container_ref)
-            self._scale(container_ref, 1, force=True)
             try:
-                return self._wait_for_task(container_ref, after=before[0]["ID"] if before else None)
+                return self._new_task(container_ref)
             except RuntimeFailure:
                 with suppress(APIError, NotFound):
                     self._scale(container_ref, 0)
                 raise
+
+    def _new_task(self, container_ref: str) -> Endpoint:
+        """Forces a new task; on its port taken meanwhile, another port, a few times."""
+        for attempt in range(PORT_RETRIES):
+            before = self._tasks(container_ref)
+            self._scale(container_ref, 1, force=True, new_port=attempt > 0)
+            previous = before[0]["ID"] if before else None
+            try:
+                return self._wait_for_task(container_ref, after=previous)
+            except _PortTaken:
+                log.info("host port taken on the node, another one (%d)", attempt + 1)
+        raise RuntimeFailure(f"no free host port on the node after {PORT_RETRIES} tries")
 
     def stop(self, container_ref: str) -> None:
         try:
@@ -571,3 +597,9 @@ def _sortable(created: object) -> str:
     text = str(created or "").rstrip("Z")
     whole, _, fraction = text.partition(".")
     return f"{whole}.{fraction.ljust(9, '0')}"
+
+
+def _published(task: dict[str, Any]) -> int | None:
+    """The host port a task asked for (for the log)."""
+    ports = ((task.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports") or []
+    return next((int(p["PublishedPort"]) for p in ports if p.get("PublishedPort")), None)
