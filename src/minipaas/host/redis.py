@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from minipaas.host.errors import HostServiceError
+from minipaas.host.errors import wait_listening
 from minipaas.pidfile import live_pid
 
 
@@ -54,11 +52,4 @@ class LocalRedis:
         return ("redis-server", str(self.config_file))
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise HostServiceError(f"redis-server did not listen on 127.0.0.1:{self.port}")
+        wait_listening(self.port, "redis-server", timeout)

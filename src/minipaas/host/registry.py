@@ -13,15 +13,13 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from minipaas.config import Settings
 from minipaas.files import create_once
-from minipaas.host.errors import HostServiceError
+from minipaas.host.errors import HostServiceError, wait_listening
 
 REGISTRY_BIN = "docker-registry"
 HTPASSWD_BIN = "htpasswd"
@@ -106,14 +104,7 @@ class LocalRegistry:
         return ("env", *unset, REGISTRY_BIN, "serve", str(self.config_file))
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise HostServiceError(f"docker-registry did not listen on {self.address}")
+        wait_listening(self.port, "docker-registry", timeout)
 
 
 def htpasswd_line(user: str, password: str) -> str:
