@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event
 
+from minipaas.api.app import create_app
+from minipaas.db.session import read_engine
 from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
 from tests.support.users import Member, new_member
@@ -135,3 +140,33 @@ def test_every_answer_carries_a_request_id(client: httpx.Client, member: Member)
         client.get("/no-such-route"),
     ):
         assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"]), response
+
+
+def test_one_app_is_read_with_the_token_in_one_statement(
+    client: httpx.Client, api: httpx.Client, member: Member, app_name: str
+) -> None:
+    """GET /apps/{id} checks the token, its user and the app's visibility and reads the app
+    in one round trip; another member's app is still a 404 answered the same way."""
+    app_id = _create(client, member, app_name, env={"SECRET": "value"})
+    stranger = new_member(api)
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(str(args[2]))  # (conn, cursor, statement, ...)
+
+    engine = read_engine()
+    with TestClient(create_app()) as in_process:
+        # The token's last-use stamp is written at most once a minute: get it done first
+        assert in_process.get(f"/apps/{app_id}", headers=member.headers).status_code == 200
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            mine = in_process.get(f"/apps/{app_id}", headers=member.headers)
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+        hidden = in_process.get(f"/apps/{app_id}", headers=stranger.headers)
+    assert mine.status_code == 200, mine.text
+    assert set(mine.json()) == APP_FIELDS
+    assert mine.json()["env"] == {"SECRET": "********"}
+    assert len(statements) == 1, statements
+    assert hidden.status_code == 404
+    assert hidden.json() == {"detail": f"app {app_id} does not exist"}

@@ -14,7 +14,7 @@ from sqlalchemy import event
 
 from minipaas.api.app import create_app
 from minipaas.config import get_settings
-from minipaas.db.session import get_engine
+from minipaas.db.session import read_engine
 from minipaas.services import domains, routing
 from tests.support.flows import create_app as register_app
 from tests.support.flows import deploy
@@ -289,7 +289,7 @@ def test_listing_apps_reads_all_their_domains_in_one_query(
     def record(*args: Any) -> None:
         statements.append(str(args[2]))  # (conn, cursor, statement, ...)
 
-    engine = get_engine()
+    engine = read_engine()  # GET requests read through it
     event.listen(engine, "before_cursor_execute", record)
     try:
         with TestClient(create_app(), headers=stack.admin_headers) as in_process:

@@ -44,10 +44,12 @@ def postgres_down(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[int
     port = _closed_port()
     monkeypatch.setattr(get_settings(), "postgres_port", port)
     session.get_engine.cache_clear()
+    session.read_engine.cache_clear()
     session._session_factory.cache_clear()
     yield port
     monkeypatch.undo()
     session.get_engine.cache_clear()
+    session.read_engine.cache_clear()
     session._session_factory.cache_clear()
 
 

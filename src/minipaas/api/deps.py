@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,6 +21,9 @@ MAX_ID = 2**31 - 1
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
 
+
+# An app's columns by name (services.app_rows)
+AppRow = dict[str, Any]
 
 # Requests that only read: their session commits each statement by itself (no transaction)
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -54,12 +57,12 @@ async def _current_user(request: Request, db: SessionDep) -> User:
 
 
 def _authenticate_and_prefetch(request: Request, db: Session) -> User:
-    # A route under /apps/{app_id} loads that app next (_visible_app): the token's query
-    # loads it too, so the request makes one round trip to the database instead of two
+    # A route under /apps/{app_id} reads that app next (_visible_app_row): the token's query
+    # reads it too, so the request makes one round trip to the database instead of two
     app_id = _app_id(request.path_params.get("app_id"))
     found = _authenticate(request, db, app_id)
     if app_id is not None:
-        visible: App | NotFound = found.app or NotFound(f"app {app_id} does not exist")
+        visible: AppRow | NotFound = found.app or NotFound(f"app {app_id} does not exist")
         request.state.visible_app = (app_id, visible)
     return found.user
 
@@ -145,20 +148,34 @@ def _optional_admin(request: Request, db: SessionDep) -> bool:
 OptionalAdmin = Annotated[bool, Depends(_optional_admin)]
 
 
-async def _visible_app(
+async def _visible_app_row(
     app_id: Annotated[int, Path(ge=1, le=MAX_ID, description="the app's id")],
     request: Request,
     user: CurrentUser,
     db: SessionDep,
-) -> App:
-    prefetched: tuple[int, App | NotFound] | None = getattr(request.state, "visible_app", None)
+) -> AppRow:
+    """The app's columns if the caller may see it (else 404), as read with the token."""
+    prefetched: tuple[int, AppRow | NotFound] | None = getattr(request.state, "visible_app", None)
     if prefetched is None or prefetched[0] != app_id:
-        # Loaded whole (with its domains) in the worker thread: routes may read it on the loop
-        return await run_in_threadpool(apps.get_visible_app, db=db, user=user, app_id=app_id)
+        return await run_in_threadpool(apps.get_visible_app_row, db=db, user=user, app_id=app_id)
     if isinstance(prefetched[1], NotFound):
         raise prefetched[1]
     return prefetched[1]
 
 
 # Every /apps/{app_id}... route depends on this: another user's app is a 404
+VisibleAppRow = Annotated[AppRow, Depends(_visible_app_row)]
+
+
+async def _visible_app(
+    app_id: Annotated[int, Path(ge=1, le=MAX_ID, description="the app's id")],
+    _: VisibleAppRow,
+    user: CurrentUser,
+    db: SessionDep,
+) -> App:
+    # Loaded whole (with its domains) in the worker thread: routes may read it on the loop
+    return await run_in_threadpool(apps.get_visible_app, db=db, user=user, app_id=app_id)
+
+
+# The app as an ORM object, for routes that change it or hand it to services
 VisibleApp = Annotated[App, Depends(_visible_app)]

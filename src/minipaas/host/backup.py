@@ -435,12 +435,12 @@ def _load_platform_data(
 ) -> RestoredApps:
     """The dump, the key, the migrations and the apps' redeployments; then the marker goes."""
     from minipaas.db import migrate
-    from minipaas.db.session import get_engine, get_session
+    from minipaas.db.session import dispose_engines, get_session
     from minipaas.services import restored_apps
 
     say("loading the database ...")
     load_dump(settings, workdir / DUMP)
-    get_engine().dispose()  # pooled connections knew the old schema
+    dispose_engines()  # pooled connections knew the old schema
     install_key(settings, key)
     say("migrations ...")
     migrate.upgrade("head")

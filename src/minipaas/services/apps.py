@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from minipaas import security
 from minipaas.config import get_settings
-from minipaas.db.models import App, AppDomain, AppReplica, PullPolicy, RunSettings, User
+from minipaas.db.models import App, PullPolicy, RunSettings, User
 from minipaas.services import certificates, quotas, validation
 from minipaas.services.access import readable_apps
+from minipaas.services.app_rows import APP_COLUMNS, app_row
 from minipaas.services.builds import naming
 from minipaas.services.errors import Conflict, InvalidRequest, NotFound
 
@@ -56,32 +57,18 @@ def get_visible_app(*, db: Session, user: User, app_id: int) -> App:
     return app
 
 
-# A page row: every column but the encrypted env (never returned), the app's domains as an
-# array, and last the number of visible apps (a window over the same scan: no second query)
-_PAGE_COLUMNS = (
-    *(column for column in App.__table__.columns if column.key != "env_ciphertext"),
-    func.array(
-        select(AppDomain.hostname)
-        .where(AppDomain.app_id == App.id)
-        .order_by(AppDomain.hostname)
-        .scalar_subquery()
-    ).label("domains"),
-    # Replicas past the first that run, and those of them in the route now (AppOut adds
-    # the first; routing.serving_endpoints says which are routed)
-    select(func.count())
-    .where(AppReplica.app_id == App.id, AppReplica.published_port.is_not(None))
-    .scalar_subquery()
-    .label("extra_replicas_running"),
-    select(func.count())
-    .where(
-        AppReplica.app_id == App.id,
-        AppReplica.published_port.is_not(None),
-        AppReplica.unhealthy_since.is_(None),
-    )
-    .scalar_subquery()
-    .label("extra_replicas_serving"),
-    func.count().over().label("total"),
-)
+def get_visible_app_row(*, db: Session, user: User, app_id: int) -> dict[str, Any]:
+    """As get_visible_app, as plain column values (app_rows.APP_COLUMNS)."""
+    statement = readable_apps(user).with_only_columns(*APP_COLUMNS).where(App.id == app_id)
+    row = db.execute(statement).first()
+    if row is None:
+        raise NotFound(f"app {app_id} does not exist")
+    return app_row(row)
+
+
+# A page row: the app's columns and last the number of visible apps (a window over the same
+# scan: no second query)
+_PAGE_COLUMNS = (*APP_COLUMNS, func.count().over().label("total"))
 
 
 def list_apps(

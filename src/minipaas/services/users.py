@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from minipaas import security
 from minipaas.clock import now
 from minipaas.config import get_settings
 from minipaas.db.models import ApiToken, App, User, UserRole
+from minipaas.services.app_rows import APP_COLUMNS, app_row
 from minipaas.services.errors import Conflict, Forbidden, NotFound
 
 # last_used_at is written at most this often per token, not on every request
@@ -45,74 +47,72 @@ class Authenticated:
     user: User
     token_id: int
     token_expires_at: datetime | None
-    # With `app_id`: that app if this user may see it (with its domains), else None
-    app: App | None = None
+    # With `app_id`: that app's columns (app_rows.APP_COLUMNS) if this user may see it
+    app: dict[str, Any] | None = None
 
 
 _TOKENS = ApiToken.__table__
 _USERS = User.__table__
+_APPS = App.__table__
 # One Core statement, compiled once: the token's state and its user's row as plain values
-# (building two ORM objects for it cost more than the query itself)
+# (building two ORM objects for it cost more than the query itself). Labelled so that none
+# shares a name with an app's column.
 _TOKEN_LOOKUP = (
     select(
-        _TOKENS.c.id,
-        _TOKENS.c.revoked_at,
-        _TOKENS.c.expires_at,
-        _TOKENS.c.last_used_at,
+        _TOKENS.c.id.label("token_id"),
+        _TOKENS.c.revoked_at.label("token_revoked_at"),
+        _TOKENS.c.expires_at.label("token_expires_at"),
+        _TOKENS.c.last_used_at.label("token_last_used_at"),
         _USERS.c.id.label("user_id"),
-        _USERS.c.username,
-        _USERS.c.role,
-        _USERS.c.disabled,
-        _USERS.c.created_at,
+        _USERS.c.username.label("user_username"),
+        _USERS.c.role.label("user_role"),
+        _USERS.c.disabled.label("user_disabled"),
+        _USERS.c.created_at.label("user_created_at"),
     )
     .join_from(_TOKENS, _USERS, _TOKENS.c.user_id == _USERS.c.id)
     .where(_TOKENS.c.token_hash == bindparam("digest"))
 )
 # The same, plus the app a /apps/{app_id} route asks for when the token's user may see it
-# (the rule of access.readable_apps): one round trip instead of two
-_TOKEN_AND_APP_LOOKUP = (
-    _TOKEN_LOOKUP.add_columns(App)
-    .outerjoin(
-        App,
-        and_(
-            App.id == bindparam("app_id"),
-            or_(_USERS.c.role == UserRole.ADMIN, App.owner_id == _USERS.c.id),
-        ),
-    )
-    .options(joinedload(App.domains))
+# (the rule of access.readable_apps), as plain values: one round trip instead of two
+_TOKEN_AND_APP_LOOKUP = _TOKEN_LOOKUP.add_columns(*APP_COLUMNS).outerjoin(
+    _APPS,
+    and_(
+        _APPS.c.id == bindparam("app_id"),
+        or_(_USERS.c.role == UserRole.ADMIN, _APPS.c.owner_id == _USERS.c.id),
+    ),
 )
 
 
 def authenticate(*, db: Session, token: str, app_id: int | None = None) -> Authenticated | None:
     """The active user and token, or None. One hash and one indexed lookup either way, read
     from the database on every call (no cache: a revoked or expired token, or a disabled
-    user, is refused on the very next request). With `app_id`, the same query loads that app
+    user, is refused on the very next request). With `app_id`, the same query reads that app
     when the user may see it."""
-    digest = security.token_hash(token)
+    params: dict[str, Any] = {"digest": security.token_hash(token)}
     if app_id is None:
-        row = db.connection().execute(_TOKEN_LOOKUP, {"digest": digest}).first()
+        row = db.connection().execute(_TOKEN_LOOKUP, params).first()
     else:
-        params = {"digest": digest, "app_id": app_id}
-        row = db.execute(_TOKEN_AND_APP_LOOKUP, params).unique().first()
+        row = db.connection().execute(_TOKEN_AND_APP_LOOKUP, params | {"app_id": app_id}).first()
     if row is None:
         return None
     moment = now()
-    if row.revoked_at is not None or row.disabled:
+    if row.token_revoked_at is not None or row.user_disabled:
         return None
-    if row.expires_at is not None and row.expires_at <= moment:
+    if row.token_expires_at is not None and row.token_expires_at <= moment:
         return None
-    if row.last_used_at is None or moment - row.last_used_at > LAST_USED_RESOLUTION:
-        db.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=moment))
+    last_used = row.token_last_used_at
+    if last_used is None or moment - last_used > LAST_USED_RESOLUTION:
+        db.execute(update(ApiToken).where(ApiToken.id == row.token_id).values(last_used_at=moment))
         db.commit()
     user = User(
         id=row.user_id,
-        username=row.username,
-        role=row.role,
-        disabled=row.disabled,
-        created_at=row.created_at,
+        username=row.user_username,
+        role=row.user_role,
+        disabled=row.user_disabled,
+        created_at=row.user_created_at,
     )
-    visible_app: App | None = row.App if app_id is not None else None
-    return Authenticated(_persistent(db, user), row.id, row.expires_at, visible_app)
+    visible_app = app_row(row) if app_id is not None and row.id is not None else None
+    return Authenticated(_persistent(db, user), row.token_id, row.token_expires_at, visible_app)
 
 
 def _persistent(db: Session, user: User) -> User:

@@ -24,7 +24,7 @@ from minipaas.api.deps import (
     Offset,
     SessionDep,
     VisibleApp,
-    _visible_app,
+    _visible_app_row,
 )
 from minipaas.api.responses import APP_ITEM, BODY, errors
 from minipaas.api.schemas import BuildOut
@@ -37,7 +37,7 @@ from minipaas.services.errors import InvalidRequest, NotFound, PayloadTooLarge
 
 # Every route checks first that the caller may see the app (else 404), as the app routes do
 router = APIRouter(
-    prefix="/apps/{app_id}/builds", tags=["builds"], dependencies=[Depends(_visible_app)]
+    prefix="/apps/{app_id}/builds", tags=["builds"], dependencies=[Depends(_visible_app_row)]
 )
 
 BuildNumber = Annotated[int, PathParam(ge=1, le=MAX_ID, description="the build's number")]

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Depends
 
-from minipaas.api.deps import AdminUser, VisibleApp, _visible_app
+from minipaas.api.deps import AdminUser, VisibleApp, _visible_app_row
 from minipaas.api.responses import ADMIN, APP_ITEM, errors
 from minipaas.api.schemas import NodeOut, ReplicaOut
 from minipaas.services import cluster
@@ -15,7 +15,9 @@ _ENGINE_DOWN = "the Docker engine is not reachable, or (RUNTIME=swarm) not a swa
 
 router = APIRouter(tags=["cluster"])
 # Like every route under /apps/{app_id}: the caller must be able to see the app (else 404)
-app_router = APIRouter(prefix="/apps/{app_id}", tags=["apps"], dependencies=[Depends(_visible_app)])
+app_router = APIRouter(
+    prefix="/apps/{app_id}", tags=["apps"], dependencies=[Depends(_visible_app_row)]
+)
 
 
 @router.get(

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response, status
 from sqlalchemy.orm import Session
 
-from minipaas.api.deps import CurrentUser, Limit, Offset, SessionDep, VisibleApp, _visible_app
+from minipaas.api.deps import CurrentUser, Limit, Offset, SessionDep, VisibleApp, _visible_app_row
 from minipaas.api.responses import APP_ITEM, BODY, errors
 from minipaas.api.schemas import DomainCreate, DomainOut, DomainTlsOut
 from minipaas.db.models import AppDomain
@@ -16,7 +16,7 @@ from minipaas.services import certificates, domains
 
 # Like every route under /apps/{app_id}: the caller must be able to see the app (else 404)
 router = APIRouter(
-    prefix="/apps/{app_id}/domains", tags=["domains"], dependencies=[Depends(_visible_app)]
+    prefix="/apps/{app_id}/domains", tags=["domains"], dependencies=[Depends(_visible_app_row)]
 )
 
 Hostname = Annotated[str, Path(max_length=300, description="the domain, e.g. www.example.com")]

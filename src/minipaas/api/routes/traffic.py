@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from minipaas.api.deps import VisibleApp, _visible_app
+from minipaas.api.deps import VisibleApp, _visible_app_row
 from minipaas.api.responses import APP_ITEM, errors
 from minipaas.api.schemas import AppTrafficOut, TrafficMinuteOut
 from minipaas.router import traffic
@@ -13,7 +13,7 @@ from minipaas.services.errors import Unavailable
 from minipaas.services.routing import get_router
 
 # Like every route under /apps/{app_id}: the caller must be able to see the app (else 404)
-router = APIRouter(prefix="/apps/{app_id}", tags=["apps"], dependencies=[Depends(_visible_app)])
+router = APIRouter(prefix="/apps/{app_id}", tags=["apps"], dependencies=[Depends(_visible_app_row)])
 
 
 @router.get(
