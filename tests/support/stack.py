@@ -9,7 +9,8 @@ import secrets
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,16 +216,34 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
 
 
 def remove_instance_containers(instance: str) -> None:
-    """Removes every container (and Swarm service) labelled as this platform instance's."""
+    """Removes every container (and Swarm service) labelled as this platform instance's.
+
+    A whole session leaves many: one list call each (no inspect per container) and the
+    removals side by side (one at a time took ~0.3 s a container here)."""
     import docker
 
     client = docker.from_env()
-    if client.info()["Swarm"]["LocalNodeState"] == "active":
-        for service in client.services.list(filters={"label": f"io.minipaas.instance={instance}"}):
-            with contextlib.suppress(Exception):
-                service.remove()
-    for container in client.containers.list(
-        all=True, filters={"label": f"io.minipaas.instance={instance}"}
-    ):
+    label = {"label": f"io.minipaas.instance={instance}"}
+    with ThreadPoolExecutor(max_workers=_REMOVERS) as pool:
+        if client.info()["Swarm"]["LocalNodeState"] == "active":
+            services = [str(found["ID"]) for found in client.api.services(filters=label)]
+            # list() waits for every removal; an error of one does not stop the others
+            list(pool.map(_quietly(client.api.remove_service), services))
+        containers = [str(found["Id"]) for found in client.api.containers(all=True, filters=label)]
+        list(
+            pool.map(_quietly(lambda ref: client.api.remove_container(ref, force=True)), containers)
+        )
+
+
+# Below docker-py's connection pool (10): no call waits for a connection
+_REMOVERS = 8
+
+
+def _quietly(remove: Callable[[str], object]) -> Callable[[str], None]:
+    """`remove`, with any error ignored (gone already, or going: as before, best effort)."""
+
+    def call(ref: str) -> None:
         with contextlib.suppress(Exception):
-            container.remove(force=True)
+            remove(ref)
+
+    return call

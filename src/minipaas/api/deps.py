@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Request
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from minipaas.db.models import App, User
-from minipaas.db.session import new_read_session, new_session
+from minipaas.db.session import get_session, new_read_session, new_session, read_engine
 from minipaas.services import apps, audit, auth_throttle, users
 from minipaas.services.errors import Forbidden, NotFound, Unauthorized
 
@@ -53,50 +54,76 @@ def client_address(request: Request) -> str:
 async def _current_user(request: Request, db: SessionDep) -> User:
     """The caller, from `Authorization: Bearer <token>`, checked against the database on every
     request (no cache: a revoked token or disabled user is refused at once)."""
-    return await run_in_threadpool(_authenticate_and_prefetch, request, db)
+    check: users.TokenCheck | None = getattr(request.state, "token_check", None)
+    if check is not None:  # checked already in this request (_token_check): no second query
+        return users.attach_user(db, check)
+    return await run_in_threadpool(_authenticate, request, db)
 
 
-def _authenticate_and_prefetch(request: Request, db: Session) -> User:
-    # A route under /apps/{app_id} reads that app next (_visible_app_row): the token's query
-    # reads it too, so the request makes one round trip to the database instead of two
+def _authenticate(request: Request, db: Session) -> User:
+    check = _check_bearer(request, db)
+    _open_audit_event(request, db)
+    return users.attach_user(db, check)
+
+
+async def _token_check(request: Request) -> users.TokenCheck:
+    """As _current_user, without a session or a User object: on a pooled connection of its
+    own, which a GET of one app needs for nothing else (no ORM session to set up and close)."""
+    check: users.TokenCheck | None = getattr(request.state, "token_check", None)
+    if check is None:
+        check = await run_in_threadpool(_authenticate_alone, request)
+    return check
+
+
+def _authenticate_alone(request: Request) -> users.TokenCheck:
+    with read_engine().connect() as connection:
+        check = _check_bearer(request, connection)
+    if request.method in AUDITED_METHODS:
+        with get_session() as db:
+            _open_audit_event(request, db)
+    return check
+
+
+def _check_bearer(request: Request, db: Session | Connection) -> users.TokenCheck:
+    """The same 401 for every failure; a valid token always works; a client that keeps
+    failing gets 429 instead of 401. A route under /apps/{app_id} reads that app next
+    (_visible_app_row): the token's query reads it too, one round trip instead of two."""
     app_id = _app_id(request.path_params.get("app_id"))
-    found = _authenticate(request, db, app_id)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    check = users.check_token(db, bearer, app_id)
+    if check is None:
+        auth_throttle.record_failure(client_address(request))
+        raise Unauthorized("missing, invalid, expired or revoked token")
+    request.state.token_check = check
+    request.state.caller = users.Caller(check.user_id, check.username, check.token_expires_at)
     if app_id is not None:
-        visible: AppRow | NotFound = found.app or NotFound(f"app {app_id} does not exist")
+        visible: AppRow | NotFound = check.app or NotFound(f"app {app_id} does not exist")
         request.state.visible_app = (app_id, visible)
-    return found.user
+    return check
 
 
 def _app_id(value: str | None) -> int | None:
-    """The path's app id when _visible_app will accept it (else it answers 422)."""
+    """The path's app id when _visible_app_row will accept it (else it answers 422)."""
     if value is None or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_ID:
         return None
     return int(value)
 
 
-def _authenticate(request: Request, db: Session, app_id: int | None) -> users.Authenticated:
-    """The same 401 for every failure; a valid token always works; a client that keeps
-    failing gets 429 instead of 401. Opens the audit event of a write."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    bearer = token.strip() if scheme.lower() == "bearer" else ""
-    found = users.authenticate(db=db, token=bearer, app_id=app_id)
-    if found is None:
-        auth_throttle.record_failure(client_address(request))
-        raise Unauthorized("missing, invalid, expired or revoked token")
-    user = found.user
-    caller = users.Caller(user.id, user.username, found.token_expires_at)
-    request.state.caller = caller
-    if request.method in AUDITED_METHODS:
-        # Before the change runs: if it cannot be recorded, it is refused (503)
-        request.state.audit_event_id = audit.open_event(
-            db=db,
-            actor_id=caller.user_id,
-            actor=caller.username,
-            action=f"{request.method} {route_template(request)}",
-            target=request.url.path,
-            client_ip=request.client.host if request.client else None,
-        )
-    return found
+def _open_audit_event(request: Request, db: Session) -> None:
+    """A write's audit event, before the change runs: if it cannot be recorded, the change is
+    refused (503)."""
+    if request.method not in AUDITED_METHODS:
+        return
+    caller: users.Caller = request.state.caller
+    request.state.audit_event_id = audit.open_event(
+        db=db,
+        actor_id=caller.user_id,
+        actor=caller.username,
+        action=f"{request.method} {route_template(request)}",
+        target=request.url.path,
+        client_ip=request.client.host if request.client else None,
+    )
 
 
 # Requests that change something: each is in the audit log
@@ -151,13 +178,12 @@ OptionalAdmin = Annotated[bool, Depends(_optional_admin)]
 async def _visible_app_row(
     app_id: Annotated[int, Path(ge=1, le=MAX_ID, description="the app's id")],
     request: Request,
-    user: CurrentUser,
-    db: SessionDep,
+    _: Annotated[users.TokenCheck, Depends(_token_check)],
 ) -> AppRow:
     """The app's columns if the caller may see it (else 404), as read with the token."""
     prefetched: tuple[int, AppRow | NotFound] | None = getattr(request.state, "visible_app", None)
-    if prefetched is None or prefetched[0] != app_id:
-        return await run_in_threadpool(apps.get_visible_app_row, db=db, user=user, app_id=app_id)
+    if prefetched is None or prefetched[0] != app_id:  # _check_bearer read another: deny
+        raise NotFound(f"app {app_id} does not exist")
     if isinstance(prefetched[1], NotFound):
         raise prefetched[1]
     return prefetched[1]

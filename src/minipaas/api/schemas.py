@@ -154,7 +154,11 @@ class _MaskedEnvOut(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _mask_env(cls, value: Any) -> Any:
-        if isinstance(value, App | Release):
+        # Rows by name first: a list page validates 200 of them
+        if type(value) is dict and "env_names" in value:  # the table's columns by name
+            value["env"] = dict.fromkeys(value.pop("env_names") or (), ENV_MASK)
+            value.update(cls._derived(value))
+        elif isinstance(value, (App, Release)):
             data = {
                 name: getattr(value, name)
                 for name in cls.model_fields
@@ -162,9 +166,6 @@ class _MaskedEnvOut(BaseModel):
             }
             data["env"] = {name: ENV_MASK for name in value.env_names or []}
             return data | cls._derived(value)
-        if isinstance(value, dict) and "env_names" in value:  # the table's columns by name
-            value["env"] = dict.fromkeys(value.pop("env_names") or (), ENV_MASK)
-            value.update(cls._derived(value))
         return value
 
     @classmethod

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+from pydantic_core import from_json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -40,6 +41,9 @@ def get_engine() -> Engine:
 def _engine(**options: Any) -> Engine:
     engine = create_engine(
         get_settings().database_url,
+        # JSON columns decoded by pydantic-core's parser: the stdlib's cost ~7% of the API's
+        # time on a page of 200 apps (two JSON columns a row)
+        json_deserializer=from_json,
         # The most recently used connection first: a light load keeps reusing a few, which
         # stay warm and skip the ping, while the rest wait as spares
         pool_use_lifo=True,

@@ -14,7 +14,7 @@ from minipaas.config import get_settings
 from minipaas.db.models import App, PullPolicy, RunSettings, User
 from minipaas.services import certificates, quotas, validation
 from minipaas.services.access import readable_apps
-from minipaas.services.app_rows import APP_COLUMNS, app_row
+from minipaas.services.app_rows import APP_COLUMNS
 from minipaas.services.builds import naming
 from minipaas.services.errors import Conflict, InvalidRequest, NotFound
 
@@ -57,15 +57,6 @@ def get_visible_app(*, db: Session, user: User, app_id: int) -> App:
     return app
 
 
-def get_visible_app_row(*, db: Session, user: User, app_id: int) -> dict[str, Any]:
-    """As get_visible_app, as plain column values (app_rows.APP_COLUMNS)."""
-    statement = readable_apps(user).with_only_columns(*APP_COLUMNS).where(App.id == app_id)
-    row = db.execute(statement).first()
-    if row is None:
-        raise NotFound(f"app {app_id} does not exist")
-    return app_row(row)
-
-
 # A page row: the app's columns and last the number of visible apps (a window over the same
 # scan: no second query)
 _PAGE_COLUMNS = (*APP_COLUMNS, func.count().over().label("total"))
@@ -78,7 +69,7 @@ def list_apps(
     200 apps building them took longer than the query), and their total."""
     visible = readable_apps(user)
     page = visible.with_only_columns(*_PAGE_COLUMNS).order_by(App.id).limit(limit).offset(offset)
-    result = db.execute(page)
+    result = db.connection().execute(page)  # Core rows: no ORM result machinery
     names = list(result.keys())[:-1]  # all but the last column, the total
     rows = result.all()
     if rows:

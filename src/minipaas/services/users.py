@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
@@ -83,16 +83,34 @@ _TOKEN_AND_APP_LOOKUP = _TOKEN_LOOKUP.add_columns(*APP_COLUMNS).outerjoin(
 )
 
 
-def authenticate(*, db: Session, token: str, app_id: int | None = None) -> Authenticated | None:
-    """The active user and token, or None. One hash and one indexed lookup either way, read
-    from the database on every call (no cache: a revoked or expired token, or a disabled
-    user, is refused on the very next request). With `app_id`, the same query reads that app
-    when the user may see it."""
+@dataclass(frozen=True)
+class TokenCheck:
+    """A valid token's own values and its user's row, as plain values; with an app id, that
+    app's columns (app_rows.APP_COLUMNS) if the user may see it."""
+
+    token_id: int
+    token_expires_at: datetime | None
+    user_id: int
+    username: str
+    role: UserRole
+    disabled: bool
+    user_created_at: datetime
+    app: dict[str, Any] | None
+
+
+def check_token(
+    db: Session | Connection, token: str, app_id: int | None = None
+) -> TokenCheck | None:
+    """The token's values if it is valid and its user active, else None. One hash and one
+    indexed lookup either way, read from the database on every call (no cache: a revoked or
+    expired token, or a disabled user, is refused on the very next request). With `app_id`,
+    the same query reads that app when the user may see it."""
+    connection = db.connection() if isinstance(db, Session) else db
     params: dict[str, Any] = {"digest": security.token_hash(token)}
     if app_id is None:
-        row = db.connection().execute(_TOKEN_LOOKUP, params).first()
+        row = connection.execute(_TOKEN_LOOKUP, params).first()
     else:
-        row = db.connection().execute(_TOKEN_AND_APP_LOOKUP, params | {"app_id": app_id}).first()
+        row = connection.execute(_TOKEN_AND_APP_LOOKUP, params | {"app_id": app_id}).first()
     if row is None:
         return None
     moment = now()
@@ -104,15 +122,36 @@ def authenticate(*, db: Session, token: str, app_id: int | None = None) -> Authe
     if last_used is None or moment - last_used > LAST_USED_RESOLUTION:
         db.execute(update(ApiToken).where(ApiToken.id == row.token_id).values(last_used_at=moment))
         db.commit()
-    user = User(
-        id=row.user_id,
+    return TokenCheck(
+        token_id=row.token_id,
+        token_expires_at=row.token_expires_at,
+        user_id=row.user_id,
         username=row.user_username,
         role=row.user_role,
         disabled=row.user_disabled,
-        created_at=row.user_created_at,
+        user_created_at=row.user_created_at,
+        app=app_row(row) if app_id is not None and row.id is not None else None,
     )
-    visible_app = app_row(row) if app_id is not None and row.id is not None else None
-    return Authenticated(_persistent(db, user), row.token_id, row.token_expires_at, visible_app)
+
+
+def authenticate(*, db: Session, token: str, app_id: int | None = None) -> Authenticated | None:
+    """check_token, with the user as an ORM object of this session."""
+    check = check_token(db, token, app_id)
+    if check is None:
+        return None
+    return Authenticated(attach_user(db, check), check.token_id, check.token_expires_at, check.app)
+
+
+def attach_user(db: Session, check: TokenCheck) -> User:
+    """The checked token's user in this session as if it had loaded the row (no query)."""
+    user = User(
+        id=check.user_id,
+        username=check.username,
+        role=check.role,
+        disabled=check.disabled,
+        created_at=check.user_created_at,
+    )
+    return _persistent(db, user)
 
 
 def _persistent(db: Session, user: User) -> User:
