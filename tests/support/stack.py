@@ -222,7 +222,7 @@ def remove_instance_containers(instance: str) -> None:
     removals side by side (one at a time took ~0.3 s a container here)."""
     import docker
 
-    client = docker.from_env()
+    client = docker.from_env(max_pool_size=_REMOVERS)  # a connection for each remover
     label = {"label": f"io.minipaas.instance={instance}"}
     with ThreadPoolExecutor(max_workers=_REMOVERS) as pool:
         if client.info()["Swarm"]["LocalNodeState"] == "active":
@@ -235,8 +235,8 @@ def remove_instance_containers(instance: str) -> None:
         )
 
 
-# Below docker-py's connection pool (10): no call waits for a connection
-_REMOVERS = 8
+# 60 containers here: 11.7 s one at a time, 6.4 s with 8 side by side, 4.7 s with 16
+_REMOVERS = 16
 
 
 def _quietly(remove: Callable[[str], object]) -> Callable[[str], None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, NamedTuple, cast
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -138,12 +138,6 @@ class AppUpdate(_Strict):
 ENV_MASK = "********"
 
 
-class _Named(NamedTuple):
-    """What routing.app_url reads of an app, for rows that are not App objects."""
-
-    name: str
-
-
 class _MaskedEnvOut(BaseModel):
     """Built from an App or Release row: `env` holds the names only, values never leave."""
 
@@ -224,14 +218,14 @@ class AppOut(_MaskedEnvOut):
             # As routing.serving_endpoints: when none passes its probes, every running one serves
             serving = first + (row.pop("extra_replicas_serving", 0) or 0) or running
             return {
-                "url": routing.app_url(cast(App, _Named(row["name"]))),
+                "url": routing.app_url(row["name"]),
                 "replicas_serving": serving if row.get("status") in _SERVING else 0,
             }
         if not isinstance(row, App):
             raise TypeError("AppOut is built from an App row")
         serving = len(routing.serving_endpoints(row)) if row.status in _SERVING else 0
         return {
-            "url": routing.app_url(row),
+            "url": routing.app_url(row.name),
             "domains": [d.hostname for d in row.domains],
             "replicas_serving": serving,
         }

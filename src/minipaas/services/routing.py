@@ -40,11 +40,11 @@ def get_router() -> LuaRouter:
     return LuaRouter(get_settings(), supervised=os.environ.get(SUPERVISED_ENV) == "1")
 
 
-def app_url(app: App) -> str:
-    """Where the app answers on its own origin."""
+def app_url(name: str) -> str:
+    """Where the app of this name answers on its own origin."""
     settings = get_settings()
     port = "" if settings.router_port == 80 else f":{settings.router_port}"
-    return f"http://{app.name}.{settings.apps_domain}{port}/"
+    return f"http://{name}.{settings.apps_domain}{port}/"
 
 
 def _was_running_before_deploy(db: Session, app_ids: list[int]) -> set[int]:
