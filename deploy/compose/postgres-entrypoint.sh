@@ -33,4 +33,4 @@ fi
 # Only this container serves on the socket volume: a lock file left by a killed server of an
 # earlier container (another PID namespace) is stale
 rm -f /run/postgresql/.s.PGSQL.*
-exec postgres -D "$PGDATA" -c listen_addresses='' -c unix_socket_directories=/run/postgresql
+exec postgres -D "$PGDATA" -c listen_addresses='' -c unix_socket_directories=/run/postgresql -c max_connections=400

@@ -4,6 +4,7 @@ request (no cache), and the pure ASGI middleware still tags every answer with a 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -11,10 +12,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from minipaas.api.app import create_app
-from minipaas.db.session import read_engine
+from minipaas.api.schemas import AppOut
+from minipaas.clock import now
+from minipaas.db.models import App, AppReplica, AppStatus, PullPolicy, RunSettings
+from minipaas.db.session import get_engine, get_session, read_engine
+from minipaas.services.app_rows import APP_COLUMNS, app_row
 from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
 from tests.support.users import Member, new_member
@@ -75,6 +80,8 @@ def test_list_rows_equal_the_single_app_answers(
         one = client.get(f"/apps/{app_id}", headers=member.headers).json()
         assert set(one) == APP_FIELDS
         assert rows[app_id] == one
+        # ... and both equal the answer built from the ORM object (PATCH, POST /apps, actions)
+        assert one == _from_orm(app_id)
     shown = rows[rich]
     assert shown["env"] == {"MODE": "********", "SECRET": "********"}  # names only
     assert "value" not in listed.text
@@ -82,6 +89,89 @@ def test_list_rows_equal_the_single_app_answers(
     assert shown["path"] == f"/apps/{rich}/"
     assert shown["url"].startswith(f"http://{app_name}-b.")
     assert rows[plain]["env"] == {} and rows[plain]["domains"] == []
+
+
+def _from_orm(app_id: int) -> dict[str, Any]:
+    with get_session() as db:
+        app = db.get(App, app_id)
+        assert app is not None
+        answer: dict[str, Any] = json.loads(AppOut.model_validate(app).model_dump_json())
+    return answer
+
+
+def test_rows_count_serving_replicas_as_the_router_does(app_name: str) -> None:
+    """A row of app_rows counts replicas in rotation with the router's own rule, also when a
+    replica's endpoint repeats another's (a port handed out again) or none is healthy. Built
+    in a transaction never committed, so the platform's worker never sees it."""
+    with get_session() as db:
+        app = App(name=app_name, owner_id=None, replicas=4, status=AppStatus.RUNNING)
+        app.set_run_settings(_settings())
+        app.container_id, app.published_port = "c0", 20001
+        db.add(app)
+        db.flush()
+        replicas = [
+            (1, 20001, None),  # the first one's endpoint again
+            (2, 20002, None),
+            (3, 20003, now()),  # failing its probes
+        ]
+        for replica, port, unhealthy in replicas:
+            db.add(
+                AppReplica(
+                    app_id=app.id,
+                    replica=replica,
+                    container_id=f"c{replica}",
+                    container_name=f"{app_name}-{replica}",
+                    published_port=port,
+                    unhealthy_since=unhealthy,
+                )
+            )
+        db.flush()
+        for first_unhealthy, every_unhealthy in ((None, False), (now(), False), (now(), True)):
+            app.unhealthy_since = first_unhealthy
+            if every_unhealthy:
+                for extra in app.extra_replicas:
+                    extra.unhealthy_since = now()
+            db.flush()
+            db.expire_all()
+            reloaded = db.get(App, app.id)
+            assert reloaded is not None
+            row = app_row(db.execute(select(*APP_COLUMNS).where(App.id == app.id)).one())
+            from_row = AppOut.model_validate(row)
+            from_orm = AppOut.model_validate(reloaded)
+            assert from_row.replicas_serving == from_orm.replicas_serving
+            assert from_row.model_dump_json() == from_orm.model_dump_json()
+        assert from_orm.replicas_serving == 3  # none healthy: every running endpoint, once
+        db.rollback()
+
+
+def _settings() -> RunSettings:
+    return RunSettings(
+        image=HELLO_V1,
+        internal_port=80,
+        command=None,
+        env_ciphertext=None,
+        env_names=[],
+        memory_mb=64,
+        cpus=0.5,
+        pids=64,
+        pull_policy=PullPolicy.IF_NOT_PRESENT,
+        health_check_path="/",
+        health_check_running_seconds=None,
+    )
+
+
+def test_an_id_written_another_way_reads_the_same_app(
+    client: httpx.Client, api: httpx.Client, member: Member, app_name: str
+) -> None:
+    app_id = _create(client, member, app_name)
+    plain = client.get(f"/apps/{app_id}", headers=member.headers)
+    assert plain.status_code == 200
+    stranger = new_member(api)
+    for written in (f"+{app_id}", f"0{app_id}", f"{app_id}.0"):
+        same = client.get(f"/apps/{written}", headers=member.headers)
+        assert (same.status_code, same.json()) == (200, plain.json()), written
+        hidden = client.get(f"/apps/{written}", headers=stranger.headers)
+        assert hidden.status_code == 404, written
 
 
 def test_pages_and_total_count_of_the_callers_apps(
@@ -154,15 +244,17 @@ def test_one_app_is_read_with_the_token_in_one_statement(
     def record(*args: Any) -> None:
         statements.append(str(args[2]))  # (conn, cursor, statement, ...)
 
-    engine = read_engine()
+    engines = (read_engine(), get_engine())
     with TestClient(create_app()) as in_process:
         # The token's last-use stamp is written at most once a minute: get it done first
         assert in_process.get(f"/apps/{app_id}", headers=member.headers).status_code == 200
-        event.listen(engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", record)
         try:
             mine = in_process.get(f"/apps/{app_id}", headers=member.headers)
         finally:
-            event.remove(engine, "before_cursor_execute", record)
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", record)
         hidden = in_process.get(f"/apps/{app_id}", headers=stranger.headers)
     assert mine.status_code == 200, mine.text
     assert set(mine.json()) == APP_FIELDS

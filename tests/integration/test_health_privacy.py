@@ -48,14 +48,10 @@ def redis_down(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
 def postgres_down(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     port = _closed_port()
     monkeypatch.setattr(get_settings(), "postgres_port", port)
-    session.get_engine.cache_clear()
-    session.read_engine.cache_clear()
-    session._session_factory.cache_clear()
+    session.forget_engines()
     yield port
     monkeypatch.undo()
-    session.get_engine.cache_clear()
-    session.read_engine.cache_clear()
-    session._session_factory.cache_clear()
+    session.forget_engines()
 
 
 def test_healthy_answers_have_no_room_for_internals(stack: Stack) -> None:

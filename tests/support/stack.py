@@ -144,12 +144,13 @@ def apply_env(env: dict[str, str | None]) -> None:
             os.environ[name] = value
     from minipaas import security
     from minipaas.config import get_settings
-    from minipaas.db.session import _session_factory, get_engine
+    from minipaas.db.session import forget_engines
     from minipaas.queue import get_redis
     from minipaas.runtime.engine import get_runtime
     from minipaas.services.routing import get_router
 
-    for cached in (get_settings, get_engine, _session_factory, get_redis, get_runtime, get_router):
+    forget_engines()
+    for cached in (get_settings, get_redis, get_runtime, get_router):
         cached.cache_clear()
     security.reset_cache()
 

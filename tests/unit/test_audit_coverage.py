@@ -27,8 +27,13 @@ CHANGES = [
 ]
 
 
+# The two ways a request is authenticated; each opens a write's audit event
+# (tests/integration/test_auth.py has a write of each kind)
+AUTHENTICATING = (deps._current_user, deps._token_check)
+
+
 def _authenticates(dependant: Dependant) -> bool:
-    return dependant.call is deps._current_user or any(
+    return dependant.call in AUTHENTICATING or any(
         _authenticates(sub) for sub in dependant.dependencies
     )
 

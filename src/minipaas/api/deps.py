@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy import Connection
@@ -61,7 +61,9 @@ async def _current_user(request: Request, db: SessionDep) -> User:
 
 
 def _authenticate(request: Request, db: Session) -> User:
-    check = _check_bearer(request, db)
+    check = _check_bearer(request, db, _app_id(request.path_params.get("app_id")))
+    if check is None:
+        _refuse(request)
     _open_audit_event(request, db)
     return users.attach_user(db, check)
 
@@ -75,32 +77,42 @@ async def _token_check(request: Request) -> users.TokenCheck:
     return check
 
 
-def _authenticate_alone(request: Request) -> users.TokenCheck:
+def _authenticate_alone(request: Request, app_id: int | None = None) -> users.TokenCheck:
     with read_engine().connect() as connection:
-        check = _check_bearer(request, connection)
-    if request.method in AUDITED_METHODS:
+        path_app_id = _app_id(request.path_params.get("app_id"))
+        check = _check_bearer(request, connection, app_id or path_app_id)
+    if check is None:  # the connection is back first: the throttle may wait on Redis
+        _refuse(request)
+    opened = getattr(request.state, "audit_event_id", None) is not None  # read again: once
+    if request.method in AUDITED_METHODS and not opened:
         with get_session() as db:
             _open_audit_event(request, db)
     return check
 
 
-def _check_bearer(request: Request, db: Session | Connection) -> users.TokenCheck:
-    """The same 401 for every failure; a valid token always works; a client that keeps
-    failing gets 429 instead of 401. A route under /apps/{app_id} reads that app next
-    (_visible_app_row): the token's query reads it too, one round trip instead of two."""
-    app_id = _app_id(request.path_params.get("app_id"))
+def _check_bearer(
+    request: Request, db: Session | Connection, app_id: int | None
+) -> users.TokenCheck | None:
+    """The token's values, kept on the request, or None when it is not valid. A route under
+    /apps/{app_id} reads that app next (_visible_app_row): the token's query reads it too,
+    one round trip instead of two."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" else ""
     check = users.check_token(db, bearer, app_id)
     if check is None:
-        auth_throttle.record_failure(client_address(request))
-        raise Unauthorized("missing, invalid, expired or revoked token")
+        return None
     request.state.token_check = check
     request.state.caller = users.Caller(check.user_id, check.username, check.token_expires_at)
     if app_id is not None:
         visible: AppRow | NotFound = check.app or NotFound(f"app {app_id} does not exist")
         request.state.visible_app = (app_id, visible)
     return check
+
+
+def _refuse(request: Request) -> NoReturn:
+    """The same 401 for every failure; a client that keeps failing gets 429 instead."""
+    auth_throttle.record_failure(client_address(request))
+    raise Unauthorized("missing, invalid, expired or revoked token")
 
 
 def _app_id(value: str | None) -> int | None:
@@ -182,8 +194,10 @@ async def _visible_app_row(
 ) -> AppRow:
     """The app's columns if the caller may see it (else 404), as read with the token."""
     prefetched: tuple[int, AppRow | NotFound] | None = getattr(request.state, "visible_app", None)
-    if prefetched is None or prefetched[0] != app_id:  # _check_bearer read another: deny
-        raise NotFound(f"app {app_id} does not exist")
+    if prefetched is None or prefetched[0] != app_id:
+        # An id written another way ("+5"): read with the token again, by the parsed id
+        await run_in_threadpool(_authenticate_alone, request, app_id)
+        prefetched = request.state.visible_app
     if isinstance(prefetched[1], NotFound):
         raise prefetched[1]
     return prefetched[1]

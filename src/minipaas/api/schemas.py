@@ -27,7 +27,7 @@ from minipaas.db.models import (
     Release,
     UserRole,
 )
-from minipaas.services import domains, routing, validation
+from minipaas.services import app_rows, domains, routing, validation
 
 AppName = Annotated[str, AfterValidator(validation.check_app_name)]
 ImageReference = Annotated[str, AfterValidator(validation.check_image_reference)]
@@ -211,16 +211,11 @@ class AppOut(_MaskedEnvOut):
 
     @classmethod
     def _derived(cls, row: App | Release | dict[str, Any]) -> dict[str, Any]:
-        if isinstance(row, dict):  # a list page's row (services.apps.list_apps): has domains
-            first_runs = row.get("published_port") is not None
-            first = 1 if first_runs and row.get("unhealthy_since") is None else 0
-            running = int(first_runs) + (row.pop("extra_replicas_running", 0) or 0)
-            # As routing.serving_endpoints: when none passes its probes, every running one serves
-            serving = first + (row.pop("extra_replicas_serving", 0) or 0) or running
-            return {
-                "url": routing.app_url(row["name"]),
-                "replicas_serving": serving if row.get("status") in _SERVING else 0,
-            }
+        if isinstance(row, dict):  # a row of app_rows.APP_COLUMNS: has its domains
+            rows = app_rows.replica_rows(row)
+            del row["extra_replicas"]
+            serving = len(routing.serving_endpoints_of(rows)) if row["status"] in _SERVING else 0
+            return {"url": routing.app_url(row["name"]), "replicas_serving": serving}
         if not isinstance(row, App):
             raise TypeError("AppOut is built from an App row")
         serving = len(routing.serving_endpoints(row)) if row.status in _SERVING else 0

@@ -29,8 +29,10 @@ POOL_OVERFLOW = 16
 # CPU than the query it serves, so what steady load uses stays open: when reads shared the
 # 4 kept above, 16 API clients made each process open and close a connection on most
 # requests (py-spy: 20% of the API's time in connect; GET /apps/{id} 359 -> 585 req/s).
+# An API process may hold 20 + 12 connections at its peak: PostgreSQL allows 400 (8 API
+# processes, the most `make up` starts, and the workers' pools fit).
 READ_POOL_SIZE = 8
-READ_POOL_OVERFLOW = 12
+READ_POOL_OVERFLOW = 4
 
 
 @lru_cache
@@ -115,6 +117,16 @@ def dispose_engines() -> None:
     read_engine().dispose()
 
 
+def forget_engines() -> None:
+    """The next use builds new engines from the settings (which changed, e.g. in tests):
+    the old pools' connections are closed."""
+    for engine in (get_engine, read_engine):
+        if engine.cache_info().currsize:
+            engine().dispose()
+        engine.cache_clear()
+    _session_factory.cache_clear()
+
+
 @contextmanager
 def get_session() -> Iterator[Session]:
     """A session for code outside a request (jobs, CLI); rolls back on error."""
@@ -129,8 +141,9 @@ def get_session() -> Iterator[Session]:
 
 
 # SQLSTATE classes of a server that is gone or restarting: 08 connection exception,
-# 57P01-57P04 shut down, crashed, starting up, database dropped
-_OUTAGE_SQLSTATES = ("08", "57P")
+# 57P01-57P04 shut down, crashed, starting up, database dropped; and 53300, too many
+# connections: passing, as an outage is (answered 503, retried by jobs)
+_OUTAGE_SQLSTATES = ("08", "57P", "53300")
 
 
 def database_unavailable(exc: BaseException) -> bool:

@@ -15,7 +15,7 @@ from minipaas.host.errors import HostServiceError
 
 # A one-host PaaS's metadata (1,000 apps are a few MiB) fits in 32 MiB of shared buffers
 # (PostgreSQL's default: 128 MiB); every backend maps the buffers it reads, counted in its RSS
-_SETTINGS = ("-c", "max_connections=200", "-c", "shared_buffers=32MB")
+_SETTINGS = ("-c", "max_connections=400", "-c", "shared_buffers=32MB")
 
 
 def postgres_bin_dir() -> Path:

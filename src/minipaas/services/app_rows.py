@@ -7,15 +7,16 @@ directly (schemas._MaskedEnvOut).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Row, func, select
 
 from minipaas.db.models import App, AppDomain, AppReplica
 
 # Every column but the encrypted env (never returned), the app's domains as an array, and
-# the replicas past the first that run, and those of them in the route now (AppOut adds the
-# first; routing.serving_endpoints says which are routed)
+# the endpoints of its replicas past the first (AppOut counts those in rotation with the
+# same rule as the router: routing.serving_endpoints_of)
+_REPLICAS = AppReplica.__table__
 APP_COLUMNS: tuple[ColumnElement[Any], ...] = (
     *(column for column in App.__table__.columns if column.key != "env_ciphertext"),
     func.array(
@@ -24,18 +25,18 @@ APP_COLUMNS: tuple[ColumnElement[Any], ...] = (
         .order_by(AppDomain.hostname)
         .scalar_subquery()
     ).label("domains"),
-    select(func.count())
-    .where(AppReplica.app_id == App.id, AppReplica.published_port.is_not(None))
-    .scalar_subquery()
-    .label("extra_replicas_running"),
-    select(func.count())
-    .where(
-        AppReplica.app_id == App.id,
-        AppReplica.published_port.is_not(None),
-        AppReplica.unhealthy_since.is_(None),
-    )
-    .scalar_subquery()
-    .label("extra_replicas_serving"),
+    func.array(
+        select(
+            func.json_build_array(
+                _REPLICAS.c.published_address,
+                _REPLICAS.c.published_port,
+                _REPLICAS.c.unhealthy_since.is_not(None),
+            )
+        )
+        .where(_REPLICAS.c.app_id == App.id, _REPLICAS.c.published_port.is_not(None))
+        .order_by(_REPLICAS.c.replica)
+        .scalar_subquery()
+    ).label("extra_replicas"),
 )
 APP_COLUMN_NAMES: tuple[str, ...] = tuple(str(column.key) for column in APP_COLUMNS)
 
@@ -44,3 +45,21 @@ def app_row(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
     """The app's values out of a row that also holds other columns (not named as these)."""
     mapping = row._mapping
     return {name: mapping[name] for name in APP_COLUMN_NAMES}
+
+
+class EndpointValues(NamedTuple):
+    """A replica's endpoint as app_rows reads it (routing.ReplicaRow)."""
+
+    published_address: str | None
+    published_port: int | None
+    unhealthy_since: object  # only whether it is None matters
+
+
+def replica_rows(row: dict[str, Any]) -> list[EndpointValues]:
+    """The app's replicas, the first one first, from a row of APP_COLUMNS."""
+    first = EndpointValues(row["published_address"], row["published_port"], row["unhealthy_since"])
+    extras = [
+        EndpointValues(address, port, True if unhealthy else None)
+        for address, port, unhealthy in row["extra_replicas"] or ()
+    ]
+    return [first, *extras]

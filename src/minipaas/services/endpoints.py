@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from minipaas.db.models import App, AppReplica
 from minipaas.runtime.base import LOOPBACK, Endpoint
 
 
-def endpoint_of(row: App | AppReplica) -> Endpoint | None:
+class ReplicaRow(Protocol):
+    """What the router reads of a replica: App (the first replica), AppReplica, or a row of
+    plain values (app_rows)."""
+
+    @property
+    def published_port(self) -> int | None: ...
+    @property
+    def published_address(self) -> str | None: ...
+    @property
+    def unhealthy_since(self) -> object: ...
+
+
+def endpoint_of(row: ReplicaRow) -> Endpoint | None:
     """The replica's endpoint, or None while it has no port (down); a NULL address is the
     host's loopback (rows from before node addresses)."""
     if row.published_port is None:

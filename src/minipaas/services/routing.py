@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 
 from sqlalchemy import select
@@ -17,7 +18,6 @@ from minipaas.config import get_settings
 from minipaas.db.models import (
     ACTIVE_DEPLOYMENT_STATUSES,
     App,
-    AppReplica,
     AppStatus,
     Deployment,
 )
@@ -26,7 +26,7 @@ from minipaas.router.errors import RouterError
 from minipaas.router.lua_router import Backend, LuaRouter, Route, RouteKind
 from minipaas.router.route import LOOPBACK, is_ipv4
 from minipaas.runtime.base import Endpoint
-from minipaas.services.endpoints import endpoint_of
+from minipaas.services.endpoints import ReplicaRow, endpoint_of
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,12 @@ def serving_endpoints(app: App) -> list[Endpoint]:
     """Where the replicas in rotation answer, the first replica's first (a replica that is
     down has no port until the healer has it back; one that failed its probes is left out
     while another serves: if none is healthy, every running one is tried rather than none)."""
+    return serving_endpoints_of([app, *app.extra_replicas])
+
+
+def serving_endpoints_of(rows: Sequence[ReplicaRow]) -> list[Endpoint]:
+    """serving_endpoints() of replica rows, the first replica's first."""
     running: list[tuple[Endpoint, bool]] = []
-    rows: list[App | AppReplica] = [app, *app.extra_replicas]
     for row in rows:
         endpoint = endpoint_of(row)
         if endpoint is not None:
