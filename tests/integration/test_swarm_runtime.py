@@ -5,7 +5,9 @@ Swarm itself, and listed by this instance's labels only."""
 
 from __future__ import annotations
 
+import re
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,9 +15,10 @@ from contextlib import suppress
 
 import httpx
 import pytest
+from docker.models.containers import Container
 
 from minipaas.config import Settings
-from minipaas.runtime import labels
+from minipaas.runtime import labels, port_guard
 from minipaas.runtime.base import APP_CAPABILITIES, ContainerSpec, RuntimeFailure
 from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
 from minipaas.runtime.swarm_runtime import SwarmRuntime
@@ -52,13 +55,16 @@ def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmRuntime]:
             made.remove_apps_network()
 
 
-def spec(runtime: SwarmRuntime, replica: int = 0, image: str = IMAGE) -> ContainerSpec:
+def spec(
+    runtime: SwarmRuntime, replica: int = 0, image: str = IMAGE, app_id: int = 7
+) -> ContainerSpec:
     instance = runtime._settings.instance_name
+    suffix = f"{f'-r{replica}' if replica else ''}-{secrets.token_hex(2)}"
     return ContainerSpec(
-        name=f"{instance}-app7-d1{f'-r{replica}' if replica else ''}-{secrets.token_hex(2)}",
+        name=f"{instance}-app{app_id}-d1{suffix}",
         image=image,
         internal_port=80,
-        labels=labels.container_labels(instance, 7, 1, replica),
+        labels=labels.container_labels(instance, app_id, 1, replica),
         memory_mb=64,
         cpus=0.25,
         pids=32,
@@ -168,3 +174,44 @@ def test_only_this_instances_services_are_listed(runtime: SwarmRuntime) -> None:
         timeout=10,
         message="the request never reached the service's logs",
     )
+
+
+def test_an_apps_container_cannot_reach_another_apps_host_port_but_the_host_can(
+    runtime: SwarmRuntime,
+) -> None:
+    # The host's setup `make up` and each worker's start run (twice: it must be idempotent)
+    runtime.ensure_apps_network()
+    runtime.ensure_apps_network()
+    a = runtime.run_container(spec(runtime, app_id=7))
+    b = runtime.run_container(spec(runtime, app_id=8))
+    try:
+        # The router's position: the host itself, at B's node address
+        assert answers(b.address, b.published_port) == "swarm\n"
+        inside_a = local_container(a.id)
+        # The node advertises 127.0.0.1 here, A's own loopback: A reaches its host at its
+        # gateway instead (the host's docker_gwbridge address), as it would a node's address
+        targets = {_gateway(inside_a)} | ({b.address} - {"127.0.0.1"})
+        for target in sorted(targets):
+            code, output = _fetch_inside(inside_a, f"http://{target}:{b.published_port}/")
+            assert code != 0 and b"swarm" not in output, f"A reached B at {target}: {output!r}"
+        jumps = subprocess.run(["iptables", "-w", "-S", "INPUT"], capture_output=True, text=True)
+        assert jumps.stdout.splitlines().count(f"-A INPUT -j {port_guard.CHAIN}") == 1
+    finally:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(runtime.remove, [a.id, b.id]))
+
+
+def _fetch_inside(container: Container, url: str) -> tuple[int, bytes]:
+    # `timeout`, not wget's -T (the static busybox's wget crashes with it here)
+    wget = ["/bin/busybox", "wget", "-q", "-O-", url]
+    code, output = container.exec_run(["/bin/busybox", "timeout", "5", *wget])
+    return int(code), bytes(output)
+
+
+def _gateway(container: Container) -> str:
+    """The container's default gateway: its host, on the bridge the container is on."""
+    code, output = container.exec_run(["/bin/busybox", "ip", "route"])
+    assert code == 0, output
+    found = re.search(rb"^default via (\S+)", output, re.MULTILINE)
+    assert found is not None, output
+    return found.group(1).decode()

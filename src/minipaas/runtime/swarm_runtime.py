@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import subprocess
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -47,6 +48,7 @@ from minipaas.runtime.docker_runtime import DockerRuntime, _host_lock
 from minipaas.runtime.engine_errors import as_runtime_failure, engine_reachable
 from minipaas.runtime.inventory import node_address
 from minipaas.runtime.listening import Listener
+from minipaas.runtime.port_guard import PortGuardError, install_port_guard
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,19 @@ class SwarmRuntime(DockerRuntime):
     # -- networks: one overlay network per app, so apps cannot reach each other
 
     def ensure_apps_network(self) -> str:
+        """No shared network here; the host's setup instead (`make up` and each worker's
+        start call this): app containers are kept off the host-mode ports."""
+        self.guard_host_ports()
         return self._settings.apps_network
+
+    def guard_host_ports(self) -> None:
+        """Host-mode ports bind on every interface: without this, a container reaches
+        another app's replica at its host's address, past the router (runtime/port_guard.py)."""
+        with _host_lock(self._settings.run_dir / "swarm-ports.lock"):
+            try:
+                install_port_guard(HOST_PORTS)
+            except (PortGuardError, OSError, subprocess.SubprocessError) as exc:
+                raise RuntimeFailure(f"cannot firewall the apps' host ports: {exc}") from exc
 
     def _app_network_name(self, app_id: int | None) -> str:
         return f"{self._settings.apps_network}-app{app_id}"
