@@ -8,8 +8,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from minipaas import queue
 from minipaas.api.app import create_app
@@ -36,9 +34,6 @@ def redis_down(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     port = _closed_port()
     monkeypatch.setattr(get_settings(), "redis_port", port)
     queue.get_redis.cache_clear()
-    # The client the checks use (cached), built as the product builds it, but told to give up
-    # at the first refusal: its default retries with backoff took ~4.7 s per check
-    queue.get_redis().set_retry(Retry(NoBackoff(), 0))
     yield port
     monkeypatch.undo()
     queue.get_redis.cache_clear()

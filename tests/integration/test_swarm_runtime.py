@@ -22,8 +22,10 @@ from minipaas.runtime import labels, port_guard
 from minipaas.runtime.base import APP_CAPABILITIES, ContainerSpec, RuntimeFailure
 from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
 from minipaas.runtime.swarm_runtime import SwarmRuntime
+from minipaas.worker import reconciler
 from tests.support.engine import local_container
-from tests.support.stack import ensure_swarm_manager
+from tests.support.flows import create_app as register_app
+from tests.support.stack import Stack, ensure_swarm_manager
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.docker]
@@ -215,3 +217,33 @@ def _gateway(container: Container) -> str:
     found = re.search(rb"^default via (\S+)", output, re.MULTILINE)
     assert found is not None, output
     return found.group(1).decode()
+
+
+def test_the_reconciler_removes_the_networks_of_deleted_apps_only(
+    runtime: SwarmRuntime,
+    stack: Stack,
+    api: httpx.Client,
+    app_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A network left by a deleted app (a worker killed between the app's deletion and its
+    network's) goes on the next pass; an existing app's stays, and so does one in use."""
+    kept = register_app(api, app_name, IMAGE)["id"]
+    deleted = 2_000_000_000 - secrets.randbelow(1000)  # no such app in the platform's database
+    for app_id in (kept, deleted):
+        runtime._create_app_network(runtime._app_network_name(app_id), app_id)
+    running = runtime.run_container(spec(runtime, app_id=deleted + 1))  # no such app either
+    monkeypatch.setattr(reconciler, "get_runtime", lambda: runtime)
+    try:
+        assert {kept, deleted, deleted + 1} <= set(runtime.app_network_ids())
+        actions = reconciler._remove_networks_of_deleted_apps()
+        assert f"removed the network of deleted app {deleted}" in actions
+        left = runtime.app_network_ids()
+        assert deleted not in left
+        assert kept in left  # the app exists
+        assert deleted + 1 in left  # in use by a service: tried again on a later pass
+    finally:
+        runtime.remove(running.id)
+        for app_id in (kept, deleted + 1):
+            runtime.remove_app_network(app_id)
+    assert reconciler._remove_networks_of_deleted_apps() == []

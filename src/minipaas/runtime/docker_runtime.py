@@ -316,8 +316,12 @@ class DockerRuntime:
             install_id=self.install_id,
         )
 
-    def remove_app_network(self, app_id: int) -> None:
-        return  # one host's apps share one network (no traffic between them: icc off)
+    def remove_app_network(self, app_id: int) -> bool:
+        return False  # one host's apps share one network (no traffic between them: icc off)
+
+    def app_network_ids(self) -> list[int]:
+        """The apps with a network of their own made by this install: none on one host."""
+        return []
 
     def instance_objects(self) -> list[InstanceObject]:
         """Every container and apps network of this INSTANCE_NAME, whichever install made it."""

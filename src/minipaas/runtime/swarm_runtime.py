@@ -131,14 +131,25 @@ class SwarmRuntime(DockerRuntime):
             if exc.status_code != 409 and "conflicts" not in str(exc.explanation):
                 raise
 
-    def remove_app_network(self, app_id: int) -> None:
-        """The deleted app's network (after its services: their tasks left it by then)."""
+    def remove_app_network(self, app_id: int) -> bool:
+        """The deleted app's network (after its services: their tasks left it by then);
+        whether it was removed now."""
         try:
             with engine_reachable():
                 self.client.api.remove_network(self._app_network_name(app_id))
         except (NotFound, APIError) as exc:
             if not isinstance(exc, NotFound):
                 log.warning("the network of app %s stays for now: %s", app_id, exc)
+            return False
+        return True
+
+    def app_network_ids(self) -> list[int]:
+        """The apps with a network of their own made by this install (the reconciler removes
+        those of deleted apps: a crash between an app's deletion and its network's leaves one)."""
+        with as_runtime_failure("listing networks"):
+            networks = self._own_networks()
+        found = {labels.app_id_of(n.get("Labels") or {}) for n in networks}
+        return sorted(app_id for app_id in found if app_id is not None)
 
     def remove_apps_network(self) -> None:
         for network in self._own_networks():

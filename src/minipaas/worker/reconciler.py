@@ -291,6 +291,26 @@ def _remove_unknown_containers() -> list[str]:
     return actions
 
 
+def _remove_networks_of_deleted_apps() -> list[str]:
+    """Networks of apps that no longer exist (Swarm: one per app). Deleting an app removes
+    its network after its services; a worker killed in between, or a task slow to leave the
+    network, leaves one behind, which would hold one of the engine's subnets for good."""
+    runtime = get_runtime()
+    with_networks = runtime.app_network_ids()
+    if not with_networks:
+        return []
+    with get_session() as db:
+        existing = set(db.scalars(select(App.id).where(App.id.in_(with_networks))))
+    actions = []
+    for app_id in with_networks:
+        if app_id in existing:
+            continue
+        with _one_item(f"network of app {app_id}"):
+            if runtime.remove_app_network(app_id):
+                actions.append(f"removed the network of deleted app {app_id}")
+    return actions
+
+
 def _made_here(container_labels: dict[str, str], install_id: str | None) -> bool:
     return install_id is not None and labels.install_id_of(container_labels) == install_id
 
@@ -385,6 +405,7 @@ def _steps() -> tuple[Callable[[], list[str]], ...]:
         _match_app_status_to_containers,
         _converge_replicas,
         _remove_unknown_containers,
+        _remove_networks_of_deleted_apps,
         _remove_old_release_images,
         build_recovery.end_abandoned_builds,
         build_recovery.deploy_builds_left_undeployed,
