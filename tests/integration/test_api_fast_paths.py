@@ -17,10 +17,11 @@ from sqlalchemy import event, select
 from minipaas.api.app import create_app
 from minipaas.api.schemas import AppOut
 from minipaas.clock import now
-from minipaas.db.models import App, AppReplica, AppStatus, PullPolicy, RunSettings
+from minipaas.db.models import App, AppReplica, AppStatus
 from minipaas.db.session import get_engine, get_session, read_engine
 from minipaas.services.app_rows import APP_COLUMNS, app_row
 from tests.support.images import HELLO_V1
+from tests.support.rows import run_settings
 from tests.support.stack import Stack
 from tests.support.users import Member, new_member
 
@@ -105,7 +106,7 @@ def test_rows_count_serving_replicas_as_the_router_does(app_name: str) -> None:
     in a transaction never committed, so the platform's worker never sees it."""
     with get_session() as db:
         app = App(name=app_name, owner_id=None, replicas=4, status=AppStatus.RUNNING)
-        app.set_run_settings(_settings())
+        app.set_run_settings(run_settings(image=HELLO_V1))
         app.container_id, app.published_port = "c0", 20001
         db.add(app)
         db.flush()
@@ -142,22 +143,6 @@ def test_rows_count_serving_replicas_as_the_router_does(app_name: str) -> None:
             assert from_row.model_dump_json() == from_orm.model_dump_json()
         assert from_orm.replicas_serving == 3  # none healthy: every running endpoint, once
         db.rollback()
-
-
-def _settings() -> RunSettings:
-    return RunSettings(
-        image=HELLO_V1,
-        internal_port=80,
-        command=None,
-        env_ciphertext=None,
-        env_names=[],
-        memory_mb=64,
-        cpus=0.5,
-        pids=64,
-        pull_policy=PullPolicy.IF_NOT_PRESENT,
-        health_check_path="/",
-        health_check_running_seconds=None,
-    )
 
 
 def test_an_id_written_another_way_reads_the_same_app(

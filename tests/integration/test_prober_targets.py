@@ -13,29 +13,18 @@ import pytest
 from sqlalchemy.orm import Session
 
 from minipaas.db.models import App, AppReplica, AppStatus, Deployment, DeploymentStatus
-from minipaas.db.run_settings import PullPolicy, RunSettings
+from minipaas.db.run_settings import RunSettings
 from minipaas.db.session import get_session
 from minipaas.runtime.base import Endpoint
 from minipaas.worker.prober import targets_in
+from tests.support.rows import run_settings
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.docker]
 
 
 def _run(path: str, seconds: int | None = None) -> RunSettings:
-    return RunSettings(
-        image="minipaas-test/none:v1",
-        internal_port=80,
-        command=None,
-        env_ciphertext=None,
-        env_names=[],
-        memory_mb=64,
-        cpus=0.5,
-        pids=64,
-        pull_policy=PullPolicy.NEVER,
-        health_check_path=path,
-        health_check_running_seconds=seconds,
-    )
+    return run_settings(health_check_path=path, health_check_running_seconds=seconds)
 
 
 @pytest.fixture
