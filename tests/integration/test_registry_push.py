@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,43 @@ def test_a_new_client_logs_in_again_when_refused(
     finally:
         clients[-1].close()
     assert second == first
+
+
+def test_first_pushes_from_several_threads_log_in_once_and_all_carry_the_login(
+    registry: RunningRegistry, runtime: DockerRuntime, image: str
+) -> None:
+    """A deployment's replicas push from threads of their own, so a new worker's first
+    deployment pushes from all of them at once. docker-py's login replaces the client's
+    credentials when it holds none yet, so logins racing each other could drop one another's
+    and a push went out without any (seen in CI): one login, every push with it."""
+    repository = _repository()
+    for _attempt in range(3):
+        references, logins = _first_pushes_at_once(registry, image, repository, threads=8)
+        assert len(set(references)) == 1
+        assert logins == [registry.address]
+
+
+def _first_pushes_at_once(
+    registry: RunningRegistry, image: str, repository: str, *, threads: int
+) -> tuple[list[str], list[str]]:
+    """Pushes from `threads` threads through a new client (a new worker process's: no login
+    yet); returns the references and the registries logged in to, one entry per login."""
+    client = docker.from_env()
+    logins: list[str] = []
+    real_login = client.api.login
+
+    def counted_login(*args: Any, **kwargs: Any) -> Any:
+        logins.append(str(kwargs.get("registry")))
+        return real_login(*args, **kwargs)
+
+    client.api.login = counted_login  # type: ignore[method-assign]
+    try:
+        pushes = ClusterRegistry(client, registry.address, registry.user, registry.password)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            references = list(pool.map(lambda _: pushes.push(image, repository), range(threads)))
+    finally:
+        client.close()
+    return references, logins
 
 
 def test_forgetting_the_registry_names_lets_the_collector_remove_the_image(

@@ -15,6 +15,7 @@ task, so nodes can pull it (what `docker service create --with-registry-auth` do
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -85,7 +86,12 @@ class ClusterRegistry:
     """One registry and a client logged in to it (once, before its first push).
 
     `client` may be a function returning the client (a runtime's lazy one); a new client has
-    no login, so a refused push logs in again."""
+    no login, so a refused push logs in again.
+
+    Thread-safe: a deployment pushes from one thread per replica. docker-py's `login` replaces
+    the client's credentials with the (empty) config file's when it finds none yet, so two
+    first logins at once could drop the other's and its push went out without credentials
+    ("no basic auth credentials"): one login at a time, and only the first push logs in."""
 
     def __init__(
         self,
@@ -99,6 +105,7 @@ class ClusterRegistry:
         self._user = user
         self._password = password
         self._logged_in = False
+        self._login_lock = threading.Lock()
 
     @property
     def client(self) -> docker.DockerClient:
@@ -107,6 +114,10 @@ class ClusterRegistry:
         return self._client()
 
     def login(self) -> None:
+        with self._login_lock:
+            self._login()
+
+    def _login(self) -> None:
         if self._password is not None:
             login(self.client, self.registry, self._user, self._password)
         self._logged_in = True
@@ -115,7 +126,9 @@ class ClusterRegistry:
         """push_for_cluster(); a refusal after an earlier login (the registry restarted with
         another password) logs in again once."""
         if not self._logged_in:
-            self.login()
+            with self._login_lock:
+                if not self._logged_in:
+                    self._login()
             return push_for_cluster(self.client, self.registry, image, repository)
         try:
             return push_for_cluster(self.client, self.registry, image, repository)
