@@ -110,6 +110,32 @@ def test_non_numeric_ids_and_bad_query_values_are_422(client: TestClient) -> Non
     assert client.get("/apps/99999999999999999999").status_code == 422
 
 
+def test_endless_ids_and_nul_characters_get_a_4xx_never_a_500(
+    client: TestClient, app_name: str
+) -> None:
+    app_id = client.post("/apps", json=_body(app_name)).json()["id"]
+    # int() refuses over 4,300 digits: this was a 500, before any token was checked
+    endless = "1" * 5000
+    assert client.get(f"/apps/{endless}").status_code == 422
+    assert client.get(f"/apps/{endless}", headers={"Authorization": ""}).status_code == 401
+    # A NUL in the path of a write: the write's own 4xx, not "the audit log cannot be written"
+    nul_in_id = client.post(f"/apps/{app_id}%00/deploy")
+    assert nul_in_id.status_code == 422, nul_in_id.text
+    no_domain = client.delete(f"/apps/{app_id}/domains/a%00b.example.com")
+    assert no_domain.status_code == 404, no_domain.text
+    # In a body: PostgreSQL text cannot hold it, so it is refused before the database (was 500)
+    for method, path, body in [
+        ("POST", "/tokens", {"name": "laptop\u0000"}),
+        ("PATCH", f"/apps/{app_id}", {"health_check_path": "/health\u0000"}),
+        ("POST", f"/apps/{app_id}/domains", {"hostname": "a\u0000.example.com"}),
+        ("POST", "/users", {"username": "bob\u0000", "role": "member"}),
+    ]:
+        response = client.request(method, path, json=body)
+        assert response.status_code == 422, (path, response.text)
+        assert next(iter(body)) in response.text  # names the field to change
+    assert client.get(f"/apps/{app_id}").json()["health_check_path"] == "/"
+
+
 def test_pagination(client: TestClient, app_name: str) -> None:
     for index in range(3):
         assert client.post("/apps", json=_body(f"{app_name}-{index}")).status_code == 201

@@ -18,6 +18,7 @@ from minipaas.services.errors import Forbidden, NotFound, Unauthorized
 
 # Ids are PostgreSQL integers: a larger number is a 422, not a database error
 MAX_ID = 2**31 - 1
+_ID_DIGITS = 32
 # Pagination of every list
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="rows to skip")]
@@ -117,7 +118,11 @@ def _refuse(request: Request) -> NoReturn:
 
 def _app_id(value: str | None) -> int | None:
     """The path's app id when _visible_app_row will accept it (else it answers 422)."""
-    if value is None or not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_ID:
+    # The length first: int() refuses strings of over 4,300 digits (a 500 before any token
+    # was checked); leading zeros aside, no id has more digits than MAX_ID
+    if value is None or len(value) > _ID_DIGITS or not (value.isascii() and value.isdigit()):
+        return None
+    if not 1 <= int(value) <= MAX_ID:
         return None
     return int(value)
 

@@ -45,7 +45,27 @@ RunningSeconds = Annotated[
 
 
 class _Strict(BaseModel):
+    """A request body: unknown fields refused, and no NUL character in any text of it."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Any:
+        # PostgreSQL text cannot hold NUL: refused here (422) rather than by the database (500)
+        for name, value in self.__dict__.items():
+            if _holds_nul(value):
+                raise ValueError(f"{name} may not contain a NUL character (\\u0000)")
+        return self
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    return False
 
 
 MemoryMb = Annotated[int, Field(ge=6, le=1_048_576, description="memory limit in MB")]

@@ -35,7 +35,9 @@ def open_event(
         actor_id=actor_id,
         actor=actor[:63],
         action=action[:200],
-        target=target[:500],
+        # A path may carry a NUL (%00), which PostgreSQL text refuses: the write would be
+        # refused as "audit log cannot be written" (503) instead of its own 4xx
+        target=target.replace("\x00", "\\x00")[:500],
         outcome=REQUESTED,
         client_ip=client_ip,
     )

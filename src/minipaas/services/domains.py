@@ -68,7 +68,11 @@ def remove_domain(*, db: Session, app: App, hostname: str) -> None:
     try:
         name = normalize_host(hostname)
     except ValueError:
-        name = hostname
+        # Not a host name at all (it may hold characters PostgreSQL refuses): none of the app's
+        raise NotFound(
+            f"app {app.name} has no domain {hostname[:253]!r}; GET /apps/{app.id}/domains "
+            "lists them"
+        ) from None
     removed = db.execute(
         delete(AppDomain)
         .where(AppDomain.app_id == app.id, AppDomain.hostname == name)
