@@ -169,7 +169,7 @@ def is_enqueued(job_id: str) -> bool:
     try:
         return any(
             waiting.get_job_position(job_id) is not None
-            for waiting in (get_queue(), get_build_queue())
+            for waiting in (get_action_queue(), get_queue(), get_build_queue())
         )
     except (RedisError, OSError) as exc:
         raise QueueUnavailable(f"the job queue (Redis) is not reachable: {exc}") from exc

@@ -4,13 +4,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from minipaas import queue
+from minipaas.clock import now
+from minipaas.db.models import ActionStatus, AppAction
+from minipaas.db.session import get_session
 from minipaas.host.platform import processes
+from minipaas.services import app_actions
 from minipaas.worker import jobs
 from tests.support.flows import create_app, deploy
 from tests.support.images import HELLO_V1, SLOW_STARTER
@@ -101,16 +107,22 @@ def worker_stopped(stack: Stack) -> Iterator[None]:
         worker.start(stack.env)
 
 
-def test_an_action_whose_job_redis_lost_still_runs(
-    stack: Stack, api: httpx.Client, app_name: str, worker_stopped: None
-) -> None:
-    """The row is the truth: with its job gone from Redis, the reconciler queues it again."""
-    app_id = create_app(api, app_name, HELLO_V1)["id"]
-    # deployed by hand: the worker is stopped, so this test starts its own for the deploy
+def _deployed_by_a_worker_started_for_it(stack: Stack, api: httpx.Client, app_name: str) -> int:
+    """An app deployed while the workers are stopped: one starts for the deploy, then stops."""
+    app_id = int(create_app(api, app_name, HELLO_V1)["id"])
     worker = next(p for p in processes(stack.settings) if p.name == "worker")
     worker.start(stack.env)
     assert deploy(api, app_id)["status"] == "succeeded"
     worker.stop()
+    return app_id
+
+
+def test_an_action_whose_job_redis_lost_still_runs(
+    stack: Stack, api: httpx.Client, app_name: str, worker_stopped: None
+) -> None:
+    """The row is the truth: with its job gone from Redis, the reconciler queues it again."""
+    app_id = _deployed_by_a_worker_started_for_it(stack, api, app_name)
+    worker = next(p for p in processes(stack.settings) if p.name == "worker")
 
     stopped = api.post(f"/apps/{app_id}/stop", params={"wait": 0})
     assert stopped.status_code == 202, stopped.text
@@ -123,3 +135,72 @@ def test_an_action_whose_job_redis_lost_still_runs(
     assert ended["status"] == "succeeded", ended
     assert api.get(f"/apps/{app_id}").json()["status"] == "stopped"
     worker.stop()  # the fixture starts it again
+
+
+def test_an_action_waiting_in_its_queue_is_not_taken_for_lost(
+    stack: Stack, api: httpx.Client, app_name: str, worker_stopped: None
+) -> None:
+    """Every worker busy: the action waits in the actions queue. The reconciler leaves it
+    there; it took it for lost (it looked in the deploy and build queues only), deleted it and
+    queued it again at the back, on every pass."""
+    app_id = _deployed_by_a_worker_started_for_it(stack, api, app_name)
+    worker = next(p for p in processes(stack.settings) if p.name == "worker")
+
+    stopped = api.post(f"/apps/{app_id}/stop", params={"wait": 0})
+    assert stopped.status_code == 202, stopped.text
+    action_id = stopped.json()["id"]
+    job_id = jobs.action_job_id(action_id)
+    with get_session() as db:  # older than the reconciler's grace for lost jobs
+        db.execute(
+            update(AppAction)
+            .where(AppAction.id == action_id)
+            .values(created_at=now() - timedelta(minutes=5))
+        )
+        db.commit()
+
+    assert app_actions.requeue_lost_actions() == []
+    assert queue.get_action_queue().get_job_ids() == [job_id]
+    worker.start(stack.env)
+    assert _follow(api, app_id, action_id)["status"] == "succeeded"
+    worker.stop()  # the fixture starts it again
+
+
+def test_an_action_its_job_just_ended_is_not_ended_again_as_lost(
+    stack: Stack,
+    api: httpx.Client,
+    app_name: str,
+    worker_stopped: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reconciler reads the pending actions, then asks Redis about each job. A job that
+    ended in between (it succeeded, let go of the app's lock, and RQ no longer counts it as
+    running) was ended a second time as "worker stopped": a stop that worked read failed."""
+    app_id = _deployed_by_a_worker_started_for_it(stack, api, app_name)
+    stopped = api.post(f"/apps/{app_id}/stop", params={"wait": 0})
+    assert stopped.status_code == 202, stopped.text
+    action_id = stopped.json()["id"]
+    with get_session() as db:  # running on a worker, older than the grace for lost jobs
+        db.execute(
+            update(AppAction)
+            .where(AppAction.id == action_id)
+            .values(
+                status=ActionStatus.RUNNING,
+                started_at=now(),
+                created_at=now() - timedelta(minutes=5),
+            )
+        )
+        db.commit()
+
+    def job_ends_meanwhile(job_id: str) -> bool:
+        with get_session() as db:  # what the worker's job commits as it ends
+            db.execute(
+                update(AppAction)
+                .where(AppAction.id == action_id)
+                .values(status=ActionStatus.SUCCEEDED, finished_at=now())
+            )
+            db.commit()
+        return False  # finished: in progress no more
+
+    monkeypatch.setattr(app_actions.liveness, "job_in_progress", job_ends_meanwhile)
+    assert app_actions.requeue_lost_actions() == []
+    assert api.get(f"/apps/{app_id}/actions/{action_id}").json()["status"] == "succeeded"

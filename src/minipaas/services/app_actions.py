@@ -209,6 +209,8 @@ def requeue_lost_actions() -> list[str]:
         if job_id is not None and liveness.job_in_progress(job_id):
             continue
         if status is ActionStatus.QUEUED:
+            if _status_now(action_id) is not ActionStatus.QUEUED:
+                continue  # a worker took it since the query above
             if job_id is not None:
                 queue.delete_job(job_id)
             new_job = jobs.enqueue_action(action_id, timeout=lifecycle.action_timeout())
@@ -222,7 +224,8 @@ def requeue_lost_actions() -> list[str]:
         with try_app_lock(app_id) as free:
             if not free:
                 continue  # a job works on the app: it may be this one, on a worker just born
-            _mark_ended(
+            # Its job may have ended it since the query above (and then let go of the lock)
+            ended = _end_if_pending(
                 action_id,
                 JobResult(
                     FailureKind.UNAVAILABLE,
@@ -230,5 +233,21 @@ def requeue_lost_actions() -> list[str]:
                     "and try again",
                 ),
             )
-            done.append(f"ended action {action_id} left by a stopped worker")
+            if ended:
+                done.append(f"ended action {action_id} left by a stopped worker")
     return done
+
+
+def _status_now(action_id: int) -> ActionStatus | None:
+    with get_session() as db:
+        return db.scalar(select(AppAction.status).where(AppAction.id == action_id))
+
+
+def _end_if_pending(action_id: int, result: JobResult) -> bool:
+    with get_session() as db:
+        row = db.get(AppAction, action_id, with_for_update=True)
+        if row is None or row.status not in PENDING_ACTION_STATUSES:
+            return False
+        _end(row, result)
+        db.commit()
+        return True
