@@ -10,6 +10,8 @@ import docker
 import httpx
 import pytest
 
+from minipaas.db.models import App, AppStatus
+from minipaas.db.session import get_session
 from minipaas.host.platform import processes, service
 from minipaas.services.routing import get_router
 from tests.support.flows import create_app, deploy, platform_containers, wait_for_deployment
@@ -84,6 +86,34 @@ def test_container_removed_by_hand_is_not_shown_running(
         interval=0.2,
         message="the route was not removed",
     )
+
+
+def test_a_stopped_app_whose_container_still_runs_has_it_stopped(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    """What a worker killed between recording a stop and sending it to the engine leaves:
+    the app stopped in the database, its container running. A second stop is refused (the
+    app is stopped), so only the reconciler can end it; a start then works as usual."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    container_id = deploy(api, app_id)["container_id"]
+    engine = docker.from_env()
+    with get_session() as db:
+        app = db.get(App, app_id)
+        assert app is not None
+        app.status = AppStatus.STOPPED  # as the stop action commits it, before the engine call
+        db.commit()
+
+    eventually(
+        lambda: engine.containers.get(container_id).status == "exited",
+        timeout=20,
+        interval=0.2,
+        message="the container of the stopped app kept running",
+    )
+    assert api.get(f"/apps/{app_id}").json()["status"] == "stopped"
+    started = api.post(f"/apps/{app_id}/start")
+    assert started.status_code == 200, started.text
+    host = {"Host": f"{app_name}.{stack.settings.apps_domain}"}
+    assert router.get("/", headers=host).text == "hello from v1\n"
 
 
 def test_crash_looping_app_shows_crashed_and_backs_off(

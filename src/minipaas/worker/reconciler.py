@@ -34,7 +34,7 @@ from minipaas.db.models import (
 from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
 from minipaas.runtime import get_runtime, labels
-from minipaas.runtime.base import LOOPBACK, Endpoint
+from minipaas.runtime.base import LOOPBACK, ContainerState, Endpoint
 from minipaas.services import app_actions, certificates, healing, images, routing
 from minipaas.services.app_lock import try_app_lock
 from minipaas.services.builds import recovery as build_recovery
@@ -186,6 +186,58 @@ def _match_app_status_to_containers() -> list[str]:
             if done:
                 actions.append(done)
     return actions
+
+
+def _stop_what_stopped_apps_run() -> list[str]:
+    """A stopped app runs nothing. A stop is recorded before its containers are stopped (so
+    the healer never starts them again meanwhile): a worker killed in between, or during a
+    start that had not yet recorded itself, left a container running for good, and a second
+    stop was refused because the app is stopped already."""
+    with get_session() as db:
+        stopped = db.execute(
+            select(App.id, App.container_id).where(
+                App.status == AppStatus.STOPPED, App.container_id.is_not(None)
+            )
+        ).all()
+        if not stopped:
+            return []
+        containers: dict[int, set[str]] = {app_id: {str(cid)} for app_id, cid in stopped}
+        for app_id, container_id in db.execute(
+            select(AppReplica.app_id, AppReplica.container_id).where(
+                AppReplica.app_id.in_(containers)
+            )
+        ).tuples():
+            containers[app_id].add(container_id)
+    running = get_runtime().running_endpoints()
+    actions = []
+    for app_id, ids in containers.items():
+        if ids.isdisjoint(running):
+            continue
+        with _one_item(f"app {app_id}"):
+            done = _stop_running_containers_of_stopped(app_id)
+            if done:
+                actions.append(done)
+    return actions
+
+
+def _stop_running_containers_of_stopped(app_id: int) -> str | None:
+    """Under the app's lock, as the app is now: a stop still in its grace period holds it."""
+    runtime = get_runtime()
+    with try_app_lock(app_id) as free, get_session() as db:
+        app = db.get(App, app_id, with_for_update=True)
+        if not free or app is None or app.status is not AppStatus.STOPPED:
+            return None
+        ids = [app.container_id, *(replica.container_id for replica in app.extra_replicas)]
+        running = [cid for cid in ids if cid is not None and _running(runtime.state(cid))]
+        for container_id in running:
+            runtime.stop(container_id)
+    if not running:
+        return None
+    return f"app {app_id}: stopped {len(running)} container(s) still running while stopped"
+
+
+def _running(state: ContainerState | None) -> bool:
+    return state is not None and state.running
 
 
 def _converge_replicas() -> list[str]:
@@ -403,6 +455,7 @@ def _steps() -> tuple[Callable[[], list[str]], ...]:
         dispatch.dispatch_all_waiting,
         app_actions.requeue_lost_actions,
         _match_app_status_to_containers,
+        _stop_what_stopped_apps_run,
         _converge_replicas,
         _remove_unknown_containers,
         _remove_networks_of_deleted_apps,
