@@ -9,11 +9,14 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
+from sqlalchemy import update
 
-from minipaas.db.models import App, AppStatus
+from minipaas.db.models import App, AppStatus, Deployment, DeploymentStatus
 from minipaas.db.session import get_session
 from minipaas.host.platform import processes, service
+from minipaas.services.deployments.recovery import end_abandoned_deployment_locked
 from minipaas.services.routing import get_router
+from minipaas.worker import jobs
 from tests.support.flows import create_app, deploy, platform_containers, wait_for_deployment
 from tests.support.images import CRASH_LOOPER, HELLO_V1, SLOW_STARTER
 from tests.support.stack import Stack
@@ -114,6 +117,70 @@ def test_a_stopped_app_whose_container_still_runs_has_it_stopped(
     assert started.status_code == 200, started.text
     host = {"Host": f"{app_name}.{stack.settings.apps_domain}"}
     assert router.get("/", headers=host).text == "hello from v1\n"
+
+
+def _as_if_never_ended(deployment_id: int) -> None:
+    """What a worker killed after switching the route and before recording the end leaves:
+    the deployment running (its switch, new container and route were committed)."""
+    with get_session() as db:
+        db.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment_id)
+            .values(status=DeploymentStatus.RUNNING, finished_at=None)
+        )
+        db.commit()
+
+
+def test_a_second_job_of_a_switched_deployment_leaves_the_live_container_alone(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    """A deployment's job can run twice (queued again by a reconciler that took it for
+    lost). If the first run switched the route and died, the second one started over and
+    removed the container serving the app; it now ends the deployment as succeeded."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    deployment = deploy(api, app_id)
+    _as_if_never_ended(deployment["id"])
+
+    jobs.enqueue_deploy(deployment["id"])
+    ended = wait_for_deployment(api, app_id, deployment["id"])
+    assert ended["status"] == "succeeded", ended
+    app = api.get(f"/apps/{app_id}").json()
+    assert app["status"] == "running"
+    assert docker.from_env().containers.get(deployment["container_id"]).status == "running"
+    host = {"Host": f"{app_name}.{stack.settings.apps_domain}"}
+    assert router.get("/", headers=host).text == "hello from v1\n"
+
+
+def test_a_switched_deployment_whose_container_crashed_since_still_succeeded(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    """Switched, then the worker died and the new container crashed; the previous one was
+    already removed after the switch. Ending it as failed pointed the app back at that
+    removed container and removed the crashed one: the app had nothing left to run. The
+    deployment went live, so it succeeded, and the healer restarts the crash."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    deploy(api, app_id)
+    second = deploy(api, app_id)
+    assert second["status"] == "succeeded"
+    worker = _worker(stack)
+    worker.stop()  # its healer would restart the crash before the deployment is ended
+    try:
+        _as_if_never_ended(second["id"])
+        docker.from_env().containers.get(second["container_id"]).kill()
+        end_abandoned_deployment_locked(second["id"], "the worker stopped")
+    finally:
+        worker.start(stack.env)
+
+    ended = api.get(f"/apps/{app_id}/deployments/{second['id']}").json()
+    assert ended["status"] == "succeeded", ended
+    host = {"Host": f"{app_name}.{stack.settings.apps_domain}"}
+    eventually(
+        lambda: router.get("/", headers=host).status_code == 200,
+        timeout=30,
+        interval=0.2,
+        message="the healer did not bring the crashed container back",
+    )
+    assert api.get(f"/apps/{app_id}").json()["container_name"] == second["container_name"]
 
 
 def test_crash_looping_app_shows_crashed_and_backs_off(

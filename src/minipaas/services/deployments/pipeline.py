@@ -145,6 +145,14 @@ def begin(deployment_id: int) -> Plan | None:
         deployment = db.get(Deployment, deployment_id)
         if deployment is None or deployment.status not in ACTIVE_DEPLOYMENT_STATUSES:
             return None
+        if deployment.status is DeploymentStatus.RUNNING and deployment.route_switched_at:
+            # An earlier attempt switched the route and died: its container serves the app,
+            # so starting over would remove it. End it as its worker would have
+            db.close()
+            recovery.end_abandoned_deployment(
+                deployment_id, "the worker running this deployment stopped after the switch"
+            )
+            return None
         if deployment.status is DeploymentStatus.RUNNING and deployment.container_id:
             # An earlier attempt died midway: start over from a clean slate
             get_runtime().remove(deployment.container_id)

@@ -28,8 +28,9 @@ def end_abandoned_deployment_locked(deployment_id: int, reason: str) -> None:
 def end_abandoned_deployment(deployment_id: int, reason: str) -> None:
     """Ends it the way its worker would have; the caller holds the app's lock.
 
-    If it died after switching the route and its container runs, the deploy did succeed.
-    If the switched-to container is gone, the route goes back to the previous deployment's.
+    If it died after switching the route and its container is there, the deploy did succeed
+    (one that stopped since is the healer's to restart, with its backoff). If the
+    switched-to container is gone, the route goes back to the previous deployment's.
     """
     with get_session() as db:
         deployment = db.get(Deployment, deployment_id)
@@ -40,8 +41,9 @@ def end_abandoned_deployment(deployment_id: int, reason: str) -> None:
         switched = new_container is not None and deployment.app.container_id == new_container
     if switched:
         assert new_container is not None
-        state = get_runtime().state(new_container)
-        if state is not None and state.running:
+        # Exited is not gone: failing the deploy would remove it, and the previous set may
+        # be gone already (its removal follows the switch), leaving the app nothing to run
+        if get_runtime().state(new_container) is not None:
             outcome.mark_succeeded(app_id, deployment_id)
             # It may have stopped before telling the router: the route follows the database
             routing.publish_app_route_best_effort(app_id)
@@ -66,7 +68,12 @@ def _point_back_at_current_release(app_id: int) -> None:
             db.get(Deployment, app.current_deployment_id) if app.current_deployment_id else None
         )
         serving = None
-        if current is not None and current.container_id is not None:
+        runtime = get_runtime()
+        if (
+            current is not None
+            and current.container_id is not None
+            and runtime.state(current.container_id) is not None
+        ):
             port, address = current.published_port, current.published_address
             endpoint = None if port is None else Endpoint(address or LOOPBACK, port)
             serving = Serving(current.container_id, current.container_name, endpoint)
