@@ -204,6 +204,11 @@ def start_healthy_set(plan: Plan, timer: PhaseTimer) -> list[StartedContainer]:
             try:
                 outcomes.append(future.result())
             except BaseException as exc:
+                if not future.done():
+                    # Raised in this thread (the job's timeout), not by the replica: stop the
+                    # others' waiting now, not after their readiness timeouts
+                    abort.set()
+                    raise
                 outcomes.append(exc)
     started = [item for item in outcomes if isinstance(item, StartedContainer)]
     failures = [item for item in outcomes if not isinstance(item, StartedContainer)]
