@@ -90,15 +90,19 @@ def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = No
         deployment.rollback_to_release = release.number
     db.add(deployment)
     app.status = AppStatus.DEPLOYING
-    _commit_one_active(db, app_id)
+    _insert_one_active(db, app_id)
+    number = deployment.rollback_to_release
+    what = f"rollback to release {number}" if number else deployment.image
+    db.add(DeploymentEvent(deployment_id=deployment.id, kind="queued", message=f"queued: {what}"))
+    db.commit()  # the deployment, the app's status and the event in one transaction
     _queue(db, app, deployment)
     return deployment
 
 
-def _commit_one_active(db: Session, app_id: int) -> None:
+def _insert_one_active(db: Session, app_id: int) -> None:
     """The partial unique index decides, so two concurrent requests cannot both win."""
     try:
-        db.commit()
+        db.flush()
     except IntegrityError:
         db.rollback()
         active = active_deployment(db=db, app_id=app_id)
@@ -110,10 +114,6 @@ def _commit_one_active(db: Session, app_id: int) -> None:
 
 def _queue(db: Session, app: App, deployment: Deployment) -> None:
     """Hands the deployment to the workers, or leaves it waiting for its owner's slot."""
-    number = deployment.rollback_to_release
-    what = f"rollback to release {number}" if number else deployment.image
-    db.add(DeploymentEvent(deployment_id=deployment.id, kind="queued", message=f"queued: {what}"))
-    db.commit()
     dispatched = {item.deployment_id: item for item in dispatch.dispatch_waiting(db, app.owner_id)}
     mine = dispatched.get(deployment.id)
     if mine is None:
