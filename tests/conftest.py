@@ -33,9 +33,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
+def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
     """The whole platform, started the way `make up` starts it."""
-    with running_stack() as started:
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def say(line: str) -> None:  # past pytest's capture: a slow teardown says where it went
+        with capture.global_and_fixture_disabled():
+            print(f"\n{line}", flush=True)
+
+    with running_stack(report=say) as started:
         yield started
 
 

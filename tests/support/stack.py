@@ -8,10 +8,13 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -174,7 +177,9 @@ def wait_ready(api_url: str, timeout: float = 60.0, *, what: str = "the test pla
 
 
 @contextlib.contextmanager
-def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
+def running_stack(
+    *, prefix: str = "minipaas-test-", report: Callable[[str], None] | None = None
+) -> Iterator[Stack]:
     """The whole platform, started by `make up`'s own code (under its supervisor), torn down
     on exit.
 
@@ -206,19 +211,47 @@ def running_stack(*, prefix: str = "minipaas-test-") -> Iterator[Stack]:
         wait_ready(settings.api_url)
         yield Stack(settings=settings, env=env)
     finally:
+        phases = _PhaseClock()
         with contextlib.suppress(Exception):
             platform.down(settings, lambda _: None)
+        phases.mark("platform down")
         # After the worker stopped, so no queued deploy creates a container behind our back
-        remove_instance_containers(settings.instance_name)
+        removed = remove_instance_containers(settings.instance_name)
+        phases.mark(f"{removed} containers/services removed")
         with contextlib.suppress(Exception):
             get_runtime().remove_apps_network()
         remove_instance_networks(settings.instance_name)
+        phases.mark("networks removed")
         shutil.rmtree(data_dir, ignore_errors=True)
         apply_env(previous)
+        phases.report_if_slow("stack teardown", slower_than=15.0, report=report)
 
 
-def remove_instance_containers(instance: str) -> None:
-    """Removes every container (and Swarm service) labelled as this platform instance's.
+class _PhaseClock:
+    """Where a slow teardown spent its time, said past pytest's capture (sessions ended in
+    35-66 s where a small stack takes 3-6 s)."""
+
+    def __init__(self) -> None:
+        self.began = self.last = time.monotonic()
+        self.phases: list[str] = []
+
+    def mark(self, phase: str) -> None:
+        now = time.monotonic()
+        self.phases.append(f"{phase} {now - self.last:.1f} s")
+        self.last = now
+
+    def report_if_slow(
+        self, what: str, *, slower_than: float, report: Callable[[str], None] | None
+    ) -> None:
+        total = time.monotonic() - self.began
+        if total > slower_than:
+            line = f"{what}: {total:.1f} s: {', '.join(self.phases)}"
+            (report or partial(print, file=sys.stderr))(line)
+
+
+def remove_instance_containers(instance: str) -> int:
+    """Removes every container (and Swarm service) labelled as this platform instance's;
+    returns how many there were.
 
     A whole session leaves many: one list call each (no inspect per container) and the
     removals side by side (one at a time took ~0.3 s a container here)."""
@@ -226,6 +259,7 @@ def remove_instance_containers(instance: str) -> None:
 
     client = docker.from_env(max_pool_size=_REMOVERS)  # a connection for each remover
     label = {"label": f"io.minipaas.instance={instance}"}
+    services: list[str] = []
     with ThreadPoolExecutor(max_workers=_REMOVERS) as pool:
         if client.info()["Swarm"]["LocalNodeState"] == "active":
             services = [str(found["ID"]) for found in client.api.services(filters=label)]
@@ -235,6 +269,7 @@ def remove_instance_containers(instance: str) -> None:
         list(
             pool.map(_quietly(lambda ref: client.api.remove_container(ref, force=True)), containers)
         )
+    return len(containers) + len(services)
 
 
 def remove_instance_networks(instance: str, timeout: float = 30.0) -> None:
