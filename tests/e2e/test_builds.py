@@ -117,6 +117,29 @@ def test_a_failing_run_step_says_which_step_its_message_and_code(
     assert api.get(f"/apps/{app_id}").json()["image"] == HELLO_V1  # nothing was deployed
 
 
+def test_binary_and_endless_output_is_kept_within_bounds_and_the_build_succeeds(
+    api: httpx.Client, app_name: str
+) -> None:
+    """A NUL printed by a step failed the build (PostgreSQL text refuses it); a step printing
+    without end filled the database, for every app. Both now end in a bounded, readable log."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    run = (
+        "printf 'before\\000after\\n'; "
+        # 7,000 lines of 3,001 characters: 21 MB, over the 16 MB a build's log may hold
+        "yes \"$(printf '%3000s' x)\" | head -n 7000; "
+        f"echo {app_name}"
+    )
+    answer = start_build(api, app_id, tar_bytes(scratch_context("x", run=run)), deploy="false")
+    assert answer.status_code == 202, answer.text
+    build = wait_for_build(api, app_id, answer.json()["number"], timeout=240)
+    assert build["status"] == "succeeded", build
+    log = api.get(f"/apps/{app_id}/builds/{build['number']}/log", timeout=60).text
+    assert "before\\x00after" in log
+    assert "later lines are not kept" in log
+    assert 15 * 2**20 < len(log.encode()) < 17 * 2**20
+    assert app_name not in log.split("later lines are not kept")[1]  # dropped, not kept
+
+
 def test_a_missing_base_image_is_never_pulled_and_says_so(api: httpx.Client, app_name: str) -> None:
     app_id = create_app(api, app_name, HELLO_V1)["id"]
     body = tar_bytes({"Dockerfile": f"FROM minipaas-test/no-such-base-{app_name}:1\n"})
@@ -508,13 +531,22 @@ def test_a_members_builds_are_capped_and_private(
             assert wait_for_build(owner, app_id, 1, timeout=20)["status"] == "cancelled"
         # A member may not run another app's build by naming its tag
         theirs = f"{stack.settings.instance_name}-builds/app-{ids[0]}:1"
-        refused = other.post(
-            "/apps", json={"name": f"{app_name}-x", "image": theirs, "internal_port": 80}
-        )
-        assert refused.status_code == 422 and "another app's build" in refused.text
+        # ... also as Docker Hub's name of it, which the engine finds locally all the same
+        for name in (theirs, f"docker.io/{theirs}"):
+            refused = other.post(
+                "/apps", json={"name": f"{app_name}-x", "image": name, "internal_port": 80}
+            )
+            assert refused.status_code == 422 and "another app's build" in refused.text
         # ... nor build on it, nor copy out of it (it holds that app's source)
         own = create_app(other, f"{app_name}-y", HELLO_V1)["id"]
-        for dockerfile in (f"FROM {theirs}\n", f"FROM scratch\nCOPY --from={theirs} / /\n"):
+        patched = other.patch(f"/apps/{own}", json={"image": f"index.docker.io/{theirs}"})
+        assert patched.status_code == 422 and "another app's build" in patched.text
+        for dockerfile in (
+            f"FROM {theirs}\n",
+            f"FROM scratch\nCOPY --from={theirs} / /\n",
+            f"FROM docker.io/{theirs}\n",
+            f'ARG IMG="{theirs}"\nFROM $IMG\n',
+        ):
             context = tar_bytes({"Dockerfile": dockerfile})
             answer = start_build(other, own, context)
             assert answer.status_code == 422 and "another app's build" in answer.text, answer.text

@@ -76,3 +76,50 @@ def test_allowed_images_apply_to_base_images_and_ids_are_refused_to_members() ->
     by_id = "FROM sha256:" + "a" * 64 + "\n"
     with pytest.raises(InvalidRequest, match="by id"):
         check_base_images(_settings(), by_id, build_args={}, app_id=5, user=MEMBER)
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    [
+        # Docker Hub's prefix: the engine finds the local mp-builds/app-9 all the same
+        "FROM docker.io/mp-builds/app-9:3\n",
+        "FROM index.docker.io/mp-builds/app-9:3\n",
+        "FROM scratch\nCOPY --from=docker.io/mp-builds/app-9:3 /src /src\n",
+        # quotes: Docker removes them from ARG values
+        'ARG IMG="mp-builds/app-9:3"\nFROM $IMG\n',
+        "ARG IMG='mp-builds/app-9:3'\nFROM ${IMG}\n",
+        # several names on one ARG line
+        "ARG A=1 IMG=mp-builds/app-9:3\nFROM $IMG\n",
+    ],
+)
+def test_another_apps_build_is_refused_however_it_is_written(dockerfile: str) -> None:
+    with pytest.raises(InvalidRequest, match="another app's build"):
+        check_base_images(_settings(), dockerfile, build_args={}, app_id=5, user=MEMBER)
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "says"),
+    [
+        # another escape character would join the COPY into the RUN line for this reader
+        ("# escape=`\nFROM busybox\nRUN echo \\\nCOPY --from=mp-builds/app-9:3 / /x\n", "escape"),
+        ('ARG IMG\nFROM "$IMG"\n', "cannot tell which image"),
+        ("ARG EMPTY\nFROM $EMPTY\n", "cannot tell which image"),
+    ],
+)
+def test_what_docker_could_read_otherwise_is_refused(dockerfile: str, says: str) -> None:
+    with pytest.raises(InvalidRequest, match=says):
+        check_base_images(_settings(), dockerfile, build_args={}, app_id=5, user=MEMBER)
+
+
+def test_the_default_escape_directive_and_plain_comments_are_fine() -> None:
+    text = "# escape=\\\n# syntax comment\nFROM busybox:1\n"
+    check_base_images(_settings(), text, build_args={}, app_id=5, user=MEMBER)
+    assert base_images('ARG B="busybox:1"\nFROM $B\n', {}) == [BaseImage(2, "busybox:1")]
+
+
+def test_a_short_run_of_hex_digits_is_an_id_to_the_engine() -> None:
+    """The engine reads a name of hex digits as the prefix of an image id, however short."""
+    for name in ("3f", "deadbeef", "0123456789ab"):
+        with pytest.raises(InvalidRequest, match="by id"):
+            check_base_images(_settings(), f"FROM {name}\n", build_args={}, app_id=5, user=MEMBER)
+    check_base_images(_settings(), "FROM deadbeef:1\n", build_args={}, app_id=5, user=MEMBER)

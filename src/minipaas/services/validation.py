@@ -20,8 +20,10 @@ _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}
 IMAGE_REFERENCE_PATTERN = re.compile(
     rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?"
 )
-# How Docker names a local image by id: "sha256:<hex>", or a bare 12-64 hex id (prefix)
-IMAGE_ID_PATTERN = re.compile(r"sha256:[0-9a-fA-F]+|[0-9a-f]{12,64}")
+# How Docker names a local image by id: "sha256:<hex>", or bare hex. A name of hex digits
+# alone that is no tagged image is looked up as a prefix of an image id, however short
+# ("FROM 3f" runs the one image whose id starts with 3f): all of them count as ids
+IMAGE_ID_PATTERN = re.compile(r"sha256:[0-9a-fA-F]+|[0-9a-f]{1,64}")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 MAX_IMAGE_LENGTH = 255

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from minipaas.config import Settings
 from minipaas.db.models import User
-from minipaas.services import quotas
+from minipaas.services import quotas, validation
 from minipaas.services.builds import naming
 from minipaas.services.errors import InvalidRequest
 
@@ -57,6 +57,45 @@ def _instructions(text: str) -> list[tuple[int, str, list[str]]]:
     return found
 
 
+# A parser directive: "# name=value" on the Dockerfile's first lines, before anything else
+_DIRECTIVE = re.compile(r"#\s*(?P<name>[A-Za-z][A-Za-z0-9_]*)\s*=\s*(?P<value>.*?)\s*")
+
+
+def _check_directives(text: str) -> None:
+    """Another escape character joins and splits lines otherwise than this reader does,
+    which could hide a line from it: refused, as nothing needs it on Linux."""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        directive = _DIRECTIVE.fullmatch(raw.strip())
+        if directive is None:
+            return  # directives end at the first line that is not one
+        if directive.group("name").lower() == "escape" and directive.group("value") != "\\":
+            raise InvalidRequest(
+                f"Dockerfile line {number}: the escape directive is not supported; remove it "
+                "and write the Dockerfile with the default escape character (\\)",
+                loc=("body",),
+            )
+
+
+def _unquoted(word: str) -> str:
+    """A word with the shell's quote removal, as Docker does for ARG values."""
+    out: list[str] = []
+    quote = ""
+    escaped = False
+    for char in word:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote and char == quote:
+            quote = ""
+        elif not quote and char in "'\"":
+            quote = char
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _expand(value: str, known: dict[str, str], line: int) -> str:
     def replace(match: re.Match[str]) -> str:
         name = match.group("braced") or match.group("bare")
@@ -68,7 +107,9 @@ def _expand(value: str, known: dict[str, str], line: int) -> str:
         return current
 
     expanded = _VARIABLE.sub(replace, value)
-    if "$" in expanded:
+    # Anything but a plain reference (empty, quoted, odd) may resolve otherwise in the
+    # engine than here: refused rather than guessed at
+    if "$" in expanded or not validation.IMAGE_REFERENCE_PATTERN.fullmatch(expanded):
         raise InvalidRequest(
             f"Dockerfile line {line}: cannot tell which image {value!r} names; write the base "
             "image's name, or use ARG NAME=default before the first FROM",
@@ -84,10 +125,12 @@ def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
     stages: set[str] = set()
     images: list[BaseImage] = []
     seen_from = False
+    _check_directives(text)
     for line, instruction, words in _instructions(text):
-        if instruction == "ARG" and not seen_from and words:
-            name, has_default, default = words[0].partition("=")
-            known[name] = build_args.get(name, default if has_default else "")
+        if instruction == "ARG" and not seen_from:
+            for word in words:  # ARG A=1 B=2 declares both
+                name, has_default, default = word.partition("=")
+                known[name] = build_args.get(name, _unquoted(default) if has_default else "")
         elif instruction == "FROM":
             seen_from = True
             names = [w for w in words if not w.startswith("--")]

@@ -16,14 +16,28 @@ def build_tag(settings: Settings, app_id: int, number: int) -> str:
     return f"{build_repository(settings, app_id)}:{number}"
 
 
+# Names the engine reads as Docker Hub's, so "docker.io/x/y" is the local "x/y"
+_DOCKER_HUB_PREFIXES = ("docker.io/", "index.docker.io/")
+
+
+def engine_name(image: str) -> str:
+    """The name as the engine looks it up locally: without a Docker Hub prefix."""
+    lowered = image.lower()
+    for prefix in _DOCKER_HUB_PREFIXES:
+        if lowered.startswith(prefix):
+            return image[len(prefix) :]
+    return image
+
+
 def is_own_build_image(settings: Settings, app_id: int, image: str) -> bool:
     """The image is one of this app's builds (ALLOWED_IMAGES does not apply to it)."""
-    return image.startswith(f"{build_repository(settings, app_id)}:")
+    return engine_name(image).startswith(f"{build_repository(settings, app_id)}:")
 
 
 def is_build_image(settings: Settings, image: str) -> bool:
-    """Any app's build: another app may not name it (it holds that app's source)."""
-    return image.startswith(f"{settings.instance_name.lower()}-builds/")
+    """Any app's build: another app may not name it (it holds that app's source), also
+    not as docker.io/<its name>, which the engine finds on this host all the same."""
+    return engine_name(image).startswith(f"{settings.instance_name.lower()}-builds/")
 
 
 def check_not_a_build(settings: Settings, image: str, *, app_id: int | None, user: User) -> None:
