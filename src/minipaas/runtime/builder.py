@@ -35,6 +35,9 @@ _WATCH_INTERVAL = 0.5
 # Output is handed on in batches: one database write per batch, not per line
 _FLUSH_LINES = 200
 _FLUSH_SECONDS = 0.25
+# Output without a newline this long is handed on as a line of its own: a step printing
+# without end (`yes | tr -d '\n'`) would otherwise grow one string in this process
+_MAX_PARTIAL_CHARS = 64 * 1024
 _MB = 1024 * 1024
 
 
@@ -105,6 +108,9 @@ class _Lines:
         with self.lock:
             text = self.partial + text.replace("\r\n", "\n")
             *lines, self.partial = text.split("\n")
+            if len(self.partial) > _MAX_PARTIAL_CHARS:
+                lines.append(self.partial)
+                self.partial = ""
             for line in lines:
                 self.progress.saw(line)
                 self.batch.append(line)

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # A stored log line longer than this is cut (a minified file printed by a step)
 MAX_LINE_CHARS = 4000
+# What one build's log may hold in the database; later lines are dropped, said in one line.
+# A step printing without end would otherwise fill PostgreSQL's disk for every app
+MAX_LOG_BYTES = 16 * 1024 * 1024
 
 
 def run_build(build_id: int) -> None:
@@ -110,24 +113,39 @@ class _LogWriter:
     def __init__(self, build_id: int) -> None:
         self.build_id = build_id
         with get_session() as db:  # a build that ran before (a retried job) continues its log
-            self.count = (
-                db.scalar(
-                    select(func.max(BuildLogLine.line)).where(BuildLogLine.build_id == build_id)
-                )
-                or 0
-            )
+            count, stored = db.execute(
+                select(
+                    func.max(BuildLogLine.line),
+                    func.coalesce(func.sum(func.octet_length(BuildLogLine.text)), 0),
+                ).where(BuildLogLine.build_id == build_id)
+            ).one()
+        self.count: int = count or 0
+        self.bytes: int = int(stored)
+        self.full = self.bytes > MAX_LOG_BYTES
 
     def write(self, lines: list[str]) -> None:
         rows = []
         container = None
         for text in lines:
-            self.count += 1
-            rows.append(
-                {"build_id": self.build_id, "line": self.count, "text": text[:MAX_LINE_CHARS]}
-            )
             container = step_container_in(text) or container
+            if self.full:
+                continue
+            # PostgreSQL text cannot hold NUL, which a step's binary output may have
+            kept = text[:MAX_LINE_CHARS].replace("\x00", "\\x00")
+            self.bytes += len(kept.encode(errors="replace"))
+            if self.bytes > MAX_LOG_BYTES:
+                self.full = True
+                kept = (
+                    f"[the build's log is over {MAX_LOG_BYTES // (1024 * 1024)} MB: "
+                    "later lines are not kept; the build goes on]"
+                )
+            self.count += 1
+            rows.append({"build_id": self.build_id, "line": self.count, "text": kept})
+        if not rows and container is None:
+            return
         with get_session() as db:
-            db.execute(insert(BuildLogLine), rows)
+            if rows:
+                db.execute(insert(BuildLogLine), rows)
             if container is not None:
                 db.execute(
                     update(Build)
