@@ -12,6 +12,7 @@ from redis import Redis
 
 from minipaas import queue
 from minipaas.api.app import create_app
+from minipaas.config import get_settings
 from tests.support.stack import Stack, free_port
 
 pytestmark = [pytest.mark.docker]
@@ -134,6 +135,20 @@ def test_endless_ids_and_nul_characters_get_a_4xx_never_a_500(
         assert response.status_code == 422, (path, response.text)
         assert next(iter(body)) in response.text  # names the field to change
     assert client.get(f"/apps/{app_id}").json()["health_check_path"] == "/"
+
+
+def test_a_name_whose_host_is_the_platforms_is_refused(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """APPS_DOMAIN=example.com with PLATFORM_HOST=paas.example.com: an app named "paas" would
+    have the platform's host, which the router refuses to route (and its bad route held up
+    every other app's full sync)."""
+    settings = get_settings()
+    monkeypatch.setattr(settings, "platform_host", f"paas.{settings.apps_domain}")
+    refused = client.post("/apps", json=_body("paas"))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["loc"] == ["body", "name"]
+    assert "PLATFORM_HOST" in refused.text
 
 
 def test_pagination(client: TestClient, app_name: str) -> None:

@@ -546,3 +546,15 @@ def test_a_publish_during_a_full_sync_is_not_undone_by_its_older_read(rig: Rig) 
     publisher.join(timeout=10)
     assert rig.router.live_table() == {1: stopped}
     assert rig.get("/", "web.apps.localhost").status_code == 503
+
+
+def test_a_route_the_host_policy_refuses_is_left_out_of_a_sync_not_every_route(
+    rig: Rig,
+) -> None:
+    """One app's route naming the platform's host (made before a rule existed, say) made the
+    reconciler's every full sync fail: no other app's drift was ever repaired."""
+    good = rig.route(1, "web", rig.blue)
+    bad = rig.route(2, "evil", rig.green, domains=(rig.settings.platform_host,))
+    assert rig.router.sync(lambda: [good, bad]) is True
+    assert rig.router.live_table() == {1: good}
+    assert rig.get("/", "web.apps.localhost").json()["app"] == "blue"

@@ -9,6 +9,7 @@ static config changes (an upgrade or new settings), never for a route.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import time
@@ -36,6 +37,8 @@ from minipaas.router.route import (
 from minipaas.router.route_snapshot import RouteSnapshot
 
 __all__ = ["Backend", "LuaRouter", "Route", "RouteConflictError", "RouteKind", "RouterError"]
+
+log = logging.getLogger(__name__)
 
 
 class LuaRouter:
@@ -140,10 +143,17 @@ class LuaRouter:
             return True
 
     def _checked_table(self, routes: Iterable[Route]) -> list[Route]:
-        table = sorted(routes, key=lambda r: r.app_id)
+        """The routes in app order, without any the host policy refuses: one app's bad route
+        (made before a rule existed, say) must not keep every other app's from syncing."""
+        table = []
+        for route in sorted(routes, key=lambda r: r.app_id):
+            try:
+                self._check_policy(route)
+            except ValueError as exc:
+                log.error("route of app %s left out of the router's table: %s", route.app_id, exc)
+                continue
+            table.append(route)
         _check_unique(table)
-        for route in table:
-            self._check_policy(route)
         return table
 
     def _replace(self, table: list[Route]) -> None:

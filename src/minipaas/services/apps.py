@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from minipaas import security
-from minipaas.config import get_settings
+from minipaas.config import Settings, get_settings
 from minipaas.db.models import App, PullPolicy, RunSettings, User
 from minipaas.services import certificates, quotas, validation
 from minipaas.services.access import readable_apps
@@ -79,8 +79,23 @@ def list_apps(
     return [], total
 
 
+def _check_host_is_not_the_platforms(settings: Settings, name: str) -> None:
+    """The app's own host, <name>.<APPS_DOMAIN>, may not be PLATFORM_HOST or under it (with
+    APPS_DOMAIN=example.com and PLATFORM_HOST=paas.example.com, the app "paas"): the router
+    refuses such a route, so the app could never be served."""
+    host = f"{name}.{settings.apps_domain}"
+    platform = settings.platform_host
+    if host == platform or host.endswith(f".{platform}"):
+        raise InvalidRequest(
+            f"name '{name}' would give the app the host {host}, which is the platform's "
+            "(PLATFORM_HOST); choose another name",
+            loc=("body", "name"),
+        )
+
+
 def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> App:
     settings = get_settings()
+    _check_host_is_not_the_platforms(settings, name)
     memory_mb = wanted.memory_mb or settings.default_memory_mb
     cpus = wanted.cpus or settings.default_cpus
     pids = wanted.pids or settings.default_pids
