@@ -256,6 +256,9 @@ def test_http_is_redirected_to_https_per_app_and_hsts_is_off_by_default(
 
     answer = eventually(redirected, timeout=10, message="HTTP was not redirected")
     assert answer.headers["location"] == f"https://{host}:{tls_port}/?x=1"
+    # To the very URL asked for: not nginx's decoded, normalized path (a%2Fb is not a/b)
+    encoded = router.get("/a%2Fb/%20c?x=%3F", headers={"Host": host}, follow_redirects=False)
+    assert encoded.headers["location"] == f"https://{host}:{tls_port}/a%2Fb/%20c?x=%3F"
     headers = _curl(
         f"https://{host}:{tls_port}/",
         cacert=ca,

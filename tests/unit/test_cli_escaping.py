@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from minipaas.cli import client
 from minipaas.cli.safe_text import markup, plain
 
 # Retitles the terminal, clears it, colours through Rich, reorders text (bidi override)
@@ -137,3 +138,17 @@ def test_server_text_reaches_the_terminal_inert(
     # shown as sent: neither interpreted as markup nor dropped
     assert "[red]x[/red]" in output, (args, output)
     assert "\\x1b]0;evil\\x07" in output and "\\x1b[2J" in output, (args, output)
+
+
+def test_the_saved_token_is_never_in_a_file_others_can_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An existing config file kept its mode when opened for writing: a 0644 one held the new
+    token readable by anyone until the chmod after it."""
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    config.chmod(0o644)
+    monkeypatch.setattr(client, "CONFIG_FILE", config)
+    client.save_connection(client.Connection("http://127.0.0.1:8000", "mp_secret"))
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert json.loads(config.read_text())["token"] == "mp_secret"

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from minipaas.cli.safe_text import markup, plain, rich_text
+from minipaas.files import write_atomically
 
 CONFIG_FILE = Path(os.environ.get("MINIPAAS_CONFIG", Path.home() / ".config/minipaas/config.json"))
 console = Console()
@@ -49,11 +50,10 @@ def load_connection() -> Connection:
 
 
 def save_connection(connection: Connection) -> None:
-    CONFIG_FILE.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(CONFIG_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"url": connection.url, "token": connection.token}, handle)
-    CONFIG_FILE.chmod(0o600)
+    # A new file, private from its first byte, renamed over the old one: opening the old
+    # one would keep its mode (0644, say) while the token is written into it
+    text = json.dumps({"url": connection.url, "token": connection.token})
+    write_atomically(CONFIG_FILE, text, mode=0o600)
 
 
 class Api:

@@ -217,8 +217,8 @@ function _M.after_route()
         return
     end
     local port = tls_port == 443 and "" or (":" .. tls_port)
-    local args = ngx.var.args
-    local target = "https://" .. ngx.var.host .. port .. ngx.var.uri .. (args and ("?" .. args) or "")
+    -- the request's own URI, as sent: $uri is decoded and normalized (a%2Fb would go to a/b)
+    local target = "https://" .. ngx.var.host .. port .. ngx.var.request_uri
     return ngx.redirect(target, 308)
 end
 
