@@ -3,6 +3,7 @@ cancel, unsafe contexts, the upload cap, the cache, and rollback to an earlier b
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import select
@@ -260,6 +261,10 @@ def test_options_are_checked(api: httpx.Client, app_name: str) -> None:
     missing = start_build(api, app_id, body, dockerfile="docker/Dockerfile.prod")
     assert missing.status_code == 422 and "docker/Dockerfile.prod" in missing.text
     assert start_build(api, app_id, b"").status_code == 422
+    # A gzip header over a corrupt deflate stream (zlib's own error): a 422, not a 500
+    packed = gzip.compress(body)
+    corrupt = start_build(api, app_id, packed[:10] + b"\xff" * 64 + packed[-8:])
+    assert corrupt.status_code == 422 and "tar.gz" in corrupt.text, corrupt.text
 
 
 def _answer(sock: socket.socket) -> str:
