@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
+
 import httpx
 import pytest
 
@@ -187,3 +190,33 @@ def test_logs_follow_streams_new_lines_until_the_client_leaves(
     assert len(seen) >= 2 and "response:200" in seen[-1], seen
     # the API is fine after the client went away
     assert api.get(f"/apps/{app_id}").status_code == 200
+
+
+def test_an_app_being_deleted_answers_404_never_502(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    """The app is stopped (503 page) before its containers go: requests meanwhile get the
+    stopped page, then 404, never a 502 from a container removed while still routed to."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert deploy(api, app_id)["status"] == "succeeded"
+    host = {"Host": f"{app_name}.{stack.settings.apps_domain}"}
+    statuses: Counter[int] = Counter()
+    stop = threading.Event()
+
+    def get_until_stopped() -> None:
+        with httpx.Client(base_url=stack.router_url, timeout=10) as client:
+            while not stop.is_set():
+                statuses[client.get("/", headers=host).status_code] += 1
+
+    clients = [threading.Thread(target=get_until_stopped) for _ in range(3)]
+    for client in clients:
+        client.start()
+    try:
+        eventually(lambda: statuses[200] > 20, timeout=10, message="no request was served")
+        assert api.delete(f"/apps/{app_id}").status_code == 204
+        eventually(lambda: statuses[404] > 20, timeout=10, message="the route outlived the app")
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=10)
+    assert set(statuses) <= {200, 503, 404}, statuses

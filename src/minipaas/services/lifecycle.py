@@ -230,13 +230,15 @@ def _mark_start_failed(db: Session, app: App, action: Action, exc: Exception) ->
 
 
 def perform_delete(app_id: int) -> JobResult:
-    """Removes every container of the app, the app row (and its history), then its route."""
+    """Stops routing to the app, removes every container of it, the app row (and its
+    history), then its route."""
     runtime = get_runtime()
     with app_lock(app_id):
         try:
             with get_session() as db:
                 if records.active_deployment(db=db, app_id=app_id) is not None:
                     raise Conflict("a deployment started meanwhile; try again")
+            _stop_routing_to(app_id)
             for container_id in runtime.platform_container_ids(app_id):
                 runtime.remove(container_id)
             runtime.remove_app_network(app_id)
@@ -256,3 +258,19 @@ def perform_delete(app_id: int) -> JobResult:
                 "the reconciler retries",
             )
     return DONE
+
+
+def _stop_routing_to(app_id: int) -> None:
+    """The app stopped in the database and its route the 503 page, before its containers
+    go: no request is sent to a container being removed (a 502), and the reconciler, which
+    repairs the router from the database, keeps it so. If the delete fails from here, the
+    app stays stopped and can be deleted again."""
+    with get_session() as db:
+        app = db.get(App, app_id, with_for_update=True)
+        if app is None:
+            return
+        app.status = AppStatus.STOPPED
+        app.status_detail = "stopped to be deleted"
+        app.forget_crashes()
+        db.commit()
+    routing.publish_app_route_best_effort(app_id)
