@@ -13,6 +13,8 @@ from minipaas.api.app import create_app
 from minipaas.config import get_settings
 from minipaas.db.models import ApiToken, App
 from minipaas.db.session import get_session
+from minipaas.queue import get_redis
+from minipaas.services import auth_throttle
 from tests.support.flows import create_app as register_app
 from tests.support.flows import deploy
 from tests.support.images import HELLO_V1
@@ -167,8 +169,10 @@ def test_env_values_are_encrypted_masked_and_reach_only_the_container(
 def test_repeated_failed_authentication_is_slowed_down(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # In-process, so this client ("testclient") has its own counter and a low limit
+    # In-process, so this client ("testclient") has its own counter and a low limit; other
+    # in-process tests' failures of the last minute do not count here
     monkeypatch.setattr(get_settings(), "auth_failures_per_minute", 3)
+    get_redis().delete(auth_throttle._key("testclient"))
     with TestClient(create_app()) as test_client:
         bad = {"Authorization": "Bearer mp_wrong"}
         codes = [test_client.get("/me", headers=bad).status_code for _ in range(3)]
