@@ -16,9 +16,11 @@ from fastapi.testclient import TestClient
 from minipaas.api.app import create_app
 from minipaas.clock import now
 from minipaas.config import get_settings
-from minipaas.db.models import App, AppStatus, Deployment, DeploymentStatus
+from minipaas.db.models import App, AppStatus, Deployment, DeploymentStatus, User
 from minipaas.db.session import get_session
 from minipaas.services import releases
+from minipaas.services.apps import update_app
+from minipaas.services.errors import Forbidden
 from tests.support.flows import create_app as register_app
 from tests.support.flows import wait_for_deployment
 from tests.support.images import HELLO_V1
@@ -71,6 +73,49 @@ def test_shrinking_settings_after_deploy_does_not_dodge_the_memory_quota(
         assert client.patch(f"/apps/{big['id']}", json={"memory_mb": 16}).status_code == 200
         for app_id in (big["id"], second.json()["id"]):
             assert client.delete(f"/apps/{app_id}").status_code in (202, 204)
+
+
+def test_more_replicas_of_a_running_app_count_at_what_its_containers_run(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    """Settings lowered and replicas raised in one PATCH (or two): the check counted the
+    new settings times the new count, but a scale up starts more containers of what runs,
+    at the old, larger limits (3 x 512 MB on a 768 MB quota)."""
+    biggest = stack.settings.max_memory_mb  # 512, the quota 768
+    with member_client(stack, new_member(api)) as client:
+        app = register_app(client, app_name, HELLO_V1, memory_mb=biggest)
+        assert deploy(client, app["id"])["status"] == "succeeded"
+        at_once = client.patch(f"/apps/{app['id']}", json={"memory_mb": 32, "replicas": 3})
+        assert at_once.status_code == 403, at_once.text
+        assert "memory quota" in at_once.json()["detail"]
+        assert client.patch(f"/apps/{app['id']}", json={"memory_mb": 32}).status_code == 200
+        in_two = client.patch(f"/apps/{app['id']}", json={"replicas": 3})
+        assert in_two.status_code == 403, in_two.text
+        # after a deploy of the smaller settings, three of them fit
+        assert deploy(client, app["id"])["status"] == "succeeded"
+        assert client.patch(f"/apps/{app['id']}", json={"replicas": 3}).status_code == 200
+        assert client.delete(f"/apps/{app['id']}").status_code in (202, 204)
+
+
+def test_two_patches_at_once_cannot_each_pass_on_what_the_other_changes(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    """Each PATCH loaded the app before the other committed and checked its change against
+    that stale row: memory to 512 (x1) and replicas to 3 (x256) both fit a 768 MB quota, and
+    the app ended at 3 x 512. The second now re-reads the app under its lock."""
+    member = new_member(api)
+    with member_client(stack, member) as client:
+        app_id = register_app(client, app_name, HELLO_V1, memory_mb=256)["id"]
+    with get_session() as first, get_session() as second:
+        owner_first, owner_second = first.get(User, member.id), second.get(User, member.id)
+        app_first, app_second = first.get(App, app_id), second.get(App, app_id)
+        assert owner_first and owner_second and app_first and app_second
+        update_app(db=first, app=app_first, changes={"memory_mb": 512}, caller=owner_first)
+        with pytest.raises(Forbidden, match="memory quota"):
+            update_app(db=second, app=app_second, changes={"replicas": 3}, caller=owner_second)
+    with get_session() as db:
+        app = db.get(App, app_id)
+        assert app is not None and (app.memory_mb, app.replicas) == (512, 1)
 
 
 def test_cpu_and_pids_quotas_count_what_runs(

@@ -106,7 +106,7 @@ def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> A
     quotas.check_replicas(settings, wanted.replicas, in_body=True)
     # Holds the owner's row lock until the commit: quota checks of one member run one at a time
     wanted_limits = quotas.Limits(memory_mb=memory_mb, cpus=cpus, pids=pids)
-    quotas.check_new_app(settings, db, owner=owner, wanted=wanted_limits.times(wanted.replicas))
+    quotas.check_new_app(settings, db, owner=owner, wanted=wanted_limits, replicas=wanted.replicas)
     app = App(name=name, owner_id=owner.id, replicas=wanted.replicas)
     app.set_run_settings(
         RunSettings(
@@ -135,6 +135,15 @@ def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> A
     return app
 
 
+def _lock_and_reload(db: Session, app: App) -> None:
+    db.scalar(
+        select(App)
+        .where(App.id == app.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) -> App:
     """Changes take effect on the next deploy."""
     settings = get_settings()
@@ -142,6 +151,10 @@ def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) 
         quotas.check_image_allowed(settings, changes["image"], in_body=True)
         quotas.check_image_by_id(settings, changes["image"], user=caller, in_body=True)
         naming.check_not_a_build(settings, changes["image"], app_id=app.id, user=caller)
+    if {"memory_mb", "cpus", "pids", "replicas"} & changes.keys():
+        # What the app holds now, under its lock: a concurrent PATCH of another of these
+        # fields (committed since this request loaded the app) counts
+        _lock_and_reload(db, app)
     limits = quotas.Limits(
         memory_mb=changes.get("memory_mb", app.memory_mb),
         cpus=changes.get("cpus", app.cpus),
@@ -158,7 +171,9 @@ def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) 
     quotas.check_replicas(settings, replicas, in_body=True)
     owner = db.get(User, app.owner_id) if app.owner_id is not None else None
     if owner is not None and (limits != quotas.Limits.of(app) or replicas != app.replicas):
-        quotas.check_app_change(settings, db, owner=owner, app=app, wanted=limits.times(replicas))
+        quotas.check_app_change(
+            settings, db, owner=owner, app=app, wanted=limits, replicas=replicas
+        )
     tls_changed = bool({"https_redirect", "hsts_max_age"} & changes.keys())
     if changes.get("https_redirect") and not settings.router_tls_port:
         raise InvalidRequest(

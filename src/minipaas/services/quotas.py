@@ -128,21 +128,33 @@ NOTHING = Limits(memory_mb=0, cpus=0.0, pids=0)
 @dataclass(frozen=True)
 class AppUsage:
     """An app counts the most of what it is set to (the next deploy runs that), what its
-    container was deployed with (it keeps those limits until replaced, stopped or not) and
-    what its pending deployment will run (a rollback runs a release's, not the settings);
-    each times its replicas (set, or containers that exist for the running part)."""
+    containers were deployed with (they keep those limits until replaced, stopped or not)
+    and what its pending deployment will run (a rollback runs a release's, not the settings).
+
+    Limits are per container, so a change of the replica count is counted against each of
+    them: a scale up starts more containers of what runs now, not of the new settings."""
 
     configured: Limits
-    running: Limits | None = None
+    replicas: int
+    running: Limits | None = None  # the current deployment's, while its container exists
+    containers: int = 0  # that exist now: each may run again without a deploy
     pending: Limits | None = None
 
     @property
     def counted(self) -> Limits:
-        return self.configured.most(self.running).most(self.pending)
+        total = self.configured.times(self.replicas)
+        if self.running is not None:
+            total = total.most(self.running.times(max(self.containers, self.replicas)))
+        if self.pending is not None:
+            total = total.most(self.pending.times(self.replicas))
+        return total
 
 
-def check_new_app(settings: Settings, db: Session, *, owner: User, wanted: Limits) -> None:
-    """Raises 403 when one more app with these limits would pass the owner's quotas."""
+def check_new_app(
+    settings: Settings, db: Session, *, owner: User, wanted: Limits, replicas: int
+) -> None:
+    """Raises 403 when one more app with these limits (per container) would pass the owner's
+    quotas."""
     if owner.is_admin:
         return
     usage = _usage_by_app(db, owner)
@@ -151,21 +163,25 @@ def check_new_app(settings: Settings, db: Session, *, owner: User, wanted: Limit
             f"app quota reached: {owner.username} has {len(usage)} apps and may have "
             f"{settings.user_max_apps}; delete one first"
         )
-    _refuse_growth(settings, owner, usage, {**usage, None: AppUsage(configured=wanted)})
+    new_app = AppUsage(configured=wanted, replicas=replicas)
+    _refuse_growth(settings, owner, usage, {**usage, None: new_app})
 
 
 def check_app_change(
-    settings: Settings, db: Session, *, owner: User, app: App, wanted: Limits
+    settings: Settings, db: Session, *, owner: User, app: App, wanted: Limits, replicas: int
 ) -> None:
-    """Raises 403 when setting the app's limits to `wanted` would pass the owner's quotas.
+    """Raises 403 when setting the app's limits (per container) to `wanted` and its replica
+    count to `replicas` would pass the owner's quotas.
 
-    Lowering an app's settings frees nothing until a deploy replaces its container."""
+    Lowering an app's settings frees nothing until a deploy replaces its containers, and
+    more replicas of a running app are more of its running containers."""
     if owner.is_admin:
         return
     _lock_app(db, app)
     usage = _usage_by_app(db, owner)
-    before = usage.get(app.id, AppUsage(configured=Limits.of(app)))
-    _refuse_growth(settings, owner, usage, {**usage, app.id: replace(before, configured=wanted)})
+    before = usage.get(app.id, AppUsage(configured=Limits.of(app), replicas=app.replicas))
+    after = replace(before, configured=wanted, replicas=replicas)
+    _refuse_growth(settings, owner, usage, {**usage, app.id: after})
 
 
 def check_rollback(
@@ -177,8 +193,8 @@ def check_rollback(
         return
     _lock_app(db, app)
     usage = _usage_by_app(db, owner)
-    before = usage.get(app.id, AppUsage(configured=Limits.of(app)))
-    after = replace(before, pending=release.times(app.replicas).most(before.pending))
+    before = usage.get(app.id, AppUsage(configured=Limits.of(app), replicas=app.replicas))
+    after = replace(before, pending=release.most(before.pending))
     _refuse_growth(settings, owner, usage, {**usage, app.id: after})
 
 
@@ -221,13 +237,12 @@ def _usage_by_app(db: Session, owner: User) -> dict[int | None, AppUsage]:
     ).all()
     usage = {}
     for row in rows:
-        replicas, containers = row[10], 1 + row[11]
-        ran, will_run = _limits(row[4:7]), _limits(row[7:10])
         usage[row[0]] = AppUsage(
-            configured=(_limits(row[1:4]) or NOTHING).times(replicas),
-            # A scale up starts more of what runs
-            running=ran.times(max(containers, replicas)) if ran else None,
-            pending=will_run.times(replicas) if will_run else None,
+            configured=_limits(row[1:4]) or NOTHING,
+            replicas=row[10],
+            running=_limits(row[4:7]),
+            containers=1 + row[11],
+            pending=_limits(row[7:10]),
         )
     return usage
 
