@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ def test_certificates_by_sni_change_without_a_reload(rig: TlsRig) -> None:
 
     shop, shop_ca = rig.bundle(["shop.example.test"], "shop")
     wildcard, _ = rig.bundle(["*.apps.example.test"], "wild")
-    rig.tls.publish(tls.TlsState(certs=(shop, wildcard)))
+    rig.tls.publish(lambda: tls.TlsState(certs=(shop, wildcard)))
     assert rig.served("shop.example.test").serial_number != fallback.serial_number
     assert "apps.example.test" in rig.served("web.apps.example.test").subject.rfc4514_string()
     # one label only, as browsers match wildcards
@@ -104,13 +105,13 @@ def test_certificates_by_sni_change_without_a_reload(rig: TlsRig) -> None:
         assert verified.version() in ("TLSv1.2", "TLSv1.3")
 
     renewed, _ = rig.bundle(["shop.example.test"], "shop2")
-    rig.tls.publish(tls.TlsState(certs=(renewed, wildcard)))
+    rig.tls.publish(lambda: tls.TlsState(certs=(renewed, wildcard)))
     assert (
         rig.served("shop.example.test").serial_number
         == x509.load_pem_x509_certificate(renewed.cert_pem.encode()).serial_number
     )
     # dropped from the state: the fallback again
-    rig.tls.publish(tls.TlsState(certs=(wildcard,)))
+    rig.tls.publish(lambda: tls.TlsState(certs=(wildcard,)))
     assert rig.served("shop.example.test").serial_number == fallback.serial_number
 
     assert rig.router.pid() == master
@@ -120,17 +121,17 @@ def test_certificates_by_sni_change_without_a_reload(rig: TlsRig) -> None:
 
 def test_a_bad_certificate_is_refused_and_the_served_one_stays(rig: TlsRig) -> None:
     good, _ = rig.bundle(["keep.example.test"], "keep")
-    rig.tls.publish(tls.TlsState(certs=(good,)))
+    rig.tls.publish(lambda: tls.TlsState(certs=(good,)))
     serial = rig.served("keep.example.test").serial_number
     broken = tls.CertificateBundle(("keep.example.test",), "not a certificate", good.key_pem)
     with pytest.raises(RouterError, match="certificate 1"):
-        rig.tls.publish(tls.TlsState(certs=(broken,)))
+        rig.tls.publish(lambda: tls.TlsState(certs=(broken,)))
     assert rig.served("keep.example.test").serial_number == serial
 
 
 def test_kill_9_then_start_serves_the_certificates_at_once(rig: TlsRig) -> None:
     kept, _ = rig.bundle(["kept.example.test"], "kept")
-    rig.tls.publish(tls.TlsState(certs=(kept,)))
+    rig.tls.publish(lambda: tls.TlsState(certs=(kept,)))
     serial = rig.served("kept.example.test").serial_number
     assert (rig.tls.state_file.stat().st_mode & 0o777) == 0o600
     assert (rig.settings.tls_dir / tls.FALLBACK_KEY).stat().st_mode & 0o077 == 0
@@ -178,3 +179,29 @@ def test_without_a_tls_port_nothing_about_tls_is_rendered(rig: TlsRig) -> None:
     assert "ssl" not in text and "minipaas_tls" not in text
     with pytest.raises(ValueError, match="tls_dir"):
         RouterConfig(**{**plain.__dict__, "tls_listen": "127.0.0.1:8443"})
+
+
+def test_a_publish_is_not_undone_by_an_older_read(rig: TlsRig) -> None:
+    """A request read the TLS state (a domain's certificate still in it) just before another
+    removed the domain and published: its older state landed last, and the removed name's
+    certificate was served again until the reconciler's next pass. Reads are under the lock."""
+    old, _ = rig.bundle(["gone.example.test"], "gone")
+    newer = tls.TlsState(certs=())
+    read_started, publish_done = threading.Event(), threading.Event()
+
+    def stale_read() -> tls.TlsState:
+        read_started.set()
+        publish_done.wait(timeout=1)  # the newer publish waits for the lock meanwhile
+        return tls.TlsState(certs=(old,))
+
+    def publish_newer() -> None:
+        read_started.wait(timeout=5)
+        rig.tls.publish(lambda: newer)
+        publish_done.set()
+
+    publisher = threading.Thread(target=publish_newer)
+    publisher.start()
+    rig.tls.publish(stale_read)
+    publisher.join(timeout=10)
+    assert rig.tls.live_version() == newer.body()["version"]
+    assert rig.tls.sync(lambda: newer) is None  # nothing left to push

@@ -14,7 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,24 +160,33 @@ class TlsRouter:
     def enabled(self) -> bool:
         return self.settings.router_tls_port != 0
 
-    def publish(self, state: TlsState) -> None:
-        """The file first (nginx's next start), then nginx's memory, under one lock."""
-        body = state.body()
+    def publish(self, read_state: Callable[[], TlsState]) -> None:
+        """The state `read_state` finds, read under the lock: two publishes cannot land in
+        the wrong order (an older read overwriting a newer one). The file first (nginx's
+        next start), then nginx's memory."""
         with self._locked():
-            write_atomically(self.state_file, json.dumps(body), mode=0o600)
-            self._control().request("PUT", "/tls/state", body)
+            self._push(read_state().body())
+
+    def _push(self, body: dict[str, object]) -> None:
+        """Under the lock."""
+        write_atomically(self.state_file, json.dumps(body), mode=0o600)
+        self._control().request("PUT", "/tls/state", body)
 
     def live_version(self) -> str | None:
         answer = self._control().request("GET", "/tls/state")
         version = answer.get("version") if isinstance(answer, dict) else None
         return str(version) if version else None
 
-    def sync(self, state: TlsState) -> bool:
-        """Pushes the state if nginx holds another one; True if it did."""
-        if self.live_version() == state.body()["version"]:
-            return False
-        self.publish(state)
-        return True
+    def sync(self, read_state: Callable[[], TlsState]) -> TlsState | None:
+        """Pushes the state (read under the lock, as publish does) if nginx holds another
+        one; the state pushed, or None when nginx had it already."""
+        with self._locked():
+            state = read_state()
+            body = state.body()
+            if self.live_version() == body["version"]:
+                return None
+            self._push(body)
+            return state
 
     def put_challenge(self, token: str, key_authorization: str) -> None:
         self._control().request(

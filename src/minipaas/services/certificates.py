@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
@@ -124,9 +125,7 @@ def publish_tls() -> None:
     settings = get_settings()
     if not settings.router_tls_port:
         return
-    with get_session() as db:
-        state = tls_state(db, settings)
-    tls_router().publish(state)
+    tls_router().publish(partial(_read_tls_state, settings))
 
 
 def publish_tls_best_effort() -> None:
@@ -142,11 +141,15 @@ def sync_tls() -> list[str]:
     settings = get_settings()
     if not settings.router_tls_port:
         return []
-    with get_session() as db:
-        state = tls_state(db, settings)
-    if tls_router().sync(state):
-        return [f"pushed the TLS state ({len(state.certs)} certificates) to the router"]
+    pushed = tls_router().sync(partial(_read_tls_state, settings))
+    if pushed is not None:
+        return [f"pushed the TLS state ({len(pushed.certs)} certificates) to the router"]
     return []
+
+
+def _read_tls_state(settings: Settings) -> tls.TlsState:
+    with get_session() as db:
+        return tls_state(db, settings)
 
 
 # --- ACME ---------------------------------------------------------------------------------
