@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from minipaas import metrics, queue
 from minipaas.config import get_settings
@@ -220,12 +221,20 @@ def _stop_what_stopped_apps_run() -> list[str]:
     return actions
 
 
-def _stop_running_containers_of_stopped(app_id: int) -> str | None:
-    """Under the app's lock, as the app is now: a stop still in its grace period holds it."""
-    runtime = get_runtime()
+@contextmanager
+def _app_if(app_id: int, status: AppStatus) -> Iterator[tuple[App | None, Session]]:
+    """The app as it is now, under its lock and its row's, if it is in `status` (else None):
+    a job working on the app holds the lock, and a query before it may be stale."""
     with try_app_lock(app_id) as free, get_session() as db:
         app = db.get(App, app_id, with_for_update=True)
-        if not free or app is None or app.status is not AppStatus.STOPPED:
+        yield (app if free and app is not None and app.status is status else None), db
+
+
+def _stop_running_containers_of_stopped(app_id: int) -> str | None:
+    """A stop still in its grace period holds the app's lock: left to it."""
+    runtime = get_runtime()
+    with _app_if(app_id, AppStatus.STOPPED) as (app, _):
+        if app is None:
             return None
         ids = [app.container_id, *(replica.container_id for replica in app.extra_replicas)]
         running = [cid for cid in ids if cid is not None and _running(runtime.state(cid))]
@@ -280,9 +289,8 @@ def _converge_replicas() -> list[str]:
 
 def _follow_published_port(app_id: int) -> str | None:
     runtime = get_runtime()
-    with try_app_lock(app_id) as free, get_session() as db:
-        app = db.get(App, app_id, with_for_update=True)
-        if not free or app is None or app.status is not AppStatus.RUNNING:
+    with _app_if(app_id, AppStatus.RUNNING) as (app, db):
+        if app is None:
             return None
         assert app.container_id is not None
         endpoint = runtime.published_endpoint(app.container_id)
