@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from minipaas.host.platform import service
-from minipaas.host.service_exec import group_members
+from minipaas.host.service_exec import group_members, recorded_group
 from tests.support.flows import create_app, deploy, wait_for_deployment
 from tests.support.images import HELLO_V1, HELLO_V2
 from tests.support.stack import Stack, running_stack
@@ -76,6 +76,19 @@ def test_a_killed_process_comes_back_by_itself_and_leaves_nothing(
     assert result["status"] == "succeeded", result["error"]
 
 
+def test_postgres_runs_without_the_platforms_secrets_in_its_environment(stack: Stack) -> None:
+    """It runs as user postgres: anything running as that user reads /proc/<pid>/environ,
+    and with Redis's password could queue jobs for the workers, which run as root."""
+    from minipaas.host.supervisor import Supervisor
+
+    pid = Supervisor(stack.settings).program_pid("postgres")
+    assert pid is not None
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+    assert names <= {"PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER", "LOGNAME"}, names
+    assert "REDIS_PASSWORD" not in names and "DATABASE_URL" not in names
+
+
 def test_make_down_leaves_no_process_of_the_install() -> None:
     """A platform of its own (started and stopped by `make up`'s and `make down`'s code)."""
     with running_stack(prefix="minipaas-down-") as own:
@@ -83,9 +96,9 @@ def test_make_down_leaves_no_process_of_the_install() -> None:
 
         supervisor = Supervisor(own.settings)
         groups = {
-            name: int(supervisor.group_file(name).read_text())
+            name: pgid
             for name in PROGRAMS
-            if supervisor.group_file(name).exists()
+            if (pgid := recorded_group(supervisor.group_file(name))) is not None
         }
         assert set(groups) == set(PROGRAMS)
         processes = {pid for pgid in groups.values() for pid in group_members(pgid)}

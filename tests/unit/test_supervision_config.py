@@ -10,7 +10,13 @@ import time
 from pathlib import Path
 
 from minipaas.config import Settings
-from minipaas.host.service_exec import end_leftovers, group_members, remove_stale_pidfile
+from minipaas.host.service_exec import (
+    end_leftovers,
+    group_members,
+    group_record,
+    recorded_group,
+    remove_stale_pidfile,
+)
 from minipaas.host.supervisor import Program, Supervisor
 from minipaas.host.systemd import render_unit
 
@@ -50,7 +56,8 @@ def test_percent_signs_and_spaces_survive_supervisords_parsing(tmp_path: Path) -
 def test_the_boot_unit_runs_the_same_supervisor(tmp_path: Path) -> None:
     unit = render_unit(_settings(tmp_path))
     assert f"ExecStart=/usr/bin/supervisord --nodaemon -c {tmp_path}/supervisor/" in unit
-    assert "Restart=always" in unit and "WantedBy=multi-user.target" in unit
+    # restarted after a crash, not after `make down`'s clean shutdown
+    assert "Restart=on-failure" in unit and "WantedBy=multi-user.target" in unit
 
 
 def test_a_restart_ends_the_workers_a_killed_master_left(tmp_path: Path) -> None:
@@ -58,7 +65,7 @@ def test_a_restart_ends_the_workers_a_killed_master_left(tmp_path: Path) -> None
     master = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"], start_new_session=True)
     group_file = tmp_path / "groups" / "router.pgid"
     group_file.parent.mkdir()
-    group_file.write_text(f"{master.pid}\n")
+    group_file.write_text(group_record(master.pid))
     deadline = time.monotonic() + 5
     while len(group_members(master.pid)) < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -84,3 +91,28 @@ def test_a_stale_pid_file_whose_pid_was_reused_is_removed(tmp_path: Path) -> Non
     pidfile.write_text(f"{os.getpid()}\n")
     assert remove_stale_pidfile(pidfile, me) is False
     assert pidfile.exists()
+
+
+def test_a_recorded_group_number_that_may_be_another_groups_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    """The group files are on disk: after a reboot, or once pids wrapped, the number may be
+    any process group (one of the host's daemons). Only the very group recorded is ended."""
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        group_file = tmp_path / "router.pgid"
+        pgid, boot, start = group_record(other.pid).split()
+        for stale in (
+            f"{pgid}\n",  # written before groups were recorded with their boot
+            f"{pgid} another-boot {start}\n",  # recorded before a reboot
+            f"{pgid} {boot} {int(start) - 1}\n",  # its leader is another process now
+        ):
+            group_file.write_text(stale)
+            assert recorded_group(group_file) is None
+            assert end_leftovers(group_file) == []
+            assert other.poll() is None  # still running
+        group_file.write_text(group_record(other.pid))
+        assert recorded_group(group_file) == other.pid
+    finally:
+        other.kill()
+        other.wait()

@@ -21,7 +21,7 @@ from minipaas.host.errors import HostServiceError
 from minipaas.host.postgres import LocalPostgres
 from minipaas.host.redis import LocalRedis
 from minipaas.host.registry import embedded_registry
-from minipaas.host.service_exec import end_leftovers, group_members
+from minipaas.host.service_exec import end_leftovers, group_members, recorded_group
 from minipaas.host.supervisor import Program, Supervisor
 from minipaas.runtime import get_runtime
 from minipaas.runtime.busybox_image import DEMO_IMAGE, ensure_demo_image
@@ -302,6 +302,10 @@ def wait_until_ready(settings: Settings, timeout: float = 90.0) -> None:
 
 def down(settings: Settings, say: Callable[[str], None]) -> None:
     """Stops everything `up` started, and any process of this install left behind."""
+    from minipaas.host.systemd import stop_unit_if_installed
+
+    if stop_unit_if_installed():
+        say("stopped the systemd unit (it starts again at boot; `systemctl disable` it to not)")
     supervisor = Supervisor(settings)
     if supervisor.pid() is not None:
         say("stopping the supervisor and every program under it")
@@ -310,6 +314,8 @@ def down(settings: Settings, say: Callable[[str], None]) -> None:
         ended = end_leftovers(group_file)
         if ended:
             say(f"ended {len(ended)} leftover {group_file.stem} process(es)")
+        # Nothing of it runs now: a number kept on disk would name another group one day
+        group_file.unlink(missing_ok=True)
 
 
 def status(settings: Settings) -> dict[str, str]:
@@ -328,9 +334,8 @@ def status(settings: Settings) -> dict[str, str]:
 
 def _orphans(supervisor: Supervisor, group_file: Path) -> list[int]:
     """Processes of an earlier run still alive beside (or without) the current one."""
-    try:
-        pgid = int(group_file.read_text().strip())
-    except (OSError, ValueError):
+    pgid = recorded_group(group_file)
+    if pgid is None:
         return []
     member = group_file.stem
     grouped = member.startswith(("worker-", "builder-"))

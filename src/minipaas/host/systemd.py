@@ -27,7 +27,8 @@ Wants=network-online.target docker.service
 Type=simple
 ExecStart=/usr/bin/{SUPERVISORD} --nodaemon -c {supervisor.conf}
 ExecStop=/usr/bin/supervisorctl -c {supervisor.conf} shutdown
-Restart=always
+# Not after a clean stop: `make down` (supervisorctl shutdown) must leave it stopped
+Restart=on-failure
 RestartSec=2
 KillMode=mixed
 TimeoutStopSec=120
@@ -50,3 +51,13 @@ def systemd_runs() -> bool:
 def enable_now() -> None:
     subprocess.run(["systemctl", "daemon-reload"], check=True)
     subprocess.run(["systemctl", "enable", "--now", UNIT_NAME], check=True)
+
+
+def stop_unit_if_installed(unit_dir: Path = UNIT_DIR) -> bool:
+    """Stops the unit (it stays enabled for the next boot); True if there was one to stop.
+    `make down` calls it first: a supervisord the unit runs would otherwise be started again,
+    or take over the socket of the one `make up` ran."""
+    if not systemd_runs() or not (unit_dir / UNIT_NAME).exists():
+        return False
+    subprocess.run(["systemctl", "stop", UNIT_NAME], check=False)
+    return True
