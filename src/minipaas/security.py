@@ -34,8 +34,27 @@ def _load_or_create_key(settings: Settings) -> bytes:
 
 
 def key_material(settings: Settings) -> bytes:
-    """The root key as configured (SECRET_KEY or DATA_DIR/secret.key): what a backup keeps."""
-    return _load_or_create_key(settings)
+    """The root key as configured (SECRET_KEY or DATA_DIR/secret.key): what a backup keeps.
+    Never made here: a backup run without the platform's settings would keep a new key that
+    opens nothing."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    try:
+        return settings.secret_key_file.read_bytes().strip()
+    except FileNotFoundError:
+        raise SecretsUnreadable(
+            f"no SECRET_KEY is set and {settings.secret_key_file} does not exist: run this "
+            "with the platform's settings (its .env or environment)"
+        ) from None
+
+
+def key_opens(key: bytes, ciphertext: str) -> bool:
+    """Whether values encrypted by the platform (an app's env) open with this root key."""
+    try:
+        Fernet(base64.urlsafe_b64encode(_derive(key, _ENV))).decrypt(ciphertext.encode())
+    except InvalidToken:
+        return False
+    return True
 
 
 @lru_cache
@@ -43,9 +62,17 @@ def _root_key() -> bytes:
     return _load_or_create_key(get_settings())
 
 
+# What the root key's derived keys are for
+_ENV = "app-env"
+
+
+def _derive(key: bytes, purpose: str) -> bytes:
+    return hmac.new(key, purpose.encode(), hashlib.sha256).digest()
+
+
 @lru_cache  # hashed on every request (token_hash): one HMAC instead of two
 def _derived(purpose: str) -> bytes:
-    return hmac.new(_root_key(), purpose.encode(), hashlib.sha256).digest()
+    return _derive(_root_key(), purpose)
 
 
 def new_token() -> str:
@@ -63,7 +90,7 @@ def shown_prefix(token: str) -> str:
 
 
 def _fernet() -> Fernet:
-    return Fernet(base64.urlsafe_b64encode(_derived("app-env")))
+    return Fernet(base64.urlsafe_b64encode(_derived(_ENV)))
 
 
 def encrypt_env(env: dict[str, str]) -> str:

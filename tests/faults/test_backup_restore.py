@@ -146,6 +146,12 @@ def test_backup_then_restore_onto_a_new_install(tmp_path: Path) -> None:
             backup_seconds = time.monotonic() - started
             assert made.returncode == 0, made.stdout + made.stderr
             assert archive.stat().st_mode & 0o777 == 0o600
+            # Run with another key than the platform's (its settings not loaded, say): refused,
+            # rather than keeping a key that opens none of the database's values
+            wrong = tmp_path / "wrong-key.mpbackup"
+            refused = _cli({**first.env, "SECRET_KEY": "w" * 48}, "platform", "backup", str(wrong))
+            assert refused.returncode == 1 and "does not open" in refused.stderr, refused.stderr
+            assert not wrong.exists()
             assert greeting.encode() not in archive.read_bytes()
             metrics = admin.get("/metrics").text
             stamp = re.search(r"^minipaas_last_backup_timestamp_seconds (\S+)$", metrics, re.M)

@@ -45,3 +45,24 @@ def test_tokens_have_a_prefix_and_hashes_are_keyed() -> None:
     assert security.shown_prefix(token) == token[:11]
     assert security.token_hash(token) != security.token_hash(token + "x")
     assert len(security.token_hash(token)) == 64
+
+
+def test_the_key_a_backup_keeps_is_never_made_up(tmp_path: Path) -> None:
+    """Run without the platform's settings, a backup made a new key and kept it: a restore
+    then opened no env value and matched no token. It is an error now, and a key can be
+    checked against what the database holds."""
+    settings = Settings(data_dir=tmp_path, secret_key=None, _env_file=None)
+    with pytest.raises(security.SecretsUnreadable, match="does not exist"):
+        security.key_material(settings)
+    assert not (tmp_path / "secret.key").exists()
+    key = security._load_or_create_key(settings)  # as the platform makes it
+    assert security.key_material(settings) == key
+    security.reset_cache()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(security, "get_settings", lambda: settings)
+            ciphertext = security.encrypt_env({"A": "1"})
+    finally:
+        security.reset_cache()
+    assert security.key_opens(key, ciphertext)
+    assert not security.key_opens(b"x" * 48, ciphertext)

@@ -98,6 +98,23 @@ def _revision_of_database() -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def _check_key_opens_the_database(key: bytes) -> None:
+    """The key the archive keeps must be the one the database's values were encrypted with:
+    a backup run with other settings (another SECRET_KEY, another DATA_DIR) would restore to
+    apps whose env cannot be read and tokens that no longer match."""
+    from minipaas.db.session import get_engine
+
+    with get_engine().connect() as connection:
+        sample = connection.execute(
+            text("SELECT env_ciphertext FROM apps WHERE env_ciphertext IS NOT NULL LIMIT 1")
+        ).scalar()
+    if sample is not None and not security.key_opens(key, sample):
+        raise HostServiceError(
+            "the secret key this backup would keep does not open the database's values: run "
+            "it with the platform's own settings (SECRET_KEY, DATA_DIR), as the platform runs"
+        )
+
+
 def make_backup(settings: Settings, secret: Secret, destination: Path | None) -> BackupResult:
     """Writes the archive next to its destination, then renames it into place (mode 0600)."""
     started = time.monotonic()
@@ -109,7 +126,11 @@ def make_backup(settings: Settings, secret: Secret, destination: Path | None) ->
     revision = _revision_of_database()
     if revision is None:
         raise HostServiceError("the database has no schema yet: nothing to back up")
-    key = security.key_material(settings)
+    try:
+        key = security.key_material(settings)
+    except security.SecretsUnreadable as exc:
+        raise HostServiceError(str(exc)) from None
+    _check_key_opens_the_database(key)
     partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
