@@ -136,7 +136,8 @@ class LocalPostgres:
                 break
             if time.monotonic() >= deadline:
                 raise HostServiceError(
-                    f"PostgreSQL did not accept connections; see {self.log_file}"
+                    "PostgreSQL did not accept connections; see DATA_DIR/logs/postgres.log "
+                    f"(under the supervisor) or {self.log_file} (started by pg_ctl)"
                 )
             time.sleep(0.2)
         self._ensure_role_and_database()

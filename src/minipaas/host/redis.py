@@ -36,7 +36,7 @@ class LocalRedis:
             f"dir {self.dir}",
             "daemonize no",
             f"pidfile {self.pid_file}",
-            f"logfile {self.dir / 'redis.log'}",
+            'logfile ""',  # to stdout: the supervisor keeps it in DATA_DIR/logs/redis.log
             # Queued jobs survive a Redis restart
             "appendonly yes",
             "appendfsync everysec",
