@@ -220,8 +220,8 @@ def running_stack(
         phases.mark(f"{removed} containers/services removed")
         with contextlib.suppress(Exception):
             get_runtime().remove_apps_network()
-        remove_instance_networks(settings.instance_name)
-        phases.mark("networks removed")
+        left = remove_instance_networks(settings.instance_name)
+        phases.mark(f"networks removed{f' (left: {left})' if left else ''}")
         shutil.rmtree(data_dir, ignore_errors=True)
         apply_env(previous)
         phases.report_if_slow("stack teardown", slower_than=15.0, report=report)
@@ -272,10 +272,12 @@ def remove_instance_containers(instance: str) -> int:
     return len(containers) + len(services)
 
 
-def remove_instance_networks(instance: str, timeout: float = 30.0) -> None:
-    """Removes what is left of this instance's networks (on Swarm, one per app). A removed
-    service's task lets go of its app's network a few seconds after its container is gone:
-    until then the network is "in use", so each try removes what it can."""
+def remove_instance_networks(instance: str, timeout: float = 30.0) -> list[str]:
+    """Removes what is left of this instance's networks (on Swarm, one per app); returns the
+    names of those still there. A removed service's task lets go of its app's network a few
+    seconds after its container is gone: until then the network is "in use", so each try
+    removes what it can. A container still attached (one a test started itself) is
+    disconnected first: it held a network for the whole timeout."""
     import docker
 
     client = docker.from_env()
@@ -284,11 +286,20 @@ def remove_instance_networks(instance: str, timeout: float = 30.0) -> None:
     def all_gone() -> bool:
         for network in client.api.networks(filters=label):
             with contextlib.suppress(docker.errors.APIError):
+                attached = client.api.inspect_network(network["Id"]).get("Containers") or {}
+                for container in attached:
+                    with contextlib.suppress(docker.errors.APIError):
+                        client.api.disconnect_container_from_network(
+                            container, network["Id"], force=True
+                        )
                 client.api.remove_network(network["Id"])
         return not client.api.networks(filters=label)
 
     with contextlib.suppress(Exception):  # best effort, as the removals before it
         eventually(all_gone, timeout=timeout, interval=0.2, message="networks left behind")
+    with contextlib.suppress(Exception):
+        return [str(network["Name"]) for network in client.api.networks(filters=label)]
+    return []
 
 
 # 60 containers here: 11.7 s one at a time, 6.4 s with 8 side by side, 4.7 s with 16
