@@ -23,14 +23,9 @@ class SecretsUnreadable(Exception):
 
 
 def _load_or_create_key(settings: Settings) -> bytes:
-    if settings.secret_key is not None:
-        return settings.secret_key.get_secret_value().encode()
-    path = settings.secret_key_file
-    create_once(path, secrets.token_urlsafe(48).encode() + b"\n")
-    key = path.read_bytes().strip()
-    if len(key) < 32:
-        raise SecretsUnreadable(f"{path} holds a key shorter than 32 bytes; restore it")
-    return key
+    if settings.secret_key is None:
+        create_once(settings.secret_key_file, secrets.token_urlsafe(48).encode() + b"\n")
+    return key_material(settings)
 
 
 def key_material(settings: Settings) -> bytes:
@@ -39,13 +34,17 @@ def key_material(settings: Settings) -> bytes:
     opens nothing."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
+    path = settings.secret_key_file
     try:
-        return settings.secret_key_file.read_bytes().strip()
+        key = path.read_bytes().strip()
     except FileNotFoundError:
         raise SecretsUnreadable(
-            f"no SECRET_KEY is set and {settings.secret_key_file} does not exist: run this "
-            "with the platform's settings (its .env or environment)"
+            f"no SECRET_KEY is set and {path} does not exist: run this with the platform's "
+            "settings (its .env or environment)"
         ) from None
+    if len(key) < 32:
+        raise SecretsUnreadable(f"{path} holds a key shorter than 32 bytes; restore it")
+    return key
 
 
 def key_opens(key: bytes, ciphertext: str) -> bool:

@@ -226,6 +226,11 @@ def app_route(
     return Route(app_id, app_name, kind, port, hosts, tuple(more_backends), address)
 
 
+def is_platform_host(host: str, platform_host: str) -> bool:
+    """The platform's host or one under it: they share cookies with the platform."""
+    return host == platform_host or host.endswith(f".{platform_host}")
+
+
 def check_host_policy(route: Route, *, platform_host: str, apps_domain: str) -> None:
     """Refuses hosts an app must not answer for; raises ValueError saying which and why.
 
@@ -234,7 +239,7 @@ def check_host_policy(route: Route, *, platform_host: str, apps_domain: str) -> 
     """
     own = f"{route.app_name}.{apps_domain}"
     for host in route.hosts:
-        if host == platform_host or host.endswith(f".{platform_host}"):
+        if is_platform_host(host, platform_host):
             raise ValueError(f"{host!r} is the platform's own host or under it")
         if host == apps_domain:
             raise ValueError(f"{host!r} is the apps domain itself, not an app's host")

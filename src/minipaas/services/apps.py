@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from minipaas import security
 from minipaas.config import Settings, get_settings
 from minipaas.db.models import App, PullPolicy, RunSettings, User
+from minipaas.router.route import is_platform_host
 from minipaas.services import certificates, quotas, validation
 from minipaas.services.access import readable_apps
 from minipaas.services.app_rows import APP_COLUMNS
@@ -84,8 +85,7 @@ def _check_host_is_not_the_platforms(settings: Settings, name: str) -> None:
     APPS_DOMAIN=example.com and PLATFORM_HOST=paas.example.com, the app "paas"): the router
     refuses such a route, so the app could never be served."""
     host = f"{name}.{settings.apps_domain}"
-    platform = settings.platform_host
-    if host == platform or host.endswith(f".{platform}"):
+    if is_platform_host(host, settings.platform_host):
         raise InvalidRequest(
             f"name '{name}' would give the app the host {host}, which is the platform's "
             "(PLATFORM_HOST); choose another name",
