@@ -45,8 +45,16 @@ def serve_at(name: str, address: str, port: int = 0) -> App:
 @pytest.fixture
 def same_port_on_two_nodes() -> Iterator[tuple[App, App]]:
     """`near` on 127.0.0.1:P and `far` on 127.0.0.2:P: one port, two backends."""
-    far = serve_at("far", OTHER_NODE)
-    near = serve_at("near", "127.0.0.1", far.port)
+    for _attempt in range(20):
+        far = serve_at("far", OTHER_NODE)
+        try:
+            near = serve_at("near", "127.0.0.1", far.port)
+            break
+        except OSError:  # the port was free on 127.0.0.2 but not on 127.0.0.1 (seen in CI)
+            far.server.shutdown()
+            far.server.server_close()
+    else:
+        pytest.fail("no port free on both 127.0.0.1 and 127.0.0.2 in 20 tries")
     try:
         yield near, far
     finally:
