@@ -42,7 +42,7 @@ from tests.support.images import HELLO_V1  # noqa: E402
 from tests.support.stack import Stack, free_port, running_stack  # noqa: E402
 
 from minipaas.host.lifeline import process_count  # noqa: E402
-from minipaas.host.service_exec import group_members  # noqa: E402
+from minipaas.host.service_exec import group_members, recorded_group  # noqa: E402
 from minipaas.host.supervisor import Supervisor  # noqa: E402
 
 # (name, path or "{id}" for a random app per request, goal in req/s)
@@ -341,8 +341,10 @@ def main() -> None:
         ids = register_apps(stack, args.apps)
         print(f"registered {len(ids)} apps in {time.monotonic() - started:.1f} s")
         settings = stack.settings
-        api_pgid = int(Supervisor(settings).group_file("api").read_text())
         supervisor = Supervisor(settings)
+        api_pgid = recorded_group(supervisor.group_file("api"))
+        if api_pgid is None:
+            sys.exit("the API's process group is not recorded: is the platform running?")
         postmaster = supervisor.program_pid("postgres") or 0
         supervisord = supervisor.pid()
         around: dict[str, Callable[[], list[int]]] = {

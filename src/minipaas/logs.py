@@ -6,16 +6,18 @@ worker's lines for a deployment carry the id of the request that asked for it.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 import threading
+import time
 from contextlib import suppress
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TextIO
+
+from pydantic_core import to_json
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 deployment_id: ContextVar[int | None] = ContextVar("deployment_id", default=None)
@@ -31,8 +33,10 @@ def clean_request_id(value: str | None) -> str | None:
     return value if value and _SAFE_REQUEST_ID.fullmatch(value) else None
 
 
-# One encoder for every line: json.dumps with an option builds a new one per call
-_encode = json.JSONEncoder(default=str).encode
+def _encode(entry: dict[str, Any]) -> str:
+    """A log line's JSON: pydantic-core's encoder, several times the standard library's;
+    values it cannot encode are written as their str()."""
+    return to_json(entry, fallback=str).decode()
 
 
 @lru_cache(maxsize=4)
@@ -88,13 +92,16 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
-            with self._guard():
-                self._pending.append(line)
+            self.add_line(self.format(record))
             if record.levelno >= logging.WARNING:
                 self.flush()
         except Exception:
             self.handleError(record)
+
+    def add_line(self, line: str) -> None:
+        """A line formatted already, written with the next batch."""
+        with self._guard():
+            self._pending.append(line + self.terminator)
 
     def flush(self) -> None:
         with self._guard():
@@ -120,11 +127,36 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
         super().close()
 
 
+_access_log = logging.getLogger("minipaas.access")
+# The handler access lines go to without a LogRecord (configure_json_logging(batched=True))
+_access_lines: BatchingStreamHandler | None = None
+
+
+def log_access(message: str, fields: dict[str, Any]) -> None:
+    """The API's line for one request: `message` and `fields` as an info line of the
+    "minipaas.access" logger. With the API's batched JSON logs, the line is written to the
+    batch directly: a LogRecord, the logging machinery and the formatter took a GET of one
+    app ~6% of its CPU, for a line whose every field is known here."""
+    handler = _access_lines
+    if handler is None or not _access_log.isEnabledFor(logging.INFO):
+        _access_log.info("%s", message, extra=fields)
+        return
+    entry = {
+        "time": _timestamp(time.time()),
+        "level": "info",
+        "logger": _access_log.name,
+        "message": message,
+    }
+    handler.add_line(_encode(entry | fields))
+
+
 def configure_json_logging(level: int = logging.INFO, *, batched: bool = False) -> None:
     """`batched` for the API's many access lines; the worker flushes each line (its lines
     are few, and a forked job's would be lost at its exit)."""
+    global _access_lines
     handler = BatchingStreamHandler(sys.stdout) if batched else logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
+    _access_lines = handler if isinstance(handler, BatchingStreamHandler) else None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

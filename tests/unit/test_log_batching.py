@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
+import re
 import time
 
+import pytest
+
+from minipaas import logs
 from minipaas.logs import BatchingStreamHandler
 
 
@@ -70,3 +75,63 @@ def test_closing_flushes_what_is_left() -> None:
     finally:
         stream.close()
         os.close(read_end)
+
+
+def test_an_access_line_written_to_the_batch_is_the_line_logging_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API's access lines skip the logging machinery (logs.log_access): the line must be
+    the one a LogRecord through the JSON formatter gives, and follow the logger's level."""
+    access = logging.getLogger("minipaas.access")
+    original = access.level
+    try:
+        fast, through_logging = _access_line_both_ways(access, monkeypatch)
+    finally:
+        access.setLevel(original)  # setLevel: it also clears the loggers' cached answers
+    time_format = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00"
+    assert re.fullmatch(time_format, fast.pop("time"))
+    assert re.fullmatch(time_format, through_logging.pop("time"))
+    assert fast == through_logging
+    assert list(fast) == list(through_logging)
+    assert fast["message"] == "GET /apps/{app_id} 200" and fast["level"] == "info"
+
+
+def _access_line_both_ways(
+    access: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, object], dict[str, object]]:
+    fields = {
+        "request_id": "r-1",
+        "method": "GET",
+        "route": "/apps/{app_id}",
+        "path": "/apps/7",
+        "status": 200,
+        "duration_ms": 1.5,
+        "user": "ada",
+    }
+    access.setLevel(logging.INFO)
+    batched, read_end, stream = _pipe_handler(interval=60)
+    monkeypatch.setattr(logs, "_access_lines", batched)
+    try:
+        logs.log_access("GET /apps/{app_id} 200", fields)
+        batched.flush()
+        fast = json.loads(_read(read_end))
+        access.setLevel(logging.WARNING)  # access lines turned off
+        logs.log_access("GET /apps/{app_id} 200", fields)
+        batched.flush()
+        assert _read(read_end) == ""
+    finally:
+        batched.close()
+        stream.close()
+        os.close(read_end)
+
+    access.setLevel(logging.INFO)
+    monkeypatch.setattr(logs, "_access_lines", None)
+    written = io.StringIO()
+    plain = logging.StreamHandler(written)
+    plain.setFormatter(logs.JsonFormatter())
+    access.addHandler(plain)
+    try:
+        logs.log_access("GET /apps/{app_id} 200", fields)
+    finally:
+        access.removeHandler(plain)
+    return fast, json.loads(written.getvalue())

@@ -31,7 +31,6 @@ from minipaas.services.errors import (
 )
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("minipaas.access")
 # Set by `minipaas api` for its worker processes
 DIE_WITH_PARENT_ENV = "MINIPAAS_DIE_WITH_PARENT"
 
@@ -204,12 +203,9 @@ def _log_request(
     route = getattr(scope.get("route"), "path", "unmatched")
     metrics.observe_request(method, route, status, elapsed)
     caller = state.get("caller")
-    access_log.info(
-        "%s %s %s",
-        method,
-        route,
-        status,
-        extra={
+    logs.log_access(
+        f"{method} {route} {status}",
+        {
             "request_id": rid,
             "method": method,
             "route": route,

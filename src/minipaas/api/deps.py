@@ -78,6 +78,10 @@ async def _token_check(request: Request) -> users.TokenCheck:
     return check
 
 
+# The caller's checked token, for reads that need no session and no User object
+TokenChecked = Annotated[users.TokenCheck, Depends(_token_check)]
+
+
 def _authenticate_alone(request: Request, app_id: int | None = None) -> users.TokenCheck:
     with read_engine().connect() as connection:
         path_app_id = _app_id(request.path_params.get("app_id"))
@@ -195,7 +199,7 @@ OptionalAdmin = Annotated[bool, Depends(_optional_admin)]
 async def _visible_app_row(
     app_id: Annotated[int, Path(ge=1, le=MAX_ID, description="the app's id")],
     request: Request,
-    _: Annotated[users.TokenCheck, Depends(_token_check)],
+    _: TokenChecked,  # a sub-dependency: solved first, so a bad token is a 401 before a 422
 ) -> AppRow:
     """The app's columns if the caller may see it (else 404), as read with the token."""
     prefetched: tuple[int, AppRow | NotFound] | None = getattr(request.state, "visible_app", None)

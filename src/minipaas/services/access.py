@@ -11,9 +11,14 @@ from minipaas.services.errors import NotFound
 
 def readable_apps(user: User) -> Select[App]:
     """Admins see every app; members only their own."""
+    return apps_visible_to(user.id, is_admin=user.is_admin)
+
+
+def apps_visible_to(user_id: int, *, is_admin: bool) -> Select[App]:
+    """readable_apps, for a caller known by id and role (a checked token, no User object)."""
     statement = select(App)
-    if not user.is_admin:
-        statement = statement.where(App.owner_id == user.id)
+    if not is_admin:
+        statement = statement.where(App.owner_id == user_id)
     return statement
 
 

@@ -97,6 +97,10 @@ class TokenCheck:
     user_created_at: datetime
     app: dict[str, Any] | None
 
+    @property
+    def is_admin(self) -> bool:
+        return self.role == UserRole.ADMIN
+
 
 def check_token(
     db: Session | Connection, token: str, app_id: int | None = None
