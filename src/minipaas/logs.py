@@ -6,6 +6,7 @@ worker's lines for a deployment carry the id of the request that asked for it.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, TextIO
 
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 deployment_id: ContextVar[int | None] = ContextVar("deployment_id", default=None)
@@ -36,7 +37,13 @@ def clean_request_id(value: str | None) -> str | None:
 def _encode(entry: dict[str, Any]) -> str:
     """A log line's JSON: pydantic-core's encoder, several times the standard library's;
     values it cannot encode are written as their str()."""
-    return to_json(entry, fallback=str).decode()
+    try:
+        return to_json(entry, fallback=str).decode()
+    except PydanticSerializationError:  # bytes that are not UTF-8: the line is still written
+        return _standard_encode(entry)
+
+
+_standard_encode = json.JSONEncoder(default=str).encode
 
 
 @lru_cache(maxsize=4)

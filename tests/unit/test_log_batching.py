@@ -135,3 +135,12 @@ def _access_line_both_ways(
     finally:
         access.removeHandler(plain)
     return fast, json.loads(written.getvalue())
+
+
+def test_a_line_with_bytes_that_are_not_utf8_is_still_written() -> None:
+    """The JSON encoder refuses such bytes: the line falls back to the standard encoder."""
+    record = logging.makeLogRecord(
+        {"msg": "odd output", "levelno": logging.INFO, "levelname": "INFO", "raw": b"\xff"}
+    )
+    entry = json.loads(logs.JsonFormatter().format(record))
+    assert entry["message"] == "odd output" and entry["raw"] == "b'\\xff'"
