@@ -9,11 +9,14 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
-from minipaas.db.models import App, AppStatus, Deployment, DeploymentStatus
+from minipaas.clock import now
+from minipaas.db.models import App, AppStatus, Build, BuildStatus, Deployment, DeploymentStatus
 from minipaas.db.session import get_session
 from minipaas.host.platform import processes, service
+from minipaas.services.builds import pipeline as build_pipeline
+from minipaas.services.deployments import records
 from minipaas.services.deployments.recovery import end_abandoned_deployment_locked
 from minipaas.services.routing import get_router
 from minipaas.worker import jobs
@@ -282,3 +285,55 @@ def test_redis_restart_loses_no_queued_deploy_and_reads_keep_working(
         interval=0.2,
         message="the API did not become ready again",
     )
+
+
+class _Killed(BaseException):
+    """The builder's SIGKILL, right after the deployment it asked for was committed."""
+
+
+def test_a_builder_killed_after_asking_for_the_deploy_leaves_the_build_linked(
+    api: httpx.Client, app_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build's link to its deployment was written in a transaction of its own, after the
+    deployment's: a builder killed between the two left the build looking undeployed, and
+    the reconciler deployed it again (forcing the app's image back to the build's over
+    whatever its owner did meanwhile). The link is now in the deployment's transaction."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    with get_session() as db:
+        build = Build(
+            app_id=app_id,
+            number=1,
+            status=BuildStatus.SUCCEEDED,
+            upload_sha256="0" * 64,
+            upload_bytes=0,
+            context_files=1,
+            context_bytes=0,
+            dockerfile="Dockerfile",
+            build_args={},
+            deploy_on_success=True,
+            image_tag=HELLO_V1,
+            finished_at=now(),
+        )
+        db.add(build)
+        db.commit()
+        build_id = build.id
+
+    def killed(*_: object) -> None:
+        raise _Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(records, "_queue", killed)  # runs right after the commit
+        with pytest.raises(_Killed):
+            build_pipeline._deploy(build_id, HELLO_V1)
+
+    with get_session() as db:
+        linked = db.get(Build, build_id)
+        newest = db.scalar(select(func.max(Deployment.id)).where(Deployment.app_id == app_id))
+        assert linked is not None and newest is not None
+        assert linked.deployment_id == newest
+    assert build_pipeline.deploy_undeployed(build_id) is False  # nothing to do again
+    # The deployment was never handed to a worker: the reconciler does, and it ends
+    ended = wait_for_deployment(api, app_id, newest, timeout=60)
+    assert ended["status"] == "succeeded", ended
+    deployments = api.get(f"/apps/{app_id}/deployments").json()
+    assert [d["id"] for d in deployments] == [newest]

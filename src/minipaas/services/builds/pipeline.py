@@ -10,7 +10,14 @@ from sqlalchemy import func, insert, select, update
 
 from minipaas.clock import now
 from minipaas.config import get_settings
-from minipaas.db.models import ACTIVE_BUILD_STATUSES, App, Build, BuildLogLine, BuildStatus
+from minipaas.db.models import (
+    ACTIVE_BUILD_STATUSES,
+    App,
+    Build,
+    BuildLogLine,
+    BuildStatus,
+    Deployment,
+)
 from minipaas.db.session import get_session
 from minipaas.runtime import get_runtime
 from minipaas.runtime.builder import (
@@ -191,19 +198,21 @@ def _deploy(build_id: int, tag: str) -> None:
             return
         # Not committed alone: if the deployment is refused, the app keeps its image
         app.image = tag
+
+        def link(deployment: Deployment) -> None:
+            # In the deployment's own transaction: a builder killed right after it cannot
+            # leave the build looking undeployed (deploy_undeployed would deploy it again)
+            assert build is not None
+            build.deployment_id = deployment.id
+
         try:
-            deployment = deployments.request_deployment(db=db, app_id=app.id)
+            deployments.request_deployment(db=db, app_id=app.id, recorded=link)
         except ServiceError as exc:
             db.rollback()
             build = db.get(Build, build_id)
             assert build is not None
             build.error = f"built, but not deployed: {exc.message}"
             db.commit()
-            return
-        build = db.get(Build, build_id)
-        assert build is not None
-        build.deployment_id = deployment.id
-        db.commit()
 
 
 def deploy_undeployed(build_id: int) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -55,11 +55,19 @@ def get_deployment(*, db: Session, app_id: int, deployment_id: int) -> Deploymen
     return deployment
 
 
-def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = None) -> Deployment:
+def request_deployment(
+    *,
+    db: Session,
+    app_id: int,
+    rollback_to: int | None = None,
+    recorded: Callable[[Deployment], None] | None = None,
+) -> Deployment:
     """Records a queued deployment of the app's run settings, then hands its id to the worker.
 
     With `rollback_to`, that release's run settings and exact image run (0: the release before
     the current one); the app's settings become the release's only when the rollback succeeds.
+    `recorded` is called with the new row before it is committed: what the caller writes there
+    (a build's link to its deployment) lands in the same transaction, or not at all.
     """
     # populate_existing: the API already loaded this app; read it again under the lock
     app = db.scalar(
@@ -94,6 +102,8 @@ def request_deployment(*, db: Session, app_id: int, rollback_to: int | None = No
     number = deployment.rollback_to_release
     what = f"rollback to release {number}" if number else deployment.image
     db.add(DeploymentEvent(deployment_id=deployment.id, kind="queued", message=f"queued: {what}"))
+    if recorded is not None:
+        recorded(deployment)
     db.commit()  # the deployment, the app's status and the event in one transaction
     _queue(db, app, deployment)
     return deployment
