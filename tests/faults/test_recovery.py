@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 import docker
@@ -15,6 +16,7 @@ from minipaas.clock import now
 from minipaas.db.models import App, AppStatus, Build, BuildStatus, Deployment, DeploymentStatus
 from minipaas.db.session import get_session
 from minipaas.host.platform import processes, service
+from minipaas.services import lifecycle
 from minipaas.services.builds import pipeline as build_pipeline
 from minipaas.services.deployments import records
 from minipaas.services.deployments.recovery import end_abandoned_deployment_locked
@@ -337,3 +339,58 @@ def test_a_builder_killed_after_asking_for_the_deploy_leaves_the_build_linked(
     assert ended["status"] == "succeeded", ended
     deployments = api.get(f"/apps/{app_id}/deployments").json()
     assert [d["id"] for d in deployments] == [newest]
+
+
+def test_a_delete_whose_job_was_lost_is_done_by_the_reconciler(
+    stack: Stack, api: httpx.Client, router: httpx.Client, app_name: str
+) -> None:
+    """A delete answered 202 lived only as a job in Redis: Redis restarted without its data
+    (or the worker died with it) and the delete was lost. The request is now in PostgreSQL
+    first, and a delete that no job carries is queued again."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    deploy(api, app_id)
+    assert platform_containers(stack.settings.instance_name, app_id)
+    # As the API leaves it when Redis loses the job it queued: the request, and no job
+    with get_session() as db:
+        asked = now() - timedelta(minutes=1)
+        db.execute(update(App).where(App.id == app_id).values(delete_requested_at=asked))
+        db.commit()
+
+    eventually(
+        lambda: api.get(f"/apps/{app_id}").status_code == 404,
+        timeout=30,
+        interval=0.5,
+        message="the reconciler did not finish the lost delete",
+    )
+    assert platform_containers(stack.settings.instance_name, app_id) == []
+    host = {"Host": f"{app_name}.{stack.settings.apps_domain}"}
+    assert router.get("/", headers=host).status_code == 404
+
+
+def test_a_delete_refused_for_a_deploy_started_meanwhile_is_not_tried_again(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    """The owner deployed after asking for the delete, and the deployment is queued when the
+    delete's job runs: the later request wins, the delete fails (said in its result) and the
+    reconciler does not delete the app later."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    worker = _worker(stack)
+    worker.stop()  # the deployment stays queued: nothing runs it yet
+    try:
+        with get_session() as db:
+            db.execute(update(App).where(App.id == app_id).values(delete_requested_at=now()))
+            db.commit()
+        deployment = api.post(f"/apps/{app_id}/deploy").json()
+        assert deployment["status"] == "queued", deployment
+
+        result = lifecycle.perform_delete(app_id)
+    finally:
+        worker.start(stack.env)
+
+    assert result.failure is not None and "deployment started meanwhile" in result.message
+    with get_session() as db:
+        app = db.get(App, app_id)
+        assert app is not None and app.delete_requested_at is None
+    ended = wait_for_deployment(api, app_id, deployment["id"], timeout=60)
+    assert ended["status"] == "succeeded", ended
+    assert api.get(f"/apps/{app_id}").status_code == 200

@@ -193,6 +193,11 @@ class App(RunSettingsColumns, Base):
     last_exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_restart_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     next_restart_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Its owner asked for its deletion (committed before the job is queued): a delete whose
+    # job Redis lost, or whose worker died, is queued again (lifecycle.requeue_lost_deletes)
+    delete_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
     current_deployment_id: Mapped[int | None] = mapped_column(
         ForeignKey(
             "deployments.id",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -40,7 +40,7 @@ from minipaas.worker import jobs, liveness
 log = logging.getLogger(__name__)
 
 # A queued action whose job Redis does not know is queued again after this long
-LOST_JOB_GRACE = timedelta(seconds=15)
+LOST_JOB_GRACE = liveness.LIFECYCLE_JOB_GRACE
 
 
 # --- API side ------------------------------------------------------------------------------

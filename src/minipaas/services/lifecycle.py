@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 from rq.job import Job
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from minipaas import queue
+from minipaas.clock import now
 from minipaas.config import get_settings
 from minipaas.db.models import App, AppReplica, AppStatus
 from minipaas.db.session import get_session
@@ -43,14 +46,15 @@ from minipaas.services.job_results import (
 )
 from minipaas.services.polling import poll_until
 from minipaas.services.state import Action, check_action, status_after
-from minipaas.worker import jobs
+from minipaas.worker import jobs, liveness
 
 log = logging.getLogger(__name__)
 
 
 # --- API side ------------------------------------------------------------------------------
-# Stop, start, restart and remove are recorded as actions (app_actions.py); a delete has no
-# row to record it in once it is done, so its job is followed in the queue.
+# Stop, start, restart and remove are recorded as actions (app_actions.py). A delete is
+# recorded on the app's row (delete_requested_at), which goes with the app: its job is
+# followed in the queue, and queued again if it is lost (requeue_lost_deletes).
 
 
 def action_timeout() -> int:
@@ -74,14 +78,47 @@ def queue_delete(*, db: Session, app_id: int) -> Job:
         )
     db.commit()  # no transaction (nor pooled connection) is held meanwhile
     try:
-        if queue.job_status(jobs.delete_job_id(app_id)) in _PENDING_JOB_STATUSES:
+        # A job on a worker that died is not pending: the delete may be asked for again
+        if liveness.job_in_progress(jobs.delete_job_id(app_id)):
             raise Conflict(f"app {app_id} is already being deleted; wait for it")
+    except queue.QueueUnavailable as exc:
+        raise Unavailable(f"{exc}; nothing was changed, try again later") from None
+    _record_delete_request(db, app_id, now())
+    try:
         return jobs.enqueue_delete(app_id, timeout=action_timeout())
     except queue.QueueUnavailable as exc:
+        _record_delete_request(db, app_id, None)
         raise Unavailable(f"{exc}; nothing was changed, try again later") from None
 
 
-_PENDING_JOB_STATUSES = ("queued", "started", "deferred", "scheduled")
+def _record_delete_request(db: Session, app_id: int, at: datetime | None) -> None:
+    """The request in PostgreSQL before its job is queued (None: taken back); the first
+    request's time is kept."""
+    statement = update(App).where(App.id == app_id).values(delete_requested_at=at)
+    if at is not None:
+        statement = statement.where(App.delete_requested_at.is_(None))
+    db.execute(statement)
+    db.commit()
+
+
+def requeue_lost_deletes() -> list[str]:
+    """A reconciler step: deletes asked for whose job Redis lost (a restart without its
+    data), or whose worker died, or that failed other than by a deployment started
+    meanwhile, are queued again; the job is idempotent."""
+    cutoff = now() - liveness.LIFECYCLE_JOB_GRACE
+    with get_session() as db:
+        app_ids = db.scalars(select(App.id).where(App.delete_requested_at < cutoff)).all()
+    actions = []
+    for app_id in app_ids:
+        job_id = jobs.delete_job_id(app_id)
+        if liveness.job_in_progress(job_id):
+            continue
+        status = queue.job_status(job_id)
+        queue.delete_job(job_id)
+        jobs.enqueue_delete(app_id, timeout=action_timeout())
+        how = "lost" if status is None else f"{status} without deleting it"
+        actions.append(f"queued the delete of app {app_id} again: its job was {how}")
+    return actions
 
 
 async def wait_for_delete(job: Job, seconds: float) -> bool:
@@ -237,6 +274,8 @@ def perform_delete(app_id: int) -> JobResult:
         try:
             with get_session() as db:
                 if records.active_deployment(db=db, app_id=app_id) is not None:
+                    # The owner's later request wins: this delete is not tried again
+                    _record_delete_request(db, app_id, None)
                     raise Conflict("a deployment started meanwhile; try again")
             _stop_routing_to(app_id)
             for container_id in runtime.platform_container_ids(app_id):

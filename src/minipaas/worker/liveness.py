@@ -22,6 +22,11 @@ _WAITING = frozenset({"queued", "deferred", "scheduled"})
 _current_worker: str | None = None
 
 
+# An action's or a delete's job that is neither queued nor running this long after it was
+# asked for is taken for lost, and queued again
+LIFECYCLE_JOB_GRACE = timedelta(seconds=15)
+
+
 def set_current_worker(name: str | None) -> None:
     """This process's RQ worker now (a new one after each reconnect to Redis)."""
     global _current_worker

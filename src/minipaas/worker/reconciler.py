@@ -36,7 +36,7 @@ from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
 from minipaas.runtime import get_runtime, labels
 from minipaas.runtime.base import LOOPBACK, ContainerState, Endpoint
-from minipaas.services import app_actions, certificates, healing, images, routing
+from minipaas.services import app_actions, certificates, healing, images, lifecycle, routing
 from minipaas.services.app_lock import try_app_lock
 from minipaas.services.builds import recovery as build_recovery
 from minipaas.services.deployments import dispatch
@@ -462,6 +462,7 @@ def _steps() -> tuple[Callable[[], list[str]], ...]:
         _requeue_lost_jobs,
         dispatch.dispatch_all_waiting,
         app_actions.requeue_lost_actions,
+        lifecycle.requeue_lost_deletes,
         _match_app_status_to_containers,
         _stop_what_stopped_apps_run,
         _converge_replicas,
