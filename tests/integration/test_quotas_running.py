@@ -18,6 +18,7 @@ from minipaas.clock import now
 from minipaas.config import get_settings
 from minipaas.db.models import App, AppStatus, Deployment, DeploymentStatus, User
 from minipaas.db.session import get_session
+from minipaas.security import decrypt_env
 from minipaas.services import releases
 from minipaas.services.apps import update_app
 from minipaas.services.errors import Forbidden
@@ -116,6 +117,27 @@ def test_two_patches_at_once_cannot_each_pass_on_what_the_other_changes(
     with get_session() as db:
         app = db.get(App, app_id)
         assert app is not None and (app.memory_mb, app.replicas) == (512, 1)
+
+
+def test_two_env_sets_at_once_keep_both_variables(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    """env_set merges into the stored env: two PATCHes that each loaded the app before the
+    other committed each wrote their merge of the old env, and one variable was lost (10 at
+    once kept 4 to 7 of 10). Every PATCH now re-reads the app under its lock."""
+    member = new_member(api)
+    with member_client(stack, member) as client:
+        app_id = register_app(client, app_name, HELLO_V1)["id"]
+    with get_session() as first, get_session() as second:
+        owner_first, owner_second = first.get(User, member.id), second.get(User, member.id)
+        app_first, app_second = first.get(App, app_id), second.get(App, app_id)
+        assert owner_first and owner_second and app_first and app_second
+        update_app(db=first, app=app_first, changes={"env_set": {"A": "1"}}, caller=owner_first)
+        update_app(db=second, app=app_second, changes={"env_set": {"B": "2"}}, caller=owner_second)
+    with get_session() as db:
+        app = db.get(App, app_id)
+        assert app is not None
+        assert decrypt_env(app.env_ciphertext) == {"A": "1", "B": "2"}
 
 
 def test_cpu_and_pids_quotas_count_what_runs(

@@ -151,10 +151,9 @@ def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) 
         quotas.check_image_allowed(settings, changes["image"], in_body=True)
         quotas.check_image_by_id(settings, changes["image"], user=caller, in_body=True)
         naming.check_not_a_build(settings, changes["image"], app_id=app.id, user=caller)
-    if {"memory_mb", "cpus", "pids", "replicas"} & changes.keys():
-        # What the app holds now, under its lock: a concurrent PATCH of another of these
-        # fields (committed since this request loaded the app) counts
-        _lock_and_reload(db, app)
+    # What the app holds now, under its lock: a concurrent PATCH committed since this request
+    # loaded the app counts (its limits against the quota, its env_set merged with this one's)
+    _lock_and_reload(db, app)
     limits = quotas.Limits(
         memory_mb=changes.get("memory_mb", app.memory_mb),
         cpus=changes.get("cpus", app.cpus),
