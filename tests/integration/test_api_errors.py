@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -218,3 +219,28 @@ def test_validation_messages_have_no_value_error_prefix(api: httpx.Client) -> No
     messages = [error["msg"] for error in response.json()["detail"]]
     assert messages and all(not m.startswith("Value error") for m in messages), messages
     assert any(m.startswith("name must be a DNS label") for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    ("path", "raw_body", "field"),
+    [
+        ("/apps", '{"name": "x", "image": "\\ud800", "internal_port": 80}', "image"),
+        (
+            "/apps",
+            '{"name": "x", "image": "a", "internal_port": 80, "env": {"A": "\\ud800"}}',
+            "env",
+        ),
+        ("/apps", '{"name": "x", "image": "a", "internal_port": 80, "cpus": NaN}', "cpus"),
+        ("/apps", '{"name": "x", "image": "a", "internal_port": 80, "cpus": Infinity}', "cpus"),
+        ("/tokens", '{"name": "\\ud800"}', "name"),
+    ],
+)
+def test_a_refused_value_json_cannot_hold_is_quoted_escaped_not_a_500(
+    client: TestClient, path: str, raw_body: str, field: str
+) -> None:
+    """The 422 quotes the refused input: a lone surrogate or NaN made its JSON fail (500,
+    and the connection was reset)."""
+    response = client.post(path, content=raw_body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    problems = json.loads(response.text)["detail"]  # valid JSON, whatever the input
+    assert any(field in problem["loc"] for problem in problems), problems

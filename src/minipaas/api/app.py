@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -92,6 +94,24 @@ def dashboard() -> FileResponse:
 _NOT_AN_OBJECT = ("model_attributes_type", "dict_type", "json_invalid")
 
 
+class _ErrorJSON(JSONResponse):
+    """An error's body, which may quote what the client sent: a lone surrogate ("\\ud800")
+    is escaped and NaN or Infinity written as text, where JSONResponse raised (a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(_finite(content), ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422, with messages that say what to change: no "Value error, " prefix, and a
     body that is not a JSON object (often a missing Content-Type) says to send JSON."""
@@ -105,7 +125,7 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
                 + (f" (this request said '{content_type}')" if content_type else "")
             )
         errors.append({**error, "msg": message})
-    return JSONResponse({"detail": errors}, status_code=422)
+    return _ErrorJSON({"detail": errors}, status_code=422)
 
 
 async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -121,7 +141,7 @@ async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
             {"loc": list(loc), "msg": message, "type": "value_error"}
             for loc, message in exc.problems
         ]
-    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
+    return _ErrorJSON({"detail": detail}, status_code=exc.status_code, headers=headers)
 
 
 async def _database_busy(_: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
