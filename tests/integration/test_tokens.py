@@ -208,3 +208,21 @@ def test_two_admins_disabling_each_other_through_the_api(
     assert sorted(results.values())[0] == 200 and sorted(results.values())[1] in (401, 403)
     standing = [_works(client, first.token), _works(client, second.token)]
     assert sorted(standing) == [False, True]
+
+
+def test_an_admin_cannot_revoke_the_token_they_act_with(
+    stack: Stack, client: httpx.Client, api: httpx.Client
+) -> None:
+    """Found live: bob, whose token carol minted before promoting him, disabled carol: 200,
+    and his own token went with her standing; with two admins, nobody could log in to undo
+    it. The change is refused, saying why; an admin whose token does not rest on carol may."""
+    carol = new_member(api, role="admin")
+    with httpx.Client(base_url=stack.api_url, headers=carol.headers, timeout=60) as as_carol:
+        bob = new_member(as_carol, role="admin")
+    for change in ({"disabled": True}, {"role": "member"}):
+        refused = client.patch(f"/users/{carol.id}", json=change, headers=bob.headers)
+        assert refused.status_code == 409, refused.text
+        assert f"rests on {carol.username}" in refused.json()["detail"]
+    assert _works(client, bob.token) and _works(client, carol.token)
+    assert api.patch(f"/users/{carol.id}", json={"disabled": True}).status_code == 200
+    assert not _works(client, bob.token)  # it rested on carol, as before

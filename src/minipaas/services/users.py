@@ -210,10 +210,17 @@ def _is_active_admin(user: User | None) -> bool:
 
 
 def update_user(
-    *, db: Session, actor: User, user_id: int, disabled: bool | None, role: UserRole | None
+    *,
+    db: Session,
+    actor: User,
+    user_id: int,
+    disabled: bool | None,
+    role: UserRole | None,
+    actor_token_id: int | None = None,
 ) -> User:
     """Disable/enable or change the role of a user. An admin who loses their standing
-    (disabled or demoted) takes the tokens they minted for others with them."""
+    (disabled or demoted) takes the tokens they minted for others with them; so an admin
+    may not take it from the one their own token (`actor_token_id`) rests on."""
     if user_id == actor.id and (disabled or (role is not None and role is not UserRole.ADMIN)):
         raise Forbidden("admins cannot disable or demote themselves; ask another admin")
     _lock_standing(db, shared=False)
@@ -232,9 +239,24 @@ def update_user(
         if not db.scalar(_active_admins()):
             db.rollback()
             raise Conflict(f"user {user_id} is the last active admin; promote another first")
+        _refuse_if_it_ends_the_callers_token(db, actor_token_id, user)
         _revoke_issued_by(db, user.id)
     db.commit()
     return user
+
+
+def _refuse_if_it_ends_the_callers_token(db: Session, token_id: int | None, user: User) -> None:
+    """Revoking the tokens that rest on `user` would end the caller's own: a promoted admin
+    disabling the admin who minted their token locked themselves out, and with them every
+    admin left (found with two admins: nobody could log in to undo it)."""
+    issuer = db.scalar(select(ApiToken.issued_by_id).where(ApiToken.id == token_id))
+    if token_id is not None and issuer == user.id:
+        db.rollback()
+        raise Conflict(
+            f"your own token rests on {user.username}'s authority (they minted it, or the "
+            "token you made it with): this change would revoke it; ask an admin whose "
+            f"token does not rest on {user.username}"
+        )
 
 
 def _active_admins() -> Select[int]:

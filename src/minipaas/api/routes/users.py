@@ -74,14 +74,22 @@ def list_users(
         409,
         s403="admins only, and not on themselves",
         s404="no such user",
-        s409="the last active admin",
+        s409="the last active admin, or the admin the caller's own token rests on",
     ),
 )
-def update_user(user_id: UserId, body: UserUpdate, admin: AdminUser, db: SessionDep) -> UserOut:
+def update_user(
+    user_id: UserId, body: UserUpdate, admin: AdminUser, db: SessionDep, request: Request
+) -> UserOut:
     """Disable or enable a user, or change their role (admin)."""
+    check: users.TokenCheck = request.state.token_check  # set when the token was checked
     return UserOut.model_validate(
         users.update_user(
-            db=db, actor=admin, user_id=user_id, disabled=body.disabled, role=body.role
+            db=db,
+            actor=admin,
+            user_id=user_id,
+            disabled=body.disabled,
+            role=body.role,
+            actor_token_id=check.token_id,
         )
     )
 
