@@ -370,27 +370,38 @@ def test_a_delete_whose_job_was_lost_is_done_by_the_reconciler(
 def test_a_delete_refused_for_a_deploy_started_meanwhile_is_not_tried_again(
     stack: Stack, api: httpx.Client, app_name: str
 ) -> None:
-    """The owner deployed after asking for the delete, and the deployment is queued when the
-    delete's job runs: the later request wins, the delete fails (said in its result) and the
-    reconciler does not delete the app later."""
+    """The owner deployed after asking for the delete: the later request wins. The deploy
+    request withdraws the delete; and a delete job that fails (here: the deployment is
+    queued when it runs) withdraws its own request, so the reconciler does not delete the
+    app later behind its owner's back."""
     app_id = create_app(api, app_name, HELLO_V1)["id"]
-    worker = _worker(stack)
-    worker.stop()  # the deployment stays queued: nothing runs it yet
-    try:
+
+    def ask_for_delete() -> None:
         with get_session() as db:
             db.execute(update(App).where(App.id == app_id).values(delete_requested_at=now()))
             db.commit()
+
+    def delete_requested() -> bool:
+        with get_session() as db:
+            app = db.get(App, app_id)
+            assert app is not None
+            return app.delete_requested_at is not None
+
+    worker = _worker(stack)
+    worker.stop()  # the deployment stays queued: nothing runs it yet
+    try:
+        ask_for_delete()
         deployment = api.post(f"/apps/{app_id}/deploy").json()
         assert deployment["status"] == "queued", deployment
+        assert not delete_requested()
+        ask_for_delete()  # as if the delete came between the deploy and its job
 
         result = lifecycle.perform_delete(app_id)
     finally:
         worker.start(stack.env)
 
     assert result.failure is not None and "deployment started meanwhile" in result.message
-    with get_session() as db:
-        app = db.get(App, app_id)
-        assert app is not None and app.delete_requested_at is None
+    assert not delete_requested()
     ended = wait_for_deployment(api, app_id, deployment["id"], timeout=60)
     assert ended["status"] == "succeeded", ended
     assert api.get(f"/apps/{app_id}").status_code == 200

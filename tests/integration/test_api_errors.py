@@ -233,6 +233,11 @@ def test_validation_messages_have_no_value_error_prefix(api: httpx.Client) -> No
         ("/apps", '{"name": "x", "image": "a", "internal_port": 80, "cpus": NaN}', "cpus"),
         ("/apps", '{"name": "x", "image": "a", "internal_port": 80, "cpus": Infinity}', "cpus"),
         ("/tokens", '{"name": "\\ud800"}', "name"),
+        (
+            "/apps",
+            '{"name": "x", "image": "a", "internal_port": 80, "command": ["\\ud800"]}',
+            "body",
+        ),
     ],
 )
 def test_a_refused_value_json_cannot_hold_is_quoted_escaped_not_a_500(

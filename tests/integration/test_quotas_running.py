@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from minipaas.api.app import create_app
 from minipaas.clock import now
@@ -21,7 +22,7 @@ from minipaas.db.session import get_session
 from minipaas.security import decrypt_env
 from minipaas.services import releases
 from minipaas.services.apps import update_app
-from minipaas.services.errors import Forbidden
+from minipaas.services.errors import Forbidden, Unavailable
 from tests.support.flows import create_app as register_app
 from tests.support.flows import wait_for_deployment
 from tests.support.images import HELLO_V1
@@ -138,6 +139,31 @@ def test_two_env_sets_at_once_keep_both_variables(
         app = db.get(App, app_id)
         assert app is not None
         assert decrypt_env(app.env_ciphertext) == {"A": "1", "B": "2"}
+
+
+def test_a_patch_waits_a_few_seconds_for_a_held_app_then_says_busy(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    """Every PATCH takes the app's row lock, which the healer holds across a Docker call (a
+    minute with a hung engine): it waits 5 s at most, then answers 503, changing nothing."""
+    member = new_member(api)
+    with member_client(stack, member) as client:
+        app_id = register_app(client, app_name, HELLO_V1)["id"]
+    with get_session() as holder, get_session() as db:
+        holder.execute(select(App).where(App.id == app_id).with_for_update())
+        owner, app = db.get(User, member.id), db.get(App, app_id)
+        assert owner is not None and app is not None
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="busy"):
+            update_app(db=db, app=app, changes={"env_set": {"A": "1"}}, caller=owner)
+        assert 4 < time.monotonic() - started < 15
+        holder.rollback()
+        app = db.get(App, app_id)
+        assert app is not None
+        update_app(db=db, app=app, changes={"env_set": {"A": "1"}}, caller=owner)
+    with get_session() as db:
+        app = db.get(App, app_id)
+        assert app is not None and decrypt_env(app.env_ciphertext) == {"A": "1"}
 
 
 def test_cpu_and_pids_quotas_count_what_runs(

@@ -52,16 +52,20 @@ class _Strict(BaseModel):
 
     @model_validator(mode="after")
     def _no_nul(self) -> Any:
-        # PostgreSQL text cannot hold NUL: refused here (422) rather than by the database (500)
+        # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate: refused here (422)
+        # rather than by the database (500)
         for name, value in self.__dict__.items():
             if _holds_nul(value):
-                raise ValueError(f"{name} may not contain a NUL character (\\u0000)")
+                raise ValueError(
+                    f"{name} may not contain a NUL character (\\u0000) or a lone surrogate "
+                    "(\\ud800-\\udfff): send plain text"
+                )
         return self
 
 
 def _holds_nul(value: object) -> bool:
     if isinstance(value, str):
-        return "\x00" in value
+        return "\x00" in value or not validation.is_unicode(value)
     if isinstance(value, list | tuple):
         return any(_holds_nul(item) for item in value)
     if isinstance(value, dict):

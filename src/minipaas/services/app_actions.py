@@ -28,7 +28,7 @@ from minipaas.db.models import (
 from minipaas.db.session import get_session
 from minipaas.services import lifecycle
 from minipaas.services.app_lock import app_lock, try_app_lock
-from minipaas.services.apps import get_app
+from minipaas.services.apps import get_app, withdraw_delete
 from minipaas.services.deployments import records
 from minipaas.services.errors import Conflict, NotFound, Unavailable
 from minipaas.services.job_results import DONE, FailureKind, JobResult, failure_of
@@ -70,6 +70,8 @@ def request_action(*, db: Session, app_id: int, action: Action, user: User | Non
     row = AppAction(app_id=app_id, action=action, requested_by_id=user.id if user else None)
     db.add(row)
     try:
+        if user is not None:  # the owner's action, asked for after a delete, wins over it
+            withdraw_delete(db, app_id)  # flushes the row: its conflict is caught here too
         db.commit()
     except IntegrityError:  # the partial unique index: one pending action per app
         db.rollback()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from minipaas import security
@@ -17,7 +18,7 @@ from minipaas.services import certificates, quotas, validation
 from minipaas.services.access import apps_visible_to, readable_apps
 from minipaas.services.app_rows import APP_COLUMNS
 from minipaas.services.builds import naming
-from minipaas.services.errors import Conflict, InvalidRequest, NotFound
+from minipaas.services.errors import Conflict, InvalidRequest, NotFound, Unavailable
 
 
 @dataclass
@@ -135,13 +136,32 @@ def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> A
     return app
 
 
+# How long a PATCH waits for the app's row: the healer holds it across a Docker call, which
+# a hung engine can make last a minute
+_ROW_LOCK_WAIT = "5s"
+
+
 def _lock_and_reload(db: Session, app: App) -> None:
-    db.scalar(
-        select(App)
-        .where(App.id == app.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    db.execute(text(f"SET LOCAL lock_timeout = '{_ROW_LOCK_WAIT}'"))
+    try:
+        db.scalar(
+            select(App)
+            .where(App.id == app.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        db.rollback()
+        raise Unavailable(
+            f"app {app.id} is busy (the platform is repairing or changing it); "
+            "nothing was changed, try again in a few seconds"
+        ) from None
+    db.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+
+
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) -> App:
@@ -204,3 +224,29 @@ def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) 
         # Redirect and HSTS are the router's at once, like a domain (no deploy needed)
         certificates.publish_tls_best_effort()
     return app
+
+
+def ask_for_delete(db: Session, app_id: int, at: datetime) -> bool:
+    """Records that the app's deletion was asked for (committed before its job is queued);
+    False if it was already (the first request's time is kept)."""
+    asked = db.execute(
+        update(App)
+        .where(App.id == app_id, App.delete_requested_at.is_(None))
+        .values(delete_requested_at=at)
+    )
+    db.commit()
+    return bool(asked.rowcount)  # type: ignore[attr-defined]
+
+
+def withdraw_delete(db: Session, app_id: int, asked: datetime | None = None) -> None:
+    """The app's deletion is no longer asked for: its job failed (its result says why), or
+    the owner asked for something else since (a deploy, an action), which wins. With `asked`,
+    only that request. Committed by the caller."""
+    statement = (
+        update(App)
+        .where(App.id == app_id, App.delete_requested_at.is_not(None))
+        .values(delete_requested_at=None)
+    )
+    if asked is not None:
+        statement = statement.where(App.delete_requested_at == asked)
+    db.execute(statement)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 
 from rq.job import Job
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from minipaas import queue
@@ -26,7 +25,7 @@ from minipaas.runtime import (
 )
 from minipaas.services import routing, scaling
 from minipaas.services.app_lock import app_lock
-from minipaas.services.apps import get_app
+from minipaas.services.apps import ask_for_delete, get_app, withdraw_delete
 from minipaas.services.deployments import records
 from minipaas.services.deployments.outcome import (
     DeploymentFailed,
@@ -83,42 +82,49 @@ def queue_delete(*, db: Session, app_id: int) -> Job:
             raise Conflict(f"app {app_id} is already being deleted; wait for it")
     except queue.QueueUnavailable as exc:
         raise Unavailable(f"{exc}; nothing was changed, try again later") from None
-    _record_delete_request(db, app_id, now())
+    asked = now()
+    recorded = ask_for_delete(db, app_id, asked)
     try:
         return jobs.enqueue_delete(app_id, timeout=action_timeout())
     except queue.QueueUnavailable as exc:
-        _record_delete_request(db, app_id, None)
+        if recorded:  # an earlier request, waiting to be queued again, stays
+            withdraw_delete(db, app_id, asked)
+            db.commit()
         raise Unavailable(f"{exc}; nothing was changed, try again later") from None
 
 
-def _record_delete_request(db: Session, app_id: int, at: datetime | None) -> None:
-    """The request in PostgreSQL before its job is queued (None: taken back); the first
-    request's time is kept."""
-    statement = update(App).where(App.id == app_id).values(delete_requested_at=at)
-    if at is not None:
-        statement = statement.where(App.delete_requested_at.is_(None))
-    db.execute(statement)
-    db.commit()
-
-
 def requeue_lost_deletes() -> list[str]:
-    """A reconciler step: deletes asked for whose job Redis lost (a restart without its
-    data), or whose worker died, or that failed other than by a deployment started
-    meanwhile, are queued again; the job is idempotent."""
+    """A reconciler step: a delete asked for whose job Redis lost (a restart without its
+    data), or whose worker died or was timed out, is queued again (the job is idempotent).
+    One that ended with a failure withdrew its request: its result said so."""
     cutoff = now() - liveness.LIFECYCLE_JOB_GRACE
     with get_session() as db:
         app_ids = db.scalars(select(App.id).where(App.delete_requested_at < cutoff)).all()
     actions = []
     for app_id in app_ids:
-        job_id = jobs.delete_job_id(app_id)
-        if liveness.job_in_progress(job_id):
+        try:
+            action = _requeue_if_lost(app_id)
+        except Exception:  # one app's trouble (Redis, the database) does not stop the others
+            log.warning("the delete of app %s was not checked", app_id, exc_info=True)
             continue
-        status = queue.job_status(job_id)
-        queue.delete_job(job_id)
-        jobs.enqueue_delete(app_id, timeout=action_timeout())
-        how = "lost" if status is None else f"{status} without deleting it"
-        actions.append(f"queued the delete of app {app_id} again: its job was {how}")
+        if action:
+            actions.append(action)
     return actions
+
+
+def _requeue_if_lost(app_id: int) -> str | None:
+    job_id = jobs.delete_job_id(app_id)
+    if liveness.job_in_progress(job_id):
+        return None
+    status = queue.job_status(job_id)
+    if status == "finished":  # it ran to its end, yet its request is still there
+        with get_session() as db:
+            withdraw_delete(db, app_id)
+            db.commit()
+        return f"app {app_id}: the delete had ended; its request is withdrawn"
+    queue.delete_job(job_id)
+    jobs.enqueue_delete(app_id, timeout=action_timeout())
+    return f"queued the delete of app {app_id} again: its job was {status or 'lost'}"
 
 
 async def wait_for_delete(job: Job, seconds: float) -> bool:
@@ -274,8 +280,6 @@ def perform_delete(app_id: int) -> JobResult:
         try:
             with get_session() as db:
                 if records.active_deployment(db=db, app_id=app_id) is not None:
-                    # The owner's later request wins: this delete is not tried again
-                    _record_delete_request(db, app_id, None)
                     raise Conflict("a deployment started meanwhile; try again")
             _stop_routing_to(app_id)
             for container_id in runtime.platform_container_ids(app_id):
@@ -287,6 +291,7 @@ def perform_delete(app_id: int) -> JobResult:
                     db.delete(app)
                     db.commit()
         except Exception as exc:
+            _withdraw_failed_delete(app_id)
             return failure_of(exc)
         try:
             routing.publish_app_route(app_id)
@@ -297,6 +302,18 @@ def perform_delete(app_id: int) -> JobResult:
                 "the reconciler retries",
             )
     return DONE
+
+
+def _withdraw_failed_delete(app_id: int) -> None:
+    """A delete that failed is not tried again by itself: its failure is the answer (a
+    retry could delete an app its owner has gone on using). If the database cannot say so
+    now, the reconciler tries the delete again, as for a lost one."""
+    try:
+        with get_session() as db:
+            withdraw_delete(db, app_id)
+            db.commit()
+    except Exception:
+        log.warning("the failed delete of app %s is still recorded", app_id, exc_info=True)
 
 
 def _stop_routing_to(app_id: int) -> None:

@@ -59,7 +59,7 @@ def is_image_id(image: str) -> bool:
     return IMAGE_ID_PATTERN.fullmatch(image) is not None
 
 
-def _is_unicode(text: str) -> bool:
+def is_unicode(text: str) -> bool:
     """False for a lone surrogate ("\\ud800" in JSON): no UTF-8 can hold it."""
     try:
         text.encode()
@@ -77,7 +77,7 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
                 f"env name {key[:50]!r} is not valid: use letters, digits and '_', "
                 "not starting with a digit"
             )
-        if "\x00" in value or not _is_unicode(value) or len(value.encode()) > MAX_ENV_VALUE_BYTES:
+        if "\x00" in value or not is_unicode(value) or len(value.encode()) > MAX_ENV_VALUE_BYTES:
             raise ValueError(
                 f"env value of {key} must be text without NUL, at most {MAX_ENV_VALUE_BYTES} bytes"
                 " (UTF-8; no lone surrogate such as \\ud800)"

@@ -98,6 +98,7 @@ def request_deployment(
         deployment.rollback_to_release = release.number
     db.add(deployment)
     app.status = AppStatus.DEPLOYING
+    app.delete_requested_at = None  # a deploy asked for after a delete wins over it
     _insert_one_active(db, app_id)
     number = deployment.rollback_to_release
     what = f"rollback to release {number}" if number else deployment.image
