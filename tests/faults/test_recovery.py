@@ -405,3 +405,23 @@ def test_a_delete_refused_for_a_deploy_started_meanwhile_is_not_tried_again(
     ended = wait_for_deployment(api, app_id, deployment["id"], timeout=60)
     assert ended["status"] == "succeeded", ended
     assert api.get(f"/apps/{app_id}").status_code == 200
+
+
+def test_an_owners_action_after_a_lost_delete_wins_over_it(
+    api: httpx.Client, app_name: str
+) -> None:
+    """The delete's job was lost; before the reconciler queued it again, the owner stopped
+    the app (they went on using it): the action withdraws the delete, and the app stays."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    deploy(api, app_id)
+    with get_session() as db:
+        # Within the grace (15 s), so the platform's reconciler leaves it to this test
+        db.execute(update(App).where(App.id == app_id).values(delete_requested_at=now()))
+        db.commit()
+    stopped = api.post(f"/apps/{app_id}/stop")
+    assert stopped.status_code in (200, 202), stopped.text
+    with get_session() as db:
+        app = db.get(App, app_id)
+        assert app is not None and app.delete_requested_at is None
+    assert lifecycle.requeue_lost_deletes() == []
+    assert api.get(f"/apps/{app_id}").status_code == 200
