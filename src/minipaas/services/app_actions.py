@@ -39,10 +39,6 @@ from minipaas.worker import jobs, liveness
 
 log = logging.getLogger(__name__)
 
-# A queued action whose job Redis does not know is queued again after this long
-LOST_JOB_GRACE = liveness.LIFECYCLE_JOB_GRACE
-
-
 # --- API side ------------------------------------------------------------------------------
 
 
@@ -200,7 +196,7 @@ def requeue_lost_actions() -> list[str]:
     """Queued actions whose job Redis lost are queued again; running ones whose worker died
     end as failed (the reconciler's other steps then match the app to its container)."""
     done = []
-    cutoff = datetime.now(UTC) - LOST_JOB_GRACE
+    cutoff = datetime.now(UTC) - liveness.LIFECYCLE_JOB_GRACE
     with get_session() as db:
         pending = db.execute(
             select(AppAction.id, AppAction.app_id, AppAction.status, AppAction.job_id).where(

@@ -118,9 +118,7 @@ def _requeue_if_lost(app_id: int) -> str | None:
         return None
     status = queue.job_status(job_id)
     if status == "finished":  # it ran to its end, yet its request is still there
-        with get_session() as db:
-            withdraw_delete(db, app_id)
-            db.commit()
+        _withdraw_delete_now(app_id)
         return f"app {app_id}: the delete had ended; its request is withdrawn"
     queue.delete_job(job_id)
     jobs.enqueue_delete(app_id, timeout=action_timeout())
@@ -309,11 +307,15 @@ def _withdraw_failed_delete(app_id: int) -> None:
     retry could delete an app its owner has gone on using). If the database cannot say so
     now, the reconciler tries the delete again, as for a lost one."""
     try:
-        with get_session() as db:
-            withdraw_delete(db, app_id)
-            db.commit()
+        _withdraw_delete_now(app_id)
     except Exception:
         log.warning("the failed delete of app %s is still recorded", app_id, exc_info=True)
+
+
+def _withdraw_delete_now(app_id: int) -> None:
+    with get_session() as db:
+        withdraw_delete(db, app_id)
+        db.commit()
 
 
 def _stop_routing_to(app_id: int) -> None:
