@@ -17,8 +17,18 @@ if [[ "${1:-}" == "--dev" ]]; then
   packages+=(docker-compose wrk iproute2 chromium debootstrap pebble)
 fi
 
+# A Docker engine or Compose installed another way (Docker's own docker-ce packages, a static
+# binary) is used as it is: Debian's docker.io would conflict with docker-ce and containerd.io
+if command -v dockerd >/dev/null; then
+  packages=("${packages[@]/docker.io}")
+fi
+if command -v docker-compose >/dev/null; then
+  packages=("${packages[@]/docker-compose}")
+fi
+
 missing=()
 for package in "${packages[@]}"; do
+  [[ -n "$package" ]] || continue
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
     || missing+=("$package")
 done
@@ -49,6 +59,12 @@ if ((${#missing[@]})); then
 fi
 
 python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "mini-paas needs Python 3.11 or later (Debian 12, Ubuntu 24.04 or later have it);" \
+    "$python is $("$python" -V 2>/dev/null || echo "not found"): install python3.11 or later and run" \
+    "again with PYTHON=python3.11 (or newer)" >&2
+  exit 1
+fi
 if [[ ! -x .venv/bin/python ]]; then
   "$python" -m venv .venv
 fi
