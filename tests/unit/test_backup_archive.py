@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,21 @@ def test_a_header_asking_scrypt_for_gigabytes_is_refused_before_deriving() -> No
     tampered = backup_archive.MAGIC + struct.pack(">I", len(forged)) + forged
     with pytest.raises(ArchiveError, match="out of range"):
         _read(tampered + data[start + length :])
+
+
+def test_a_killed_backups_partial_file_is_removed_and_a_running_ones_kept(tmp_path: Path) -> None:
+    import subprocess
+
+    from minipaas.host.backup import remove_abandoned_partials
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # its pid is now nobody's: the backup it stands for was killed
+    abandoned = tmp_path / f".mp-20261128T101500Z.mpbackup.{ended.pid}.partial"
+    running = tmp_path / f".mp-20261128T101600Z.mpbackup.{os.getpid()}.partial"
+    unrelated = tmp_path / ".notes.partial"
+    for path in (abandoned, running, unrelated):
+        path.write_bytes(b"half")
+
+    assert remove_abandoned_partials(tmp_path) == [abandoned]
+    assert not abandoned.exists()
+    assert running.exists() and unrelated.exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -131,6 +132,7 @@ def make_backup(settings: Settings, secret: Secret, destination: Path | None) ->
     except security.SecretsUnreadable as exc:
         raise HostServiceError(str(exc)) from None
     _check_key_opens_the_database(key)
+    remove_abandoned_partials(destination.parent)
     partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -163,6 +165,33 @@ def make_backup(settings: Settings, secret: Secret, destination: Path | None) ->
         LastBackup(time.time(), str(destination.resolve()), result.size_bytes, round(seconds, 3)),
     )
     return result
+
+
+def remove_abandoned_partials(directory: Path) -> list[Path]:
+    """Removes the half-written archives of backups whose process is gone (killed: a backup
+    that fails removes its own); returns them. A live process's file is left alone."""
+    removed: list[Path] = []
+    for found in directory.glob(".*.partial"):
+        pid = _PARTIAL_PID.fullmatch(found.name)
+        if pid is None or _process_alive(int(pid.group(1))):
+            continue
+        found.unlink(missing_ok=True)
+        removed.append(found)
+    return removed
+
+
+# ".<archive name>.<pid>.partial", as make_backup names them
+_PARTIAL_PID = re.compile(r"\..+\.(\d+)\.partial")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # someone else's process (or not a pid): keep
+        return True
+    return True
 
 
 def _dump_into(settings: Settings, writer: ArchiveWriter) -> dict[str, object]:
