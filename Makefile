@@ -25,11 +25,17 @@ ps:
 logs:
 	@$(MINIPAAS) platform logs
 
+# Test sessions side by side, each with a platform of its own on the one engine: the tests
+# mostly wait on containers, so two sessions nearly halve the time on 2 cores
+TEST_SESSIONS ?= 2
+
 test: dev-deps  ## the whole suite against real PostgreSQL, Redis, Docker and nginx, then the deployment tests again on Docker Swarm
 	@scripts/ensure-docker.sh
-	@$(PYTEST) -q --durations=25
+	@$(PYTEST) -q -n $(TEST_SESSIONS) --dist loadfile -m "not alone" --durations=25
+	@echo "Then the tests that run alone on the engine (they restart it, or time what a second session's load would stretch)"
+	@$(PYTEST) -q -m alone --durations=10
 	@echo "Second pass: the deployment tests with RUNTIME=swarm (a one-node swarm on 127.0.0.1)"
-	@RUNTIME=swarm $(PYTEST) -q -m deployments --durations=10
+	@RUNTIME=swarm $(PYTEST) -q -n $(TEST_SESSIONS) --dist loadfile -m deployments --durations=10
 
 test-swarm: dev-deps  ## the deployment tests with RUNTIME=swarm only (make test's second pass)
 	@scripts/ensure-docker.sh

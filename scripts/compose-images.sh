@@ -12,6 +12,10 @@
 # Usage (as root, from anywhere): scripts/compose-images.sh [--base-only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One build at a time on this host (two test sessions may ask at once): the second waits,
+# then finds the images made
+exec 9>/var/lock/minipaas-compose-images.lock
+flock 9
 
 BASE_IMAGE=${BASE_IMAGE:-minipaas-base:bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}

@@ -30,6 +30,7 @@ from tests.support.builds import (
     tar_bytes,
     wait_for_build,
 )
+from tests.support.engine import containers_whose_command_holds
 from tests.support.flows import create_app, wait_for_deployment
 from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
@@ -199,12 +200,7 @@ def test_cancel_stops_a_running_build_within_ten_seconds(
     assert build["status"] == "cancelled" and elapsed < 10
     assert api.post(f"/apps/{app_id}/builds/{number}/cancel").status_code == 409
     # The step's container is gone, and a new build may start
-    sleeping = [
-        c
-        for c in docker.from_env().containers.list(all=True)
-        if app_name in " ".join(c.attrs["Config"].get("Cmd") or [])
-    ]
-    assert sleeping == []
+    assert containers_whose_command_holds(app_name) == []
     assert start_build(api, app_id, tar_bytes(scratch_context("y"))).status_code == 202
     wait_for_build(api, app_id, number + 1)
 
@@ -578,11 +574,7 @@ def test_a_builder_killed_mid_build_fails_the_build_and_ends_its_step(
     assert build["status"] == "failed" and "builder stopped" in build["error"]
 
     def step_gone() -> bool:
-        return not [
-            c
-            for c in docker.from_env().containers.list(all=True)
-            if app_name in " ".join(c.attrs["Config"].get("Cmd") or [])
-        ]
+        return not containers_whose_command_holds(app_name)
 
     eventually(step_gone, timeout=20, message="the build step's container still runs")
     # supervisord started a new builder: the next build runs

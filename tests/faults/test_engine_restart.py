@@ -16,7 +16,8 @@ from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+# alone: it restarts the engine under every session's containers
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.alone]
 
 
 def _engine_answers() -> bool:

@@ -21,7 +21,8 @@ from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+# alone: it times gaps in a stream, which a second session's load stretches
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.alone]
 
 STREAMER = "minipaas-test/streamer:v1"
 DEPLOYS = 20

@@ -124,6 +124,7 @@ def _restart_gaps(events: list[dict[str, Any]]) -> list[float]:
     return gaps
 
 
+@pytest.mark.alone  # restart gaps timed to 1.5 s
 def test_crash_loop_backs_off_and_shows_crashed_until_stopped(
     stack: Stack, api: httpx.Client, app_name: str
 ) -> None:

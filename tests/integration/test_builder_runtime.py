@@ -7,13 +7,13 @@ import secrets
 import time
 from pathlib import Path
 
-import docker
 import pytest
 
 from minipaas.config import Settings
 from minipaas.runtime.builder import BuildSpec, build_image
 from minipaas.runtime.docker_runtime import DockerRuntime
 from tests.support.builds import scratch_context, tar_bytes
+from tests.support.engine import containers_whose_command_holds
 
 pytestmark = [pytest.mark.docker]
 
@@ -32,6 +32,7 @@ def _spec(tmp_path: Path, run: str, tag: str) -> BuildSpec:
     )
 
 
+@pytest.mark.alone  # the kill timed to 2 s
 def test_a_deadline_kills_the_silent_step_and_says_why(tmp_path: Path) -> None:
     marker = secrets.token_hex(6)
     spec = _spec(tmp_path, f"echo started {marker}; sleep 300", f"minipaas-test/deadline:{marker}")
@@ -60,12 +61,7 @@ def test_a_deadline_kills_the_silent_step_and_says_why(tmp_path: Path) -> None:
     assert asked, "the step's line never arrived while it ran"
     print(f"\nstopped {ended - asked[0]:.2f} s after the deadline ({ended - began:.1f} s in all)")
     assert ended - asked[0] < 2
-    left = [
-        c
-        for c in docker.from_env().containers.list(all=True)
-        if marker in " ".join(c.attrs["Config"].get("Cmd") or [])
-    ]
-    assert left == []
+    assert containers_whose_command_holds(marker) == []
 
 
 def test_free_disk_is_checked_where_uploads_and_images_live(tmp_path: Path) -> None:

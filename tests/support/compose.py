@@ -145,10 +145,11 @@ class ComposeInstall:
         import docker
 
         prefix = f"{self.instance}-builds/"
+        # One list call, no inspect per image (another session may remove one meanwhile)
         return [
             tag
-            for image in docker.from_env().images.list()
-            for tag in image.tags
+            for image in docker.from_env().api.images()
+            for tag in image.get("RepoTags") or []
             if tag.startswith(prefix)
         ]
 

@@ -53,3 +53,11 @@ def remove_by_hand(ref: str) -> None:
         client.containers.get(ref).remove(force=True)
     except NotFound:
         client.api.remove_service(ref)
+
+
+def containers_whose_command_holds(fragment: str) -> list[str]:
+    """Ids of the engine's containers, any state, whose command line holds `fragment`: one
+    list call, no inspect per container (another test session's container may be removed
+    between a list and its inspect)."""
+    listed: list[dict[str, Any]] = docker.from_env().api.containers(all=True)
+    return [str(found["Id"]) for found in listed if fragment in str(found.get("Command") or "")]

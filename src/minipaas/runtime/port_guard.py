@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 # iptables allows 28 characters in a chain's name
 CHAIN = "MINIPAAS-SWARM-PORTS"
@@ -25,6 +26,9 @@ CONTAINER_INTERFACES = ("docker_gwbridge", "docker0")
 # same binary keeps our rules in the tables Docker uses
 IPTABLES = "iptables"
 TIMEOUT_SECONDS = 30
+# The chain is the host's, shared by every install on it (two may start at once): so is the
+# lock around its check-then-create
+HOST_LOCK_FILE = Path("/var/lock/minipaas-swarm-ports.lock")
 
 
 class PortGuardError(Exception):

@@ -48,7 +48,7 @@ from minipaas.runtime.docker_runtime import DockerRuntime, _host_lock
 from minipaas.runtime.engine_errors import as_runtime_failure, engine_reachable
 from minipaas.runtime.inventory import node_address
 from minipaas.runtime.listening import Listener
-from minipaas.runtime.port_guard import PortGuardError, install_port_guard
+from minipaas.runtime.port_guard import HOST_LOCK_FILE, PortGuardError, install_port_guard
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class SwarmRuntime(DockerRuntime):
     def guard_host_ports(self) -> None:
         """Host-mode ports bind on every interface: without this, a container reaches
         another app's replica at its host's address, past the router (runtime/port_guard.py)."""
-        with _host_lock(self._settings.run_dir / "swarm-ports.lock"):
+        with _host_lock(HOST_LOCK_FILE):
             try:
                 install_port_guard(HOST_PORTS)
             except (PortGuardError, OSError, subprocess.SubprocessError) as exc:
