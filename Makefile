@@ -39,14 +39,14 @@ test: dev-deps  ## the whole suite against real PostgreSQL, Redis, Docker and ng
 
 test-swarm: dev-deps  ## the deployment tests with RUNTIME=swarm only (make test's second pass)
 	@scripts/ensure-docker.sh
-	@RUNTIME=swarm $(PYTEST) -q -m deployments
+	@RUNTIME=swarm $(PYTEST) -q -n $(TEST_SESSIONS) --dist loadfile -m deployments
 
 test-unit: dev-deps  ## every test that needs no Docker engine (nor the platform it runs)
 	@$(PYTEST) -q -m "not docker"
 
 test-deployments: dev-deps
 	@scripts/ensure-docker.sh
-	@$(PYTEST) -q -m deployments
+	@$(PYTEST) -q -n $(TEST_SESSIONS) --dist loadfile -m deployments
 
 bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, router metrics on/off, parallel deploys, API throughput, fairness, build and deploy from source, deploy on Docker Swarm (~13 min)
 	@scripts/ensure-docker.sh
