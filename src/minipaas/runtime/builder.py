@@ -22,6 +22,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
+from minipaas.runtime import image_turns
 from minipaas.runtime.base import EngineUnavailable
 from minipaas.runtime.docker_runtime import DockerRuntime
 
@@ -221,7 +222,8 @@ def build_image(
     watcher.start()
     error: str | None = None
     try:
-        with spec.context.open("rb") as context:
+        # Image removals by any install on the host wait until this build ends (image_turns)
+        with image_turns.building(), spec.context.open("rb") as context:
             for chunk in _stream(api, spec, context):
                 if "stream" in chunk:
                     lines.add(str(chunk["stream"]))
@@ -328,15 +330,25 @@ def kill_step_container(runtime: DockerRuntime, container: str) -> None:
         runtime.client.api.remove_container(container, force=True)
 
 
-def remove_build_tag(runtime: DockerRuntime, tag: str) -> bool:
+# How long the removal of an image no sweep will see again waits for builds on the host
+LAST_CHANCE_WAIT_SECONDS = 30.0
+
+
+def remove_build_tag(runtime: DockerRuntime, tag: str, *, last_chance: bool = False) -> bool:
     """Removes an old build's tag (the image with it, when no other name or container holds
-    it); False when Docker refuses."""
-    try:
-        runtime.client.api.remove_image(tag, force=False, noprune=False)
-    except NotFound:
-        return True
-    except (APIError, DockerException):
-        return False
+    it); False when Docker refuses, or while a build runs on the host (image_turns): the
+    sweep of old builds' images tries again. With `last_chance` (no sweep will see the tag
+    again) it waits for its turn a while, then removes the tag all the same."""
+    wait = LAST_CHANCE_WAIT_SECONDS if last_chance else 0.0
+    with image_turns.removing(wait_seconds=wait) as our_turn:
+        if not our_turn and not last_chance:
+            return False
+        try:
+            runtime.client.api.remove_image(tag, force=False, noprune=False)
+        except NotFound:
+            return True
+        except (APIError, DockerException):
+            return False
     return True
 
 

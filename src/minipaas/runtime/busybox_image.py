@@ -9,6 +9,7 @@ from pathlib import Path
 
 from docker.errors import BuildError, ImageNotFound
 
+from minipaas.runtime import image_turns
 from minipaas.runtime.base import RuntimeFailure
 from minipaas.runtime.docker_runtime import DockerRuntime
 
@@ -53,13 +54,14 @@ def build_busybox_image(
             _add(archive, f"www/{name}", content.encode())
     context.seek(0)
     try:
-        runtime.client.images.build(
-            fileobj=context,
-            custom_context=True,
-            tag=tag,
-            rm=True,
-            forcerm=True,
-        )
+        with image_turns.building():  # no install on the host removes an image meanwhile
+            runtime.client.images.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+            )
     except BuildError as exc:
         raise RuntimeFailure(f"building {tag} failed: {exc.msg}") from exc
 

@@ -34,7 +34,7 @@ from minipaas.db.models import (
 )
 from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
-from minipaas.runtime import get_runtime, labels
+from minipaas.runtime import get_runtime, image_turns, labels
 from minipaas.runtime.base import LOOPBACK, ContainerState, Endpoint
 from minipaas.services import app_actions, certificates, healing, images, lifecycle, routing
 from minipaas.services.app_lock import try_app_lock
@@ -433,14 +433,15 @@ def _remove_old_release_images() -> list[str]:
     keep |= {image_id for pair in in_flight for image_id in pair if image_id}
     keep |= {image_id for ref in configured if (image_id := runtime.image_id(ref))}
     actions, gone = [], []
-    for image_id in sorted(candidates - keep):
-        present = image_id.startswith("sha256:") and runtime.image_id(image_id) is not None
-        if present and not runtime.remove_image(image_id):
-            continue  # Docker refused: a container or another name still uses it
-        gone.append(image_id)
-        if present:
-            why = "pulled by the platform" if image_id in pulled else "of old releases"
-            actions.append(f"removed image {image_id[:19]} ({why}) that nothing uses")
+    with image_turns.removing() as our_turn:  # another install's build runs: the next pass
+        for image_id in sorted(candidates - keep) if our_turn else []:
+            present = image_id.startswith("sha256:") and runtime.image_id(image_id) is not None
+            if present and not runtime.remove_image(image_id):
+                continue  # Docker refused: a container or another name still uses it
+            gone.append(image_id)
+            if present:
+                why = "pulled by the platform" if image_id in pulled else "of old releases"
+                actions.append(f"removed image {image_id[:19]} ({why}) that nothing uses")
     with get_session() as db:
         images.forget(db, [image_id for image_id in gone if image_id in pulled])
     return actions

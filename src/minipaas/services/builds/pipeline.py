@@ -167,7 +167,7 @@ def _finish(build_id: int, result: BuildResult, started: float, *, tag: str | No
         build = db.get(Build, build_id)
         if build is None:  # the app was deleted meanwhile: its image goes too
             if result.image_id is not None and tag is not None:
-                remove_build_tag(get_runtime(), tag)
+                remove_build_tag(get_runtime(), tag, last_chance=True)
             return
         build.finished_at = now()
         build.duration_seconds = round(time.monotonic() - started, 3)
