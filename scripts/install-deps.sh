@@ -17,6 +17,20 @@ if [[ "${1:-}" == "--dev" ]]; then
   packages+=(docker-compose wrk iproute2 chromium debootstrap pebble)
 fi
 
+python=${PYTHON:-python3}
+check_python() {
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "mini-paas needs Python 3.11 or later (Debian 12, Ubuntu 24.04 or later have it);" \
+      "$python is $(command -v "$python" >/dev/null && "$python" -V 2>&1 || echo "not found"): install python3.11 or later and" \
+      "run again with PYTHON=python3.11 (or newer)" >&2
+    exit 1
+  fi
+}
+# Before any package is installed, when there is a Python to ask (python3-venv brings one)
+if command -v "$python" >/dev/null; then
+  check_python
+fi
+
 # A Docker engine or Compose installed another way (Docker's own docker-ce packages, a static
 # binary) is used as it is: Debian's docker.io would conflict with docker-ce and containerd.io
 if command -v dockerd >/dev/null; then
@@ -58,13 +72,7 @@ if ((${#missing[@]})); then
   fi
 fi
 
-python=${PYTHON:-python3}
-if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  echo "mini-paas needs Python 3.11 or later (Debian 12, Ubuntu 24.04 or later have it);" \
-    "$python is $("$python" -V 2>/dev/null || echo "not found"): install python3.11 or later and run" \
-    "again with PYTHON=python3.11 (or newer)" >&2
-  exit 1
-fi
+check_python
 if [[ ! -x .venv/bin/python ]]; then
   "$python" -m venv .venv
 fi

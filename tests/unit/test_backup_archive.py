@@ -118,17 +118,23 @@ def test_a_header_asking_scrypt_for_gigabytes_is_refused_before_deriving() -> No
 
 def test_a_killed_backups_partial_file_is_removed_and_a_running_ones_kept(tmp_path: Path) -> None:
     import subprocess
+    import time
 
-    from minipaas.host.backup import remove_abandoned_partials
+    from minipaas.host.backup import SUFFIX, remove_abandoned_partials
 
     ended = subprocess.Popen(["true"])
     ended.wait()  # its pid is now nobody's: the backup it stands for was killed
-    abandoned = tmp_path / f".mp-20261128T101500Z.mpbackup.{ended.pid}.partial"
-    running = tmp_path / f".mp-20261128T101600Z.mpbackup.{os.getpid()}.partial"
-    unrelated = tmp_path / ".notes.partial"
-    for path in (abandoned, running, unrelated):
+    abandoned = tmp_path / f".mp-20261128T101500Z{SUFFIX}.{ended.pid}.partial"
+    running = tmp_path / f".mp-20261128T101600Z{SUFFIX}.{os.getpid()}.partial"
+    fresh = tmp_path / f".mp-20261128T101700Z{SUFFIX}.{ended.pid + 1_000_000}.partial"
+    unrelated = tmp_path / f".notes.{ended.pid}.partial"
+    for path in (abandoned, running, fresh, unrelated):
         path.write_bytes(b"half")
+    hour_ago = time.time() - 3600
+    for path in (abandoned, running, unrelated):
+        os.utime(path, (hour_ago, hour_ago))
 
     assert remove_abandoned_partials(tmp_path) == [abandoned]
     assert not abandoned.exists()
-    assert running.exists() and unrelated.exists()
+    # A live process's, a recently written one (from another host?), and others' files stay
+    assert running.exists() and fresh.exists() and unrelated.exists()

@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -169,19 +169,27 @@ def make_backup(settings: Settings, secret: Secret, destination: Path | None) ->
 
 def remove_abandoned_partials(directory: Path) -> list[Path]:
     """Removes the half-written archives of backups whose process is gone (killed: a backup
-    that fails removes its own); returns them. A live process's file is left alone."""
+    that fails removes its own); returns them. Only files named as make_backup names them,
+    untouched for ABANDONED_AFTER (a backup writing from another host or container keeps
+    its file fresh), and never one whose process is alive here."""
     removed: list[Path] = []
-    for found in directory.glob(".*.partial"):
+    for found in directory.glob(f".*{SUFFIX}.*.partial"):
         pid = _PARTIAL_PID.fullmatch(found.name)
         if pid is None or _process_alive(int(pid.group(1))):
             continue
-        found.unlink(missing_ok=True)
+        try:
+            if time.time() - found.stat().st_mtime < ABANDONED_AFTER.total_seconds():
+                continue
+            found.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
         removed.append(found)
     return removed
 
 
 # ".<archive name>.<pid>.partial", as make_backup names them
-_PARTIAL_PID = re.compile(r"\..+\.(\d+)\.partial")
+_PARTIAL_PID = re.compile(r"\..+" + re.escape(SUFFIX) + r"\.(\d+)\.partial")
+ABANDONED_AFTER = timedelta(minutes=10)
 
 
 def _process_alive(pid: int) -> bool:

@@ -96,11 +96,11 @@ class SwarmRuntime(DockerRuntime):
     def guard_host_ports(self) -> None:
         """Host-mode ports bind on every interface: without this, a container reaches
         another app's replica at its host's address, past the router (runtime/port_guard.py)."""
-        with _host_lock(HOST_LOCK_FILE):
-            try:
+        try:
+            with _host_lock(HOST_LOCK_FILE):
                 install_port_guard(HOST_PORTS)
-            except (PortGuardError, OSError, subprocess.SubprocessError) as exc:
-                raise RuntimeFailure(f"cannot firewall the apps' host ports: {exc}") from exc
+        except (PortGuardError, OSError, subprocess.SubprocessError) as exc:
+            raise RuntimeFailure(f"cannot firewall the apps' host ports: {exc}") from exc
 
     def _app_network_name(self, app_id: int | None) -> str:
         return f"{self._settings.apps_network}-app{app_id}"
