@@ -15,7 +15,8 @@ from tests.support.images import HELLO_V1, SLOW_STARTER
 from tests.support.stack import Stack
 from tests.support.users import new_member
 
-pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+# alone: it times which deploys start first, which a second session's load shifts
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.alone]
 
 
 def _at(text: str) -> datetime:

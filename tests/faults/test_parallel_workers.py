@@ -22,7 +22,8 @@ from tests.support.images import HELLO_V1, SLOW_STARTER
 from tests.support.stack import Stack
 from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.docker, pytest.mark.e2e]
+# alone: it times how workers overlap and take turns, which a second session's load shifts
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.alone]
 
 
 def _at(text: str) -> datetime:

@@ -21,6 +21,7 @@ def _value(text: str, series: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.alone  # counts what the worker did meanwhile
 def test_metrics_cover_requests_deployments_router_apps_and_queue(
     stack: Stack, api: httpx.Client, app_name: str
 ) -> None:
