@@ -32,7 +32,7 @@ TEST_SESSIONS ?= 2
 test: dev-deps  ## the whole suite against real PostgreSQL, Redis, Docker and nginx, then the deployment tests again on Docker Swarm
 	@scripts/ensure-docker.sh
 	@$(PYTEST) -q -n $(TEST_SESSIONS) --dist loadfile -m "not alone" --durations=25
-	@echo "Then the tests that run alone on the engine (they restart it, or time what a second session's load would stretch)"
+	@echo "Then the tests that run alone on the engine (they restart it, or time what a second session's load would shift)"
 	@$(PYTEST) -q -m alone --durations=10
 	@echo "Second pass: the deployment tests with RUNTIME=swarm (a one-node swarm on 127.0.0.1)"
 	@RUNTIME=swarm $(PYTEST) -q -n $(TEST_SESSIONS) --dist loadfile -m deployments --durations=10
