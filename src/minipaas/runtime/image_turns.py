@@ -25,7 +25,7 @@ LOCK_FILE = Path("/var/lock/minipaas-images.lock")
 @contextlib.contextmanager
 def building(lock_file: Path = LOCK_FILE) -> Iterator[None]:
     """Held while a build runs; many builds at once are fine."""
-    with _locked(lock_file, fcntl.LOCK_SH) as _:
+    with _locked(lock_file, fcntl.LOCK_SH):
         yield
 
 

@@ -402,6 +402,12 @@ def _remove_old_release_images() -> list[str]:
     app (those releases stay rollback-able), of active deployments, the images apps are
     configured with now, and any image a container (ours or not, running or not) uses.
     """
+    with image_turns.removing() as our_turn:  # another install's build runs: the next pass
+        return _collect_unused_images() if our_turn else []
+
+
+def _collect_unused_images() -> list[str]:
+    """_remove_old_release_images's work, while no build runs on the host."""
     keep_count = get_settings().keep_release_images
     runtime = get_runtime()
     with get_session() as db:
@@ -433,15 +439,14 @@ def _remove_old_release_images() -> list[str]:
     keep |= {image_id for pair in in_flight for image_id in pair if image_id}
     keep |= {image_id for ref in configured if (image_id := runtime.image_id(ref))}
     actions, gone = [], []
-    with image_turns.removing() as our_turn:  # another install's build runs: the next pass
-        for image_id in sorted(candidates - keep) if our_turn else []:
-            present = image_id.startswith("sha256:") and runtime.image_id(image_id) is not None
-            if present and not runtime.remove_image(image_id):
-                continue  # Docker refused: a container or another name still uses it
-            gone.append(image_id)
-            if present:
-                why = "pulled by the platform" if image_id in pulled else "of old releases"
-                actions.append(f"removed image {image_id[:19]} ({why}) that nothing uses")
+    for image_id in sorted(candidates - keep):
+        present = image_id.startswith("sha256:") and runtime.image_id(image_id) is not None
+        if present and not runtime.remove_image(image_id):
+            continue  # Docker refused: a container or another name still uses it
+        gone.append(image_id)
+        if present:
+            why = "pulled by the platform" if image_id in pulled else "of old releases"
+            actions.append(f"removed image {image_id[:19]} ({why}) that nothing uses")
     with get_session() as db:
         images.forget(db, [image_id for image_id in gone if image_id in pulled])
     return actions
