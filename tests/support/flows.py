@@ -17,6 +17,10 @@ def create_app(api: httpx.Client, name: str, image: str, **extra: Any) -> dict[s
     return dict(response.json())
 
 
+class Unavailable(Exception):
+    """The API answered 503: a dependency (or the API itself) is restarting."""
+
+
 def wait_for_deployment(
     api: httpx.Client,
     app_id: int,
@@ -27,11 +31,13 @@ def wait_for_deployment(
     through_outages: bool = False,
 ) -> dict[str, Any]:
     """The deployment once it ended; `through_outages`: the API may answer 503 or not at all
-    meanwhile (a dependency restarting)."""
+    meanwhile (a dependency restarting). Any other answer but 200 fails at once."""
 
     def finished() -> dict[str, Any] | None:
         response = api.get(f"/apps/{app_id}/deployments/{deployment_id}")
-        assert response.status_code == 200, response.text
+        if response.status_code == 503:
+            raise Unavailable(response.text)
+        assert response.status_code == 200, f"{response.status_code}: {response.text}"
         body = dict(response.json())
         return body if body["status"] in FINISHED else None
 
@@ -39,7 +45,7 @@ def wait_for_deployment(
         finished,
         timeout=timeout,
         interval=interval,
-        retry_on=(AssertionError, httpx.HTTPError) if through_outages else (),
+        retry_on=(Unavailable, httpx.TransportError) if through_outages else (),
         message=f"deployment {deployment_id} did not finish",
     )
 
