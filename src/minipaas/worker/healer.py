@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from minipaas import metrics
+from minipaas import metrics, queue
 from minipaas.clock import now
 from minipaas.db.models import App, AppReplica, AppStatus
 from minipaas.db.session import database_unavailable, get_session
@@ -107,6 +107,10 @@ class HealerThread(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.wait(self.interval):
+            # Every worker runs this thread: one look per interval for the whole platform
+            # (each look lists the engine's containers; 4 workers made 8 lists a second)
+            if not queue.claim_turn("healer", self.interval):
+                continue
             try:
                 actions = heal_once()
             except Exception as exc:  # engine or database down: said once, not twice a second
