@@ -9,8 +9,8 @@ Usage: .venv/bin/python bench/parallel_deploys.py [--apps 10] [--workers 1 2] [-
 from __future__ import annotations
 
 import argparse
-import http.client
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -33,18 +33,23 @@ TIMEOUT_SECONDS = 300.0
 BENCH_LABEL = "io.minipaas.bench"
 
 
-def answers_200(port: int, host: str | None = None) -> bool:
-    """One GET on a fresh connection (cheap: the poller must not starve the platform)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-    try:
-        connection.request("GET", "/", headers={"Host": host} if host else {})
-        response = connection.getresponse()
-        response.read()
-        return response.status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
+def answers_200(port: int, host: str | None = None) -> Callable[[], bool]:
+    """A check: one GET on a fresh connection, and only the status line read. The poller asks
+    50 times a second per app and shares the cores with what it measures: with http.client
+    it used ~27 ms of CPU per deploy (50 at once), 19 ms like this; the workers use ~40."""
+    request = f"GET / HTTP/1.1\r\nHost: {host or '127.0.0.1'}\r\nConnection: close\r\n\r\n"
+    raw = request.encode()
+
+    def check() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                connection.sendall(raw)
+                head = connection.recv(16)
+        except OSError:
+            return False
+        return head[:5] == b"HTTP/" and head[8:13] == b" 200 "
+
+    return check
 
 
 def serving_times(waiting: dict[str, Callable[[], bool]], started: float) -> list[float]:
@@ -116,7 +121,7 @@ def _measure(stack: test_stack.Stack, apps: int) -> tuple[list[float], float]:
 
 
 def _host_check(port: int, host: str) -> Callable[[], bool]:
-    return lambda: answers_200(port, host)
+    return answers_200(port, host)
 
 
 def docker_floor(apps: int, at_a_time: int, image: str = HELLO_V1) -> list[float]:
@@ -168,7 +173,7 @@ def docker_floor(apps: int, at_a_time: int, image: str = HELLO_V1) -> list[float
 
 
 def _port_check(port: int) -> Callable[[], bool]:
-    return lambda: answers_200(port)
+    return answers_200(port)
 
 
 def shown(times: list[float]) -> str:
