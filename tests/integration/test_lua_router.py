@@ -189,6 +189,30 @@ def test_host_routes_reach_the_app_whatever_the_case_or_port(rig: Rig) -> None:
         assert "x-forwarded-prefix" not in headers
 
 
+def _raw_get(rig: Rig, request_line_target: str, host: str) -> bytes:
+    """One request with the target written as given (an absolute URL, say)."""
+    with socket.create_connection(("127.0.0.1", rig.settings.router_port)) as sock:
+        request = f"GET {request_line_target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        sock.sendall(request.encode())
+        return _read_all(sock)
+
+
+def test_an_app_is_never_sent_a_host_other_than_the_one_routed(rig: Rig) -> None:
+    """nginx routes an absolute URL in the request line by its host; the app gets Host."""
+    rig.router.set_route(rig.route(1, "web", rig.blue))
+    port = rig.settings.router_port
+
+    for target in ("http://web.apps.localhost/reset", f"http://127.0.0.1:{port}/apps/1/reset"):
+        answer = _raw_get(rig, target, "evil.example")
+        assert b" 400 " in answer.split(b"\r\n", 1)[0], answer
+        assert b"different hosts" in answer
+        assert b'"app": "blue"' not in answer
+    # the same host in both (any case or port) is routed as usual
+    answer = _raw_get(rig, "http://web.apps.localhost/x", f"WEB.apps.localhost:{port}")
+    assert b" 200 " in answer.split(b"\r\n", 1)[0], answer
+    assert b'"app": "blue"' in answer
+
+
 def test_path_routes_strip_the_prefix_and_redirect_the_bare_path(rig: Rig) -> None:
     rig.router.set_route(rig.route(7, "web", rig.blue))
 

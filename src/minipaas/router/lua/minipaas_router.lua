@@ -39,6 +39,8 @@ local next_pick = {}
 
 local NOT_FOUND_HOST = '{"detail": "no app is routed at this host"}'
 local NOT_FOUND_PATH = '{"detail": "no app is routed at this path; apps live under /apps/<id>/"}'
+local TWO_HOSTS = '{"detail": "the request line and the Host header name different hosts; '
+    .. 'send the same host in both, or a path alone in the request line"}'
 
 -- validation: the Python side checks the same rules; this keeps a bad caller from
 -- putting anything else into the table
@@ -532,7 +534,22 @@ function _M.done()
     end
 end
 
+-- nginx takes the host from the request line when it names one ("GET http://a/ HTTP/1.1"),
+-- and an app is sent the Host header: the two must name one host, or a client could route by
+-- one and hand the app another (a password-reset link built from Host, say)
+local function one_host()
+    local header = ngx.var.http_host
+    if not header then
+        return true
+    end
+    local name = header:lower():gsub(":%d*$", ""):gsub("%.$", "")
+    return name == ngx.var.host
+end
+
 function _M.route_by_host()
+    if not one_host() then
+        return send(400, "application/json", TWO_HOSTS)
+    end
     -- $host: lowercased, without port or trailing dot
     local entry = entry_for_host(ngx.var.host)
     if not entry then
@@ -542,6 +559,9 @@ function _M.route_by_host()
 end
 
 function _M.route_by_path()
+    if not one_host() then
+        return send(400, "application/json", TWO_HOSTS)
+    end
     local entry = get_entry(tonumber(ngx.var.minipaas_app_id))
     if not entry then
         return send(404, "application/json", NOT_FOUND_PATH)
