@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from minipaas.config import Settings
-from minipaas.runtime.builder import BuildSpec, build_image
+from minipaas.runtime.builder import BuildSpec, build_image, step_container
 from minipaas.runtime.docker_runtime import DockerRuntime
 from tests.support.builds import scratch_context, tar_bytes
 from tests.support.engine import containers_whose_command_holds
@@ -75,3 +76,44 @@ def test_free_disk_is_checked_where_uploads_and_images_live(tmp_path: Path) -> N
     check_free_disk(Settings(data_dir=tmp_path, build_min_free_disk_mb=1))
     with pytest.raises(InsufficientStorage, match="BUILD_MIN_FREE_DISK_MB"):
         check_free_disk(Settings(data_dir=tmp_path, build_min_free_disk_mb=10**9))
+
+
+def test_a_container_a_step_names_in_its_output_is_left_alone(tmp_path: Path) -> None:
+    """The step's id is read from the build's output, which the step can print to as well:
+    a container older than the build, or named as an app's, is never killed or removed."""
+    runtime = DockerRuntime(Settings(data_dir=tmp_path))
+    api = runtime.client.api
+    marker = secrets.token_hex(6)
+    image = f"minipaas-test/bystander:{marker}"
+    assert build_image(
+        runtime, _spec(tmp_path, "true", image), on_lines=lambda _: None, stop_reason=lambda: None
+    ).image_id
+    sleep = ["/bin/busybox", "sleep", "3600"]
+    older = runtime.client.containers.create(image, command=sleep, name=f"bystander-{marker}")
+    time.sleep(0.5)
+    since = datetime.now(UTC)
+    app_like = runtime.client.containers.create(image, command=sleep, name=f"mp-app1-d{since:%S%f}")
+    unnamed = runtime.client.containers.create(image, command=sleep)
+    lines: list[str] = []
+    try:
+        # Only a container made since the build began, with a name Docker made up, may be a step
+        assert step_container(api, older.id, since) is None
+        assert step_container(api, app_like.id, since) is None
+        assert step_container(api, unnamed.id, since) is not None
+        # A step claims to run in the older container; then it sleeps on
+        run = f'echo " ---> Running in {older.id}"; echo started {marker}; sleep 300'
+        result = build_image(
+            runtime,
+            _spec(tmp_path, run, f"minipaas-test/spoof:{marker}"),
+            on_lines=lines.extend,
+            stop_reason=lambda: "cancelled" if any(marker in line for line in lines) else None,
+        )
+        assert result.stopped == "cancelled", result
+        older.reload()  # still there (NotFound otherwise), and never started or killed
+        assert older.status == "created"
+        # The real step was stopped and removed all the same
+        assert containers_whose_command_holds(f"started {marker}") == []
+    finally:
+        for container in (older, app_like, unnamed):
+            container.remove(force=True)
+        runtime.client.images.remove(image, force=True)

@@ -2,7 +2,9 @@
 
 The classic builder enforces `container_limits` on every RUN step (BuildKit ignores memory
 limits: moby/buildkit#593). Closing the stream does not stop it, so a cancel or a deadline
-kills the step's container, known from the build's own output ("Running in <id>").
+kills the step's container, known from the build's own output ("Running in <id>"). That
+output holds what the steps print too, so the id is only trusted for a container that could
+be a step of this build (`step_container`): never an app's, nor one older than the build.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,14 @@ log = logging.getLogger(__name__)
 _RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})")
+# An app container's name (docker_runtime.container_name, any install's); a build step's is
+# one Docker makes up (adjective_name), never like this
+_APP_CONTAINER = re.compile(r"/?.+-app[0-9]+-d[0-9]+(?:-r[0-9]+)?")
+# Docker's clock and ours are the host's; a step's container is made after the build began
+_CREATED_SLACK = timedelta(milliseconds=100)
+# Containers named in the output that are kept: a step printing ids without end cannot grow
+# the list (it can push the real one out, and then only its own build goes unwatched)
+_CONTAINERS_KEPT = 64
 # How often the watcher asks whether to stop (a cancel ends the step within this, plus a kill)
 _WATCH_INTERVAL = 0.5
 # Output is handed on in batches: one database write per batch, not per line
@@ -77,7 +88,9 @@ class _Progress:
 
     def __init__(self) -> None:
         self.step: str | None = None
-        self.container: str | None = None
+        # Every container a line named, newest last: the builder's own line for the step
+        # that runs, and any a step printed (step_container tells them apart)
+        self.containers: list[str] = []
         self.image_id: str | None = None
         self.tail: list[str] = []
         self.lock = threading.Lock()
@@ -87,7 +100,10 @@ class _Progress:
             self.step = line
         if match := _RUNNING_IN.search(line):
             with self.lock:
-                self.container = match.group(1)
+                named = match.group(1)
+                if named in self.containers:
+                    self.containers.remove(named)
+                self.containers = [*self.containers[-(_CONTAINERS_KEPT - 1) :], named]
         if match := _BUILT.match(line):
             self.image_id = match.group(1)
         self.tail = [*self.tail[-19:], line]
@@ -144,9 +160,11 @@ class _Watcher(threading.Thread):
         api: docker.APIClient,
         lines: _Lines,
         stop_reason: Callable[[], str | None],
+        since: datetime,
     ) -> None:
         super().__init__(name="build-watcher", daemon=True)
         self.api = api
+        self.since = since
         self.lines = lines
         self.progress = lines.progress
         self.stop_reason = stop_reason
@@ -169,12 +187,13 @@ class _Watcher(threading.Thread):
 
     def _kill_step(self) -> None:
         with self.progress.lock:
-            container = self.progress.container
-        if container is None:
+            named = list(self.progress.containers)
+        attrs = newest_step_container(self.api, named, self.since)
+        if attrs is None:
             return
         # Not running (between steps): the next step's container gets killed
         with contextlib.suppress(APIError, DockerException):
-            self.api.kill(container)
+            self.api.kill(attrs["Id"])
 
 
 _docker_roots: dict[int, Path | None] = {}
@@ -208,6 +227,7 @@ def build_image(
     stop_reason: Callable[[], str | None],
 ) -> BuildResult:
     """Runs the build, handing its output on line by line; never raises for a failed step."""
+    began = datetime.now(UTC)
     progress = _Progress()
     lines = _Lines(on_lines, progress)
     try:
@@ -218,7 +238,7 @@ def build_image(
         ).api
     except DockerException as exc:
         raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
-    watcher = _Watcher(api, lines, stop_reason)
+    watcher = _Watcher(api, lines, stop_reason, began)
     watcher.start()
     error: str | None = None
     try:
@@ -242,7 +262,7 @@ def build_image(
         watcher.join(timeout=5)
         lines.flush(final=True)
     try:
-        return _result(runtime, api, spec, progress, error, watcher.reason)
+        return _result(runtime, api, spec, progress, error, watcher.reason, began)
     finally:
         api.close()
 
@@ -273,16 +293,16 @@ def _result(
     progress: _Progress,
     error: str | None,
     stopped: str | None,
+    began: datetime,
 ) -> BuildResult:
     if error is None and stopped is None:
         image_id = runtime.image_id(spec.tag)
         if image_id is not None:
             return BuildResult(image_id=image_id)
         error = "the build ended without an image"
-    failed = progress.container
     why = error or "stopped"
-    if failed is not None:
-        why = _step_failure(api, failed, why, spec.memory_mb)
+    if progress.containers:
+        why = _step_failure(api, progress.containers, why, spec.memory_mb, began)
     if stopped is not None:
         return BuildResult(image_id=None, error=stopped, failed_step=progress.step, stopped=stopped)
     last = "\n".join(line for line in progress.tail[-10:] if line.strip())
@@ -297,18 +317,18 @@ def _result(
     return BuildResult(image_id=None, error=message, failed_step=progress.step)
 
 
-def _step_failure(api: docker.APIClient, container: str, error: str, memory_mb: int) -> str:
+def _step_failure(
+    api: docker.APIClient, named: list[str], error: str, memory_mb: int, began: datetime
+) -> str:
     """The failed step's container says whether memory ran out; it is removed after."""
-    try:
-        state = api.inspect_container(container).get("State", {})
-    except NotFound:
+    attrs = newest_step_container(api, named, began)
+    if attrs is None:
         return error  # the step succeeded and its container is gone: the error came later
-    except (APIError, DockerException):
-        state = {}
     try:
-        api.remove_container(container, force=True)
+        api.remove_container(attrs["Id"], force=True)
     except (APIError, DockerException):
-        log.warning("could not remove the failed build step's container %s", container)
+        log.warning("could not remove the failed build step's container %s", attrs["Id"])
+    state = attrs.get("State") or {}
     if state.get("OOMKilled"):
         return (
             f"out of memory: the step used more than BUILD_MEMORY_MB ({memory_mb} MB) and was "
@@ -317,17 +337,57 @@ def _step_failure(api: docker.APIClient, container: str, error: str, memory_mb: 
     return error
 
 
+def newest_step_container(
+    api: docker.APIClient, named: list[str], since: datetime
+) -> dict[str, Any] | None:
+    """Of the containers the output named, the newest that can be a step of this build."""
+    for container in reversed(named):
+        attrs = step_container(api, container, since)
+        if attrs is not None:
+            return attrs
+    return None
+
+
+def step_container(api: docker.APIClient, container: str, since: datetime) -> dict[str, Any] | None:
+    """The container's attributes if it can be a step of a build that began at `since`:
+    created since then, and not named as an app's container. A "Running in <id>" line may
+    come from a step's own output, naming any container it likes; it is then left alone.
+    None as well when it is gone."""
+    try:
+        attrs: dict[str, Any] = api.inspect_container(container)
+    except (APIError, DockerException):  # NotFound included
+        return None
+    created = _docker_time(str(attrs.get("Created") or ""))
+    if created is None or created < since - _CREATED_SLACK:
+        return None
+    if _APP_CONTAINER.fullmatch(str(attrs.get("Name") or "")):
+        return None
+    return attrs
+
+
+def _docker_time(value: str) -> datetime | None:
+    """Docker's RFC 3339 time with nanoseconds, to the microsecond."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", value)
+    if match is None:
+        return None
+    fraction = (match.group(2) or "0")[:6].ljust(6, "0")
+    return datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
+
+
 def step_container_in(line: str) -> str | None:
     """The container a build step runs in, when the line announces one."""
     match = _RUNNING_IN.search(line)
     return match.group(1) if match else None
 
 
-def kill_step_container(runtime: DockerRuntime, container: str) -> None:
-    """Ends a build step's container (its builder died): the build fails instead of
-    running on unwatched."""
+def kill_step_container(runtime: DockerRuntime, container: str, since: datetime) -> None:
+    """Ends the step's container of a build that began at `since` (its builder died): the
+    build fails instead of running on unwatched."""
+    attrs = step_container(runtime.client.api, container, since)
+    if attrs is None:
+        return
     with contextlib.suppress(NotFound, APIError, DockerException):
-        runtime.client.api.remove_container(container, force=True)
+        runtime.client.api.remove_container(attrs["Id"], force=True)
 
 
 # How long the removal of an image no sweep will see again waits for builds on the host
