@@ -123,3 +123,39 @@ def test_a_short_run_of_hex_digits_is_an_id_to_the_engine() -> None:
         with pytest.raises(InvalidRequest, match="by id"):
             check_base_images(_settings(), f"FROM {name}\n", build_args={}, app_id=5, user=MEMBER)
     check_base_images(_settings(), "FROM deadbeef:1\n", build_args={}, app_id=5, user=MEMBER)
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "says"),
+    [
+        # this reader's strip() would join the lines after a no-break space; Docker does not
+        ("FROM busybox\nRUN true \\\u00a0\nFROM mp-builds/app-9:3\n", "end the line"),
+        # two backslashes: Docker versions differ on whether the line goes on
+        ("FROM busybox\nRUN echo \\\\\nFROM mp-builds/app-9:3\n", "end the line"),
+        # Docker drops a byte order mark, so the escape directive after it counts
+        ("\ufeff# escape=`\nFROM busybox\nRUN true \\\nFROM mp-builds/app-9:3\n", "escape"),
+        # quotes keep the space: X is declared, B keeps its value
+        ('ARG B=mp-builds/app-9:3\nARG X="a B=busybox"\nFROM $B\n', "another app's build"),
+        # a trigger runs in a later build FROM this image
+        ("FROM busybox\nONBUILD COPY --from=mp-builds/app-9:3 / /x\n", "another app's build"),
+        # the engine would fetch these itself, from the host's network
+        ("FROM busybox\nADD http://169.254.169.254/latest/ /x\n", "ADD from a URL"),
+        ('FROM busybox\nADD ["https://example.com/a", "/a"]\n', "ADD from a URL"),
+        ("FROM busybox\nONBUILD ADD http://127.0.0.1:5432/ /x\n", "ADD from a URL"),
+        ("ARG Q='unclosed\nFROM busybox\n", "unclosed quote"),
+    ],
+)
+def test_what_would_hide_an_image_or_reach_the_host_is_refused(dockerfile: str, says: str) -> None:
+    with pytest.raises(InvalidRequest, match=says):
+        check_base_images(_settings(), dockerfile, build_args={}, app_id=5, user=MEMBER)
+
+
+def test_plain_continuations_copies_and_triggers_pass() -> None:
+    text = (
+        "FROM busybox:1\n"
+        "RUN true \\  \n"
+        "    && echo ok\n"
+        "ADD --chown=1:1 local.tar /x\n"
+        "ONBUILD COPY . /app\n"
+    )
+    assert base_images(text, {}) == [BaseImage(1, "busybox:1")]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from minipaas.services.builds.context import (
+    CHECKED_DOCKERFILE,
     ContextRefused,
     check_dockerfile_path,
     sanitize_context,
@@ -209,4 +210,61 @@ def test_the_free_disk_is_checked_while_a_large_context_is_written(tmp_path: Pat
             max_bytes=10**9,
             max_files=1000,
             check_disk=full,
+        )
+
+
+def test_the_engine_builds_from_a_copy_of_the_checked_text_written_last(tmp_path: Path) -> None:
+    """A later entry of the Dockerfile's name (here a link to another file) would give the
+    engine another text than the one checked: it reads the copy of the checked one."""
+    upload = _archive(
+        tmp_path / "upload",
+        [
+            _entry("evil.df", data=b"FROM mp-builds/app-9:3\n"),
+            _entry("Dockerfile", data=DOCKERFILE),
+            _entry("Dockerfile", tarfile.SYMTYPE, link="evil.df"),
+        ],
+    )
+    clean = tmp_path / "clean.tar"
+    summary = sanitize_context(
+        upload, clean, dockerfile="Dockerfile", max_bytes=10_000, max_files=10
+    )
+    assert summary.dockerfile == DOCKERFILE.decode()
+    with tarfile.open(clean) as archive:
+        last = archive.getmembers()[-1]
+        assert last.name == CHECKED_DOCKERFILE and last.isreg()
+        copy = archive.extractfile(last)
+        assert copy is not None and copy.read() == DOCKERFILE
+
+
+def test_the_checked_copys_name_may_not_be_uploaded(tmp_path: Path) -> None:
+    with pytest.raises(ContextRefused, match="platform's own"):
+        _sanitize(
+            tmp_path,
+            [_entry("Dockerfile", data=DOCKERFILE), _entry(CHECKED_DOCKERFILE, data=b"x")],
+        )
+
+
+def test_a_path_past_linuxs_limits_is_refused_before_it_is_resolved(tmp_path: Path) -> None:
+    deep = "/".join(["d"] * 300) + "/f"
+    with pytest.raises(ContextRefused, match="levels"):
+        _sanitize(tmp_path, [_entry("Dockerfile", data=DOCKERFILE), _entry(deep, data=b"x")])
+    with pytest.raises(ContextRefused, match="levels"):
+        _sanitize(
+            tmp_path,
+            [_entry("Dockerfile", data=DOCKERFILE), _entry("l", tarfile.SYMTYPE, link=deep)],
+        )
+
+
+def test_a_malformed_sparse_header_is_a_422(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(DOCKERFILE)
+        info.pax_headers = {"GNU.sparse.map": "zz"}
+        archive.addfile(info, io.BytesIO(DOCKERFILE))
+    upload = tmp_path / "upload"
+    upload.write_bytes(buffer.getvalue())
+    with pytest.raises(ContextRefused, match="not a readable tar"):
+        sanitize_context(
+            upload, tmp_path / "clean.tar", dockerfile="Dockerfile", max_bytes=10_000, max_files=10
         )

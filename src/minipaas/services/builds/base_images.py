@@ -8,6 +8,7 @@ refuses. So each one is checked as if the member had set it as the app's image.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from minipaas.config import Settings
@@ -44,6 +45,7 @@ def _instructions(text: str) -> list[tuple[int, str, list[str]]]:
             continue  # a comment inside a continued instruction is dropped, as Docker does
         if not pending:
             start = number
+        _check_line_end(raw, number)
         if line.endswith("\\"):
             pending += line[:-1] + " "
             continue
@@ -55,6 +57,20 @@ def _instructions(text: str) -> list[tuple[int, str, list[str]]]:
         words = pending.split()
         found.append((start, words[0].upper(), words[1:]))
     return found
+
+
+def _check_line_end(raw: str, number: int) -> None:
+    """Docker continues a line ending in a backslash and spaces or tabs; this reader strips
+    any whitespace. A line where the two differ (a backslash then a no-break space, say), or
+    one ending in two backslashes (Docker versions differ on it), could join lines here that
+    Docker keeps apart and hide a FROM from this reader: refused."""
+    docker_continues = raw.rstrip(" \t").endswith("\\")
+    if docker_continues != raw.strip().endswith("\\") or raw.rstrip(" \t").endswith("\\\\"):
+        raise InvalidRequest(
+            f"Dockerfile line {number}: end the line with one backslash and nothing after it "
+            "but spaces, or with none",
+            loc=("body",),
+        )
 
 
 # A parser directive: "# name=value" on the Dockerfile's first lines, before anything else
@@ -76,24 +92,15 @@ def _check_directives(text: str) -> None:
             )
 
 
-def _unquoted(word: str) -> str:
-    """A word with the shell's quote removal, as Docker does for ARG values."""
-    out: list[str] = []
-    quote = ""
-    escaped = False
-    for char in word:
-        if escaped:
-            out.append(char)
-            escaped = False
-        elif char == "\\" and quote != "'":
-            escaped = True
-        elif quote and char == quote:
-            quote = ""
-        elif not quote and char in "'\"":
-            quote = char
-        else:
-            out.append(char)
-    return "".join(out)
+def _arg_words(words: list[str], line: int) -> list[str]:
+    """ARG's words as Docker splits them: quotes keep spaces (`ARG X="a B=c"` declares X only),
+    and are removed."""
+    try:
+        return shlex.split(" ".join(words), comments=False, posix=True)
+    except ValueError:
+        raise InvalidRequest(
+            f"Dockerfile line {line}: an ARG with an unclosed quote", loc=("body",)
+        ) from None
 
 
 def _expand(value: str, known: dict[str, str], line: int) -> str:
@@ -125,13 +132,18 @@ def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
     stages: set[str] = set()
     images: list[BaseImage] = []
     seen_from = False
+    text = text.removeprefix("\ufeff")  # Docker drops a byte order mark, directives follow it
     _check_directives(text)
     for line, instruction, words in _instructions(text):
-        if instruction == "ARG" and not seen_from:
-            for word in words:  # ARG A=1 B=2 declares both
+        trigger = instruction == "ONBUILD"
+        if trigger and words:
+            # A trigger runs in a later build FROM this image: held to the same rules now
+            instruction, words = words[0].upper(), words[1:]
+        if instruction == "ARG" and not seen_from and not trigger:
+            for word in _arg_words(words, line):  # ARG A=1 B=2 declares both
                 name, has_default, default = word.partition("=")
-                known[name] = build_args.get(name, _unquoted(default) if has_default else "")
-        elif instruction == "FROM":
+                known[name] = build_args.get(name, default if has_default else "")
+        elif instruction == "FROM" and not trigger:
             seen_from = True
             names = [w for w in words if not w.startswith("--")]
             if not names:
@@ -142,6 +154,16 @@ def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
             if len(names) >= 3 and names[1].lower() == "as":
                 stages.add(names[2].lower())
         elif instruction in ("COPY", "ADD"):
+            if instruction == "ADD" and any(
+                "://" in word or word.startswith("git@") for word in words
+            ):
+                # The engine itself would fetch it, from the host's network (its loopback
+                # services, a cloud's metadata address) and with no size bound
+                raise InvalidRequest(
+                    f"Dockerfile line {line}: ADD from a URL is not allowed; put the file in "
+                    "the context, or download it in a RUN step",
+                    loc=("body",),
+                )
             for word in words:
                 flag = _FLAG.match(word)
                 if flag is None:

@@ -14,6 +14,8 @@ import gzip
 import io
 import posixpath
 import tarfile
+import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,14 @@ class ContextSummary:
 
 # A Dockerfile larger than this is not a Dockerfile
 _MAX_DOCKERFILE = 1024 * 1024
+# The checked Dockerfile's text is written again last, under this name at the root, and the
+# engine builds from that copy: a later entry of the same name, or a link on the way to the
+# named one, could otherwise give the engine another text than the one checked
+CHECKED_DOCKERFILE = ".minipaas-checked.Dockerfile"
+# Paths longer or deeper than Linux's own limits (PATH_MAX) are refused before they are
+# resolved: resolving one of 500,000 components took minutes of CPU
+_MAX_PATH_BYTES = 4096
+_MAX_PATH_PARTS = 256
 
 
 # A pax or GNU long-name header is read whole into memory by tarfile: a real one is a few
@@ -123,6 +133,7 @@ def check_dockerfile_path(path: str) -> str:
 def _entry_path(member: tarfile.TarInfo) -> str:
     """The entry's path relative to the context root, or a 422 naming it."""
     name = member.name
+    _check_length(name, name)
     if "\x00" in name or "\\" in name:
         raise ContextRefused(f"context entry {name!r}: the name has a NUL or a backslash")
     if name.startswith("/"):
@@ -132,13 +143,23 @@ def _entry_path(member: tarfile.TarInfo) -> str:
     return posixpath.normpath(name)
 
 
+def _check_length(path: str, what: str) -> None:
+    if len(path.encode(errors="surrogateescape")) > _MAX_PATH_BYTES or (
+        path.count("/") >= _MAX_PATH_PARTS
+    ):
+        raise ContextRefused(
+            f"context entry {what[:200]!r}: a path of more than {_MAX_PATH_BYTES} bytes or "
+            f"{_MAX_PATH_PARTS} levels"
+        )
+
+
 def _resolve(path: str, links: dict[str, str], what: str) -> str:
     """`path` with every link of the archive followed; a 422 naming `what` if it leaves."""
-    pending = [part for part in path.split("/") if part not in ("", ".")]
+    pending = deque(part for part in path.split("/") if part not in ("", "."))
     resolved: list[str] = []
     hops = 0
     while pending:
-        part = pending.pop(0)
+        part = pending.popleft()
         if part == "..":
             if not resolved:
                 raise ContextRefused(f"context entry {what!r}: a link leads outside the context")
@@ -154,12 +175,13 @@ def _resolve(path: str, links: dict[str, str], what: str) -> str:
             raise ContextRefused(f"context entry {what!r}: a link leads outside the context")
         # Stored from the root: start over there
         resolved = []
-        pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+        pending.extendleft(reversed([p for p in target.split("/") if p not in ("", ".")]))
     return "/".join(resolved)
 
 
 def _check_link(member: tarfile.TarInfo, path: str, links: dict[str, str]) -> None:
     target = member.linkname
+    _check_length(target, member.name)
     if "\x00" in target or target.startswith("/"):
         raise ContextRefused(
             f"context entry {member.name!r}: links to absolute paths are not allowed"
@@ -194,7 +216,16 @@ def sanitize_context(
         capped = _CappedReader(stream, max_bytes + max_files * _OVERHEAD_PER_ENTRY)
         try:
             return _copy_checked(capped, clean, dockerfile, max_bytes, max_files, check_disk)
-        except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError, UnicodeError) as exc:
+        # ValueError: tarfile's own, for a malformed GNU sparse map say (not a 500)
+        except (
+            tarfile.TarError,
+            EOFError,
+            gzip.BadGzipFile,
+            OSError,
+            UnicodeError,
+            ValueError,
+            zlib.error,
+        ) as exc:
             if isinstance(exc, _FILTER_ERROR):
                 raise ContextRefused(f"context entry: {exc}") from None
             raise ContextRefused(
@@ -231,6 +262,10 @@ def _copy_checked(
                     "leave dependencies and build outputs out (.dockerignore)"
                 )
             path = _entry_path(member)
+            if path == CHECKED_DOCKERFILE:
+                raise ContextRefused(
+                    f"context entry {member.name!r}: the name is the platform's own; rename it"
+                )
             if (
                 member.ischr()
                 or member.isblk()
@@ -279,6 +314,11 @@ def _copy_checked(
                 out.addfile(checked, archive.extractfile(member))
             else:
                 out.addfile(checked)
+        if dockerfile in regular:
+            text = dockerfile_text.encode()
+            copy_info = tarfile.TarInfo(CHECKED_DOCKERFILE)
+            copy_info.size, copy_info.mode = len(text), 0o644
+            out.addfile(copy_info, io.BytesIO(text))
     # A link checked early may lead outside through a link that came later in the archive
     for path, target in links.items():
         _resolve(target, links, path)

@@ -30,6 +30,7 @@ from minipaas.runtime.builder import (
     step_container_in,
 )
 from minipaas.services.builds import naming, records
+from minipaas.services.builds.context import CHECKED_DOCKERFILE
 from minipaas.services.deployments import records as deployments
 from minipaas.services.errors import ServiceError
 
@@ -54,7 +55,7 @@ def run_build(build_id: int) -> None:
         build.status = BuildStatus.RUNNING
         build.started_at = now()
         app_id, number = build.app_id, build.number
-        spec_args = (build.dockerfile, dict(build.build_args or {}))
+        build_args = dict(build.build_args or {})
         db.commit()
     context = records.context_path(settings, build_id)
     started = time.monotonic()
@@ -70,8 +71,10 @@ def run_build(build_id: int) -> None:
         spec = BuildSpec(
             context=context,
             tag=naming.build_tag(settings, app_id, number),
-            dockerfile=spec_args[0],
-            build_args=spec_args[1],
+            # The text the upload's checks read, not the entry named build.dockerfile: the
+            # archive could give that name another text (context.CHECKED_DOCKERFILE)
+            dockerfile=CHECKED_DOCKERFILE,
+            build_args=build_args,
             memory_mb=settings.build_memory_mb,
             cpus=settings.build_cpus,
             timeout_seconds=settings.build_timeout_seconds,
@@ -241,9 +244,9 @@ def end_abandoned_build(build_id: int, reason: str) -> bool:
         build.status = BuildStatus.FAILED
         build.error = reason
         build.finished_at = now()
-        container = build.step_container_id
+        container, began = build.step_container_id, build.started_at
         db.commit()
-    if container is not None:
-        kill_step_container(get_runtime(), container)
+    if container is not None and began is not None:
+        kill_step_container(get_runtime(), container, began)
     records.context_path(get_settings(), build_id).unlink(missing_ok=True)
     return True
