@@ -77,6 +77,9 @@ def _check_owner_cap(db: Session, app: App, settings: Settings) -> None:
     owner = db.get(User, app.owner_id)
     if owner is None or owner.is_admin:
         return
+    # The owner's row lock (after the app's, the order quotas.py keeps): two builds of two
+    # apps of one member, asked at once, are counted one after the other
+    db.execute(select(User.id).where(User.id == owner.id).with_for_update())
     busy = (
         db.scalar(
             select(func.count())
