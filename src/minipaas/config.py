@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     build_timeout_seconds: int = Field(default=900, ge=10)
     build_memory_mb: int = Field(default=1024, ge=6)
     build_cpus: float = Field(default=1.0, ge=0.01)
+    build_pids: int = Field(default=1024, ge=16)
     # A build is refused when DATA_DIR or Docker's root has less free disk than this
     build_min_free_disk_mb: int = Field(default=2048, ge=0)
     # Images of this many newest builds per app are kept (besides the releases' images)

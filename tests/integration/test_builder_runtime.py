@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import docker
 import pytest
 
 from minipaas.config import Settings
@@ -19,7 +20,7 @@ from tests.support.engine import containers_whose_command_holds
 pytestmark = [pytest.mark.docker]
 
 
-def _spec(tmp_path: Path, run: str, tag: str) -> BuildSpec:
+def _spec(tmp_path: Path, run: str, tag: str, pids: int = 1024) -> BuildSpec:
     context = tmp_path / "context.tar"
     context.write_bytes(tar_bytes(scratch_context("x", run=run)))
     return BuildSpec(
@@ -30,6 +31,7 @@ def _spec(tmp_path: Path, run: str, tag: str) -> BuildSpec:
         memory_mb=64,
         cpus=0.5,
         timeout_seconds=60,
+        pids=pids,
     )
 
 
@@ -117,3 +119,27 @@ def test_a_container_a_step_names_in_its_output_is_left_alone(tmp_path: Path) ->
         for container in (older, app_like, unnamed):
             container.remove(force=True)
         runtime.client.images.remove(image, force=True)
+
+
+def test_a_build_step_runs_under_the_pids_limit(tmp_path: Path) -> None:
+    """The classic builder takes no pids limit: the platform sets one on each step's
+    container as the output names it. The step reads its own cgroup's limit (v1 or v2)."""
+    marker = secrets.token_hex(6)
+    limit = 77
+    run = (
+        "sleep 1; echo limit $(cat /sys/fs/cgroup/pids/pids.max 2>/dev/null "
+        f"|| cat /sys/fs/cgroup/pids.max) {marker}"
+    )
+    lines: list[str] = []
+    result = build_image(
+        DockerRuntime(Settings(data_dir=tmp_path)),
+        _spec(tmp_path, run, f"minipaas-test/pids:{marker}", pids=limit),
+        on_lines=lines.extend,
+        stop_reason=lambda: None,
+    )
+    assert result.image_id is not None, result.error
+    try:
+        said = [line for line in lines if line.startswith("limit ") and marker in line]
+        assert said == [f"limit {limit} {marker}"], lines
+    finally:
+        docker.from_env().images.remove(f"minipaas-test/pids:{marker}", force=True)

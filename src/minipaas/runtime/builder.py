@@ -62,6 +62,7 @@ class BuildSpec:
     memory_mb: int
     cpus: float
     timeout_seconds: int
+    pids: int = 1024
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def container_limits(memory_mb: int, cpus: float) -> dict[str, Any]:
 class _Progress:
     """What the output said so far: the step, its container, the last lines."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_container: Callable[[str], None] = lambda _: None) -> None:
+        self.on_container = on_container
         self.step: str | None = None
         # Every container a line named, newest last: the builder's own line for the step
         # that runs, and any a step printed (step_container tells them apart)
@@ -104,6 +106,7 @@ class _Progress:
                 if named in self.containers:
                     self.containers.remove(named)
                 self.containers = [*self.containers[-(_CONTAINERS_KEPT - 1) :], named]
+            self.on_container(named)
         if match := _BUILT.match(line):
             self.image_id = match.group(1)
         self.tail = [*self.tail[-19:], line]
@@ -228,8 +231,6 @@ def build_image(
 ) -> BuildResult:
     """Runs the build, handing its output on line by line; never raises for a failed step."""
     began = datetime.now(UTC)
-    progress = _Progress()
-    lines = _Lines(on_lines, progress)
     try:
         # A client of its own: a step may print nothing for minutes, past the usual timeout.
         # The runtime's API version: not asked of the engine again for every build (10-40 ms)
@@ -238,6 +239,8 @@ def build_image(
         ).api
     except DockerException as exc:
         raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
+    progress = _Progress(lambda named: _limit_step_pids(api, named, began, spec.pids))
+    lines = _Lines(on_lines, progress)
     watcher = _Watcher(api, lines, stop_reason, began)
     watcher.start()
     error: str | None = None
@@ -265,6 +268,22 @@ def build_image(
         return _result(runtime, api, spec, progress, error, watcher.reason, began)
     finally:
         api.close()
+
+
+def _limit_step_pids(api: docker.APIClient, container: str, since: datetime, pids: int) -> None:
+    """The classic builder takes no pids limit for its steps, so the step's container gets
+    one as soon as the output names it (the builder says so just before it starts it): a
+    fork bomb in a RUN step would otherwise have only BUILD_MEMORY_MB between it and the
+    host's process ids (kernel.pid_max is 32,768 on many hosts)."""
+    attrs = step_container(api, container, since)
+    if attrs is None:
+        return
+    try:
+        # docker-py's update_container has no pids parameter; the engine's API does (1.40+)
+        url = api._url("/containers/{0}/update", attrs["Id"])
+        api._raise_for_status(api._post_json(url, data={"PidsLimit": pids}))
+    except (APIError, DockerException) as exc:
+        log.warning("the build step's container %s got no pids limit: %s", attrs["Id"], exc)
 
 
 def _stream(api: docker.APIClient, spec: BuildSpec, context: Any) -> Iterator[dict[str, Any]]:

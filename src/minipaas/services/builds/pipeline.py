@@ -77,6 +77,7 @@ def run_build(build_id: int) -> None:
             build_args=build_args,
             memory_mb=settings.build_memory_mb,
             cpus=settings.build_cpus,
+            pids=settings.build_pids,
             timeout_seconds=settings.build_timeout_seconds,
         )
         deadline = started + settings.build_timeout_seconds
