@@ -32,11 +32,11 @@ def get_redis() -> Redis:
     return new_redis()
 
 
-def new_redis(*, retries: bool = True) -> Redis:
+def new_redis(*, retries: bool = True, timeout: float | None = None) -> Redis:
     """A client of its own: the RQ worker raises its socket timeout for blocking dequeues,
     which must not slow the reconciler's and the jobs' calls when Redis hangs. Without
     `retries`, a refused connection fails at once (redis-py's default retries with backoff
-    took ~4.7 s)."""
+    took ~4.7 s); `timeout` bounds connecting and each answer (default 3 s and 10 s)."""
     settings = get_settings()
     extra: dict[str, Any] = {} if retries else {"retry": Retry(NoBackoff(), 0)}
     return Redis(
@@ -44,11 +44,35 @@ def new_redis(*, retries: bool = True) -> Redis:
         port=settings.redis_port,
         db=settings.redis_db,
         password=settings.redis_password,
-        socket_connect_timeout=3,
-        socket_timeout=10,
+        socket_connect_timeout=timeout or 3,
+        socket_timeout=timeout or 10,
         health_check_interval=30,
         **extra,
     )
+
+
+# Turns and leases are asked for several times a second by background loops (the healer
+# every 0.5 s): a Redis that is down or hangs must cost such a loop a moment, not redis-py's
+# ~5 s of retries or a 10 s read timeout, before it goes on as if it had the turn
+_COORDINATION_TIMEOUT = 0.5
+_coordination_clients: dict[tuple[object, ...], Redis] = {}
+
+
+def _coordination_redis() -> Redis:
+    """One client per process and Redis (its pool is shared by the loops' threads)."""
+    settings = get_settings()
+    key = (
+        os.getpid(),
+        settings.redis_host,
+        settings.redis_port,
+        settings.redis_db,
+        settings.redis_password,
+    )
+    client = _coordination_clients.get(key)
+    if client is None:
+        client = new_redis(retries=False, timeout=_COORDINATION_TIMEOUT)
+        _coordination_clients[key] = client
+    return client
 
 
 def get_queue(connection: Redis | None = None) -> Queue:
@@ -138,7 +162,8 @@ def claim_turn(name: str, seconds: float) -> bool:
     Redis). Without Redis the caller takes its turn: what it guards must be safe to repeat."""
     key = f"minipaas:{get_settings().instance_name}:turn:{name}"
     try:
-        return bool(get_redis().set(key, os.getpid(), nx=True, px=max(100, int(seconds * 900))))
+        turn = _coordination_redis().set(key, os.getpid(), nx=True, px=max(100, int(seconds * 900)))
+        return bool(turn)
     except (RedisError, OSError):
         return True
 
@@ -152,7 +177,7 @@ def hold_lease(name: str, seconds: float) -> bool:
     holder = f"{os.uname().nodename}:{os.getpid()}"
     ttl = max(100, int(seconds * 1000))
     try:
-        redis = get_redis()
+        redis = _coordination_redis()
         if redis.set(key, holder, nx=True, px=ttl):
             return True
         current = redis.get(key)

@@ -137,12 +137,20 @@ def test_a_short_run_of_hex_digits_is_an_id_to_the_engine() -> None:
         # quotes keep the space: X is declared, B keeps its value
         ('ARG B=mp-builds/app-9:3\nARG X="a B=busybox"\nFROM $B\n', "another app's build"),
         # a trigger runs in a later build FROM this image
-        ("FROM busybox\nONBUILD COPY --from=mp-builds/app-9:3 / /x\n", "another app's build"),
+        ("FROM busybox\nONBUILD COPY --from=mp-builds/app-9:3 / /x\n", "ONBUILD with --from"),
         # the engine would fetch these itself, from the host's network
         ("FROM busybox\nADD http://169.254.169.254/latest/ /x\n", "ADD from a URL"),
         ('FROM busybox\nADD ["https://example.com/a", "/a"]\n', "ADD from a URL"),
         ("FROM busybox\nONBUILD ADD http://127.0.0.1:5432/ /x\n", "ADD from a URL"),
         ("ARG Q='unclosed\nFROM busybox\n", "unclosed quote"),
+        # Docker skips an empty line inside a continuation: the second B is the ARG's too
+        ("ARG B=busybox \\\n\n    B=mp-builds/app-9:3\nFROM $B\n", "another app's build"),
+        # Docker expands variables and removes quotes and backslashes before it looks
+        ("ARG U=http://169.254.169.254/x\nFROM busybox\nADD $U /x\n", "ADD from a URL"),
+        ('FROM busybox\nADD http":"//169.254.169.254/x /x\n', "ADD from a URL"),
+        ("FROM busybox\nADD http:/\\/169.254.169.254/x /x\n", "ADD from a URL"),
+        # a trigger's --from would name a stage of a later build, or an image
+        ("FROM busybox AS deadbeef\nFROM busybox\nONBUILD COPY --from=deadbeef / /x\n", "ONBUILD"),
     ],
 )
 def test_what_would_hide_an_image_or_reach_the_host_is_refused(dockerfile: str, says: str) -> None:
@@ -155,7 +163,7 @@ def test_plain_continuations_copies_and_triggers_pass() -> None:
         "FROM busybox:1\n"
         "RUN true \\  \n"
         "    && echo ok\n"
-        "ADD --chown=1:1 local.tar /x\n"
+        "ADD --chown=1:1 local.tar /opt/$HOME\n"
         "ONBUILD COPY . /app\n"
     )
     assert base_images(text, {}) == [BaseImage(1, "busybox:1")]

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from minipaas.services.builds.context import (
-    CHECKED_DOCKERFILE,
     ContextRefused,
     check_dockerfile_path,
     sanitize_context,
@@ -213,9 +212,9 @@ def test_the_free_disk_is_checked_while_a_large_context_is_written(tmp_path: Pat
         )
 
 
-def test_the_engine_builds_from_a_copy_of_the_checked_text_written_last(tmp_path: Path) -> None:
+def test_the_checked_text_is_written_again_last_at_the_dockerfiles_path(tmp_path: Path) -> None:
     """A later entry of the Dockerfile's name (here a link to another file) would give the
-    engine another text than the one checked: it reads the copy of the checked one."""
+    engine another text than the one checked: the checked one comes last, at that path."""
     upload = _archive(
         tmp_path / "upload",
         [
@@ -231,17 +230,14 @@ def test_the_engine_builds_from_a_copy_of_the_checked_text_written_last(tmp_path
     assert summary.dockerfile == DOCKERFILE.decode()
     with tarfile.open(clean) as archive:
         last = archive.getmembers()[-1]
-        assert last.name == CHECKED_DOCKERFILE and last.isreg()
+        assert last.name == "Dockerfile" and last.isreg()
         copy = archive.extractfile(last)
         assert copy is not None and copy.read() == DOCKERFILE
-
-
-def test_the_checked_copys_name_may_not_be_uploaded(tmp_path: Path) -> None:
-    with pytest.raises(ContextRefused, match="platform's own"):
-        _sanitize(
-            tmp_path,
-            [_entry("Dockerfile", data=DOCKERFILE), _entry(CHECKED_DOCKERFILE, data=b"x")],
-        )
+    # Unpacked in order, the path reads as the checked text (through the link or not)
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(clean) as archive:
+        archive.extractall(unpacked, filter="fully_trusted")
+    assert (unpacked / "Dockerfile").read_bytes() == DOCKERFILE
 
 
 def test_a_path_past_linuxs_limits_is_refused_before_it_is_resolved(tmp_path: Path) -> None:

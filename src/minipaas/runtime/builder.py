@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 _RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})")
-# An app container's name (docker_runtime.container_name, any install's); a build step's is
-# one Docker makes up (adjective_name), never like this
-_APP_CONTAINER = re.compile(r"/?.+-app[0-9]+-d[0-9]+(?:-r[0-9]+)?")
+# An app container's name (docker_runtime.container_name, any install's; on Swarm its task's
+# container adds .<slot>.<task id>); a build step's is one Docker makes up (adjective_name)
+_APP_CONTAINER = re.compile(r"/?.+-app[0-9]+-d[0-9]+(?:-r[0-9]+)?(?:\.[0-9]+\.[0-9a-z]+)?")
 # Docker's clock and ours are the host's; a step's container is made after the build began
 _CREATED_SLACK = timedelta(milliseconds=100)
 # Containers named in the output that are kept: a step printing ids without end cannot grow

@@ -41,8 +41,10 @@ def _instructions(text: str) -> list[tuple[int, str, list[str]]]:
         line = raw.strip()
         if not pending and (not line or line.startswith("#")):
             continue
-        if pending and line.startswith("#"):
-            continue  # a comment inside a continued instruction is dropped, as Docker does
+        if pending and (not line or line.startswith("#")):
+            # A comment or an empty line inside a continued instruction is dropped, as
+            # Docker does: the instruction goes on after it
+            continue
         if not pending:
             start = number
         _check_line_end(raw, number)
@@ -88,6 +90,23 @@ def _check_directives(text: str) -> None:
             raise InvalidRequest(
                 f"Dockerfile line {number}: the escape directive is not supported; remove it "
                 "and write the Dockerfile with the default escape character (\\)",
+                loc=("body",),
+            )
+
+
+def _check_add_sources(words: list[str], line: int) -> None:
+    """ADD from a URL is refused: the engine itself would fetch it, from the host's network
+    (its loopback services, a cloud's metadata address) and with no size bound. Docker
+    expands variables and removes quotes and backslashes before it looks for a URL, so a
+    source with a variable is refused too, and quotes do not hide one."""
+    sources = [word for word in words if not word.startswith("--")][:-1]  # the last: where to
+    for word in sources:
+        bare = word.translate({ord(char): None for char in "\"'\\"})
+        if "$" in word or "://" in bare or bare.lstrip("[").startswith("git@"):
+            raise InvalidRequest(
+                f"Dockerfile line {line}: ADD from a URL, or from a source named by a "
+                "variable, is not allowed; put the file in the context and name it as it is "
+                "(or use COPY), or download it in a RUN step",
                 loc=("body",),
             )
 
@@ -154,14 +173,13 @@ def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
             if len(names) >= 3 and names[1].lower() == "as":
                 stages.add(names[2].lower())
         elif instruction in ("COPY", "ADD"):
-            if instruction == "ADD" and any(
-                "://" in word or word.startswith("git@") for word in words
-            ):
-                # The engine itself would fetch it, from the host's network (its loopback
-                # services, a cloud's metadata address) and with no size bound
+            if instruction == "ADD":
+                _check_add_sources(words, line)
+            if trigger and any(word.startswith("--from") for word in words):
+                # It runs in a later build, where this file's stage names mean nothing
                 raise InvalidRequest(
-                    f"Dockerfile line {line}: ADD from a URL is not allowed; put the file in "
-                    "the context, or download it in a RUN step",
+                    f"Dockerfile line {line}: ONBUILD with --from is not supported; copy from "
+                    "the stage in the Dockerfile that builds FROM this image",
                     loc=("body",),
                 )
             for word in words:

@@ -53,10 +53,6 @@ class ContextSummary:
 
 # A Dockerfile larger than this is not a Dockerfile
 _MAX_DOCKERFILE = 1024 * 1024
-# The checked Dockerfile's text is written again last, under this name at the root, and the
-# engine builds from that copy: a later entry of the same name, or a link on the way to the
-# named one, could otherwise give the engine another text than the one checked
-CHECKED_DOCKERFILE = ".minipaas-checked.Dockerfile"
 # Paths longer or deeper than Linux's own limits (PATH_MAX) are refused before they are
 # resolved: resolving one of 500,000 components took minutes of CPU
 _MAX_PATH_BYTES = 4096
@@ -262,10 +258,6 @@ def _copy_checked(
                     "leave dependencies and build outputs out (.dockerignore)"
                 )
             path = _entry_path(member)
-            if path == CHECKED_DOCKERFILE:
-                raise ContextRefused(
-                    f"context entry {member.name!r}: the name is the platform's own; rename it"
-                )
             if (
                 member.ischr()
                 or member.isblk()
@@ -315,10 +307,14 @@ def _copy_checked(
             else:
                 out.addfile(checked)
         if dockerfile in regular:
+            # The checked text once more, last, at the Dockerfile's own path: the engine
+            # unpacks the entries in order and then reads that path, so a later entry of the
+            # same name (a link to another file, say) or a link on the way to it cannot give
+            # it another text than the one checked
             text = dockerfile_text.encode()
-            copy_info = tarfile.TarInfo(CHECKED_DOCKERFILE)
-            copy_info.size, copy_info.mode = len(text), 0o644
-            out.addfile(copy_info, io.BytesIO(text))
+            again = tarfile.TarInfo(dockerfile)
+            again.size, again.mode = len(text), 0o644
+            out.addfile(again, io.BytesIO(text))
     # A link checked early may lead outside through a link that came later in the archive
     for path, target in links.items():
         _resolve(target, links, path)

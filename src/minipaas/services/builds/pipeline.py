@@ -30,7 +30,6 @@ from minipaas.runtime.builder import (
     step_container_in,
 )
 from minipaas.services.builds import naming, records
-from minipaas.services.builds.context import CHECKED_DOCKERFILE
 from minipaas.services.deployments import records as deployments
 from minipaas.services.errors import ServiceError
 
@@ -55,7 +54,7 @@ def run_build(build_id: int) -> None:
         build.status = BuildStatus.RUNNING
         build.started_at = now()
         app_id, number = build.app_id, build.number
-        build_args = dict(build.build_args or {})
+        dockerfile, build_args = build.dockerfile, dict(build.build_args or {})
         db.commit()
     context = records.context_path(settings, build_id)
     started = time.monotonic()
@@ -71,9 +70,7 @@ def run_build(build_id: int) -> None:
         spec = BuildSpec(
             context=context,
             tag=naming.build_tag(settings, app_id, number),
-            # The text the upload's checks read, not the entry named build.dockerfile: the
-            # archive could give that name another text (context.CHECKED_DOCKERFILE)
-            dockerfile=CHECKED_DOCKERFILE,
+            dockerfile=dockerfile,
             build_args=build_args,
             memory_mb=settings.build_memory_mb,
             cpus=settings.build_cpus,
