@@ -149,6 +149,17 @@ def test_a_short_run_of_hex_digits_is_an_id_to_the_engine() -> None:
         ("ARG U=http://169.254.169.254/x\nFROM busybox\nADD $U /x\n", "ADD from a URL"),
         ('FROM busybox\nADD http":"//169.254.169.254/x /x\n', "ADD from a URL"),
         ("FROM busybox\nADD http:/\\/169.254.169.254/x /x\n", "ADD from a URL"),
+        # Docker joins a continued line as it is (no space) and splits lines at \n only,
+        # words at \r, \v and \f too
+        ("FROM m\\\np-builds/app-9:3\n", "another app's build"),
+        ("FR\\\nOM mp-builds/app-9:3\n", "another app's build"),
+        ("FROM\x0cmp-builds/app-9:3\n", "another app's build"),
+        ("FROM\rmp-builds/app-9:3\n", "another app's build"),
+        ("FROM busybox\nADD http:\\\n//169.254.169.254/x /x\n", "ADD from a URL"),
+        ("FROM busybox\nADD\rhttp://169.254.169.254/ /x\n", "ADD from a URL"),
+        # flags only come first: a last word that looks like one is the target
+        ("FROM busybox\nADD http://169.254.169.254/latest/ --x\n", "ADD from a URL"),
+        ("FROM busybox\nADD ${JAR_FILE} app.jar\n", "ADD from a URL"),
         # a trigger's --from would name a stage of a later build, or an image
         ("FROM busybox AS deadbeef\nFROM busybox\nONBUILD COPY --from=deadbeef / /x\n", "ONBUILD"),
     ],
@@ -164,6 +175,7 @@ def test_plain_continuations_copies_and_triggers_pass() -> None:
         "RUN true \\  \n"
         "    && echo ok\n"
         "ADD --chown=1:1 local.tar /opt/$HOME\n"
+        "ADD --chown=$U:$G app-$VERSION.tar.gz /opt/\r\n"
         "ONBUILD COPY . /app\n"
     )
     assert base_images(text, {}) == [BaseImage(1, "busybox:1")]

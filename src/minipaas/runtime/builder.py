@@ -44,6 +44,8 @@ _CREATED_SLACK = timedelta(milliseconds=100)
 _CONTAINERS_KEPT = 64
 # How often the watcher asks whether to stop (a cancel ends the step within this, plus a kill)
 _WATCH_INTERVAL = 0.5
+# The pids limiter's pause between two looks at containers the output named
+_LIMIT_INTERVAL = 0.02
 # Output is handed on in batches: one database write per batch, not per line
 _FLUSH_LINES = 200
 _FLUSH_SECONDS = 0.25
@@ -88,7 +90,7 @@ class _Progress:
     """What the output said so far: the step, its container, the last lines."""
 
     def __init__(self, on_container: Callable[[str], None] = lambda _: None) -> None:
-        self.on_container = on_container
+        self.on_container = on_container  # cheap: called on the reader's path
         self.step: str | None = None
         # Every container a line named, newest last: the builder's own line for the step
         # that runs, and any a step printed (step_container tells them apart)
@@ -153,6 +155,73 @@ class _Lines:
                 self.sink(self.batch)
                 self.batch = []
             self.flushed = time.monotonic()
+
+
+class _PidsLimiter(threading.Thread):
+    """Sets the pids limit on each step's container as the output names it (the classic
+    builder takes no such limit): a fork bomb in a RUN step would otherwise have only the
+    memory limit between it and the host's process ids (kernel.pid_max is 32,768 on many
+    hosts). The builder names the container just before it starts it.
+
+    Off the reader's path, and one look at a time: the newest id named waits in one slot,
+    so a step printing ids without end costs the engine one inspect per _LIMIT_INTERVAL, not
+    one per line. A step's container that cannot be limited is killed: the build fails
+    rather than run unbounded."""
+
+    def __init__(self, api: docker.APIClient, since: datetime, pids: int) -> None:
+        super().__init__(name="build-pids", daemon=True)
+        self.api = api
+        self.since = since
+        self.pids = pids
+        self.failure: str | None = None
+        self.done = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._newest: str | None = None
+
+    def named(self, container: str) -> None:
+        with self._lock:
+            self._newest = container
+        self._wake.set()
+
+    def run(self) -> None:
+        looked_at: str | None = None
+        while not self.done.is_set():
+            self._wake.wait(_WATCH_INTERVAL)
+            self._wake.clear()
+            with self._lock:
+                container = self._newest
+            if container is None or container == looked_at:
+                continue
+            looked_at = container
+            try:
+                self._limit(container)
+            except Exception:  # the engine's hiccup must not end the thread
+                log.warning("build step %s: pids limit not set", container, exc_info=True)
+            time.sleep(_LIMIT_INTERVAL)
+
+    def _limit(self, container: str) -> None:
+        attrs = step_container(self.api, container, self.since)
+        if attrs is None:
+            return
+        try:
+            # docker-py's update_container has no pids parameter; the engine's API does (1.40+)
+            url = self.api._url("/containers/{0}/update", attrs["Id"])
+            self.api._raise_for_status(self.api._post_json(url, data={"PidsLimit": self.pids}))
+        except Exception as exc:
+            if not self._still_running(attrs["Id"]):
+                return  # a quick step ended (and went) meanwhile: nothing runs unbounded
+            self.failure = f"the step's processes could not be limited (BUILD_PIDS): {exc}"
+            with contextlib.suppress(Exception):
+                self.api.kill(attrs["Id"])
+
+    def _still_running(self, container: str) -> bool:
+        try:
+            return bool(self.api.inspect_container(container)["State"]["Running"])
+        except NotFound:
+            return False
+        except Exception:
+            return True  # unknown: treated as running, so it is killed
 
 
 class _Watcher(threading.Thread):
@@ -239,8 +308,10 @@ def build_image(
         ).api
     except DockerException as exc:
         raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
-    progress = _Progress(lambda named: _limit_step_pids(api, named, began, spec.pids))
+    limiter = _PidsLimiter(api, began, spec.pids)
+    progress = _Progress(limiter.named)
     lines = _Lines(on_lines, progress)
+    limiter.start()
     watcher = _Watcher(api, lines, stop_reason, began)
     watcher.start()
     error: str | None = None
@@ -262,28 +333,16 @@ def build_image(
         error = f"the Docker engine broke off the build: {exc}"
     finally:
         watcher.done.set()
+        limiter.done.set()
         watcher.join(timeout=5)
+        limiter.join(timeout=5)
         lines.flush(final=True)
+    if limiter.failure is not None:
+        error = limiter.failure
     try:
         return _result(runtime, api, spec, progress, error, watcher.reason, began)
     finally:
         api.close()
-
-
-def _limit_step_pids(api: docker.APIClient, container: str, since: datetime, pids: int) -> None:
-    """The classic builder takes no pids limit for its steps, so the step's container gets
-    one as soon as the output names it (the builder says so just before it starts it): a
-    fork bomb in a RUN step would otherwise have only BUILD_MEMORY_MB between it and the
-    host's process ids (kernel.pid_max is 32,768 on many hosts)."""
-    attrs = step_container(api, container, since)
-    if attrs is None:
-        return
-    try:
-        # docker-py's update_container has no pids parameter; the engine's API does (1.40+)
-        url = api._url("/containers/{0}/update", attrs["Id"])
-        api._raise_for_status(api._post_json(url, data={"PidsLimit": pids}))
-    except (APIError, DockerException) as exc:
-        log.warning("the build step's container %s got no pids limit: %s", attrs["Id"], exc)
 
 
 def _stream(api: docker.APIClient, spec: BuildSpec, context: Any) -> Iterator[dict[str, Any]]:

@@ -7,6 +7,7 @@ refuses. So each one is checked as if the member had set it as the app's image.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 from dataclasses import dataclass
@@ -32,33 +33,47 @@ class BaseImage:
     reference: str
 
 
+# Docker's parser splits lines at \n only (a \r before it dropped) and words at these; a
+# line ending in a backslash and spaces or tabs goes on with the next line, joined as it is
+_WORD_SEPARATOR = re.compile(r"[\t\v\f\r ]+")
+_CONTINUATION = re.compile(r"\\[ \t]*$")
+
+
+def _lines(text: str) -> list[str]:
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def _instructions(text: str) -> list[tuple[int, str, list[str]]]:
-    """(first line number, instruction, words) with continuation lines joined, comments out."""
+    """(first line number, instruction, words), lines joined and split as Docker's parser
+    does: comment lines dropped anywhere, empty lines inside a continued instruction too,
+    and a continued line's text appended with its leading spaces (no space added)."""
     found: list[tuple[int, str, list[str]]] = []
-    pending = ""
+    pending: str | None = None
     start = 0
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
+    for number, raw in enumerate(_lines(text), start=1):
+        stripped = raw.strip()
+        if stripped.startswith("#") or not stripped:
             continue
-        if pending and (not line or line.startswith("#")):
-            # A comment or an empty line inside a continued instruction is dropped, as
-            # Docker does: the instruction goes on after it
-            continue
-        if not pending:
-            start = number
         _check_line_end(raw, number)
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
+        if pending is None:
+            start = number
+            line = raw.lstrip()
+        else:
+            line = raw
+        if _CONTINUATION.search(line):
+            pending = (pending or "") + _CONTINUATION.sub("", line)
             continue
-        words = (pending + line).split()
-        pending = ""
-        if words:
-            found.append((start, words[0].upper(), words[1:]))
-    if pending.split():
-        words = pending.split()
-        found.append((start, words[0].upper(), words[1:]))
+        _add_instruction(found, start, (pending or "") + line)
+        pending = None
+    if pending is not None:
+        _add_instruction(found, start, pending)
     return found
+
+
+def _add_instruction(found: list[tuple[int, str, list[str]]], start: int, line: str) -> None:
+    words = [word for word in _WORD_SEPARATOR.split(line.strip()) if word]
+    if words:
+        found.append((start, words[0].upper(), words[1:]))
 
 
 def _check_line_end(raw: str, number: int) -> None:
@@ -82,7 +97,7 @@ _DIRECTIVE = re.compile(r"#\s*(?P<name>[A-Za-z][A-Za-z0-9_]*)\s*=\s*(?P<value>.*
 def _check_directives(text: str) -> None:
     """Another escape character joins and splits lines otherwise than this reader does,
     which could hide a line from it: refused, as nothing needs it on Linux."""
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_lines(text), start=1):
         directive = _DIRECTIVE.fullmatch(raw.strip())
         if directive is None:
             return  # directives end at the first line that is not one
@@ -94,15 +109,22 @@ def _check_directives(text: str) -> None:
             )
 
 
+_URL_STARTS = ("http://", "https://")
+
+
 def _check_add_sources(words: list[str], line: int) -> None:
     """ADD from a URL is refused: the engine itself would fetch it, from the host's network
     (its loopback services, a cloud's metadata address) and with no size bound. Docker
     expands variables and removes quotes and backslashes before it looks for a URL, so a
     source with a variable is refused too, and quotes do not hide one."""
-    sources = [word for word in words if not word.startswith("--")][:-1]  # the last: where to
+    # Flags come first (Docker stops at the first other word); the last word is the target
+    sources = list(itertools.dropwhile(lambda word: word.startswith("--"), words))[:-1]
     for word in sources:
-        bare = word.translate({ord(char): None for char in "\"'\\"})
-        if "$" in word or "://" in bare or bare.lstrip("[").startswith("git@"):
+        bare = word.translate({ord(char): None for char in "\"'\\"}).lstrip("[")
+        # What a variable could complete to a URL: `app-$V.tgz` cannot, `$SRC` or `ht$X` can
+        literal = bare.partition("$")[0]
+        completes = "$" in bare and any(url.startswith(literal) for url in _URL_STARTS)
+        if "://" in bare or completes or bare.startswith("git@"):
             raise InvalidRequest(
                 f"Dockerfile line {line}: ADD from a URL, or from a source named by a "
                 "variable, is not allowed; put the file in the context and name it as it is "
