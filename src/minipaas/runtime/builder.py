@@ -184,6 +184,10 @@ class _PidsLimiter(threading.Thread):
             self._newest = container
         self._wake.set()
 
+    def stop(self) -> None:
+        self.done.set()
+        self._wake.set()  # not a wait of up to _WATCH_INTERVAL at the end of every build
+
     def run(self) -> None:
         looked_at: str | None = None
         while not self.done.is_set():
@@ -333,7 +337,7 @@ def build_image(
         error = f"the Docker engine broke off the build: {exc}"
     finally:
         watcher.done.set()
-        limiter.done.set()
+        limiter.stop()
         watcher.join(timeout=5)
         limiter.join(timeout=5)
         lines.flush(final=True)

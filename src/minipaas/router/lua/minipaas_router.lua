@@ -537,21 +537,27 @@ end
 -- nginx takes the host from the request line when it names one ("GET http://a/ HTTP/1.1"),
 -- and an app is sent the Host header: the two must name one host, or a client could route by
 -- one and hand the app another (a password-reset link built from Host, say)
-local function one_host()
+local function one_host(host)
     local header = ngx.var.http_host
-    if not header then
+    if not header or header == host then
         return true
     end
-    local name = header:lower():gsub(":%d*$", ""):gsub("%.$", "")
-    return name == ngx.var.host
+    -- The header is the host, any case, then perhaps a trailing dot and a port
+    local length = #host
+    if header:sub(1, length):lower() ~= host then
+        return false
+    end
+    local rest = header:sub(length + 1)
+    return rest == "" or rest == "." or rest:find("^%.?:%d*$") ~= nil
 end
 
 function _M.route_by_host()
-    if not one_host() then
+    -- $host: lowercased, without port or trailing dot
+    local host = ngx.var.host
+    if not one_host(host) then
         return send(400, "application/json", TWO_HOSTS)
     end
-    -- $host: lowercased, without port or trailing dot
-    local entry = entry_for_host(ngx.var.host)
+    local entry = entry_for_host(host)
     if not entry then
         return send(404, "application/json", NOT_FOUND_HOST)
     end
@@ -559,7 +565,7 @@ function _M.route_by_host()
 end
 
 function _M.route_by_path()
-    if not one_host() then
+    if not one_host(ngx.var.host) then
         return send(400, "application/json", TWO_HOSTS)
     end
     local entry = get_entry(tonumber(ngx.var.minipaas_app_id))
