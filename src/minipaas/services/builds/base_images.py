@@ -77,10 +77,11 @@ def _add_instruction(found: list[tuple[int, str, list[str]]], start: int, line: 
 
 
 def _check_line_end(raw: str, number: int) -> None:
-    """Docker continues a line ending in a backslash and spaces or tabs; this reader strips
-    any whitespace. A line where the two differ (a backslash then a no-break space, say), or
-    one ending in two backslashes (Docker versions differ on it), could join lines here that
-    Docker keeps apart and hide a FROM from this reader: refused."""
+    """Docker continues a line ending in a backslash and spaces or tabs only (as this reader
+    does). A backslash followed by other whitespace (a no-break space, say) reads as continued
+    to anything that strips all whitespace, and one ending in two backslashes is read
+    differently by Docker versions: both refused, so no reader can join what Docker keeps
+    apart."""
     docker_continues = raw.rstrip(" \t").endswith("\\")
     if docker_continues != raw.strip().endswith("\\") or raw.rstrip(" \t").endswith("\\\\"):
         raise InvalidRequest(
