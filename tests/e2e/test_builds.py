@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from minipaas.host.platform import service
+from minipaas.services.builds import naming
 from tests.support.builds import (
     build_log,
     scratch_context,
@@ -577,6 +578,9 @@ def test_a_builder_killed_mid_build_fails_the_build_and_ends_its_step(
         return not containers_whose_command_holds(app_name)
 
     eventually(step_gone, timeout=20, message="the build step's container still runs")
+    network = naming.build_network(stack.settings, answer.json()["id"])
+    left = [n.name for n in docker.from_env().networks.list(names=[network]) if n.name == network]
+    assert not left, "the build's network is left"
     # supervisord started a new builder: the next build runs
     again = start_build(api, app_id, tar_bytes(scratch_context(f"after {app_name}\n")))
     assert again.status_code == 202, again.text

@@ -1,21 +1,25 @@
 """The builder against the real engine, without the platform: a deadline kills the running
-step within a second, lines arrive while a step is silent, memory limits hold."""
+step within a second, lines arrive while a step is silent, limits hold, and steps run on a
+network of their own that goes with the build."""
 
 from __future__ import annotations
 
 import secrets
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
+import httpx
 import pytest
 
 from minipaas.config import Settings
-from minipaas.runtime.builder import BuildSpec, build_image, step_container
+from minipaas.runtime.builder import BuildResult, BuildSpec, build_image, build_network
 from minipaas.runtime.docker_runtime import DockerRuntime
 from tests.support.builds import scratch_context, tar_bytes
 from tests.support.engine import containers_whose_command_holds
+from tests.support.images import HELLO_V1
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.docker]
 
@@ -26,6 +30,7 @@ def _spec(tmp_path: Path, run: str, tag: str, pids: int = 1024) -> BuildSpec:
     return BuildSpec(
         context=context,
         tag=tag,
+        network=f"minipaas-test-build-{secrets.token_hex(4)}",
         dockerfile="Dockerfile",
         build_args={},
         memory_mb=64,
@@ -33,6 +38,21 @@ def _spec(tmp_path: Path, run: str, tag: str, pids: int = 1024) -> BuildSpec:
         timeout_seconds=60,
         pids=pids,
     )
+
+
+def _build(
+    runtime: DockerRuntime,
+    spec: BuildSpec,
+    *,
+    on_lines: Callable[[list[str]], None] = lambda _: None,
+    stop_reason: Callable[[], str | None] = lambda: None,
+    needed: bool = True,
+) -> BuildResult:
+    """As the pipeline does: the build's network around the build."""
+    with build_network(runtime, spec.network, needed=needed) as network_id:
+        return build_image(
+            runtime, spec, network_id=network_id, on_lines=on_lines, stop_reason=stop_reason
+        )
 
 
 @pytest.mark.alone  # the kill timed to 2 s
@@ -51,7 +71,7 @@ def test_a_deadline_kills_the_silent_step_and_says_why(tmp_path: Path) -> None:
         asked.append(time.monotonic())
         return "took longer than BUILD_TIMEOUT_SECONDS"
 
-    result = build_image(
+    result = _build(
         DockerRuntime(Settings(data_dir=tmp_path)),
         spec,
         on_lines=lambda batch: lines.extend((time.monotonic(), line) for line in batch),
@@ -80,45 +100,80 @@ def test_free_disk_is_checked_where_uploads_and_images_live(tmp_path: Path) -> N
         check_free_disk(Settings(data_dir=tmp_path, build_min_free_disk_mb=10**9))
 
 
-def test_a_container_a_step_names_in_its_output_is_left_alone(tmp_path: Path) -> None:
-    """The step's id is read from the build's output, which the step can print to as well:
-    a container older than the build, or named as an app's, is never killed or removed."""
+def _network_left(name: str) -> bool:
+    return any(n.name == name for n in docker.from_env().networks.list(names=[name]))
+
+
+def test_containers_a_step_names_in_its_output_are_left_alone(tmp_path: Path) -> None:
+    """A step can print "Running in <id>" lines as the builder does, naming any container,
+    as many as it likes: those are never killed or removed, and the real step is stopped all
+    the same (it is known by the build's network, not by the output)."""
     runtime = DockerRuntime(Settings(data_dir=tmp_path))
-    api = runtime.client.api
     marker = secrets.token_hex(6)
     image = f"minipaas-test/bystander:{marker}"
-    assert build_image(
-        runtime, _spec(tmp_path, "true", image), on_lines=lambda _: None, stop_reason=lambda: None
-    ).image_id
+    assert _build(runtime, _spec(tmp_path, "true", image)).image_id
     sleep = ["/bin/busybox", "sleep", "3600"]
-    older = runtime.client.containers.create(image, command=sleep, name=f"bystander-{marker}")
-    time.sleep(0.5)
-    since = datetime.now(UTC)
-    app_like = runtime.client.containers.create(image, command=sleep, name=f"mp-app1-d{since:%S%f}")
-    unnamed = runtime.client.containers.create(image, command=sleep)
+    bystanders = [
+        runtime.client.containers.create(image, command=sleep, name=f"bystander-{marker}"),
+        runtime.client.containers.run(image, command=sleep, detach=True),
+    ]
     lines: list[str] = []
     try:
-        # Only a container made since the build began, with a name Docker made up, may be a step
-        assert step_container(api, older.id, since) is None
-        assert step_container(api, app_like.id, since) is None
-        assert step_container(api, unnamed.id, since) is not None
-        # A step claims to run in the older container; then it sleeps on
-        run = f'echo " ---> Running in {older.id}"; echo started {marker}; sleep 300'
-        result = build_image(
+        # A hundred claims per bystander, then the step sleeps on
+        claims = "; ".join(f'echo " ---> Running in {c.id}"' for c in bystanders)
+        run = f"for i in $(seq 100); do {claims}; done; echo started {marker}; sleep 300"
+        spec = _spec(tmp_path, run, f"minipaas-test/spoof:{marker}")
+        result = _build(
             runtime,
-            _spec(tmp_path, run, f"minipaas-test/spoof:{marker}"),
+            spec,
             on_lines=lines.extend,
-            stop_reason=lambda: "cancelled" if any(marker in line for line in lines) else None,
+            stop_reason=lambda: "cancelled" if f"started {marker}" in lines else None,
         )
         assert result.stopped == "cancelled", result
-        older.reload()  # still there (NotFound otherwise), and never started or killed
-        assert older.status == "created"
-        # The real step was stopped and removed all the same
+        for container in bystanders:
+            container.reload()  # still there (NotFound otherwise), as they were
+        assert [c.status for c in bystanders] == ["created", "running"]
+        # The real step was stopped and removed, and the build's network went with it
         assert containers_whose_command_holds(f"started {marker}") == []
+        assert not _network_left(spec.network)
     finally:
-        for container in (older, app_like, unnamed):
+        for container in bystanders:
             container.remove(force=True)
         runtime.client.images.remove(image, force=True)
+
+
+def _answers(address: str) -> bool:
+    try:
+        return httpx.get(f"http://{address}/", timeout=1).status_code > 0
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_step_reaches_no_container_on_the_default_bridge(tmp_path: Path) -> None:
+    """Steps run on the build's own network: a container on Docker's default bridge (where
+    the classic builder puts steps by default, and where they reached it) answers nothing."""
+    runtime = DockerRuntime(Settings(data_dir=tmp_path))
+    bystander = runtime.client.containers.run(HELLO_V1, detach=True)
+    try:
+        bystander.reload()
+        address = bystander.attrs["NetworkSettings"]["IPAddress"]
+        # From the host it answers: the step's silence is the network's doing
+        eventually(lambda: _answers(address), timeout=10, message="the bystander is silent")
+        marker = secrets.token_hex(6)
+        ask = f'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 2 {address} 80 | grep -q HTTP'
+        run = f"if {ask}; then echo reached {marker}; else echo refused {marker}; fi"
+        lines: list[str] = []
+        spec = _spec(tmp_path, run, f"minipaas-test/isolated:{marker}")
+        result = _build(runtime, spec, on_lines=lines.extend)
+        assert result.image_id is not None, result.error
+        runtime.client.images.remove(spec.tag, force=True)
+        # The step's own lines (the builder's colour codes may lead them), not its command's
+        output = [line for line in lines if not line.startswith("Step ")]
+        said = [w for w in ("reached", "refused") if any(f"{w} {marker}" in x for x in output)]
+        assert said == ["refused"], lines
+        assert not _network_left(spec.network)
+    finally:
+        bystander.remove(force=True)
 
 
 def test_a_build_step_runs_under_the_pids_limit(tmp_path: Path) -> None:
@@ -131,11 +186,10 @@ def test_a_build_step_runs_under_the_pids_limit(tmp_path: Path) -> None:
         f"|| cat /sys/fs/cgroup/pids.max) {marker}"
     )
     lines: list[str] = []
-    result = build_image(
+    result = _build(
         DockerRuntime(Settings(data_dir=tmp_path)),
         _spec(tmp_path, run, f"minipaas-test/pids:{marker}", pids=limit),
         on_lines=lines.extend,
-        stop_reason=lambda: None,
     )
     assert result.image_id is not None, result.error
     try:
@@ -143,3 +197,19 @@ def test_a_build_step_runs_under_the_pids_limit(tmp_path: Path) -> None:
         assert said == [f"limit {limit} {marker}"], lines
     finally:
         docker.from_env().images.remove(f"minipaas-test/pids:{marker}", force=True)
+
+
+def test_without_its_network_a_step_fails_and_never_runs_on_the_default_bridge(
+    tmp_path: Path,
+) -> None:
+    """A build thought to have no steps gets no network; if a step comes all the same (an
+    ONBUILD RUN the pipeline missed, say), the engine cannot attach it and the build fails."""
+    runtime = DockerRuntime(Settings(data_dir=tmp_path))
+    marker = secrets.token_hex(6)
+    lines: list[str] = []
+    spec = _spec(tmp_path, f"echo ran {marker}", f"minipaas-test/no-network:{marker}")
+    result = _build(runtime, spec, on_lines=lines.extend, needed=False)
+    assert result.image_id is None and result.error is not None
+    assert spec.network in result.error and "network" in result.error, result.error
+    assert not any(f"ran {marker}" in line and not line.startswith("Step ") for line in lines)
+    assert not _network_left(spec.network)

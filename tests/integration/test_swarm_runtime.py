@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,9 +21,11 @@ from docker.models.containers import Container
 from minipaas.config import Settings
 from minipaas.runtime import labels, port_guard
 from minipaas.runtime.base import APP_CAPABILITIES, ContainerSpec, RuntimeFailure
+from minipaas.runtime.builder import BuildSpec, build_image, build_network
 from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
 from minipaas.runtime.swarm_runtime import SwarmRuntime
 from minipaas.worker import reconciler
+from tests.support.builds import scratch_context, tar_bytes
 from tests.support.engine import local_container
 from tests.support.flows import create_app as register_app
 from tests.support.stack import Stack, ensure_swarm_manager
@@ -201,6 +204,48 @@ def test_an_apps_container_cannot_reach_another_apps_host_port_but_the_host_can(
     finally:
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(runtime.remove, [a.id, b.id]))
+
+
+def test_a_build_step_cannot_reach_an_apps_host_port(runtime: SwarmRuntime, tmp_path: Path) -> None:
+    """A RUN step reaches its host through its build network's own bridge (`mpbuild-...`),
+    which the host's chain rejects as it does the apps' bridges: no way past the router."""
+    runtime.ensure_apps_network()  # installs the host's chain
+    b = runtime.run_container(spec(runtime, app_id=8))
+    marker = secrets.token_hex(6)
+    gateway = "$(/bin/busybox ip route | /bin/busybox awk '/^default/ {print $3}')"
+    ask = f'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 3 {gateway} {b.published_port}'
+    run = f"if {ask} | grep -q swarm; then echo reached {marker}; else echo refused {marker}; fi"
+    context = tmp_path / "context.tar"
+    context.write_bytes(tar_bytes(scratch_context("x", run=run)))
+    build = BuildSpec(
+        context=context,
+        tag=f"minipaas-test/step-to-app:{marker}",
+        network=f"minipaas-test-build-{marker}",
+        dockerfile="Dockerfile",
+        build_args={},
+        memory_mb=64,
+        cpus=0.5,
+        timeout_seconds=60,
+    )
+    lines: list[str] = []
+    try:
+        assert answers(b.address, b.published_port) == "swarm\n"  # the host reaches it
+        with build_network(runtime, build.network) as network_id:
+            result = build_image(
+                runtime,
+                build,
+                network_id=network_id,
+                on_lines=lines.extend,
+                stop_reason=lambda: None,
+            )
+        assert result.image_id is not None, result.error
+        output = [line for line in lines if not line.startswith("Step ")]
+        said = [w for w in ("reached", "refused") if any(f"{w} {marker}" in x for x in output)]
+        assert said == ["refused"], lines
+    finally:
+        runtime.remove(b.id)
+        with suppress(Exception):
+            runtime.client.images.remove(build.tag, force=True)
 
 
 def _fetch_inside(container: Container, url: str) -> tuple[int, bytes]:

@@ -6,7 +6,12 @@ import pytest
 
 from minipaas.config import Settings
 from minipaas.db.models import User, UserRole
-from minipaas.services.builds.base_images import BaseImage, base_images, check_base_images
+from minipaas.services.builds.base_images import (
+    BaseImage,
+    base_images,
+    check_base_images,
+    runs_steps,
+)
 from minipaas.services.errors import InvalidRequest
 
 MEMBER = User(id=7, username="member", role=UserRole.MEMBER, disabled=False)
@@ -179,3 +184,18 @@ def test_plain_continuations_copies_and_triggers_pass() -> None:
         "ONBUILD COPY . /app\n"
     )
     assert base_images(text, {}) == [BaseImage(1, "busybox:1")]
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "runs"),
+    [
+        ("FROM scratch\nCOPY . /\n", False),
+        ("FROM scratch\nONBUILD RUN make\n", False),  # runs in later builds only
+        ("FROM scratch\n# RUN make\nCOPY . /\n", False),
+        ("FROM scratch\nrun make\n", True),
+        ("FROM scratch\nCOPY a \\\n  b\nRU\\\nN make\n", True),  # continued as Docker does
+        ("\ufeffFROM base\r\nRUN true\r\n", True),
+    ],
+)
+def test_a_dockerfile_runs_steps_when_it_has_a_run_of_its_own(dockerfile: str, runs: bool) -> None:
+    assert runs_steps(dockerfile) is runs

@@ -479,9 +479,6 @@ class Build(Base):
     # The Dockerfile step that failed ("Step 3/5 : RUN make")
     failed_step: Mapped[str | None] = mapped_column(Text, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # The running step's container (from the build's output): a builder that died leaves it
-    # running, and the recovery kills it
-    step_container_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )

@@ -2,14 +2,19 @@
 
 The classic builder enforces `container_limits` on every RUN step (BuildKit ignores memory
 limits: moby/buildkit#593). Closing the stream does not stop it, so a cancel or a deadline
-kills the step's container, known from the build's own output ("Running in <id>"). That
-output holds what the steps print too, so the id is only trusted for a container that could
-be a step of this build (`step_container`): never an app's, nor one older than the build.
+kills the step's container.
+
+Each build's steps run on a network of the build's own (`BuildSpec.network`, inter-container
+traffic off): a step reaches neither other builds' steps nor containers on Docker's default
+bridge, and the containers attached to that network are exactly the build's steps. That is
+how they are found: never from the build's output, which the steps can print anything to
+(a "Running in <id>" line only wakes the pids limiter up early).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import re
@@ -17,34 +22,28 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
 
-from minipaas.runtime import image_turns
+from minipaas.runtime import image_turns, labels
 from minipaas.runtime.base import EngineUnavailable
 from minipaas.runtime.docker_runtime import DockerRuntime
 
 log = logging.getLogger(__name__)
 
-_RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")
+_RUNNING_IN = re.compile(r"---> Running in [0-9a-f]{12,64}")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})")
-# An app container's name (docker_runtime.container_name, any install's; on Swarm its task's
-# container adds .<slot>.<task id>); a build step's is one Docker makes up (adjective_name)
-_APP_CONTAINER = re.compile(r"/?.+-app[0-9]+-d[0-9]+(?:-r[0-9]+)?(?:\.[0-9]+\.[0-9a-z]+)?")
-# Docker's clock and ours are the host's; a step's container is made after the build began
-_CREATED_SLACK = timedelta(milliseconds=100)
-# Containers named in the output that are kept: a step printing ids without end cannot grow
-# the list (it can push the real one out, and then only its own build goes unwatched)
-_CONTAINERS_KEPT = 64
-# How often the watcher asks whether to stop (a cancel ends the step within this, plus a kill)
+# How often the watcher asks whether to stop (a cancel ends the step within this, plus a kill),
+# and the pids limiter looks at the build's network when no line woke it
 _WATCH_INTERVAL = 0.5
-# The pids limiter's pause between two looks at containers the output named
+# The pids limiter's pause between two looks (a step printing "Running in" lines without end
+# costs the engine one list call per pause)
 _LIMIT_INTERVAL = 0.02
 # Output is handed on in batches: one database write per batch, not per line
 _FLUSH_LINES = 200
@@ -59,6 +58,7 @@ _MB = 1024 * 1024
 class BuildSpec:
     context: Path  # a plain tar, already checked
     tag: str
+    network: str  # the build's own network's name: made before the build, removed after it
     dockerfile: str
     build_args: dict[str, str]
     memory_mb: int
@@ -87,28 +87,19 @@ def container_limits(memory_mb: int, cpus: float) -> dict[str, Any]:
 
 
 class _Progress:
-    """What the output said so far: the step, its container, the last lines."""
+    """What the output said so far: the step, the last lines."""
 
-    def __init__(self, on_container: Callable[[str], None] = lambda _: None) -> None:
-        self.on_container = on_container  # cheap: called on the reader's path
+    def __init__(self, on_step_start: Callable[[], None] = lambda: None) -> None:
+        self.on_step_start = on_step_start  # cheap: called on the reader's path
         self.step: str | None = None
-        # Every container a line named, newest last: the builder's own line for the step
-        # that runs, and any a step printed (step_container tells them apart)
-        self.containers: list[str] = []
         self.image_id: str | None = None
         self.tail: list[str] = []
-        self.lock = threading.Lock()
 
     def saw(self, line: str) -> None:
-        if match := _STEP.match(line):
+        if _STEP.match(line):
             self.step = line
-        if match := _RUNNING_IN.search(line):
-            with self.lock:
-                named = match.group(1)
-                if named in self.containers:
-                    self.containers.remove(named)
-                self.containers = [*self.containers[-(_CONTAINERS_KEPT - 1) :], named]
-            self.on_container(named)
+        if _RUNNING_IN.search(line):  # maybe the builder's, maybe a step's own: only a hint
+            self.on_step_start()
         if match := _BUILT.match(line):
             self.image_id = match.group(1)
         self.tail = [*self.tail[-19:], line]
@@ -158,30 +149,27 @@ class _Lines:
 
 
 class _PidsLimiter(threading.Thread):
-    """Sets the pids limit on each step's container as the output names it (the classic
-    builder takes no such limit): a fork bomb in a RUN step would otherwise have only the
-    memory limit between it and the host's process ids (kernel.pid_max is 32,768 on many
-    hosts). The builder names the container just before it starts it.
+    """Sets the pids limit on each step's container (the classic builder takes no such
+    limit): a fork bomb in a RUN step would otherwise have only the memory limit between it
+    and the host's process ids (kernel.pid_max is 32,768 on many hosts).
 
-    Off the reader's path, and one look at a time: the newest id named waits in one slot,
-    so a step printing ids without end costs the engine one inspect per _LIMIT_INTERVAL, not
-    one per line. A step's container that cannot be limited is killed: the build fails
-    rather than run unbounded."""
+    The builder prints "Running in <id>" just before it starts a step's container: such a
+    line wakes this thread, which then limits every container on the build's network not
+    limited yet. Without a line it looks every _WATCH_INTERVAL, so a step's own output can
+    neither hide a step nor make more than one engine call per _LIMIT_INTERVAL. A step's
+    container that cannot be limited is killed: the build fails rather than run unbounded."""
 
-    def __init__(self, api: docker.APIClient, since: datetime, pids: int) -> None:
+    def __init__(self, api: docker.APIClient, network_id: str | None, pids: int) -> None:
         super().__init__(name="build-pids", daemon=True)
         self.api = api
-        self.since = since
+        self.network_id = network_id
         self.pids = pids
         self.failure: str | None = None
         self.done = threading.Event()
         self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._newest: str | None = None
+        self._limited: set[str] = set()
 
-    def named(self, container: str) -> None:
-        with self._lock:
-            self._newest = container
+    def wake(self) -> None:
         self._wake.set()
 
     def stop(self) -> None:
@@ -189,35 +177,31 @@ class _PidsLimiter(threading.Thread):
         self._wake.set()  # not a wait of up to _WATCH_INTERVAL at the end of every build
 
     def run(self) -> None:
-        looked_at: str | None = None
         while not self.done.is_set():
             self._wake.wait(_WATCH_INTERVAL)
             self._wake.clear()
-            with self._lock:
-                container = self._newest
-            if container is None or container == looked_at:
-                continue
-            looked_at = container
+            if self.done.is_set():
+                return
             try:
-                self._limit(container)
+                for container in step_containers(self.api, self.network_id):
+                    if container["Id"] not in self._limited and container["State"] in _LIVE:
+                        self._limit(container["Id"])
             except Exception:  # the engine's hiccup must not end the thread
-                log.warning("build step %s: pids limit not set", container, exc_info=True)
+                log.warning("build steps: pids limit not set", exc_info=True)
             time.sleep(_LIMIT_INTERVAL)
 
     def _limit(self, container: str) -> None:
-        attrs = step_container(self.api, container, self.since)
-        if attrs is None:
-            return
         try:
             # docker-py's update_container has no pids parameter; the engine's API does (1.40+)
-            url = self.api._url("/containers/{0}/update", attrs["Id"])
+            url = self.api._url("/containers/{0}/update", container)
             self.api._raise_for_status(self.api._post_json(url, data={"PidsLimit": self.pids}))
+            self._limited.add(container)
         except Exception as exc:
-            if not self._still_running(attrs["Id"]):
+            if not self._still_running(container):
                 return  # a quick step ended (and went) meanwhile: nothing runs unbounded
             self.failure = f"the step's processes could not be limited (BUILD_PIDS): {exc}"
             with contextlib.suppress(Exception):
-                self.api.kill(attrs["Id"])
+                self.api.kill(container)
 
     def _still_running(self, container: str) -> bool:
         try:
@@ -229,20 +213,19 @@ class _PidsLimiter(threading.Thread):
 
 
 class _Watcher(threading.Thread):
-    """Kills the running step's container once `stop_reason` gives a reason."""
+    """Kills the build's running steps once `stop_reason` gives a reason."""
 
     def __init__(
         self,
         api: docker.APIClient,
+        network_id: str | None,
         lines: _Lines,
         stop_reason: Callable[[], str | None],
-        since: datetime,
     ) -> None:
         super().__init__(name="build-watcher", daemon=True)
         self.api = api
-        self.since = since
+        self.network_id = network_id
         self.lines = lines
-        self.progress = lines.progress
         self.stop_reason = stop_reason
         self.reason: str | None = None
         self.done = threading.Event()
@@ -259,17 +242,97 @@ class _Watcher(threading.Thread):
                 except Exception:  # a database hiccup: ask again at the next tick
                     log.warning("build watcher could not check for a stop", exc_info=True)
             if self.reason is not None:
-                self._kill_step()
+                # Between steps nothing runs: the next step's container is killed next tick
+                with contextlib.suppress(APIError, DockerException):
+                    for container in step_containers(self.api, self.network_id):
+                        if container["State"] in _LIVE:
+                            with contextlib.suppress(APIError, DockerException):
+                                self.api.kill(container["Id"])
 
-    def _kill_step(self) -> None:
-        with self.progress.lock:
-            named = list(self.progress.containers)
-        attrs = newest_step_container(self.api, named, self.since)
-        if attrs is None:
-            return
-        # Not running (between steps): the next step's container gets killed
-        with contextlib.suppress(APIError, DockerException):
-            self.api.kill(attrs["Id"])
+
+# How the Linux bridges of build networks begin (no other interface's name does)
+BUILD_BRIDGE_PREFIX = "mpbuild-"
+# A step's container in these states may run (or is about to)
+_LIVE = frozenset({"created", "running", "paused", "restarting"})
+
+
+def step_containers(api: docker.APIClient, network_id: str | None) -> list[dict[str, Any]]:
+    """The containers attached to a build's network, newest first: that build's steps, as
+    nothing else is ever attached to it (a step cannot reach the engine to attach one)."""
+    if network_id is None:
+        return []
+    found = api.containers(all=True, filters={"network": network_id})
+    # The filter takes a name or an id prefix: only what is attached to this very network
+    mine = [
+        c
+        for c in found
+        if any(
+            (n or {}).get("NetworkID") == network_id
+            for n in ((c.get("NetworkSettings") or {}).get("Networks") or {}).values()
+        )
+    ]
+    return sorted(mine, key=lambda c: int(c.get("Created") or 0), reverse=True)
+
+
+def bridge_name(network: str) -> str:
+    """The Linux bridge of a build's network: BUILD_BRIDGE_PREFIX and a digest of the
+    network's name (15 characters at most), so the host's firewall can match every build's
+    steps with one pattern (runtime/port_guard.py)."""
+    digest = hashlib.sha256(network.encode()).hexdigest()
+    return f"{BUILD_BRIDGE_PREFIX}{digest[: 15 - len(BUILD_BRIDGE_PREFIX)]}"
+
+
+def open_build_network(runtime: DockerRuntime, name: str) -> str:
+    """Makes the build's own network (a leftover of the same name, this install's, goes
+    first); returns its id. Inter-container traffic is off: each step is alone on it."""
+    close_build_network(runtime, name)
+    stamped = labels.instance_labels(runtime.instance_name, runtime.install_id)
+    created = runtime.client.api.create_network(
+        name,
+        driver="bridge",
+        options={
+            "com.docker.network.bridge.enable_icc": "false",
+            "com.docker.network.bridge.name": bridge_name(name),
+        },
+        labels={**stamped, labels.BUILD: name},
+        check_duplicate=True,
+    )
+    return str(created["Id"])
+
+
+def close_build_network(runtime: DockerRuntime, name: str) -> bool:
+    """Removes the build's steps (running or not) and its network, if this install made it;
+    True when none is left. Used at the end of every build, and for a dead builder's."""
+    api = runtime.client.api
+    gone = True
+    for network in api.networks(names=[name]):
+        stamped = network.get("Labels") or {}
+        if network.get("Name") != name or labels.BUILD not in stamped:
+            continue  # the filter matches substrings; and never a network we did not make
+        if labels.made_by_another_install(stamped, runtime.install_id):
+            continue
+        for container in step_containers(api, network["Id"]):
+            with contextlib.suppress(NotFound):
+                api.remove_container(container["Id"], force=True)
+        try:
+            api.remove_network(network["Id"])
+        except NotFound:
+            pass
+        except (APIError, DockerException) as exc:
+            log.warning("build network %s not removed yet: %s", name, exc)
+            gone = False
+    return gone
+
+
+def build_networks(runtime: DockerRuntime) -> list[str]:
+    """The names of this install's build networks that exist now."""
+    wanted = [f"{k}={v}" for k, v in labels.instance_labels(runtime.instance_name).items()]
+    found = runtime.client.api.networks(filters={"label": [*wanted, labels.BUILD]})
+    return [
+        str(n["Name"])
+        for n in found
+        if not labels.made_by_another_install(n.get("Labels") or {}, runtime.install_id)
+    ]
 
 
 _docker_roots: dict[int, Path | None] = {}
@@ -295,15 +358,46 @@ def free_disk_mb(runtime: DockerRuntime, data_dir: Path) -> dict[str, int]:
     return found
 
 
+@contextmanager
+def build_network(
+    runtime: DockerRuntime, name: str, *, needed: bool = True
+) -> Iterator[str | None]:
+    """The build's own network for its RUN steps (its id), made before the build when it has
+    steps to run and removed, with what is left on it, when the caller is done: after the
+    build's outcome is recorded, as removing it takes ~0.2 s. Without one (`needed` False) a
+    step fails at once: the engine cannot attach it to a network that does not exist, and
+    never falls back to its default bridge."""
+    network_id = open_build_network(runtime, name) if needed else None
+    try:
+        yield network_id
+    finally:
+        if network_id is not None:
+            try:
+                close_build_network(runtime, name)
+            except (DockerException, OSError):  # remove_leftover_build_networks tries again
+                log.warning("build network %s not removed", name, exc_info=True)
+
+
+def has_build_triggers(runtime: DockerRuntime, reference: str) -> bool:
+    """The image has ONBUILD triggers (a build FROM it runs them, RUN steps maybe); also
+    True when it cannot be looked at, to be on the safe side."""
+    try:
+        attrs: dict[str, Any] = runtime.client.api.inspect_image(reference)
+    except (DockerException, OSError):
+        return True
+    return bool((attrs.get("Config") or {}).get("OnBuild"))
+
+
 def build_image(
     runtime: DockerRuntime,
     spec: BuildSpec,
     *,
+    network_id: str | None,
     on_lines: Callable[[list[str]], None],
     stop_reason: Callable[[], str | None],
 ) -> BuildResult:
-    """Runs the build, handing its output on line by line; never raises for a failed step."""
-    began = datetime.now(UTC)
+    """Runs the build, handing its output on line by line; never raises for a failed step.
+    `network_id`: spec.network's, from build_network (None: it has no steps to run)."""
     try:
         # A client of its own: a step may print nothing for minutes, past the usual timeout.
         # The runtime's API version: not asked of the engine again for every build (10-40 ms)
@@ -312,11 +406,26 @@ def build_image(
         ).api
     except DockerException as exc:
         raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
-    limiter = _PidsLimiter(api, began, spec.pids)
-    progress = _Progress(limiter.named)
+    try:
+        return _run(runtime, api, spec, network_id, on_lines, stop_reason)
+    finally:
+        api.close()
+
+
+def _run(
+    runtime: DockerRuntime,
+    api: docker.APIClient,
+    spec: BuildSpec,
+    network_id: str | None,
+    on_lines: Callable[[list[str]], None],
+    stop_reason: Callable[[], str | None],
+) -> BuildResult:
+    limiter = _PidsLimiter(api, network_id, spec.pids)
+    progress = _Progress(limiter.wake)
     lines = _Lines(on_lines, progress)
-    limiter.start()
-    watcher = _Watcher(api, lines, stop_reason, began)
+    if network_id is not None:  # else no step can run
+        limiter.start()
+    watcher = _Watcher(api, network_id, lines, stop_reason)
     watcher.start()
     error: str | None = None
     try:
@@ -339,14 +448,12 @@ def build_image(
         watcher.done.set()
         limiter.stop()
         watcher.join(timeout=5)
-        limiter.join(timeout=5)
+        if limiter.is_alive():
+            limiter.join(timeout=5)
         lines.flush(final=True)
     if limiter.failure is not None:
         error = limiter.failure
-    try:
-        return _result(runtime, api, spec, progress, error, watcher.reason, began)
-    finally:
-        api.close()
+    return _result(runtime, api, spec, network_id, progress, error, watcher.reason)
 
 
 def _stream(api: docker.APIClient, spec: BuildSpec, context: Any) -> Iterator[dict[str, Any]]:
@@ -357,6 +464,8 @@ def _stream(api: docker.APIClient, spec: BuildSpec, context: Any) -> Iterator[di
         dockerfile=spec.dockerfile,
         buildargs=spec.build_args or None,
         container_limits=container_limits(spec.memory_mb, spec.cpus),
+        # RUN steps on the build's own network, not Docker's default bridge
+        network_mode=spec.network,
         # No labels: the classic builder commits one more layer for them, and the image GC
         # knows the platform's builds by the image ids the builds table records
         rm=True,
@@ -372,19 +481,17 @@ def _result(
     runtime: DockerRuntime,
     api: docker.APIClient,
     spec: BuildSpec,
+    network_id: str | None,
     progress: _Progress,
     error: str | None,
     stopped: str | None,
-    began: datetime,
 ) -> BuildResult:
     if error is None and stopped is None:
         image_id = runtime.image_id(spec.tag)
         if image_id is not None:
             return BuildResult(image_id=image_id)
         error = "the build ended without an image"
-    why = error or "stopped"
-    if progress.containers:
-        why = _step_failure(api, progress.containers, why, spec.memory_mb, began)
+    why = _step_failure(api, network_id, error or "stopped", spec.memory_mb)
     if stopped is not None:
         return BuildResult(image_id=None, error=stopped, failed_step=progress.step, stopped=stopped)
     last = "\n".join(line for line in progress.tail[-10:] if line.strip())
@@ -399,17 +506,14 @@ def _result(
     return BuildResult(image_id=None, error=message, failed_step=progress.step)
 
 
-def _step_failure(
-    api: docker.APIClient, named: list[str], error: str, memory_mb: int, began: datetime
-) -> str:
-    """The failed step's container says whether memory ran out; it is removed after."""
-    attrs = newest_step_container(api, named, began)
-    if attrs is None:
-        return error  # the step succeeded and its container is gone: the error came later
+def _step_failure(api: docker.APIClient, network_id: str | None, error: str, memory_mb: int) -> str:
+    """The failed step's container (the newest on the build's network, kept by forcerm=False)
+    says whether memory ran out; the build's network goes with its containers after."""
     try:
-        api.remove_container(attrs["Id"], force=True)
+        newest = step_containers(api, network_id)[:1]
+        attrs: dict[str, Any] = api.inspect_container(newest[0]["Id"]) if newest else {}
     except (APIError, DockerException):
-        log.warning("could not remove the failed build step's container %s", attrs["Id"])
+        return error  # the step succeeded and its container is gone: the error came later
     state = attrs.get("State") or {}
     if state.get("OOMKilled"):
         return (
@@ -417,59 +521,6 @@ def _step_failure(
             f"killed (exit code {state.get('ExitCode')})"
         )
     return error
-
-
-def newest_step_container(
-    api: docker.APIClient, named: list[str], since: datetime
-) -> dict[str, Any] | None:
-    """Of the containers the output named, the newest that can be a step of this build."""
-    for container in reversed(named):
-        attrs = step_container(api, container, since)
-        if attrs is not None:
-            return attrs
-    return None
-
-
-def step_container(api: docker.APIClient, container: str, since: datetime) -> dict[str, Any] | None:
-    """The container's attributes if it can be a step of a build that began at `since`:
-    created since then, and not named as an app's container. A "Running in <id>" line may
-    come from a step's own output, naming any container it likes; it is then left alone.
-    None as well when it is gone."""
-    try:
-        attrs: dict[str, Any] = api.inspect_container(container)
-    except (APIError, DockerException):  # NotFound included
-        return None
-    created = _docker_time(str(attrs.get("Created") or ""))
-    if created is None or created < since - _CREATED_SLACK:
-        return None
-    if _APP_CONTAINER.fullmatch(str(attrs.get("Name") or "")):
-        return None
-    return attrs
-
-
-def _docker_time(value: str) -> datetime | None:
-    """Docker's RFC 3339 time with nanoseconds, to the microsecond."""
-    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", value)
-    if match is None:
-        return None
-    fraction = (match.group(2) or "0")[:6].ljust(6, "0")
-    return datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
-
-
-def step_container_in(line: str) -> str | None:
-    """The container a build step runs in, when the line announces one."""
-    match = _RUNNING_IN.search(line)
-    return match.group(1) if match else None
-
-
-def kill_step_container(runtime: DockerRuntime, container: str, since: datetime) -> None:
-    """Ends the step's container of a build that began at `since` (its builder died): the
-    build fails instead of running on unwatched."""
-    attrs = step_container(runtime.client.api, container, since)
-    if attrs is None:
-        return
-    with contextlib.suppress(NotFound, APIError, DockerException):
-        runtime.client.api.remove_container(attrs["Id"], force=True)
 
 
 # How long the removal of an image no sweep will see again waits for builds on the host

@@ -104,6 +104,10 @@ class DockerRuntime:
         return self._client
 
     @property
+    def instance_name(self) -> str:
+        return self._settings.instance_name
+
+    @property
     def install_id(self) -> str | None:
         """This install's id (None for a runtime built without one, as some tests do)."""
         if self._install_id is None and self._install_id_source is not None:

@@ -3,7 +3,8 @@
 Swarm binds a host-mode published port on all of a node's interfaces, so a container could
 reach another app's replica at its host's address, past the router. A container's packets to
 its own host arrive on the host through the bridge it is attached to: docker_gwbridge for a
-Swarm task (its overlay network has no path to the host), docker0 for a build's RUN steps.
+Swarm task (its overlay network has no path to the host), the build's own network's bridge
+(`mpbuild-...`) for a build's RUN steps, docker0 for any other container on the host.
 Docker excludes docker_gwbridge from its DNAT of published ports, so these packets go to the
 host's INPUT chain (to docker-proxy), never to FORWARD/DOCKER-USER: rejecting them there is
 enough. The router, the prober and the healer run on the host itself: their connections come
@@ -18,10 +19,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from minipaas.runtime.builder import BUILD_BRIDGE_PREFIX
+
 # iptables allows 28 characters in a chain's name
 CHAIN = "MINIPAAS-SWARM-PORTS"
-# The bridges a container's packets to its host come in on
-CONTAINER_INTERFACES = ("docker_gwbridge", "docker0")
+# The bridges a container's packets to its host come in on ("+" ends a prefix for iptables)
+CONTAINER_INTERFACES = ("docker_gwbridge", "docker0", f"{BUILD_BRIDGE_PREFIX}+")
 # Docker calls `iptables` from PATH (iptables-nft or -legacy, as the alternatives say): the
 # same binary keeps our rules in the tables Docker uses
 IPTABLES = "iptables"

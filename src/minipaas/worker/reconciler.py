@@ -478,6 +478,7 @@ def _steps() -> tuple[Callable[[], list[str]], ...]:
         build_recovery.end_abandoned_builds,
         build_recovery.deploy_builds_left_undeployed,
         build_recovery.remove_old_build_images,
+        build_recovery.remove_leftover_build_networks,
         build_recovery.remove_stale_uploads,
         _republish_routes,
         certificates.sync_tls,  # ACME orders run in their own loop (certificate_orders.py)

@@ -217,6 +217,13 @@ def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
     return images
 
 
+def runs_steps(text: str) -> bool:
+    """The Dockerfile has a RUN instruction of its own (an ONBUILD RUN runs in later builds
+    only; its base images' triggers are the builder's to look at)."""
+    text = text.removeprefix("\ufeff")
+    return any(instruction == "RUN" for _, instruction, _ in _instructions(text))
+
+
 def check_base_images(
     settings: Settings, text: str, *, build_args: dict[str, str], app_id: int, user: User
 ) -> None:

@@ -326,6 +326,19 @@ def _copy_checked(
     return ContextSummary(files=files, bytes=total, dockerfile=dockerfile_text)
 
 
+def checked_dockerfile(clean: Path, dockerfile: str) -> str:
+    """The Dockerfile text the engine reads from a context sanitize_context wrote: its last
+    entry at that path (the checked text, written once more at the end)."""
+    found: tarfile.TarInfo | None = None
+    with tarfile.open(clean, mode="r:") as archive:
+        for member in archive:
+            if member.name == dockerfile:
+                found = member
+        if found is None:
+            raise ContextRefused(f"the context has no file {dockerfile!r}")
+        return _read_dockerfile(archive, found)
+
+
 def _changed(member: tarfile.TarInfo, **changes: object) -> tarfile.TarInfo:
     """A shallow copy with `changes`: TarInfo.replace(deep=False), which Python < 3.11.4
     lacks."""

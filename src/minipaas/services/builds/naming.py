@@ -16,6 +16,17 @@ def build_tag(settings: Settings, app_id: int, number: int) -> str:
     return f"{build_repository(settings, app_id)}:{number}"
 
 
+def build_network(settings: Settings, build_id: int) -> str:
+    """The network a build's steps run on, alone (runtime/builder.py)."""
+    return f"{settings.instance_name.lower()}-build-{build_id}"
+
+
+def build_id_of_network(settings: Settings, name: str) -> int | None:
+    """The build whose network this is, by its name (None for another name)."""
+    number = name.removeprefix(f"{settings.instance_name.lower()}-build-")
+    return int(number) if number != name and number.isdigit() else None
+
+
 # Names the engine reads as Docker Hub's, so "docker.io/x/y" is the local "x/y"
 _DOCKER_HUB_PREFIXES = ("docker.io/", "index.docker.io/")
 

@@ -22,9 +22,14 @@ from minipaas.db.models import (
 )
 from minipaas.db.session import get_session
 from minipaas.runtime import get_runtime
-from minipaas.runtime.builder import prune_build_cache, remove_build_tag
+from minipaas.runtime.builder import (
+    build_networks,
+    close_build_network,
+    prune_build_cache,
+    remove_build_tag,
+)
 from minipaas.services import images
-from minipaas.services.builds import pipeline
+from minipaas.services.builds import naming, pipeline
 from minipaas.worker import jobs, liveness
 
 log = logging.getLogger(__name__)
@@ -83,6 +88,30 @@ def deploy_builds_left_undeployed() -> list[str]:
         if pipeline.deploy_undeployed(build_id):
             actions.append(f"build {build_id}: deployed after its builder stopped")
     return actions
+
+
+def remove_leftover_build_networks() -> list[str]:
+    """Networks of builds that ended (a builder killed mid-build, or an engine that refused
+    the removal then), with any step left on them: each holds one of the engine's subnets.
+    Listed before the builds are read: a network exists only while its build runs."""
+    settings, runtime = get_settings(), get_runtime()
+    found = {name: naming.build_id_of_network(settings, name) for name in build_networks(runtime)}
+    if not found:
+        return []
+    with get_session() as db:
+        running = set(
+            db.scalars(
+                select(Build.id).where(
+                    Build.id.in_([b for b in found.values() if b is not None]),
+                    Build.status == BuildStatus.RUNNING,
+                )
+            )
+        )
+    removed = []
+    for name, build_id in found.items():
+        if build_id is not None and build_id not in running and close_build_network(runtime, name):
+            removed.append(f"removed the network of ended build {build_id}")
+    return removed
 
 
 def remove_stale_uploads() -> list[str]:
