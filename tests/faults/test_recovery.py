@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -365,6 +366,39 @@ def test_a_delete_whose_job_was_lost_is_done_by_the_reconciler(
     assert platform_containers(stack.settings.instance_name, app_id) == []
     host = {"Host": f"{app_name}.{stack.settings.apps_domain}"}
     assert router.get("/", headers=host).status_code == 404
+
+
+def test_a_pending_delete_shows_in_the_apps_answers(api: httpx.Client, app_name: str) -> None:
+    """A delete answered 202 is still under way: the app's JSON, alone and in the list, says
+    since when, until the app is gone."""
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    assert api.get(f"/apps/{app_id}").json()["delete_requested_at"] is None
+    # As the API leaves it after a 202 while the job waits; the reconciler takes such a
+    # delete up again only after LIFECYCLE_JOB_GRACE, so these reads come first
+    asked = now()
+    with get_session() as db:
+        db.execute(update(App).where(App.id == app_id).values(delete_requested_at=asked))
+        db.commit()
+    shown = api.get(f"/apps/{app_id}").json()["delete_requested_at"]
+    assert shown is not None and datetime.fromisoformat(shown) == asked
+    assert _listed(api, app_id)["delete_requested_at"] == shown
+    assert api.delete(f"/apps/{app_id}").status_code in (202, 204)
+    eventually(
+        lambda: api.get(f"/apps/{app_id}").status_code == 404,
+        timeout=30,
+        message="the app was not deleted",
+    )
+
+
+def _listed(api: httpx.Client, app_id: int) -> dict[str, Any]:
+    offset = 0
+    while True:
+        page = api.get("/apps", params={"limit": 500, "offset": offset}).json()
+        assert page, f"app {app_id} is not listed"
+        for app in page:
+            if app["id"] == app_id:
+                return dict(app)
+        offset += len(page)
 
 
 def test_a_delete_refused_for_a_deploy_started_meanwhile_is_not_tried_again(

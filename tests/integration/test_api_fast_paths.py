@@ -31,7 +31,8 @@ APP_FIELDS = {
     "id", "name", "owner_id", "image", "internal_port", "env", "command", "memory_mb", "cpus",
     "pids", "pull_policy", "health_check_path", "health_check_running_seconds", "status",
     "status_detail", "container_name", "published_port", "current_deployment_id",
-    "restart_count", "last_exit_code", "next_restart_at", "created_at", "updated_at", "url",
+    "restart_count", "last_exit_code", "next_restart_at", "delete_requested_at", "created_at",
+    "updated_at", "url",
     "domains", "path", "replicas", "replicas_serving", "https_redirect", "hsts_max_age",
 }  # fmt: skip
 

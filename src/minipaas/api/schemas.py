@@ -220,6 +220,10 @@ class AppOut(_MaskedEnvOut):
     restart_count: int = Field(description="restarts by the platform since the last deploy")
     last_exit_code: int | None = Field(description="how its container last ended")
     next_restart_at: datetime | None = Field(description="when a crashed app is restarted")
+    delete_requested_at: datetime | None = Field(
+        description="when a delete was asked for (DELETE answered 202): the worker is removing "
+        "the app, which answers 404 once it is gone"
+    )
     created_at: datetime
     updated_at: datetime
     url: str = Field(description="the app's own origin: http://<name>.<APPS_DOMAIN>/")

@@ -101,6 +101,7 @@ def apps_show(app: str, as_json: bool = JsonOption) -> None:
         "published_port",
         "replicas",
         "replicas_serving",
+        "delete_requested_at",
     ]
     columns = [*APP_COLUMNS, *CRASH_COLUMNS, *details]
     show(data, as_json, columns)

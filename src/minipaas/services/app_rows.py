@@ -15,9 +15,7 @@ from minipaas.db.models import App, AppDomain, AppReplica
 
 # Columns an answer never shows: the encrypted env (never returned), and the platform's own
 # bookkeeping (fewer columns: a page of 200 is fetched and serialized faster)
-_NOT_SHOWN = frozenset(
-    {"env_ciphertext", "container_id", "crash_streak", "last_restart_at", "delete_requested_at"}
-)
+_NOT_SHOWN = frozenset({"env_ciphertext", "container_id", "crash_streak", "last_restart_at"})
 # The other columns, the app's domains as an array, and the endpoints of its replicas past
 # the first (AppOut counts those in rotation with the same rule as the router:
 # routing.serving_endpoints_of)
