@@ -213,3 +213,26 @@ def test_without_its_network_a_step_fails_and_never_runs_on_the_default_bridge(
     assert spec.network in result.error and "network" in result.error, result.error
     assert not any(f"ran {marker}" in line and not line.startswith("Step ") for line in lines)
     assert not _network_left(spec.network)
+
+
+def test_a_step_filling_the_disk_is_stopped_at_the_free_disk_minimum(tmp_path: Path) -> None:
+    """The classic builder bounds no step's disk: the pipeline's check of free disk, twice a
+    second during the build, stops a step that writes without end. Here the minimum is set
+    300 MB under what is free now, and the step writes up to 1.5 GB."""
+    from minipaas.runtime.builder import free_disk_mb
+    from minipaas.services.builds.pipeline import short_of_disk
+
+    runtime = DockerRuntime(Settings(data_dir=tmp_path))
+    free = min(free_disk_mb(runtime, tmp_path).values())
+    assert free > 3000, f"only {free} MB free here: this test writes up to 1.5 GB"
+    settings = Settings(data_dir=tmp_path, build_min_free_disk_mb=free - 300)
+    marker = secrets.token_hex(6)
+    run = f"dd if=/dev/zero of=/fill bs=1M count=1500 2>/dev/null; echo wrote {marker}"
+    spec = _spec(tmp_path, run, f"minipaas-test/disk:{marker}")
+    began = time.monotonic()
+    result = _build(runtime, spec, stop_reason=lambda: short_of_disk(settings, runtime))
+    print(f"\nstopped after {time.monotonic() - began:.1f} s")
+    assert result.image_id is None and result.stopped is not None, result
+    assert "BUILD_MIN_FREE_DISK_MB" in result.stopped
+    # The step's layer went with its container: the disk is free again
+    assert min(free_disk_mb(runtime, tmp_path).values()) > free - 300

@@ -13,7 +13,7 @@ from docker.errors import DockerException
 from sqlalchemy import func, insert, select
 
 from minipaas.clock import now
-from minipaas.config import get_settings
+from minipaas.config import Settings, get_settings
 from minipaas.db.models import (
     ACTIVE_BUILD_STATUSES,
     App,
@@ -67,7 +67,7 @@ def run_build(build_id: int) -> None:
     context = records.context_path(settings, build_id)
     started = time.monotonic()
     try:
-        low = _short_of_disk()
+        low = short_of_disk(settings, get_runtime())
         if low is not None:
             _finish(build_id, BuildResult(image_id=None, error=low), started)
             return
@@ -122,9 +122,12 @@ def _starts_containers(
     return any(has_build_triggers(runtime, image.reference) for image in used)
 
 
-def _short_of_disk() -> str | None:
-    settings = get_settings()
-    for where, free in free_disk_mb(get_runtime(), settings.data_dir).items():
+def short_of_disk(settings: Settings, runtime: DockerRuntime) -> str | None:
+    """Why a build may not start, or go on: less than BUILD_MIN_FREE_DISK_MB free where the
+    uploads or the engine's images live. Checked before a build and twice a second during it,
+    as the classic builder bounds no step's disk (a step writing without end would otherwise
+    fill the disk PostgreSQL and every app share)."""
+    for where, free in free_disk_mb(runtime, settings.data_dir).items():
         if free < settings.build_min_free_disk_mb:
             return (
                 f"only {free} MB free in {where}; builds need BUILD_MIN_FREE_DISK_MB "
@@ -134,9 +137,13 @@ def _short_of_disk() -> str | None:
 
 
 def _stop_reason(build_id: int, deadline: float) -> str | None:
+    settings = get_settings()
     if time.monotonic() > deadline:
-        seconds = get_settings().build_timeout_seconds
+        seconds = settings.build_timeout_seconds
         return f"the build took longer than BUILD_TIMEOUT_SECONDS ({seconds} s) and was stopped"
+    low = short_of_disk(settings, get_runtime())
+    if low is not None:
+        return f"the build was stopped: {low}"
     with get_session() as db:
         found = db.execute(select(Build.cancel_requested_at).where(Build.id == build_id)).first()
     if found is None:
