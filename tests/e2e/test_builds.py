@@ -23,6 +23,8 @@ import httpx
 import pytest
 
 from minipaas.host.platform import service
+from minipaas.runtime import get_runtime
+from minipaas.runtime.builder import build_networks
 from minipaas.services.builds import naming
 from tests.support.builds import (
     build_log,
@@ -543,6 +545,16 @@ def test_a_members_builds_are_capped_and_private(
         own = create_app(other, f"{app_name}-y", HELLO_V1)["id"]
         patched = other.patch(f"/apps/{own}", json={"image": f"index.docker.io/{theirs}"})
         assert patched.status_code == 422 and "another app's build" in patched.text
+        # The answer is the same whether such an image is on the host or not: the rules come
+        # before the engine is asked (else a member learns which images and ids the host has)
+        absent = f"{stack.settings.instance_name}-builds/app-{ids[0]}:999"
+        for name, said in ((absent, "another app's build"), ("3f2a9c", "names an image by id")):
+            body = {"image": name, "pull_policy": "never"}
+            for answer in (
+                other.patch(f"/apps/{own}", json=body),
+                other.post("/apps", json={**body, "name": f"{app_name}-z", "internal_port": 80}),
+            ):
+                assert answer.status_code == 422 and said in answer.text, answer.text
         for dockerfile in (
             f"FROM {theirs}\n",
             f"FROM scratch\nCOPY --from={theirs} / /\n",
@@ -552,6 +564,28 @@ def test_a_members_builds_are_capped_and_private(
             context = tar_bytes({"Dockerfile": dockerfile})
             answer = start_build(other, own, context)
             assert answer.status_code == 422 and "another app's build" in answer.text, answer.text
+
+
+def test_a_base_image_whose_trigger_copies_from_another_image_is_refused(
+    stack: Stack, api: httpx.Client, app_name: str
+) -> None:
+    """An image on the host (pulled by anyone) may carry ONBUILD triggers, which run in a
+    build FROM it: `COPY --from=<another app's build>` there would copy that app's source
+    out, so such an image is refused as a base, as the Dockerfile's own ONBUILD would be."""
+    theirs = f"{stack.settings.instance_name}-builds/app-1:1"
+    base = f"minipaas-test/hostile-base:{app_name}"
+    dockerfile = f"FROM scratch\nONBUILD RUN true\nONBUILD COPY --from={theirs} / /stolen\n"
+    client = docker.from_env()
+    list(client.api.build(fileobj=io.BytesIO(tar_bytes({"Dockerfile": dockerfile})),
+                          custom_context=True, tag=base, rm=True, decode=True))  # fmt: skip
+    try:
+        app_id = create_app(api, app_name, HELLO_V1)["id"]
+        answer = start_build(api, app_id, tar_bytes({"Dockerfile": f"FROM {base}\n"}))
+        assert answer.status_code == 422, answer.text
+        assert f"image '{base}' has ONBUILD trigger 2" in answer.text, answer.text
+        assert "--from is not supported" in answer.text
+    finally:
+        client.images.remove(base, force=True)
 
 
 def test_a_builder_killed_mid_build_fails_the_build_and_ends_its_step(
@@ -578,9 +612,8 @@ def test_a_builder_killed_mid_build_fails_the_build_and_ends_its_step(
         return not containers_whose_command_holds(app_name)
 
     eventually(step_gone, timeout=20, message="the build step's container still runs")
-    network = naming.build_network(stack.settings, answer.json()["id"])
-    left = [n.name for n in docker.from_env().networks.list(names=[network]) if n.name == network]
-    assert not left, "the build's network is left"
+    key = naming.build_key(stack.settings, answer.json()["id"])
+    assert not build_networks(get_runtime(), key), "the build's network is left"
     # supervisord started a new builder: the next build runs
     again = start_build(api, app_id, tar_bytes(scratch_context(f"after {app_name}\n")))
     assert again.status_code == 202, again.text

@@ -14,7 +14,13 @@ import httpx
 import pytest
 
 from minipaas.config import Settings
-from minipaas.runtime.builder import BuildResult, BuildSpec, build_image, build_network
+from minipaas.runtime.builder import (
+    BuildResult,
+    BuildSpec,
+    build_image,
+    build_network,
+    build_networks,
+)
 from minipaas.runtime.docker_runtime import DockerRuntime
 from tests.support.builds import scratch_context, tar_bytes
 from tests.support.engine import containers_whose_command_holds
@@ -30,7 +36,6 @@ def _spec(tmp_path: Path, run: str, tag: str, pids: int = 1024) -> BuildSpec:
     return BuildSpec(
         context=context,
         tag=tag,
-        network=f"minipaas-test-build-{secrets.token_hex(4)}",
         dockerfile="Dockerfile",
         build_args={},
         memory_mb=64,
@@ -47,12 +52,18 @@ def _build(
     on_lines: Callable[[list[str]], None] = lambda _: None,
     stop_reason: Callable[[], str | None] = lambda: None,
     needed: bool = True,
+    key: str | None = None,
 ) -> BuildResult:
     """As the pipeline does: the build's network around the build."""
-    with build_network(runtime, spec.network, needed=needed) as network_id:
+    key = key or f"minipaas-test-build-{secrets.token_hex(4)}"
+    with build_network(runtime, key, needed=needed) as network:
         return build_image(
-            runtime, spec, network_id=network_id, on_lines=on_lines, stop_reason=stop_reason
+            runtime, spec, network=network, on_lines=on_lines, stop_reason=stop_reason
         )
+
+
+def _network_left(runtime: DockerRuntime, key: str) -> bool:
+    return bool(build_networks(runtime, key))
 
 
 @pytest.mark.alone  # the kill timed to 2 s
@@ -100,10 +111,6 @@ def test_free_disk_is_checked_where_uploads_and_images_live(tmp_path: Path) -> N
         check_free_disk(Settings(data_dir=tmp_path, build_min_free_disk_mb=10**9))
 
 
-def _network_left(name: str) -> bool:
-    return any(n.name == name for n in docker.from_env().networks.list(names=[name]))
-
-
 def test_containers_a_step_names_in_its_output_are_left_alone(tmp_path: Path) -> None:
     """A step can print "Running in <id>" lines as the builder does, naming any container,
     as many as it likes: those are never killed or removed, and the real step is stopped all
@@ -123,11 +130,13 @@ def test_containers_a_step_names_in_its_output_are_left_alone(tmp_path: Path) ->
         claims = "; ".join(f'echo " ---> Running in {c.id}"' for c in bystanders)
         run = f"for i in $(seq 100); do {claims}; done; echo started {marker}; sleep 300"
         spec = _spec(tmp_path, run, f"minipaas-test/spoof:{marker}")
+        key = f"minipaas-test-build-{marker}"
         result = _build(
             runtime,
             spec,
             on_lines=lines.extend,
             stop_reason=lambda: "cancelled" if f"started {marker}" in lines else None,
+            key=key,
         )
         assert result.stopped == "cancelled", result
         for container in bystanders:
@@ -135,7 +144,7 @@ def test_containers_a_step_names_in_its_output_are_left_alone(tmp_path: Path) ->
         assert [c.status for c in bystanders] == ["created", "running"]
         # The real step was stopped and removed, and the build's network went with it
         assert containers_whose_command_holds(f"started {marker}") == []
-        assert not _network_left(spec.network)
+        assert not _network_left(runtime, key)
     finally:
         for container in bystanders:
             container.remove(force=True)
@@ -164,21 +173,24 @@ def test_a_step_reaches_no_container_on_the_default_bridge(tmp_path: Path) -> No
         run = f"if {ask}; then echo reached {marker}; else echo refused {marker}; fi"
         lines: list[str] = []
         spec = _spec(tmp_path, run, f"minipaas-test/isolated:{marker}")
-        result = _build(runtime, spec, on_lines=lines.extend)
+        key = f"minipaas-test-build-{marker}"
+        result = _build(runtime, spec, on_lines=lines.extend, key=key)
         assert result.image_id is not None, result.error
         runtime.client.images.remove(spec.tag, force=True)
         # The step's own lines (the builder's colour codes may lead them), not its command's
         output = [line for line in lines if not line.startswith("Step ")]
         said = [w for w in ("reached", "refused") if any(f"{w} {marker}" in x for x in output)]
         assert said == ["refused"], lines
-        assert not _network_left(spec.network)
+        assert not _network_left(runtime, key)
     finally:
         bystander.remove(force=True)
 
 
 def test_a_build_step_runs_under_the_pids_limit(tmp_path: Path) -> None:
     """The classic builder takes no pids limit: the platform sets one on each step's
-    container as the output names it. The step reads its own cgroup's limit (v1 or v2)."""
+    container as the output names it (the engine applies it once it has started the
+    container: it holds the container meanwhile). The step reads its own cgroup's limit (v1
+    or v2) a moment later."""
     marker = secrets.token_hex(6)
     limit = 77
     run = (
@@ -208,11 +220,12 @@ def test_without_its_network_a_step_fails_and_never_runs_on_the_default_bridge(
     marker = secrets.token_hex(6)
     lines: list[str] = []
     spec = _spec(tmp_path, f"echo ran {marker}", f"minipaas-test/no-network:{marker}")
-    result = _build(runtime, spec, on_lines=lines.extend, needed=False)
+    key = f"minipaas-test-build-{marker}"
+    result = _build(runtime, spec, on_lines=lines.extend, needed=False, key=key)
     assert result.image_id is None and result.error is not None
-    assert spec.network in result.error and "network" in result.error, result.error
+    assert f"network {key}-" in result.error and "not found" in result.error, result.error
     assert not any(f"ran {marker}" in line and not line.startswith("Step ") for line in lines)
-    assert not _network_left(spec.network)
+    assert not _network_left(runtime, key)
 
 
 def test_a_step_filling_the_disk_is_stopped_at_the_free_disk_minimum(tmp_path: Path) -> None:

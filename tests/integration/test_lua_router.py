@@ -582,3 +582,22 @@ def test_a_route_the_host_policy_refuses_is_left_out_of_a_sync_not_every_route(
     assert rig.router.sync(lambda: [good, bad]) is True
     assert rig.router.live_table() == {1: good}
     assert rig.get("/", "web.apps.localhost").json()["app"] == "blue"
+
+
+def test_the_access_log_keeps_paths_without_their_query_strings(rig: Rig) -> None:
+    """Build args travel in a query string (POST /apps/{id}/builds?build_arg=TOKEN=...), as
+    an app's own tokens may: the router's access log keeps the path only."""
+    rig.router.set_route(rig.route(1, "web", rig.blue))
+    marker = f"q{os.getpid()}x{time.monotonic_ns()}"
+    assert rig.get(f"/{marker}/page?build_arg=TOKEN%3D{marker}-secret", "web.apps.localhost")
+    log = rig.settings.log_dir / "nginx-access.log"
+
+    def logged() -> list[str]:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return [line for line in text.splitlines() if marker in line]
+
+    deadline = time.monotonic() + 10  # the log is written in buffers, flushed every second
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [f'"GET /{marker}/page HTTP/1.1" 200' in line for line in logged()] == [True]
+    assert "secret" not in "".join(logged())

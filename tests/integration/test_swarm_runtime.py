@@ -220,7 +220,6 @@ def test_a_build_step_cannot_reach_an_apps_host_port(runtime: SwarmRuntime, tmp_
     build = BuildSpec(
         context=context,
         tag=f"minipaas-test/step-to-app:{marker}",
-        network=f"minipaas-test-build-{marker}",
         dockerfile="Dockerfile",
         build_args={},
         memory_mb=64,
@@ -230,11 +229,11 @@ def test_a_build_step_cannot_reach_an_apps_host_port(runtime: SwarmRuntime, tmp_
     lines: list[str] = []
     try:
         assert answers(b.address, b.published_port) == "swarm\n"  # the host reaches it
-        with build_network(runtime, build.network) as network_id:
+        with build_network(runtime, f"minipaas-test-build-{marker}") as network:
             result = build_image(
                 runtime,
                 build,
-                network_id=network_id,
+                network=network,
                 on_lines=lines.extend,
                 stop_reason=lambda: None,
             )

@@ -10,6 +10,7 @@ from minipaas.services.builds.base_images import (
     BaseImage,
     base_images,
     check_base_images,
+    check_triggers,
     runs_steps,
 )
 from minipaas.services.errors import InvalidRequest
@@ -34,7 +35,7 @@ def test_from_and_copy_from_with_stages_args_and_continuations() -> None:
     )
     assert base_images(text, {}) == [
         BaseImage(4, "debian:bookworm"),
-        BaseImage(9, "other/tools:1"),
+        BaseImage(9, "other/tools:1", from_line=False),
     ]
     assert base_images(text, {"TAG": "trixie", "BASE": "mine"})[0].reference == "mine:trixie"
 
@@ -190,7 +191,7 @@ def test_plain_continuations_copies_and_triggers_pass() -> None:
     ("dockerfile", "runs"),
     [
         ("FROM scratch\nCOPY . /\n", False),
-        ("FROM scratch\nONBUILD RUN make\n", False),  # runs in later builds only
+        ("FROM scratch\nONBUILD RUN make\n", True),  # runs here too, under a later FROM stage
         ("FROM scratch\n# RUN make\nCOPY . /\n", False),
         ("FROM scratch\nrun make\n", True),
         ("FROM scratch\nCOPY a \\\n  b\nRU\\\nN make\n", True),  # continued as Docker does
@@ -199,3 +200,24 @@ def test_plain_continuations_copies_and_triggers_pass() -> None:
 )
 def test_a_dockerfile_runs_steps_when_it_has_a_run_of_its_own(dockerfile: str, runs: bool) -> None:
     assert runs_steps(dockerfile) is runs
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        "COPY --from=mp-builds/app-3:1 / /stolen",
+        "ADD --chown=1 --from=other / /x",
+        "ADD http://127.0.0.1:5432/ /x",
+        "add $URL /x",
+    ],
+)
+def test_a_base_images_trigger_is_held_to_the_onbuild_rules(trigger: str) -> None:
+    image = BaseImage(3, "someone/base:1")
+    with pytest.raises(
+        InvalidRequest, match="line 3: image 'someone/base:1' has ONBUILD trigger 2"
+    ):
+        check_triggers(image, ["RUN make", trigger])
+
+
+def test_plain_triggers_pass() -> None:
+    check_triggers(BaseImage(1, "base"), ["RUN make", "COPY . /app", "ADD app.tar.gz /app"])

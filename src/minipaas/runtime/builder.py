@@ -4,11 +4,12 @@ The classic builder enforces `container_limits` on every RUN step (BuildKit igno
 limits: moby/buildkit#593). Closing the stream does not stop it, so a cancel or a deadline
 kills the step's container.
 
-Each build's steps run on a network of the build's own (`BuildSpec.network`, inter-container
+Each build's RUN steps run on a network of the build's own (`build_network`, inter-container
 traffic off): a step reaches neither other builds' steps nor containers on Docker's default
-bridge, and the containers attached to that network are exactly the build's steps. That is
-how they are found: never from the build's output, which the steps can print anything to
-(a "Running in <id>" line only wakes the pids limiter up early).
+bridge, and the containers attached to that network (or created to be) are exactly the
+build's steps. That is how they are found: never from the build's output alone, which the
+steps can print anything to (a "Running in <id>" line wakes the pids limiter up, which asks
+the engine whether that container is on the build's network).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import logging
 import math
 import re
+import secrets
 import shutil
 import threading
 import time
@@ -36,7 +38,7 @@ from minipaas.runtime.docker_runtime import DockerRuntime
 
 log = logging.getLogger(__name__)
 
-_RUNNING_IN = re.compile(r"---> Running in [0-9a-f]{12,64}")
+_RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})")
 # How often the watcher asks whether to stop (a cancel ends the step within this, plus a kill),
@@ -58,7 +60,6 @@ _MB = 1024 * 1024
 class BuildSpec:
     context: Path  # a plain tar, already checked
     tag: str
-    network: str  # the build's own network's name: made before the build, removed after it
     dockerfile: str
     build_args: dict[str, str]
     memory_mb: int
@@ -89,7 +90,7 @@ def container_limits(memory_mb: int, cpus: float) -> dict[str, Any]:
 class _Progress:
     """What the output said so far: the step, the last lines."""
 
-    def __init__(self, on_step_start: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, on_step_start: Callable[[str], None] = lambda _: None) -> None:
         self.on_step_start = on_step_start  # cheap: called on the reader's path
         self.step: str | None = None
         self.image_id: str | None = None
@@ -98,8 +99,8 @@ class _Progress:
     def saw(self, line: str) -> None:
         if _STEP.match(line):
             self.step = line
-        if _RUNNING_IN.search(line):  # maybe the builder's, maybe a step's own: only a hint
-            self.on_step_start()
+        if match := _RUNNING_IN.search(line):  # the builder's, or a step's own: only a hint
+            self.on_step_start(match.group(1))
         if match := _BUILT.match(line):
             self.image_id = match.group(1)
         self.tail = [*self.tail[-19:], line]
@@ -153,23 +154,29 @@ class _PidsLimiter(threading.Thread):
     limit): a fork bomb in a RUN step would otherwise have only the memory limit between it
     and the host's process ids (kernel.pid_max is 32,768 on many hosts).
 
-    The builder prints "Running in <id>" just before it starts a step's container: such a
-    line wakes this thread, which then limits every container on the build's network not
-    limited yet. Without a line it looks every _WATCH_INTERVAL, so a step's own output can
-    neither hide a step nor make more than one engine call per _LIMIT_INTERVAL. A step's
+    The builder prints "Running in <id>" after it creates a step's container and before it
+    starts it: such a line wakes this thread, which limits that container at once if the
+    engine says it is one of this build's steps (its network mode is the build's network; a
+    step printing another id gets nothing). It also limits every container on the build's
+    network not limited yet, then and every _WATCH_INTERVAL, so a step's own output can
+    neither hide a step nor make more than two engine calls per _LIMIT_INTERVAL. A step's
     container that cannot be limited is killed: the build fails rather than run unbounded."""
 
-    def __init__(self, api: docker.APIClient, network_id: str | None, pids: int) -> None:
+    def __init__(self, api: docker.APIClient, network: StepNetwork, pids: int) -> None:
         super().__init__(name="build-pids", daemon=True)
         self.api = api
-        self.network_id = network_id
+        self.network = network
         self.pids = pids
         self.failure: str | None = None
         self.done = threading.Event()
         self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._named: str | None = None  # the newest id a line named, not looked at yet
         self._limited: set[str] = set()
 
-    def wake(self) -> None:
+    def named(self, container: str) -> None:
+        with self._lock:
+            self._named = container
         self._wake.set()
 
     def stop(self) -> None:
@@ -182,13 +189,27 @@ class _PidsLimiter(threading.Thread):
             self._wake.clear()
             if self.done.is_set():
                 return
+            with self._lock:
+                named, self._named = self._named, None
             try:
-                for container in step_containers(self.api, self.network_id):
+                if named is not None:
+                    self._limit_named(named)
+                for container in step_containers(self.api, self.network):
                     if container["Id"] not in self._limited and container["State"] in _LIVE:
                         self._limit(container["Id"])
             except Exception:  # the engine's hiccup must not end the thread
                 log.warning("build steps: pids limit not set", exc_info=True)
             time.sleep(_LIMIT_INTERVAL)
+
+    def _limit_named(self, container: str) -> None:
+        """The container a line named, before it starts, if it is this build's step."""
+        try:
+            attrs: dict[str, Any] = self.api.inspect_container(container)
+        except (DockerException, OSError):  # gone, ambiguous, or no container at all
+            return
+        mode = (attrs.get("HostConfig") or {}).get("NetworkMode")
+        if mode == self.network.name and attrs["Id"] not in self._limited:
+            self._limit(attrs["Id"])
 
     def _limit(self, container: str) -> None:
         try:
@@ -218,13 +239,13 @@ class _Watcher(threading.Thread):
     def __init__(
         self,
         api: docker.APIClient,
-        network_id: str | None,
+        network: StepNetwork,
         lines: _Lines,
         stop_reason: Callable[[], str | None],
     ) -> None:
         super().__init__(name="build-watcher", daemon=True)
         self.api = api
-        self.network_id = network_id
+        self.network = network
         self.lines = lines
         self.stop_reason = stop_reason
         self.reason: str | None = None
@@ -244,7 +265,7 @@ class _Watcher(threading.Thread):
             if self.reason is not None:
                 # Between steps nothing runs: the next step's container is killed next tick
                 with contextlib.suppress(APIError, DockerException):
-                    for container in step_containers(self.api, self.network_id):
+                    for container in step_containers(self.api, self.network):
                         if container["State"] in _LIVE:
                             with contextlib.suppress(APIError, DockerException):
                                 self.api.kill(container["Id"])
@@ -256,21 +277,32 @@ BUILD_BRIDGE_PREFIX = "mpbuild-"
 _LIVE = frozenset({"created", "running", "paused", "restarting"})
 
 
-def step_containers(api: docker.APIClient, network_id: str | None) -> list[dict[str, Any]]:
-    """The containers attached to a build's network, newest first: that build's steps, as
-    nothing else is ever attached to it (a step cannot reach the engine to attach one)."""
-    if network_id is None:
+@dataclass(frozen=True)
+class StepNetwork:
+    """Where a build's RUN steps run: `name` is what the engine attaches them to. `id` is
+    None when it was never made (a build without steps): a step that comes all the same
+    fails, as the engine cannot attach it, and never falls back to its default bridge. The
+    name ends in a random token, so no one can make it ahead of the build."""
+
+    name: str
+    id: str | None
+
+
+def step_containers(api: docker.APIClient, network: StepNetwork) -> list[dict[str, Any]]:
+    """The build's steps, newest first: the containers attached to its network (or created
+    to be), as nothing else ever is (a step cannot reach the engine to attach one)."""
+    if network.id is None:
         return []
-    found = api.containers(all=True, filters={"network": network_id})
-    # The filter takes a name or an id prefix: only what is attached to this very network
-    mine = [
-        c
-        for c in found
-        if any(
-            (n or {}).get("NetworkID") == network_id
-            for n in ((c.get("NetworkSettings") or {}).get("Networks") or {}).values()
+    # The filter matches a container by its network's name exactly, or an id prefix
+    found = api.containers(all=True, filters={"network": network.name})
+    mine = []
+    for container in found:
+        attached = ((container.get("NetworkSettings") or {}).get("Networks") or {}).get(
+            network.name
         )
-    ]
+        # A created container's network has no id yet; a started one's is this network's
+        if attached is not None and (attached.get("NetworkID") or network.id) == network.id:
+            mine.append(container)
     return sorted(mine, key=lambda c: int(c.get("Created") or 0), reverse=True)
 
 
@@ -282,10 +314,27 @@ def bridge_name(network: str) -> str:
     return f"{BUILD_BRIDGE_PREFIX}{digest[: 15 - len(BUILD_BRIDGE_PREFIX)]}"
 
 
-def open_build_network(runtime: DockerRuntime, name: str) -> str:
-    """Makes the build's own network (a leftover of the same name, this install's, goes
-    first); returns its id. Inter-container traffic is off: each step is alone on it."""
-    close_build_network(runtime, name)
+@contextmanager
+def build_network(
+    runtime: DockerRuntime, build_key: str, *, needed: bool = True
+) -> Iterator[StepNetwork]:
+    """The network for a build's RUN steps, made before the build when it has steps to run
+    and removed, with what is left on it, when the caller is done: after the build's outcome
+    is recorded, as removing it takes ~0.2 s. `build_key` names the build (its label)."""
+    name = f"{build_key}-{secrets.token_hex(4)}"
+    network = StepNetwork(name, _open(runtime, name, build_key) if needed else None)
+    try:
+        yield network
+    finally:
+        if network.id is not None:
+            try:
+                _close(runtime.client.api, network)
+            except Exception:  # the outcome is recorded; remove_leftover_build_networks retries
+                log.warning("build network %s not removed", name, exc_info=True)
+
+
+def _open(runtime: DockerRuntime, name: str, build_key: str) -> str:
+    """Makes the network; returns its id. Inter-container traffic is off: a step is alone."""
     stamped = labels.instance_labels(runtime.instance_name, runtime.install_id)
     created = runtime.client.api.create_network(
         name,
@@ -294,44 +343,54 @@ def open_build_network(runtime: DockerRuntime, name: str) -> str:
             "com.docker.network.bridge.enable_icc": "false",
             "com.docker.network.bridge.name": bridge_name(name),
         },
-        labels={**stamped, labels.BUILD: name},
+        labels={**stamped, labels.BUILD: build_key},
         check_duplicate=True,
     )
     return str(created["Id"])
 
 
-def close_build_network(runtime: DockerRuntime, name: str) -> bool:
-    """Removes the build's steps (running or not) and its network, if this install made it;
-    True when none is left. Used at the end of every build, and for a dead builder's."""
-    api = runtime.client.api
-    gone = True
-    for network in api.networks(names=[name]):
-        stamped = network.get("Labels") or {}
-        if network.get("Name") != name or labels.BUILD not in stamped:
-            continue  # the filter matches substrings; and never a network we did not make
+def _close(api: docker.APIClient, network: StepNetwork) -> bool:
+    """Removes the network's steps (running or not), then the network; True once gone."""
+    for container in step_containers(api, network):
+        with contextlib.suppress(NotFound):
+            api.remove_container(container["Id"], force=True)
+    try:
+        api.remove_network(network.id)
+    except NotFound:
+        pass
+    except (DockerException, OSError) as exc:
+        log.warning("build network %s not removed yet: %s", network.name, exc)
+        return False
+    return True
+
+
+def build_networks(runtime: DockerRuntime, build_key: str | None = None) -> list[BuildNetwork]:
+    """This install's build networks that exist now (of one build, with `build_key`)."""
+    wanted = [f"{k}={v}" for k, v in labels.instance_labels(runtime.instance_name).items()]
+    wanted.append(labels.BUILD if build_key is None else f"{labels.BUILD}={build_key}")
+    found = []
+    for listed in runtime.client.api.networks(filters={"label": wanted}):
+        stamped = listed.get("Labels") or {}
         if labels.made_by_another_install(stamped, runtime.install_id):
             continue
-        for container in step_containers(api, network["Id"]):
-            with contextlib.suppress(NotFound):
-                api.remove_container(container["Id"], force=True)
-        try:
-            api.remove_network(network["Id"])
-        except NotFound:
-            pass
-        except (APIError, DockerException) as exc:
-            log.warning("build network %s not removed yet: %s", name, exc)
-            gone = False
-    return gone
+        network = StepNetwork(str(listed["Name"]), str(listed["Id"]))
+        found.append(BuildNetwork(network, str(stamped.get(labels.BUILD, ""))))
+    return found
 
 
-def build_networks(runtime: DockerRuntime) -> list[str]:
-    """The names of this install's build networks that exist now."""
-    wanted = [f"{k}={v}" for k, v in labels.instance_labels(runtime.instance_name).items()]
-    found = runtime.client.api.networks(filters={"label": [*wanted, labels.BUILD]})
+@dataclass(frozen=True)
+class BuildNetwork:
+    network: StepNetwork
+    build_key: str  # whose: build_network's argument
+
+
+def close_build_networks(runtime: DockerRuntime, build_key: str | None = None) -> list[str]:
+    """Removes this install's build networks (of one build, with `build_key`) with their
+    steps, for a builder that died; the names of those removed."""
     return [
-        str(n["Name"])
-        for n in found
-        if not labels.made_by_another_install(n.get("Labels") or {}, runtime.install_id)
+        found.network.name
+        for found in build_networks(runtime, build_key)
+        if _close(runtime.client.api, found.network)
     ]
 
 
@@ -358,46 +417,26 @@ def free_disk_mb(runtime: DockerRuntime, data_dir: Path) -> dict[str, int]:
     return found
 
 
-@contextmanager
-def build_network(
-    runtime: DockerRuntime, name: str, *, needed: bool = True
-) -> Iterator[str | None]:
-    """The build's own network for its RUN steps (its id), made before the build when it has
-    steps to run and removed, with what is left on it, when the caller is done: after the
-    build's outcome is recorded, as removing it takes ~0.2 s. Without one (`needed` False) a
-    step fails at once: the engine cannot attach it to a network that does not exist, and
-    never falls back to its default bridge."""
-    network_id = open_build_network(runtime, name) if needed else None
-    try:
-        yield network_id
-    finally:
-        if network_id is not None:
-            try:
-                close_build_network(runtime, name)
-            except (DockerException, OSError):  # remove_leftover_build_networks tries again
-                log.warning("build network %s not removed", name, exc_info=True)
-
-
-def has_build_triggers(runtime: DockerRuntime, reference: str) -> bool:
-    """The image has ONBUILD triggers (a build FROM it runs them, RUN steps maybe); also
-    True when it cannot be looked at, to be on the safe side."""
+def build_triggers(runtime: DockerRuntime, reference: str) -> list[str] | None:
+    """The image's ONBUILD triggers (a build FROM it runs them); None when it cannot be
+    looked at (not on this host, or the engine did not answer)."""
     try:
         attrs: dict[str, Any] = runtime.client.api.inspect_image(reference)
     except (DockerException, OSError):
-        return True
-    return bool((attrs.get("Config") or {}).get("OnBuild"))
+        return None
+    return [str(trigger) for trigger in (attrs.get("Config") or {}).get("OnBuild") or []]
 
 
 def build_image(
     runtime: DockerRuntime,
     spec: BuildSpec,
     *,
-    network_id: str | None,
+    network: StepNetwork,
     on_lines: Callable[[list[str]], None],
     stop_reason: Callable[[], str | None],
 ) -> BuildResult:
-    """Runs the build, handing its output on line by line; never raises for a failed step.
-    `network_id`: spec.network's, from build_network (None: it has no steps to run)."""
+    """Runs the build, its RUN steps on `network` (from build_network), handing its output
+    on line by line; never raises for a failed step."""
     try:
         # A client of its own: a step may print nothing for minutes, past the usual timeout.
         # The runtime's API version: not asked of the engine again for every build (10-40 ms)
@@ -407,7 +446,7 @@ def build_image(
     except DockerException as exc:
         raise EngineUnavailable(f"Docker engine is not reachable: {exc}") from exc
     try:
-        return _run(runtime, api, spec, network_id, on_lines, stop_reason)
+        return _run(runtime, api, spec, network, on_lines, stop_reason)
     finally:
         api.close()
 
@@ -416,22 +455,22 @@ def _run(
     runtime: DockerRuntime,
     api: docker.APIClient,
     spec: BuildSpec,
-    network_id: str | None,
+    network: StepNetwork,
     on_lines: Callable[[list[str]], None],
     stop_reason: Callable[[], str | None],
 ) -> BuildResult:
-    limiter = _PidsLimiter(api, network_id, spec.pids)
-    progress = _Progress(limiter.wake)
+    limiter = _PidsLimiter(api, network, spec.pids)
+    progress = _Progress(limiter.named)
     lines = _Lines(on_lines, progress)
-    if network_id is not None:  # else no step can run
+    if network.id is not None:  # else no step can run
         limiter.start()
-    watcher = _Watcher(api, network_id, lines, stop_reason)
+    watcher = _Watcher(api, network, lines, stop_reason)
     watcher.start()
     error: str | None = None
     try:
         # Image removals by any install on the host wait until this build ends (image_turns)
         with image_turns.building(), spec.context.open("rb") as context:
-            for chunk in _stream(api, spec, context):
+            for chunk in _stream(api, spec, network, context):
                 if "stream" in chunk:
                     lines.add(str(chunk["stream"]))
                 elif "error" in chunk:
@@ -453,10 +492,12 @@ def _run(
         lines.flush(final=True)
     if limiter.failure is not None:
         error = limiter.failure
-    return _result(runtime, api, spec, network_id, progress, error, watcher.reason)
+    return _result(runtime, api, spec, network, progress, error, watcher.reason)
 
 
-def _stream(api: docker.APIClient, spec: BuildSpec, context: Any) -> Iterator[dict[str, Any]]:
+def _stream(
+    api: docker.APIClient, spec: BuildSpec, network: StepNetwork, context: Any
+) -> Iterator[dict[str, Any]]:
     yield from api.build(
         fileobj=context,
         custom_context=True,
@@ -465,7 +506,7 @@ def _stream(api: docker.APIClient, spec: BuildSpec, context: Any) -> Iterator[di
         buildargs=spec.build_args or None,
         container_limits=container_limits(spec.memory_mb, spec.cpus),
         # RUN steps on the build's own network, not Docker's default bridge
-        network_mode=spec.network,
+        network_mode=network.name,
         # No labels: the classic builder commits one more layer for them, and the image GC
         # knows the platform's builds by the image ids the builds table records
         rm=True,
@@ -481,7 +522,7 @@ def _result(
     runtime: DockerRuntime,
     api: docker.APIClient,
     spec: BuildSpec,
-    network_id: str | None,
+    network: StepNetwork,
     progress: _Progress,
     error: str | None,
     stopped: str | None,
@@ -491,7 +532,7 @@ def _result(
         if image_id is not None:
             return BuildResult(image_id=image_id)
         error = "the build ended without an image"
-    why = _step_failure(api, network_id, error or "stopped", spec.memory_mb)
+    why = _step_failure(api, network, error or "stopped", spec.memory_mb)
     if stopped is not None:
         return BuildResult(image_id=None, error=stopped, failed_step=progress.step, stopped=stopped)
     last = "\n".join(line for line in progress.tail[-10:] if line.strip())
@@ -506,13 +547,13 @@ def _result(
     return BuildResult(image_id=None, error=message, failed_step=progress.step)
 
 
-def _step_failure(api: docker.APIClient, network_id: str | None, error: str, memory_mb: int) -> str:
+def _step_failure(api: docker.APIClient, network: StepNetwork, error: str, memory_mb: int) -> str:
     """The failed step's container (the newest on the build's network, kept by forcerm=False)
     says whether memory ran out; the build's network goes with its containers after."""
     try:
-        newest = step_containers(api, network_id)[:1]
+        newest = step_containers(api, network)[:1]
         attrs: dict[str, Any] = api.inspect_container(newest[0]["Id"]) if newest else {}
-    except (APIError, DockerException):
+    except (DockerException, OSError):
         return error  # the step succeeded and its container is gone: the error came later
     state = attrs.get("State") or {}
     if state.get("OOMKilled"):

@@ -94,15 +94,24 @@ def _check_host_is_not_the_platforms(settings: Settings, name: str) -> None:
         )
 
 
+def check_image_rules(settings: Settings, image: str, *, user: User, app_id: int | None) -> None:
+    """422 unless `user` may run `image` in this app (`app_id`; None for a new app):
+    ALLOWED_IMAGES, no image by id, no other app's build. Before the engine is asked whether
+    the image is here, else a refused reference would still tell a member what the host has."""
+    if app_id is not None and naming.is_own_build_image(settings, app_id, image):
+        return
+    quotas.check_image_allowed(settings, image, in_body=True)
+    quotas.check_image_by_id(settings, image, user=user, in_body=True)
+    naming.check_not_a_build(settings, image, app_id=app_id, user=user)
+
+
 def create_app(*, db: Session, owner: User, name: str, wanted: AppSettings) -> App:
     settings = get_settings()
     _check_host_is_not_the_platforms(settings, name)
     memory_mb = wanted.memory_mb or settings.default_memory_mb
     cpus = wanted.cpus or settings.default_cpus
     pids = wanted.pids or settings.default_pids
-    quotas.check_image_allowed(settings, wanted.image, in_body=True)
-    quotas.check_image_by_id(settings, wanted.image, user=owner, in_body=True)
-    naming.check_not_a_build(settings, wanted.image, app_id=None, user=owner)
+    check_image_rules(settings, wanted.image, user=owner, app_id=None)
     quotas.check_limits(settings, memory_mb=memory_mb, cpus=cpus, pids=pids, in_body=True)
     quotas.check_replicas(settings, wanted.replicas, in_body=True)
     # Holds the owner's row lock until the commit: quota checks of one member run one at a time
@@ -167,10 +176,8 @@ _LOCK_NOT_AVAILABLE = "55P03"
 def update_app(*, db: Session, app: App, changes: dict[str, Any], caller: User) -> App:
     """Changes take effect on the next deploy."""
     settings = get_settings()
-    if "image" in changes and not naming.is_own_build_image(settings, app.id, changes["image"]):
-        quotas.check_image_allowed(settings, changes["image"], in_body=True)
-        quotas.check_image_by_id(settings, changes["image"], user=caller, in_body=True)
-        naming.check_not_a_build(settings, changes["image"], app_id=app.id, user=caller)
+    if "image" in changes:
+        check_image_rules(settings, changes["image"], user=caller, app_id=app.id)
     # What the app holds now, under its lock: a concurrent PATCH committed since this request
     # loaded the app counts (its limits against the quota, its env_set merged with this one's)
     _lock_and_reload(db, app)

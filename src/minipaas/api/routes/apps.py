@@ -124,6 +124,7 @@ def create_app(body: AppCreate, user: CurrentUser, db: SessionDep) -> AppWritten
         health_check_running_seconds=body.health_check_running_seconds,
         replicas=body.replicas,
     )
+    apps.check_image_rules(get_settings(), body.image, user=user, app_id=None)
     notice = image_presence.check_image_present(body.image, body.pull_policy)
     created = apps.create_app(db=db, owner=user, name=body.name, wanted=wanted)
     return AppWrittenOut.model_validate(created).model_copy(update={"notice": notice})
@@ -171,6 +172,8 @@ def update_app(
     """Change image, port, env, command, pull policy or limits; applied on the next deploy."""
     changes = body.model_dump(exclude_unset=True)
     notice = None
+    if "image" in changes:
+        apps.check_image_rules(get_settings(), changes["image"], user=user, app_id=app.id)
     if "image" in changes or "pull_policy" in changes:
         notice = image_presence.check_image_present(
             changes.get("image", app.image), changes.get("pull_policy", app.pull_policy)

@@ -31,6 +31,8 @@ from minipaas.api.schemas import BuildOut
 from minipaas.config import Settings, get_settings
 from minipaas.db.models import ACTIVE_BUILD_STATUSES, App, Build, User
 from minipaas.db.session import get_session
+from minipaas.runtime import get_runtime
+from minipaas.runtime.builder import build_triggers
 from minipaas.services import stream_guard
 from minipaas.services.builds import base_images, context, records
 from minipaas.services.errors import InvalidRequest, NotFound, PayloadTooLarge
@@ -225,8 +227,14 @@ def _check_upload(
         max_files=settings.build_max_files,
         check_disk=lambda: records.check_free_disk(settings),
     )
+    runtime = get_runtime()
     base_images.check_base_images(
-        settings, summary.dockerfile, build_args=options.build_args, app_id=app_id, user=user
+        settings,
+        summary.dockerfile,
+        build_args=options.build_args,
+        app_id=app_id,
+        user=user,
+        triggers_of=lambda reference: build_triggers(runtime, reference) or [],
     )
     return records.Upload(
         clean_tar=upload.clean,

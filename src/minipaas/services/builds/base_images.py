@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from minipaas.config import Settings
@@ -31,6 +32,7 @@ _FLAG = re.compile(r"^--(?P<name>[a-z-]+)(?:=(?P<value>\S*))?$")
 class BaseImage:
     line: int
     reference: str
+    from_line: bool = True  # a stage is FROM it (its ONBUILD triggers run); else COPY --from
 
 
 # Docker's parser splits lines at \n only (a \r before it dropped) and words at these; a
@@ -213,21 +215,29 @@ def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
                     continue
                 source = _expand(flag.group("value"), known, line)
                 if source.lower() not in stages and not source.isdigit():
-                    images.append(BaseImage(line, source))
+                    images.append(BaseImage(line, source, from_line=False))
     return images
 
 
 def runs_steps(text: str) -> bool:
-    """The Dockerfile has a RUN instruction of its own (an ONBUILD RUN runs in later builds
-    only; its base images' triggers are the builder's to look at)."""
+    """The Dockerfile may run a step of its own: a RUN, or any ONBUILD (a trigger runs in
+    this very build when a later stage is FROM its stage). Its base images' triggers are
+    the builder's to look at."""
     text = text.removeprefix("\ufeff")
-    return any(instruction == "RUN" for _, instruction, _ in _instructions(text))
+    return any(instruction in ("RUN", "ONBUILD") for _, instruction, _ in _instructions(text))
 
 
 def check_base_images(
-    settings: Settings, text: str, *, build_args: dict[str, str], app_id: int, user: User
+    settings: Settings,
+    text: str,
+    *,
+    build_args: dict[str, str],
+    app_id: int,
+    user: User,
+    triggers_of: Callable[[str], list[str]] = lambda _: [],
 ) -> None:
-    """A 422 naming the Dockerfile line whose image the builder may not use."""
+    """A 422 naming the Dockerfile line whose image the builder may not use, also for the
+    ONBUILD triggers `triggers_of` finds in an image a stage is built FROM."""
     for image in base_images(text, build_args):
         try:
             quotas.check_image_allowed(settings, image.reference)
@@ -235,3 +245,23 @@ def check_base_images(
             naming.check_not_a_build(settings, image.reference, app_id=app_id, user=user)
         except InvalidRequest as exc:
             raise InvalidRequest(f"Dockerfile line {image.line}: {exc}", loc=("body",)) from None
+        if image.from_line:
+            check_triggers(image, triggers_of(image.reference))
+
+
+def check_triggers(image: BaseImage, triggers: list[str]) -> None:
+    """The ONBUILD triggers of an image a stage is FROM run in this build, where a
+    trigger's --from could name any image on the host (another app's build) and its ADD
+    fetch from the host's network: held to the rules of the Dockerfile's own ONBUILD
+    lines. A 422 naming the FROM line."""
+    for number, trigger in enumerate(triggers, start=1):
+        try:
+            base_images(f"ONBUILD {trigger}", {})
+        except InvalidRequest as exc:
+            reason = exc.message.removeprefix("Dockerfile line 1: ")
+            raise InvalidRequest(
+                f"Dockerfile line {image.line}: image {image.reference!r} has ONBUILD trigger "
+                f"{number} ({trigger[:200]!r}), which the builder would run: {reason}; build "
+                "FROM another image",
+                loc=("body",),
+            ) from None

@@ -16,15 +16,15 @@ def build_tag(settings: Settings, app_id: int, number: int) -> str:
     return f"{build_repository(settings, app_id)}:{number}"
 
 
-def build_network(settings: Settings, build_id: int) -> str:
-    """The network a build's steps run on, alone (runtime/builder.py)."""
+def build_key(settings: Settings, build_id: int) -> str:
+    """Names a build's networks (their label, and the start of their names)."""
     return f"{settings.instance_name.lower()}-build-{build_id}"
 
 
-def build_id_of_network(settings: Settings, name: str) -> int | None:
-    """The build whose network this is, by its name (None for another name)."""
-    number = name.removeprefix(f"{settings.instance_name.lower()}-build-")
-    return int(number) if number != name and number.isdigit() else None
+def build_id_of_key(settings: Settings, key: str) -> int | None:
+    """The build a build_key names (None for another key)."""
+    number = key.removeprefix(f"{settings.instance_name.lower()}-build-")
+    return int(number) if number != key and number.isdigit() else None
 
 
 # Names the engine reads as Docker Hub's, so "docker.io/x/y" is the local "x/y"
@@ -47,8 +47,21 @@ def is_own_build_image(settings: Settings, app_id: int, image: str) -> bool:
 
 def is_build_image(settings: Settings, image: str) -> bool:
     """Any app's build: another app may not name it (it holds that app's source), also
-    not as docker.io/<its name>, which the engine finds on this host all the same."""
-    return engine_name(image).startswith(f"{settings.instance_name.lower()}-builds/")
+    not as docker.io/<its name>, which the engine finds on this host all the same; nor
+    any app's image as the platform pushed it for Swarm (is_cluster_copy)."""
+    name = engine_name(image)
+    return name.startswith(f"{settings.instance_name.lower()}-builds/") or is_cluster_copy(
+        settings, name
+    )
+
+
+def is_cluster_copy(settings: Settings, image: str) -> bool:
+    """`<registry>/<INSTANCE_NAME>/app-<id>...`: an app's image (a build's too) in the
+    cluster's registry (runtime/registry.py), under any name of any registry host, which
+    the platform pulls with its own login."""
+    first, _, rest = image.partition("/")
+    from_a_registry = "." in first or ":" in first or first.lower() == "localhost"
+    return from_a_registry and rest.lower().startswith(f"{settings.instance_name.lower()}/app-")
 
 
 def check_not_a_build(settings: Settings, image: str, *, app_id: int | None, user: User) -> None:
@@ -58,7 +71,7 @@ def check_not_a_build(settings: Settings, image: str, *, app_id: int | None, use
     if app_id is not None and is_own_build_image(settings, app_id, image):
         return
     raise InvalidRequest(
-        f"image '{image}' is another app's build; build this app from its source instead "
-        "(POST /apps/{id}/builds)",
+        f"image '{image}' is another app's build (or the platform's copy of an app's image for "
+        "the cluster); build this app from its source instead (POST /apps/{id}/builds)",
         loc=("body", "image"),
     )

@@ -30,16 +30,16 @@ from minipaas.runtime.builder import (
     BuildSpec,
     build_image,
     build_network,
-    close_build_network,
+    build_triggers,
+    close_build_networks,
     free_disk_mb,
-    has_build_triggers,
     remove_build_tag,
 )
 from minipaas.runtime.docker_runtime import DockerRuntime
 from minipaas.services.builds import base_images, naming, records
 from minipaas.services.builds.context import checked_dockerfile
 from minipaas.services.deployments import records as deployments
-from minipaas.services.errors import ServiceError
+from minipaas.services.errors import InvalidRequest, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ def run_build(build_id: int) -> None:
         spec = BuildSpec(
             context=context,
             tag=naming.build_tag(settings, app_id, number),
-            network=naming.build_network(settings, build_id),
             dockerfile=dockerfile,
             build_args=build_args,
             memory_mb=settings.build_memory_mb,
@@ -88,12 +87,17 @@ def run_build(build_id: int) -> None:
         )
         deadline = started + settings.build_timeout_seconds
         writer = _LogWriter(build_id)
-        needed = _starts_containers(runtime, context, dockerfile, build_args)
-        with build_network(runtime, spec.network, needed=needed) as network_id:
+        try:
+            needed = _starts_containers(runtime, context, dockerfile, build_args)
+        except InvalidRequest as refused:
+            _finish(build_id, BuildResult(None, error=refused.message), started)
+            return
+        key = naming.build_key(settings, build_id)
+        with build_network(runtime, key, needed=needed) as network:
             result = build_image(
                 runtime,
                 spec,
-                network_id=network_id,
+                network=network,
                 on_lines=writer.write,
                 stop_reason=lambda: _stop_reason(build_id, deadline),
             )
@@ -109,17 +113,22 @@ def run_build(build_id: int) -> None:
 def _starts_containers(
     runtime: DockerRuntime, context: Path, dockerfile: str, build_args: dict[str, str]
 ) -> bool:
-    """The build may run a step: a RUN of its own, or ONBUILD triggers of an image it is
-    built FROM. Only then is its network made (~0.1 s); in doubt, it is."""
+    """The build may run a step: a RUN or ONBUILD of its own, or ONBUILD triggers of an
+    image it is built FROM. Only then is its network made (~0.1 s); in doubt, it is. Raises
+    InvalidRequest for a trigger the builder may not run (checked at the upload too: the
+    image may have been pulled again since)."""
     try:
         text = checked_dockerfile(context, dockerfile)
-        if base_images.runs_steps(text):
-            return True
-        used = base_images.base_images(text, build_args)
+        runs = base_images.runs_steps(text)
+        used = [image for image in base_images.base_images(text, build_args) if image.from_line]
     except (ServiceError, OSError, tarfile.TarError, ValueError):
         log.warning("could not tell whether build steps run; they get their network", exc_info=True)
         return True
-    return any(has_build_triggers(runtime, image.reference) for image in used)
+    for image in used:
+        triggers = build_triggers(runtime, image.reference)
+        base_images.check_triggers(image, triggers or [])
+        runs = runs or triggers is None or bool(triggers)
+    return runs
 
 
 def short_of_disk(settings: Settings, runtime: DockerRuntime) -> str | None:
@@ -273,6 +282,6 @@ def end_abandoned_build(build_id: int, reason: str) -> bool:
     # Its steps run on unwatched otherwise: they are the containers on the build's network
     # (an engine that cannot be asked now: remove_leftover_build_networks tries again)
     with contextlib.suppress(DockerException, EngineUnavailable, OSError):
-        close_build_network(get_runtime(), naming.build_network(get_settings(), build_id))
+        close_build_networks(get_runtime(), naming.build_key(get_settings(), build_id))
     records.context_path(get_settings(), build_id).unlink(missing_ok=True)
     return True

@@ -24,7 +24,7 @@ from minipaas.db.session import get_session
 from minipaas.runtime import get_runtime
 from minipaas.runtime.builder import (
     build_networks,
-    close_build_network,
+    close_build_networks,
     prune_build_cache,
     remove_build_tag,
 )
@@ -95,23 +95,25 @@ def remove_leftover_build_networks() -> list[str]:
     the removal then), with any step left on them: each holds one of the engine's subnets.
     Listed before the builds are read: a network exists only while its build runs."""
     settings, runtime = get_settings(), get_runtime()
-    found = {name: naming.build_id_of_network(settings, name) for name in build_networks(runtime)}
+    found = [
+        (naming.build_id_of_key(settings, item.build_key), item) for item in build_networks(runtime)
+    ]
     if not found:
         return []
     with get_session() as db:
         running = set(
             db.scalars(
                 select(Build.id).where(
-                    Build.id.in_([b for b in found.values() if b is not None]),
+                    Build.id.in_([build_id for build_id, _ in found if build_id is not None]),
                     Build.status == BuildStatus.RUNNING,
                 )
             )
         )
     removed = []
-    for name, build_id in found.items():
-        if build_id is not None and build_id not in running and close_build_network(runtime, name):
-            removed.append(f"removed the network of ended build {build_id}")
-    return removed
+    for build_id, item in found:
+        if build_id is not None and build_id not in running:
+            removed += close_build_networks(runtime, item.build_key)
+    return [f"removed the build network {name}" for name in removed]
 
 
 def remove_stale_uploads() -> list[str]:
