@@ -11,6 +11,7 @@ from minipaas.services.builds.base_images import (
     base_images,
     check_base_images,
     check_triggers,
+    pin_images,
     runs_steps,
 )
 from minipaas.services.errors import InvalidRequest
@@ -221,3 +222,59 @@ def test_a_base_images_trigger_is_held_to_the_onbuild_rules(trigger: str) -> Non
 
 def test_plain_triggers_pass() -> None:
     check_triggers(BaseImage(1, "base"), ["RUN make", "COPY . /app", "ADD app.tar.gz /app"])
+
+
+_IDS = {"debian:12": "sha256:" + "d" * 64, "tools:1": "e" * 64, "base": "sha256:" + "b" * 64}
+
+
+def test_images_are_pinned_to_their_ids_where_the_dockerfile_names_them() -> None:
+    text = (
+        "\ufeffARG BASE=debian\r\n"
+        "FROM --platform=linux/amd64 ${BASE}:12 AS build\r\n"
+        "RUN make\r\n"
+        "FROM scratch\n"
+        "COPY --chown=1:1 \\\n"
+        "     --from=tools:1  /bin/tool /\n"
+        "COPY --from=build /out /\n"
+        "FROM build\n"
+        "# FROM base\n"
+    )
+    pinned, found = pin_images(text, {}, _IDS.get)
+    assert pinned.split("\n") == [
+        "\ufeffARG BASE=debian\r",
+        f"FROM --platform=linux/amd64 sha256:{'d' * 64} AS build\r",
+        "RUN make\r",
+        "FROM scratch",
+        "COPY --chown=1:1 \\",
+        f"     --from=sha256:{'e' * 64}  /bin/tool /",
+        "COPY --from=build /out /",
+        "FROM build",
+        "# FROM base",
+        "",
+    ]
+    assert [(f.image.reference, f.image_id) for f in found] == [
+        ("debian:12", "sha256:" + "d" * 64),
+        ("tools:1", "sha256:" + "e" * 64),
+    ]
+    # What the engine reads names the same images, by id now
+    assert [i.reference for i in base_images(pinned, {})] == [f.image_id for f in found]
+
+
+def test_an_image_not_on_the_host_or_not_on_one_line_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="line 1: image 'nowhere:1' is not on this host"):
+        pin_images("FROM nowhere:1\n", {}, _IDS.get)
+    with pytest.raises(InvalidRequest, match="line 1: write the image name"):
+        pin_images("FROM deb\\\nian:12\n", {}, _IDS.get)
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        "RUN true\nCOPY --from=mp-builds/app-7:3 /app /loot",
+        "# escape=`\nCOPY --from=x / /",
+        "RUN true\r\nADD http://169.254.169.254/ /m",
+    ],
+)
+def test_a_trigger_of_more_than_one_line_is_refused(trigger: str) -> None:
+    with pytest.raises(InvalidRequest, match="ONBUILD trigger 1"):
+        check_triggers(BaseImage(1, "hand-made:1"), [trigger])

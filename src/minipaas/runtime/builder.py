@@ -33,7 +33,7 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 
 from minipaas.runtime import image_turns, labels
-from minipaas.runtime.base import EngineUnavailable
+from minipaas.runtime.base import EngineUnavailable, RuntimeFailure
 from minipaas.runtime.docker_runtime import DockerRuntime
 
 log = logging.getLogger(__name__)
@@ -422,7 +422,7 @@ def build_triggers(runtime: DockerRuntime, reference: str) -> list[str] | None:
     looked at (not on this host, or the engine did not answer)."""
     try:
         attrs: dict[str, Any] = runtime.client.api.inspect_image(reference)
-    except (DockerException, OSError):
+    except (DockerException, OSError, RuntimeFailure):  # EngineUnavailable included
         return None
     return [str(trigger) for trigger in (attrs.get("Config") or {}).get("OnBuild") or []]
 

@@ -11,7 +11,7 @@ import itertools
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from minipaas.config import Settings
 from minipaas.db.models import User
@@ -33,6 +33,10 @@ class BaseImage:
     line: int
     reference: str
     from_line: bool = True  # a stage is FROM it (its ONBUILD triggers run); else COPY --from
+    # Where it is written, for pin_images: the word as the Dockerfile has it (before ARGs are
+    # filled in), and the instruction's last line (continued lines)
+    written: str = field(default="", compare=False)
+    last_line: int = field(default=0, compare=False)
 
 
 # Docker's parser splits lines at \n only (a \r before it dropped) and words at these; a
@@ -46,12 +50,17 @@ def _lines(text: str) -> list[str]:
 
 
 def _instructions(text: str) -> list[tuple[int, str, list[str]]]:
-    """(first line number, instruction, words), lines joined and split as Docker's parser
+    """(first line number, instruction, words) of each instruction (see _spans)."""
+    return [(start, name, words) for start, _, name, words in _spans(text)]
+
+
+def _spans(text: str) -> list[tuple[int, int, str, list[str]]]:
+    """(first line, last line, instruction, words), lines joined and split as Docker's parser
     does: comment lines dropped anywhere, empty lines inside a continued instruction too,
     and a continued line's text appended with its leading spaces (no space added)."""
-    found: list[tuple[int, str, list[str]]] = []
+    found: list[tuple[int, int, str, list[str]]] = []
     pending: str | None = None
-    start = 0
+    start = last = 0
     for number, raw in enumerate(_lines(text), start=1):
         stripped = raw.strip()
         if stripped.startswith("#") or not stripped:
@@ -62,20 +71,23 @@ def _instructions(text: str) -> list[tuple[int, str, list[str]]]:
             line = raw.lstrip()
         else:
             line = raw
+        last = number
         if _CONTINUATION.search(line):
             pending = (pending or "") + _CONTINUATION.sub("", line)
             continue
-        _add_instruction(found, start, (pending or "") + line)
+        _add_instruction(found, start, last, (pending or "") + line)
         pending = None
     if pending is not None:
-        _add_instruction(found, start, pending)
+        _add_instruction(found, start, last, pending)
     return found
 
 
-def _add_instruction(found: list[tuple[int, str, list[str]]], start: int, line: str) -> None:
+def _add_instruction(
+    found: list[tuple[int, int, str, list[str]]], start: int, last: int, line: str
+) -> None:
     words = [word for word in _WORD_SEPARATOR.split(line.strip()) if word]
     if words:
-        found.append((start, words[0].upper(), words[1:]))
+        found.append((start, last, words[0].upper(), words[1:]))
 
 
 def _check_line_end(raw: str, number: int) -> None:
@@ -178,7 +190,7 @@ def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
     seen_from = False
     text = text.removeprefix("\ufeff")  # Docker drops a byte order mark, directives follow it
     _check_directives(text)
-    for line, instruction, words in _instructions(text):
+    for line, last_line, instruction, words in _spans(text):
         trigger = instruction == "ONBUILD"
         if trigger and words:
             # A trigger runs in a later build FROM this image: held to the same rules now
@@ -194,7 +206,7 @@ def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
                 continue
             reference = _expand(names[0], known, line)
             if reference.lower() != "scratch" and reference.lower() not in stages:
-                images.append(BaseImage(line, reference))
+                images.append(BaseImage(line, reference, True, names[0], last_line))
             if len(names) >= 3 and names[1].lower() == "as":
                 stages.add(names[2].lower())
         elif instruction in ("COPY", "ADD"):
@@ -215,7 +227,7 @@ def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
                     continue
                 source = _expand(flag.group("value"), known, line)
                 if source.lower() not in stages and not source.isdigit():
-                    images.append(BaseImage(line, source, from_line=False))
+                    images.append(BaseImage(line, source, False, word, last_line))
     return images
 
 
@@ -253,10 +265,17 @@ def check_triggers(image: BaseImage, triggers: list[str]) -> None:
     """The ONBUILD triggers of an image a stage is FROM run in this build, where a
     trigger's --from could name any image on the host (another app's build) and its ADD
     fetch from the host's network: held to the rules of the Dockerfile's own ONBUILD
-    lines. A 422 naming the FROM line."""
+    lines. Docker stores a trigger as one line and parses each on its own, so one holding a
+    line break or a comment (a hand-made image's) could hide a second instruction from
+    this reader: refused. A 422 naming the FROM line."""
     for number, trigger in enumerate(triggers, start=1):
         try:
-            base_images(f"ONBUILD {trigger}", {})
+            if "\n" in trigger or "\r" in trigger or trigger.lstrip().startswith("#"):
+                raise InvalidRequest("a trigger of more than one line is not supported")
+            if len(_spans(trigger)) != 1:
+                raise InvalidRequest("a trigger is one instruction")
+            if base_images(f"ONBUILD {trigger}", {}):
+                raise InvalidRequest("ONBUILD with --from is not supported")
         except InvalidRequest as exc:
             reason = exc.message.removeprefix("Dockerfile line 1: ")
             raise InvalidRequest(
@@ -265,3 +284,55 @@ def check_triggers(image: BaseImage, triggers: list[str]) -> None:
                 "FROM another image",
                 loc=("body",),
             ) from None
+
+
+@dataclass(frozen=True)
+class PinnedImage:
+    image: BaseImage
+    image_id: str  # sha256:<hex>
+
+
+def pin_images(
+    text: str, build_args: dict[str, str], resolve: Callable[[str], str | None]
+) -> tuple[str, list[PinnedImage]]:
+    """The Dockerfile with each image it is FROM or copies --from written as the id the
+    image has now on this host (`resolve`: a reference's id, None when absent). The engine
+    then reads the image that was checked (a tag moved meanwhile changes nothing), and
+    never pulls: the classic builder pulls a missing base image even with pull=false.
+    Also returns each image with its id. A 422 for an image not on this host, or one the
+    reader cannot rewrite."""
+    lines = text.split("\n")
+    found = []
+    for image in base_images(text, build_args):
+        image_id = resolve(image.reference)
+        if image_id is None:
+            raise InvalidRequest(
+                f"Dockerfile line {image.line}: image {image.reference!r} is not on this host; "
+                "base images are never pulled: build or load it on the host first",
+                loc=("body",),
+            )
+        pinned = f"sha256:{image_id.removeprefix('sha256:')}"
+        found.append(PinnedImage(image, pinned))
+        word = image.written if image.from_line else image.written.split("=", 1)[0]
+        new = pinned if image.from_line else f"{word}={pinned}"
+        if not _replace_word(lines, image.line, image.last_line, image.written, new):
+            raise InvalidRequest(
+                f"Dockerfile line {image.line}: write the image name {image.written!r} on one "
+                "line (not continued onto the next)",
+                loc=("body",),
+            )
+    return "\n".join(lines), found
+
+
+def _replace_word(lines: list[str], first: int, last: int, word: str, new: str) -> bool:
+    """Replaces the first whitespace-separated `word` after each line's instruction word
+    (lines first..last, 1-based); False when no line holds it whole."""
+    for index in range(first - 1, last):
+        parts = re.split(r"([\t\v\f\r ]+)", lines[index])
+        start = 1 if index == first - 1 else 0  # not the instruction itself
+        for position in range(start, len(parts)):
+            if parts[position] == word:
+                parts[position] = new
+                lines[index] = "".join(parts)
+                return True
+    return False

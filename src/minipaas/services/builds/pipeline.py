@@ -4,6 +4,7 @@ its lines go to PostgreSQL, then tag, record and hand the image to a normal depl
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tarfile
 import time
@@ -39,7 +40,7 @@ from minipaas.runtime.docker_runtime import DockerRuntime
 from minipaas.services.builds import base_images, naming, records
 from minipaas.services.builds.context import checked_dockerfile
 from minipaas.services.deployments import records as deployments
-from minipaas.services.errors import InvalidRequest, ServiceError
+from minipaas.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ def run_build(build_id: int) -> None:
         deadline = started + settings.build_timeout_seconds
         writer = _LogWriter(build_id)
         try:
-            needed = _starts_containers(runtime, context, dockerfile, build_args)
-        except InvalidRequest as refused:
+            needed = _prepare(runtime, context, dockerfile, build_args)
+        except ServiceError as refused:  # the Dockerfile, or an image it names
             _finish(build_id, BuildResult(None, error=refused.message), started)
             return
         key = naming.build_key(settings, build_id)
@@ -110,24 +111,30 @@ def run_build(build_id: int) -> None:
         context.unlink(missing_ok=True)
 
 
-def _starts_containers(
+def _prepare(
     runtime: DockerRuntime, context: Path, dockerfile: str, build_args: dict[str, str]
 ) -> bool:
-    """The build may run a step: a RUN or ONBUILD of its own, or ONBUILD triggers of an
-    image it is built FROM. Only then is its network made (~0.1 s); in doubt, it is. Raises
-    InvalidRequest for a trigger the builder may not run (checked at the upload too: the
-    image may have been pulled again since)."""
-    try:
-        text = checked_dockerfile(context, dockerfile)
-        runs = base_images.runs_steps(text)
-        used = [image for image in base_images.base_images(text, build_args) if image.from_line]
-    except (ServiceError, OSError, tarfile.TarError, ValueError):
-        log.warning("could not tell whether build steps run; they get their network", exc_info=True)
-        return True
-    for image in used:
-        triggers = build_triggers(runtime, image.reference)
-        base_images.check_triggers(image, triggers or [])
-        runs = runs or triggers is None or bool(triggers)
+    """Pins the Dockerfile the engine reads to the ids its images have now (appended to the
+    context: the engine reads the last entry of a path), after holding their ONBUILD
+    triggers to the rules; True when the build may run a step (a RUN or ONBUILD of its own,
+    or a base image's trigger): only then is its network made (~0.1 s). Raises
+    InvalidRequest for what the builder may not build."""
+    text = checked_dockerfile(context, dockerfile)
+    pinned, images = base_images.pin_images(text, build_args, runtime.image_id)
+    runs = base_images.runs_steps(text)
+    for found in images:
+        if not found.image.from_line:
+            continue
+        triggers = build_triggers(runtime, found.image_id)
+        if triggers is None:  # removed since it was pinned: the build fails at its FROM
+            triggers = []
+        base_images.check_triggers(found.image, triggers)
+        runs = runs or bool(triggers)
+    data = pinned.encode()
+    entry = tarfile.TarInfo(dockerfile)
+    entry.size, entry.mode = len(data), 0o644
+    with tarfile.open(context, mode="a") as archive:
+        archive.addfile(entry, io.BytesIO(data))
     return runs
 
 

@@ -17,6 +17,7 @@ from minipaas.db.models import (
     Deployment,
     DeploymentEvent,
     DeploymentStatus,
+    User,
 )
 from minipaas.services import quotas, releases
 from minipaas.services.apps import get_app
@@ -92,6 +93,10 @@ def request_deployment(
     # (an image the platform built for this app is the app's own, whatever the policy)
     if not naming.is_own_build_image(get_settings(), app.id, run.image):
         quotas.check_image_allowed(get_settings(), run.image)
+        # ... and no other app's build in a member's app (rules added since it was saved)
+        owner = db.get(User, app.owner_id) if app.owner_id is not None else None
+        if owner is not None:
+            naming.check_not_a_build(get_settings(), run.image, app_id=app.id, user=owner)
     deployment.set_run_settings(run)
     if release is not None:
         deployment.pinned_image_id = release.image_id
