@@ -160,6 +160,7 @@ def test_config_loads_lua_itself_and_keeps_files_under_data_dir() -> None:
     assert "error_log /d/logs/nginx-error.log warn;" in text
     assert "access_log /d/logs/nginx-access.log minipaas buffer=64k flush=1s;" in text
     assert "$args" not in text and "$request " not in text and '$request"' not in text
+    assert "proxy_request_buffering off;" in text.split("location /api/ {", 1)[1].split("}")[0]
     assert "proxy_temp_path /d/nginx/tmp/proxy;" in text
     assert 'lua_package_path "/src/minipaas/router/lua/?.lua;;";' in text
     assert "lua_shared_dict minipaas_routes 64m;" in text

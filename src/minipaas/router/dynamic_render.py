@@ -170,7 +170,8 @@ def _http_settings(c: RouterConfig) -> str:
     tmp = c.nginx_dir / "tmp"
     return f"""\
     # nginx's "combined" without the query string: build args (POST /apps/{{id}}/builds?
-    # build_arg=...) and an app's own query tokens do not belong in a log file
+    # build_arg=...) and an app's own query tokens do not belong in a log file (the error
+    # log still names a request's line when its upstream fails)
     log_format minipaas '$remote_addr - $remote_user [$time_local] '
                         '"$request_method $uri $server_protocol" $status $body_bytes_sent '
                         '"$http_referer" "$http_user_agent"';
@@ -356,6 +357,10 @@ def _api_locations() -> str:
         location /api/ {{
             proxy_pass http://minipaas_api/;
 {_PROXY_HEADERS}            proxy_set_header X-Forwarded-Prefix /api;
+            # Uploads (build contexts) stream to the API, which bounds and checks them as they
+            # come; buffered, each was a second copy on disk and an error-log line holding
+            # its query string (build args)
+            proxy_request_buffering off;
         }}
 """
 
