@@ -278,3 +278,50 @@ def test_an_image_not_on_the_host_or_not_on_one_line_is_refused() -> None:
 def test_a_trigger_of_more_than_one_line_is_refused(trigger: str) -> None:
     with pytest.raises(InvalidRequest, match="ONBUILD trigger 1"):
         check_triggers(BaseImage(1, "hand-made:1"), [trigger])
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    [
+        'FROM scratch\nCOPY --"from"=mp-builds/app-7:3 / /loot\n',
+        "FROM scratch\nCOPY --fr\\om=evil:1 /a /b\n",
+        'FROM scratch\nCOPY --chown="0 0" --from=evil:1 /a /b\n',
+        "FROM scratch\nCOPY --chown=0\u00a0--from=evil:1 /a /b\n",
+        'FROM scratch\nONBUILD COPY --"from"=mp-builds/app-7:3 / /loot\n',
+        "FROM scratch\nCOPY -- --from=evil:1 /a\n",
+        "FROM --platform=linux/amd64 --platform=x evil:1\n",
+        "FROM scratch\nADD --from=evil:1 /a /b\n",
+    ],
+)
+def test_flags_docker_could_read_otherwise_are_refused(dockerfile: str) -> None:
+    """Docker removes quotes and backslashes in flags and splits them at bytes of UTF-8
+    letters: a flag this reader does not take as written never reaches the engine."""
+    with pytest.raises(InvalidRequest, match=r"line [12]: (COPY|ADD|FROM) flag"):
+        pin_images(dockerfile, {}, _IDS.get)
+
+
+def test_a_trigger_with_a_quoted_from_flag_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="ONBUILD trigger 1"):
+        check_triggers(BaseImage(1, "hand-made:1"), ['COPY --"from"=mp-builds/app-7:3 / /loot'])
+
+
+def test_every_from_is_written_out_so_the_engine_expands_nothing() -> None:
+    """Docker fills in its proxy build args (HTTP_PROXY, ...) without an ARG: a FROM word
+    the engine would expand otherwise is written as this reader's value."""
+    text = "FROM ${HTTP_PROXY:-scratch} AS one\nFROM ${NAME:-one}\n"
+    pinned, found = pin_images(text, {"HTTP_PROXY": "mp-builds/app-7:3"}, _IDS.get)
+    assert pinned == "FROM scratch AS one\nFROM one\n" and found == []
+
+
+def test_a_stage_copying_from_its_own_name_names_an_image() -> None:
+    """Docker knows a stage by its name only once it ended: inside it, the name is an image."""
+    text = "FROM scratch AS base\nCOPY --from=base / /x\nFROM base\n"
+    pinned, found = pin_images(text, {}, _IDS.get)
+    assert [f.image.reference for f in found] == ["base"]
+    assert pinned == f"FROM scratch AS base\nCOPY --from=sha256:{'b' * 64} / /x\nFROM base\n"
+
+
+def test_the_word_is_replaced_on_the_instructions_lines_not_in_a_comment() -> None:
+    pinned, _ = pin_images("FROM \\\n# debian:12\ndebian:12\n  from debian:12\n", {}, _IDS.get)
+    d = f"sha256:{'d' * 64}"
+    assert pinned == f"FROM \\\n# debian:12\n{d}\n  from {d}\n"

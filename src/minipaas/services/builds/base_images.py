@@ -25,7 +25,11 @@ _VARIABLE = re.compile(
     r"|(?P<bare>[A-Za-z_]\w*))",
     re.ASCII,
 )
-_FLAG = re.compile(r"^--(?P<name>[a-z-]+)(?:=(?P<value>\S*))?$")
+# A flag as this reader takes it: --name=value, ASCII, no quotes or backslashes (Docker
+# removes those inside a flag, and splits a flag at bytes 0x85 and 0xA0 of a UTF-8 letter)
+_FLAG = re.compile(r"--(?P<name>[a-z]+)=(?P<value>[A-Za-z0-9_.:/@+,=${}-]*)")
+# The flags each instruction may have (others are BuildKit's, or not Docker's)
+_FLAGS_ALLOWED = {"FROM": {"platform"}, "COPY": {"from", "chown", "chmod"}, "ADD": {"chown"}}
 
 
 @dataclass(frozen=True)
@@ -181,12 +185,48 @@ def _expand(value: str, known: dict[str, str], line: int) -> str:
     return expanded
 
 
+def _flags(instruction: str, words: list[str], line: int) -> tuple[dict[str, str], list[str]]:
+    """The leading flags (name -> value) and the words after them. A word starting with --
+    that is not a plain --name=value this instruction takes is refused: Docker reads quotes,
+    backslashes and some bytes of UTF-8 letters in flags otherwise than a plain split, and
+    a flag it reads that this reader does not (--"from"=image) would name an unchecked
+    image."""
+    flags: dict[str, str] = {}
+    for index, word in enumerate(words):
+        if not word.startswith("--"):
+            return flags, words[index:]
+        flag = _FLAG.fullmatch(word)
+        allowed = _FLAGS_ALLOWED.get(instruction, set())
+        if flag is None or flag.group("name") not in allowed or flag.group("name") in flags:
+            raise InvalidRequest(
+                f"Dockerfile line {line}: {instruction} flag {word[:100]!r} is not supported; "
+                f"write each of {', '.join(f'--{n}' for n in sorted(allowed)) or 'none'} once "
+                "as --name=value, without quotes or backslashes",
+                loc=("body",),
+            )
+        flags[flag.group("name")] = flag.group("value")
+    return flags, []
+
+
 def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
     """Images named by FROM and COPY --from, with global ARGs and build args filled in;
     stage names, stage numbers and `scratch` are not images."""
+    return [use.image for use in _image_words(text, build_args) if use.is_image]
+
+
+@dataclass(frozen=True)
+class _Use:
+    image: BaseImage
+    is_image: bool = True  # else a stage or scratch
+
+
+def _image_words(text: str, build_args: dict[str, str]) -> list[_Use]:
+    """Every word that names what a stage starts from or copies from: images, and (FROM
+    only) stages and scratch, each with its value once ARGs are filled in."""
     known: dict[str, str] = {}
-    stages: set[str] = set()
-    images: list[BaseImage] = []
+    stages: set[str] = set()  # stages that ended: a stage's own name is an image inside it
+    current: str | None = None
+    found: list[_Use] = []
     seen_from = False
     text = text.removeprefix("\ufeff")  # Docker drops a byte order mark, directives follow it
     _check_directives(text)
@@ -201,34 +241,33 @@ def base_images(text: str, build_args: dict[str, str]) -> list[BaseImage]:
                 known[name] = build_args.get(name, default if has_default else "")
         elif instruction == "FROM" and not trigger:
             seen_from = True
-            names = [w for w in words if not w.startswith("--")]
+            if current is not None:
+                stages.add(current)
+            _, names = _flags("FROM", words, line)
             if not names:
                 continue
             reference = _expand(names[0], known, line)
-            if reference.lower() != "scratch" and reference.lower() not in stages:
-                images.append(BaseImage(line, reference, True, names[0], last_line))
-            if len(names) >= 3 and names[1].lower() == "as":
-                stages.add(names[2].lower())
+            is_image = reference.lower() != "scratch" and reference.lower() not in stages
+            found.append(_Use(BaseImage(line, reference, True, names[0], last_line), is_image))
+            current = names[2].lower() if len(names) >= 3 and names[1].lower() == "as" else None
         elif instruction in ("COPY", "ADD"):
             if instruction == "ADD":
                 _check_add_sources(words, line)
-            if trigger and any(word.startswith("--from") for word in words):
+            flags, _ = _flags(instruction, words, line)
+            if "from" not in flags:
+                continue
+            if trigger:
                 # It runs in a later build, where this file's stage names mean nothing
                 raise InvalidRequest(
                     f"Dockerfile line {line}: ONBUILD with --from is not supported; copy from "
                     "the stage in the Dockerfile that builds FROM this image",
                     loc=("body",),
                 )
-            for word in words:
-                flag = _FLAG.match(word)
-                if flag is None:
-                    break  # flags come first
-                if flag.group("name") != "from" or flag.group("value") is None:
-                    continue
-                source = _expand(flag.group("value"), known, line)
-                if source.lower() not in stages and not source.isdigit():
-                    images.append(BaseImage(line, source, False, word, last_line))
-    return images
+            source = _expand(flags["from"], known, line)
+            if source.lower() not in stages and not source.isdigit():
+                written = f"--from={flags['from']}"
+                found.append(_Use(BaseImage(line, source, False, written, last_line)))
+    return found
 
 
 def runs_steps(text: str) -> bool:
@@ -303,19 +342,24 @@ def pin_images(
     reader cannot rewrite."""
     lines = text.split("\n")
     found = []
-    for image in base_images(text, build_args):
-        image_id = resolve(image.reference)
-        if image_id is None:
-            raise InvalidRequest(
-                f"Dockerfile line {image.line}: image {image.reference!r} is not on this host; "
-                "base images are never pulled: build or load it on the host first",
-                loc=("body",),
-            )
-        pinned = f"sha256:{image_id.removeprefix('sha256:')}"
-        found.append(PinnedImage(image, pinned))
-        word = image.written if image.from_line else image.written.split("=", 1)[0]
-        new = pinned if image.from_line else f"{word}={pinned}"
-        if not _replace_word(lines, image.line, image.last_line, image.written, new):
+    for use in _image_words(text, build_args):
+        image = use.image
+        if not use.is_image:  # a stage or scratch: as the reader took it, ARGs filled in
+            new = image.reference
+        else:
+            image_id = resolve(image.reference)
+            if image_id is None:
+                raise InvalidRequest(
+                    f"Dockerfile line {image.line}: image {image.reference!r} is not on this "
+                    "host; base images are never pulled: build or load it on the host first",
+                    loc=("body",),
+                )
+            pinned = f"sha256:{image_id.removeprefix('sha256:')}"
+            found.append(PinnedImage(image, pinned))
+            new = pinned if image.from_line else f"--from={pinned}"
+        if new != image.written and not _replace_word(
+            lines, image.line, image.last_line, image.written, new
+        ):
             raise InvalidRequest(
                 f"Dockerfile line {image.line}: write the image name {image.written!r} on one "
                 "line (not continued onto the next)",
@@ -325,12 +369,18 @@ def pin_images(
 
 
 def _replace_word(lines: list[str], first: int, last: int, word: str, new: str) -> bool:
-    """Replaces the first whitespace-separated `word` after each line's instruction word
-    (lines first..last, 1-based); False when no line holds it whole."""
+    """Replaces the first whitespace-separated `word` after the instruction word on lines
+    first..last (1-based) that are part of the instruction (comment and empty lines inside
+    it are not: Docker drops them); False when no such line holds it whole."""
     for index in range(first - 1, last):
+        stripped = lines[index].strip()
+        if stripped.startswith("#") or not stripped:
+            continue
         parts = re.split(r"([\t\v\f\r ]+)", lines[index])
-        start = 1 if index == first - 1 else 0  # not the instruction itself
-        for position in range(start, len(parts)):
+        words = [position for position in range(0, len(parts), 2) if parts[position]]
+        if index == first - 1:
+            words = words[1:]  # not the instruction itself
+        for position in words:
             if parts[position] == word:
                 parts[position] = new
                 lines[index] = "".join(parts)
