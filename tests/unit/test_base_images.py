@@ -325,3 +325,43 @@ def test_the_word_is_replaced_on_the_instructions_lines_not_in_a_comment() -> No
     pinned, _ = pin_images("FROM \\\n# debian:12\ndebian:12\n  from debian:12\n", {}, _IDS.get)
     d = f"sha256:{'d' * 64}"
     assert pinned == f"FROM \\\n# debian:12\n{d}\n  from {d}\n"
+
+
+def test_a_control_character_docker_keeps_as_a_line_is_refused() -> None:
+    """Python's strip() takes U+001C-U+001F for space, Docker's parser does not: such a line
+    ends a continued instruction there and would hide the next one from this reader."""
+    text = "FROM alpine\nRUN echo \\\n\x1c\nFROM other-builds/app:latest\n"
+    with pytest.raises(InvalidRequest, match="line 3: control character"):
+        pin_images(text, {}, _IDS.get)
+
+
+@pytest.mark.parametrize(
+    ("copy", "refused"),
+    [
+        ("COPY --from=0 /a /b", None),
+        ("COPY --from=1 /a /b", "no stage that ended"),
+        ("COPY --from=99999999999999999999 /a /b", "no stage that ended"),
+        ("COPY --from=$STAGE /a /b", "takes no variables"),
+    ],
+)
+def test_a_numeric_from_is_an_index_of_an_ended_stage_only(copy: str, refused: str | None) -> None:
+    text = f"FROM scratch\nFROM scratch\n{copy}\n"
+    if refused is None:
+        assert pin_images(text, {}, _IDS.get) == (text, [])
+    else:
+        with pytest.raises(InvalidRequest, match=f"line 3: .*{refused}"):
+            pin_images(text, {}, _IDS.get)
+
+
+def test_a_word_glued_to_the_previous_line_is_not_taken_for_the_image() -> None:
+    """Docker joins a continued line with no space: `--chown=1\\` then `--from=tools:1` is
+    one word (the owner "1--from=tools:1"); the image's word is the one after it."""
+    text = "FROM scratch\nCOPY --chown=1\\\n--from=tools:1 \\\n--from=tools:1 /a /b\n"
+    pinned, found = pin_images(text, {}, _IDS.get)
+    assert [f.image.reference for f in found] == ["tools:1"]
+    assert pinned.split("\n")[2:4] == ["--from=tools:1 \\", f"--from=sha256:{'e' * 64} /a /b"]
+    text = "FROM scratch\nCOPY --chown=1\\\n--from=tools:1 \\\n/a /b\n"
+    assert pin_images(text, {}, _IDS.get) == (text, [])  # no --from at all, as Docker reads it
+    text = "FROM deb\\\nian:12 AS x\n"
+    with pytest.raises(InvalidRequest, match="write the image name"):
+        pin_images(text, {}, _IDS.get)

@@ -62,6 +62,7 @@ def _spans(text: str) -> list[tuple[int, int, str, list[str]]]:
     """(first line, last line, instruction, words), lines joined and split as Docker's parser
     does: comment lines dropped anywhere, empty lines inside a continued instruction too,
     and a continued line's text appended with its leading spaces (no space added)."""
+    _check_characters(text)
     found: list[tuple[int, int, str, list[str]]] = []
     pending: str | None = None
     start = last = 0
@@ -84,6 +85,22 @@ def _spans(text: str) -> list[tuple[int, int, str, list[str]]]:
     if pending is not None:
         _add_instruction(found, start, last, pending)
     return found
+
+
+# Control characters Python's strip() takes for space and Docker's parser does not: a line of
+# one would be blank here and an instruction's end there
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def _check_characters(text: str) -> None:
+    found = _CONTROL.search(text)
+    if found is not None:
+        number = text.count("\n", 0, found.start()) + 1
+        raise InvalidRequest(
+            f"Dockerfile line {number}: control character {found.group()!r} is not supported; "
+            "remove it",
+            loc=("body",),
+        )
 
 
 def _add_instruction(
@@ -226,6 +243,7 @@ def _image_words(text: str, build_args: dict[str, str]) -> list[_Use]:
     known: dict[str, str] = {}
     stages: set[str] = set()  # stages that ended: a stage's own name is an image inside it
     current: str | None = None
+    ended = 0  # stages that ended (what an index in --from may name)
     found: list[_Use] = []
     seen_from = False
     text = text.removeprefix("\ufeff")  # Docker drops a byte order mark, directives follow it
@@ -240,6 +258,8 @@ def _image_words(text: str, build_args: dict[str, str]) -> list[_Use]:
                 name, has_default, default = word.partition("=")
                 known[name] = build_args.get(name, default if has_default else "")
         elif instruction == "FROM" and not trigger:
+            if seen_from:
+                ended += 1
             seen_from = True
             if current is not None:
                 stages.add(current)
@@ -263,8 +283,22 @@ def _image_words(text: str, build_args: dict[str, str]) -> list[_Use]:
                     "the stage in the Dockerfile that builds FROM this image",
                     loc=("body",),
                 )
+            if "$" in flags["from"]:  # the classic builder does not expand it
+                raise InvalidRequest(
+                    f"Dockerfile line {line}: COPY --from takes no variables here; write the "
+                    "stage or image name",
+                    loc=("body",),
+                )
             source = _expand(flags["from"], known, line)
-            if source.lower() not in stages and not source.isdigit():
+            if source.isdigit():
+                if int(source) < ended:
+                    continue  # a stage by its index
+                raise InvalidRequest(
+                    f"Dockerfile line {line}: COPY --from={source} is no stage that ended "
+                    "before this one",
+                    loc=("body",),
+                )
+            if source.lower() not in stages:
                 written = f"--from={flags['from']}"
                 found.append(_Use(BaseImage(line, source, False, written, last_line)))
     return found
@@ -372,17 +406,20 @@ def _replace_word(lines: list[str], first: int, last: int, word: str, new: str) 
     """Replaces the first whitespace-separated `word` after the instruction word on lines
     first..last (1-based) that are part of the instruction (comment and empty lines inside
     it are not: Docker drops them); False when no such line holds it whole."""
+    glued = False  # this line's first word goes on the previous line's last (no space)
     for index in range(first - 1, last):
         stripped = lines[index].strip()
         if stripped.startswith("#") or not stripped:
             continue
         parts = re.split(r"([\t\v\f\r ]+)", lines[index])
         words = [position for position in range(0, len(parts), 2) if parts[position]]
-        if index == first - 1:
-            words = words[1:]  # not the instruction itself
+        if index == first - 1 or (glued and parts[0]):
+            words = words[1:]  # not the instruction itself, nor half of a glued word
         for position in words:
             if parts[position] == word:
                 parts[position] = new
                 lines[index] = "".join(parts)
                 return True
+        kept = _CONTINUATION.sub("", lines[index].removesuffix("\r"))
+        glued = bool(kept) and not kept[-1].isspace()
     return False
