@@ -8,7 +8,7 @@ APP_ID = "io.minipaas.app-id"
 DEPLOYMENT_ID = "io.minipaas.deployment-id"
 # Which of the app's replicas (0, 1, ...) the container is: logs name it
 REPLICA = "io.minipaas.replica"
-# On a build's own network: the network's name (runtime/builder.py)
+# On a build's own network: the build it is for, `<instance>-build-<id>` (runtime/builder.py)
 BUILD = "io.minipaas.build"
 # The install (DATA_DIR) that made it: two installs may share an INSTANCE_NAME by mistake, and
 # neither may then remove what the other made

@@ -66,24 +66,26 @@ def _spans(text: str) -> list[tuple[int, int, str, list[str]]]:
     found: list[tuple[int, int, str, list[str]]] = []
     pending: str | None = None
     start = last = 0
+    glued = False  # a word of the instruction runs on over a continued line
     for number, raw in enumerate(_lines(text), start=1):
         stripped = raw.strip()
         if stripped.startswith("#") or not stripped:
             continue
         _check_line_end(raw, number)
         if pending is None:
-            start = number
+            start, glued = number, False
             line = raw.lstrip()
         else:
             line = raw
+            glued = glued or (bool(pending) and not pending[-1].isspace() and not line[0].isspace())
         last = number
         if _CONTINUATION.search(line):
             pending = (pending or "") + _CONTINUATION.sub("", line)
             continue
-        _add_instruction(found, start, last, (pending or "") + line)
+        _add_instruction(found, start, last, (pending or "") + line, glued)
         pending = None
     if pending is not None:
-        _add_instruction(found, start, last, pending)
+        _add_instruction(found, start, last, pending, glued)
     return found
 
 
@@ -103,12 +105,24 @@ def _check_characters(text: str) -> None:
         )
 
 
+# Instructions whose words name images (pin_images rewrites them where they are written)
+_NAMING_IMAGES = frozenset({"FROM", "COPY", "ADD", "ONBUILD"})
+
+
 def _add_instruction(
-    found: list[tuple[int, int, str, list[str]]], start: int, last: int, line: str
+    found: list[tuple[int, int, str, list[str]]], start: int, last: int, line: str, glued: bool
 ) -> None:
     words = [word for word in _WORD_SEPARATOR.split(line.strip()) if word]
-    if words:
-        found.append((start, last, words[0].upper(), words[1:]))
+    if not words:
+        return
+    if glued and words[0].upper() in _NAMING_IMAGES:
+        raise InvalidRequest(
+            f"Dockerfile line {start}: a word of this {words[0].upper()} runs on over a "
+            "continued line; end the line with a space before the backslash, or start the "
+            "next one with a space",
+            loc=("body",),
+        )
+    found.append((start, last, words[0].upper(), words[1:]))
 
 
 def _check_line_end(raw: str, number: int) -> None:
@@ -406,20 +420,22 @@ def _replace_word(lines: list[str], first: int, last: int, word: str, new: str) 
     """Replaces the first whitespace-separated `word` after the instruction word on lines
     first..last (1-based) that are part of the instruction (comment and empty lines inside
     it are not: Docker drops them); False when no such line holds it whole."""
-    glued = False  # this line's first word goes on the previous line's last (no space)
+    # No word of these instructions runs on over a line (_add_instruction refuses that), so
+    # each is whole on one line; the first word is the instruction, and the word wanted is
+    # the first after it that equals it (flags precede, and none is written twice)
+    instruction_seen = False
     for index in range(first - 1, last):
         stripped = lines[index].strip()
         if stripped.startswith("#") or not stripped:
             continue
-        parts = re.split(r"([\t\v\f\r ]+)", lines[index])
+        parts = re.split(r"([\t\v\f\r ]+)", _CONTINUATION.sub("", lines[index]))
+        tail = lines[index][len("".join(parts)) :]  # the continuation, kept as it was
         words = [position for position in range(0, len(parts), 2) if parts[position]]
-        if index == first - 1 or (glued and parts[0]):
-            words = words[1:]  # not the instruction itself, nor half of a glued word
+        if not instruction_seen and words:
+            words, instruction_seen = words[1:], True
         for position in words:
             if parts[position] == word:
                 parts[position] = new
-                lines[index] = "".join(parts)
+                lines[index] = "".join(parts) + tail
                 return True
-        kept = _CONTINUATION.sub("", lines[index].removesuffix("\r"))
-        glued = bool(kept) and not kept[-1].isspace()
     return False
