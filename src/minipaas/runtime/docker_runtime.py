@@ -198,9 +198,14 @@ class DockerRuntime:
             logs = self.tail_logs(container.id, 20)
             self.remove(container.id)
             code = state.exit_code if state else "unknown"
-            raise RuntimeFailure(
-                f"container exited at once with code {code}; last log lines:\n{logs}"
-            )
+            # An app over its memory limit from its first instant ends here, not at the health
+            # check: said the same way (deployments/readiness.exit_message)
+            how = "exited at once"
+            if state is not None and state.oom_killed:
+                how = (
+                    f"was killed for using more memory than its limit of {spec.memory_mb} MB (OOM)"
+                )
+            raise RuntimeFailure(f"container {how} with code {code}; last log lines:\n{logs}")
         return StartedContainer(id=str(container.id), name=spec.name, published_port=published)
 
     def _create(self, spec: ContainerSpec, port_key: str, network: str) -> Any:
