@@ -36,6 +36,7 @@ from minipaas.db.session import database_unavailable, get_session, outage_detail
 from minipaas.router.errors import RouterError
 from minipaas.runtime import get_runtime, image_turns, labels
 from minipaas.runtime.base import LOOPBACK, ContainerState, Endpoint
+from minipaas.runtime.docker_runtime import DockerRuntime
 from minipaas.services import app_actions, certificates, healing, images, lifecycle, routing
 from minipaas.services.app_lock import try_app_lock
 from minipaas.services.builds import recovery as build_recovery
@@ -440,6 +441,8 @@ def _collect_unused_images() -> list[str]:
     keep |= {image_id for ref in configured if (image_id := runtime.image_id(ref))}
     actions, gone = [], []
     for image_id in sorted(candidates - keep):
+        if image_id in _named_since(configured, runtime):
+            continue  # an app or a deployment took it up since the lists above were read
         present = image_id.startswith("sha256:") and runtime.image_id(image_id) is not None
         if present and not runtime.remove_image(image_id):
             continue  # Docker refused: a container or another name still uses it
@@ -450,6 +453,21 @@ def _collect_unused_images() -> list[str]:
     with get_session() as db:
         images.forget(db, [image_id for image_id in gone if image_id in pulled])
     return actions
+
+
+def _named_since(configured: set[str], runtime: DockerRuntime) -> set[str]:
+    """Ids of images an app names now that it did not when `configured` was read, and of
+    active deployments' images: looked at again just before each removal, so an app created
+    meanwhile keeps its image (the window left is one removal's)."""
+    with get_session() as db:
+        names = set(db.scalars(select(App.image).distinct())) - configured
+        in_flight = db.execute(
+            select(Deployment.pinned_image_id, Deployment.image_id).where(
+                Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES)
+            )
+        ).all()
+    found = {image_id for pair in in_flight for image_id in pair if image_id}
+    return found | {image_id for ref in names if (image_id := runtime.image_id(ref))}
 
 
 def _republish_routes() -> list[str]:
