@@ -35,6 +35,7 @@ from docker.errors import APIError, DockerException, NotFound
 from minipaas.runtime import image_turns, labels
 from minipaas.runtime.base import EngineUnavailable, RuntimeFailure
 from minipaas.runtime.docker_runtime import DockerRuntime
+from minipaas.runtime.engine_errors import as_runtime_failure
 
 log = logging.getLogger(__name__)
 
@@ -351,9 +352,10 @@ def _open(runtime: DockerRuntime, name: str, build_key: str) -> str:
 
 def _close(api: docker.APIClient, network: StepNetwork) -> bool:
     """Removes the network's steps (running or not), then the network; True once gone."""
-    for container in step_containers(api, network):
-        with contextlib.suppress(NotFound):
-            api.remove_container(container["Id"], force=True)
+    with as_runtime_failure("removing a build's steps"):
+        for container in step_containers(api, network):
+            with contextlib.suppress(NotFound):
+                api.remove_container(container["Id"], force=True)
     try:
         api.remove_network(network.id)
     except NotFound:
@@ -368,8 +370,10 @@ def build_networks(runtime: DockerRuntime, build_key: str | None = None) -> list
     """This install's build networks that exist now (of one build, with `build_key`)."""
     wanted = [f"{k}={v}" for k, v in labels.instance_labels(runtime.instance_name).items()]
     wanted.append(labels.BUILD if build_key is None else f"{labels.BUILD}={build_key}")
+    with as_runtime_failure("listing build networks"):
+        listing = runtime.client.api.networks(filters={"label": wanted})
     found = []
-    for listed in runtime.client.api.networks(filters={"label": wanted}):
+    for listed in listing:
         stamped = listed.get("Labels") or {}
         if labels.made_by_another_install(stamped, runtime.install_id):
             continue

@@ -10,7 +10,6 @@ import tarfile
 import time
 from pathlib import Path
 
-from docker.errors import DockerException
 from sqlalchemy import func, insert, select
 
 from minipaas.clock import now
@@ -25,7 +24,7 @@ from minipaas.db.models import (
 )
 from minipaas.db.session import get_session
 from minipaas.runtime import get_runtime
-from minipaas.runtime.base import EngineUnavailable
+from minipaas.runtime.base import RuntimeFailure
 from minipaas.runtime.builder import (
     BuildResult,
     BuildSpec,
@@ -288,7 +287,7 @@ def end_abandoned_build(build_id: int, reason: str) -> bool:
         db.commit()
     # Its steps run on unwatched otherwise: they are the containers on the build's network
     # (an engine that cannot be asked now: remove_leftover_build_networks tries again)
-    with contextlib.suppress(DockerException, EngineUnavailable, OSError):
+    with contextlib.suppress(RuntimeFailure, OSError):
         close_build_networks(get_runtime(), naming.build_key(get_settings(), build_id))
     records.context_path(get_settings(), build_id).unlink(missing_ok=True)
     return True
