@@ -615,7 +615,11 @@ def test_a_builder_killed_mid_build_fails_the_build_and_ends_its_step(
 
     eventually(step_gone, timeout=20, message="the build step's container still runs")
     key = naming.build_key(stack.settings, answer.json()["id"])
-    assert not build_networks(get_runtime(), key), "the build's network is left"
+    eventually(
+        lambda: not build_networks(get_runtime(), key),
+        timeout=30,
+        message="the build's network is left",
+    )
     # supervisord started a new builder: the next build runs
     again = start_build(api, app_id, tar_bytes(scratch_context(f"after {app_name}\n")))
     assert again.status_code == 202, again.text

@@ -272,6 +272,8 @@ class _Watcher(threading.Thread):
                                 self.api.kill(container["Id"])
 
 
+# Tries at removing a build's network once its steps are gone (0.25 s apart)
+_NETWORK_REMOVAL_TRIES = 8
 # How the Linux bridges of build networks begin (no other interface's name does)
 BUILD_BRIDGE_PREFIX = "mpbuild-"
 # A step's container in these states may run (or is about to)
@@ -356,14 +358,20 @@ def _close(api: docker.APIClient, network: StepNetwork) -> bool:
         for container in step_containers(api, network):
             with contextlib.suppress(NotFound):
                 api.remove_container(container["Id"], force=True)
-    try:
-        api.remove_network(network.id)
-    except NotFound:
-        pass
-    except (DockerException, OSError) as exc:
-        log.warning("build network %s not removed yet: %s", network.name, exc)
-        return False
-    return True
+    # The engine lets go of a removed container's endpoint a moment later ("has active
+    # endpoints"): a few tries, then remove_leftover_build_networks' next pass
+    for attempt in range(_NETWORK_REMOVAL_TRIES):
+        try:
+            api.remove_network(network.id)
+            return True
+        except NotFound:
+            return True
+        except (DockerException, OSError) as exc:
+            if attempt + 1 == _NETWORK_REMOVAL_TRIES:
+                log.warning("build network %s not removed yet: %s", network.name, exc)
+            else:
+                time.sleep(0.25)
+    return False
 
 
 def build_networks(runtime: DockerRuntime, build_key: str | None = None) -> list[BuildNetwork]:
