@@ -16,7 +16,7 @@ from minipaas.metrics import HTTP_REQUESTS
 
 
 def _counted(route: str, status: str) -> float:
-    return HTTP_REQUESTS.labels("GET", route, status)._value.get()
+    return float(HTTP_REQUESTS.labels("GET", route, status)._value.get())
 
 
 @pytest.fixture
