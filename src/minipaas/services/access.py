@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, select
+from sqlalchemy import BindParameter, Select, select
 from sqlalchemy.orm import Session
 
 from minipaas.db.models import App, User
@@ -14,8 +14,9 @@ def readable_apps(user: User) -> Select[App]:
     return apps_visible_to(user.id, is_admin=user.is_admin)
 
 
-def apps_visible_to(user_id: int, *, is_admin: bool) -> Select[App]:
-    """readable_apps, for a caller known by id and role (a checked token, no User object)."""
+def apps_visible_to(user_id: int | BindParameter[int], *, is_admin: bool) -> Select[App]:
+    """readable_apps, for a caller known by id and role (a checked token, no User object);
+    the id may be a parameter, for a statement built once and run for many callers."""
     statement = select(App)
     if not is_admin:
         statement = statement.where(App.owner_id == user_id)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, Select, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
@@ -64,21 +65,38 @@ def get_visible_app(*, db: Session, user: User, app_id: int) -> App:
 _PAGE_COLUMNS = (*APP_COLUMNS, func.count().over().label("total"))
 
 
+@dataclass(frozen=True)
+class _PageStatements:
+    page: Select[Any]
+    total: Select[Any]
+
+
+@lru_cache(maxsize=2)
+def _page_statements(is_admin: bool) -> _PageStatements:
+    """Built once per role, with the caller, limit and offset as parameters: building the
+    statement and its cache key on every request took ~4% of a page of 200's CPU."""
+    visible = apps_visible_to(bindparam("user_id"), is_admin=is_admin)
+    page = visible.with_only_columns(*_PAGE_COLUMNS).order_by(App.id)
+    return _PageStatements(
+        page=page.limit(bindparam("limit")).offset(bindparam("offset")),
+        total=select(func.count()).select_from(visible.subquery()),
+    )
+
+
 def list_apps(
     connection: Connection, *, user_id: int, is_admin: bool, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the apps the user may see, as column values by name (no ORM objects: for
     200 apps building them took longer than the query), and their total."""
-    visible = apps_visible_to(user_id, is_admin=is_admin)
-    page = visible.with_only_columns(*_PAGE_COLUMNS).order_by(App.id).limit(limit).offset(offset)
-    result = connection.execute(page)  # Core rows: no ORM result machinery
+    statements = _page_statements(is_admin)
+    params = {"user_id": user_id, "limit": limit, "offset": offset}
+    result = connection.execute(statements.page, params)  # Core rows: no ORM machinery
     names = list(result.keys())[:-1]  # all but the last column, the total
     rows = result.all()
     if rows:
         return [dict(zip(names, row, strict=False)) for row in rows], rows[0][-1]
     # Past the end (or nothing visible): no row carried the total
-    total = connection.scalar(select(func.count()).select_from(visible.subquery())) or 0
-    return [], total
+    return [], connection.scalar(statements.total, params) or 0
 
 
 def _check_host_is_not_the_platforms(settings: Settings, name: str) -> None:
