@@ -9,6 +9,7 @@ Usage: .venv/bin/python bench/parallel_deploys.py [--apps 10] [--workers 1 2] [-
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import socket
 import sys
@@ -25,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support import stack as test_stack
 from tests.support.flows import create_app
 from tests.support.images import HELLO_V1
+
+from minipaas.host.service_exec import group_members, recorded_group
+from minipaas.host.supervisor import Supervisor
 
 # At most this many deploy requests in flight at once (as that many clients would send them)
 SENDERS = 10
@@ -94,10 +98,33 @@ def _chunks(items: list[int], count: int) -> list[list[int]]:
     return [items[start::count] for start in range(count) if items[start::count]]
 
 
+def _api_cpu_seconds(stack: test_stack.Stack) -> float:
+    """CPU used so far by the API's server processes."""
+    pgid = recorded_group(Supervisor(stack.settings).group_file("api"))
+    used = 0.0
+    for pid in group_members(pgid) if pgid is not None else []:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        used += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def _database_sessions() -> int:
+    """Connections PostgreSQL has accepted so far (each costs it a backend's start)."""
+    from minipaas.db.session import read_engine
+
+    with read_engine().connect() as connection:
+        statement = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        return int(connection.exec_driver_sql(statement).scalar() or 0)
+
+
 def _measure(stack: test_stack.Stack, apps: int) -> tuple[list[float], float]:
     """Returns when each app served, and when the last deploy request was answered."""
     with httpx.Client(base_url=stack.api_url, headers=stack.admin_headers, timeout=30) as api:
         made = [create_app(api, f"par-{n}", HELLO_V1) for n in range(apps)]
+    cpu_before, sessions_before = _api_cpu_seconds(stack), _database_sessions()
 
     def send(app_ids: Iterable[int]) -> float:
         with httpx.Client(base_url=stack.api_url, headers=stack.admin_headers, timeout=60) as c:
@@ -115,8 +142,15 @@ def _measure(stack: test_stack.Stack, apps: int) -> tuple[list[float], float]:
             app["name"]: _host_check(port, f"{app['name']}.{stack.settings.apps_domain}")
             for app in made
         }
+        last_answer = max(sending)  # the requests' own cost, before the apps' polling adds
+        api_cpu = _api_cpu_seconds(stack) - cpu_before
+        sessions = _database_sessions() - sessions_before - 1  # this reading's own
         times = serving_times(checks, started)
-        last_answer = max(sending)
+    print(
+        f"  {apps} deploy requests ({SENDERS} clients): API CPU {api_cpu / apps * 1000:.1f} ms "
+        f"per request; {sessions} PostgreSQL connection(s) opened meanwhile (API and workers)",
+        flush=True,
+    )
     return times, last_answer
 
 
