@@ -144,7 +144,7 @@ def _measure(stack: test_stack.Stack, apps: int) -> tuple[list[float], float]:
         }
         last_answer = max(sending)  # the requests' own cost, before the apps' polling adds
         api_cpu = _api_cpu_seconds(stack) - cpu_before
-        sessions = _database_sessions() - sessions_before - 1  # this reading's own
+        sessions = _database_sessions() - sessions_before
         times = serving_times(checks, started)
     print(
         f"  {apps} deploy requests ({SENDERS} clients): API CPU {api_cpu / apps * 1000:.1f} ms "

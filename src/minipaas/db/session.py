@@ -25,7 +25,7 @@ PING_IDLE_SECONDS = 1.0
 # own, so a process keeps what it commonly needs, not its peak; a pool only grows to what
 # was used at once. A write needs two at its end (its own session and the audit outcome's):
 # with 4 kept, 50 deploy requests from 10 clients made PostgreSQL start ~24 backends, and
-# cost the API ~13-18 ms of CPU each; with 8 kept, 2-6 backends and ~10 ms.
+# cost the API ~13-18 ms of CPU each; with 8 kept, 1-5 backends and ~10 ms.
 POOL_SIZE = 8
 POOL_OVERFLOW = 12
 # Reads (the API's GET requests) have a pool of their own. Opening a connection costs more
