@@ -61,7 +61,9 @@ class PlatformAPI(FastAPI):
     load balancers call it many times a second for a fixed answer, which the framework's
     per-request work took five times the CPU of (bench/api_throughput.py). The answer is the
     route's own (health.LIVENESS), with the request id, the access line and the metrics of
-    every other request; the route stays for the schema and for any other method."""
+    every other request; the route stays for the schema and for any other method. FastAPI's
+    OpenTelemetry wrapper (on only with a provider, which the platform configures none of)
+    does not see these requests."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
