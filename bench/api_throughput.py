@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+from bench.process_cpu import cpu_of  # noqa: E402
 from tests.support.images import HELLO_V1  # noqa: E402
 from tests.support.stack import Stack, free_port, running_stack  # noqa: E402
 
@@ -99,16 +100,8 @@ class Target:
 # --- processes ------------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu_of_group(pgid: int) -> dict[int, float]:
-    return _cpu_of(group_members(pgid))
+    return cpu_of(group_members(pgid))
 
 
 def _with_children(parent: int) -> list[int]:
@@ -119,10 +112,6 @@ def _with_children(parent: int) -> list[int]:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
                 found.append(int(stat.parent.name))
     return found
-
-
-def _cpu_of(pids: list[int]) -> dict[int, float]:
-    return {pid: _cpu_seconds(pid) for pid in pids}
 
 
 def _served_by_pid(metrics_dir: Path | None) -> dict[int, float]:
@@ -215,7 +204,7 @@ def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict[st
 def measure(target: Target, script: Path, args: argparse.Namespace) -> Sample:
     run_wrk(target.url, script, args.connections, args.warmup_seconds)
     cpu_before = _cpu_of_group(target.pgid)
-    around_before = {name: _cpu_of(pids()) for name, pids in target.around.items()}
+    around_before = {name: cpu_of(pids()) for name, pids in target.around.items()}
     served_before = _served_by_pid(target.metrics_dir)
     result = run_wrk(target.url, script, args.connections, args.duration)
     return Sample(
@@ -226,7 +215,7 @@ def measure(target: Target, script: Path, args: argparse.Namespace) -> Sample:
         errors=int(result["errors"] + result["non2xx"]),
         cpu=_delta(_cpu_of_group(target.pgid), cpu_before),
         around={
-            name: sum(_delta(_cpu_of(pids()), around_before[name]).values())
+            name: sum(_delta(cpu_of(pids()), around_before[name]).values())
             for name, pids in target.around.items()
         },
         served=_delta(_served_by_pid(target.metrics_dir), served_before),

@@ -9,7 +9,6 @@ Usage: .venv/bin/python bench/parallel_deploys.py [--apps 10] [--workers 1 2] [-
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import socket
 import sys
@@ -23,6 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.process_cpu import cpu_of
 from tests.support import stack as test_stack
 from tests.support.flows import create_app
 from tests.support.images import HELLO_V1
@@ -101,14 +101,7 @@ def _chunks(items: list[int], count: int) -> list[list[int]]:
 def _api_cpu_seconds(stack: test_stack.Stack) -> float:
     """CPU used so far by the API's server processes."""
     pgid = recorded_group(Supervisor(stack.settings).group_file("api"))
-    used = 0.0
-    for pid in group_members(pgid) if pgid is not None else []:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # ended meanwhile
-        used += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return used
+    return sum(cpu_of(group_members(pgid)).values()) if pgid is not None else 0.0
 
 
 def _database_sessions() -> int:

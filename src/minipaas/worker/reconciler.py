@@ -423,12 +423,7 @@ def _collect_unused_images() -> list[str]:
             )
         ).subquery()
         rows = db.execute(select(ranked.c.image_id, ranked.c.rank)).all()
-        configured = set(db.scalars(select(App.image).distinct()))
-        in_flight = db.execute(
-            select(Deployment.pinned_image_id, Deployment.image_id).where(
-                Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES)
-            )
-        ).all()
+        configured, in_flight = _images_named(db)
         pulled = images.pulled_before(db, datetime.now(UTC) - PULL_GRACE)
         recent = {image_id for image_id, rank in rows if rank <= keep_count}
         old = {image_id for image_id, rank in rows if rank > keep_count} - recent
@@ -437,7 +432,7 @@ def _collect_unused_images() -> list[str]:
     if not candidates:
         return []
     keep = recent | runtime.images_in_use() | build_recovery.recent_build_image_ids()
-    keep |= {image_id for pair in in_flight for image_id in pair if image_id}
+    keep |= in_flight
     keep |= {image_id for ref in configured if (image_id := runtime.image_id(ref))}
     actions, gone = [], []
     for image_id in sorted(candidates - keep):
@@ -460,14 +455,20 @@ def _named_since(configured: set[str], runtime: DockerRuntime) -> set[str]:
     active deployments' images: looked at again just before each removal, so an app created
     meanwhile keeps its image (the window left is one removal's)."""
     with get_session() as db:
-        names = set(db.scalars(select(App.image).distinct())) - configured
-        in_flight = db.execute(
-            select(Deployment.pinned_image_id, Deployment.image_id).where(
-                Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES)
-            )
-        ).all()
-    found = {image_id for pair in in_flight for image_id in pair if image_id}
-    return found | {image_id for ref in names if (image_id := runtime.image_id(ref))}
+        names, in_flight = _images_named(db)
+    new_names = names - configured
+    return in_flight | {image_id for ref in new_names if (image_id := runtime.image_id(ref))}
+
+
+def _images_named(db: Session) -> tuple[set[str], set[str]]:
+    """The image references apps name, and the image ids active deployments run."""
+    configured = set(db.scalars(select(App.image).distinct()))
+    in_flight = db.execute(
+        select(Deployment.pinned_image_id, Deployment.image_id).where(
+            Deployment.status.in_(ACTIVE_DEPLOYMENT_STATUSES)
+        )
+    ).all()
+    return configured, {image_id for pair in in_flight for image_id in pair if image_id}
 
 
 def _republish_routes() -> list[str]:
