@@ -9,6 +9,10 @@ by minipaas.host.lifeline). Targets alternate within each round; the median roun
 Also printed: the CPU each server process used and (for the API) how many requests each
 answered, from its Prometheus counters: the work must be spread over the processes.
 
+`--driver-floor` adds a second floor whose statement runs on the driver's cursor rather than
+through SQLAlchemy's execute, as the API's token and page reads do (db.driver_reads); the
+goal's ratio stays against the first floor, the one it was set against.
+
 `--compare-src DIR` also starts `python -m minipaas api` (uvicorn --workers 2) from another
 source tree (e.g. `git archive HEAD src | tar -x -C DIR`) against the same database, so
 before and after are measured side by side.
@@ -303,7 +307,7 @@ def report(targets: list[Target], args: argparse.Namespace) -> None:
             for other in target.around:
                 used = sum(sample.around[other] for sample in target.samples[name])
                 parts.append(f"{other}: {used:.1f} s")
-            print(f"  {target.name:<9}{name:<22}" + "; ".join(parts))
+            print(f"  {target.name:<10}{name:<22}" + "; ".join(parts))
 
 
 def main() -> None:
@@ -316,6 +320,11 @@ def main() -> None:
     parser.add_argument("--compare-src", type=Path, help="another tree's src/ to run beside")
     parser.add_argument(
         "--api-processes", type=int, help="API_PROCESSES of the platform (and of the floor)"
+    )
+    parser.add_argument(
+        "--driver-floor",
+        action="store_true",
+        help="also a floor whose statement runs on the driver's cursor (bench/api_floor.py)",
     )
     args = parser.parse_args()
     if args.api_processes:
@@ -344,13 +353,16 @@ def main() -> None:
         api_metrics = settings.run_dir / "metrics"
         targets = [Target("api", stack.api_url, api_pgid, api_metrics, around=around)]
         processes = process_count(settings.api_processes)
-        floor_port = free_port()
-        floor_url = f"http://127.0.0.1:{floor_port}"
-        floor_command = [sys.executable, "-m", "minipaas.host.lifeline", "--port", str(floor_port)]
-        floor_command += ["--app", "bench.api_floor:create_floor_app"]
-        floor_command += ["--processes", str(processes)]
-        pgid = servers.enter_context(server(floor_command, floor_url, {"PYTHONPATH": str(ROOT)}))
-        targets.append(Target("floor", floor_url, pgid))
+        floors = [("floor", "0")] + ([("drv floor", "1")] if args.driver_floor else [])
+        for name, on_driver in floors:
+            floor_port = free_port()
+            floor_url = f"http://127.0.0.1:{floor_port}"
+            floor_command = [sys.executable, "-m", "minipaas.host.lifeline"]
+            floor_command += ["--port", str(floor_port), "--processes", str(processes)]
+            floor_command += ["--app", "bench.api_floor:create_floor_app"]
+            env = {"PYTHONPATH": str(ROOT), "FLOOR_ON_DRIVER": on_driver}
+            pgid = servers.enter_context(server(floor_command, floor_url, env))
+            targets.append(Target(name, floor_url, pgid))
         if args.compare_src is not None:
             port = free_port()
             url = f"http://127.0.0.1:{port}"

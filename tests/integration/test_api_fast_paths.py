@@ -137,7 +137,7 @@ def test_rows_count_serving_replicas_as_the_router_does(app_name: str) -> None:
             db.expire_all()
             reloaded = db.get(App, app.id)
             assert reloaded is not None
-            row = app_row(db.execute(select(*APP_COLUMNS).where(App.id == app.id)).one())
+            row = app_row(db.execute(select(*APP_COLUMNS).where(App.id == app.id)).one()._mapping)
             from_row = json.loads(AppAnswer.dump_json(app_answers([row])[0]))
             from_orm = json.loads(AppOut.model_validate(reloaded).model_dump_json())
             assert from_row["replicas_serving"] == from_orm["replicas_serving"]

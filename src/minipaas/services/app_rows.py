@@ -7,9 +7,10 @@ directly (schemas._MaskedEnvOut).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, func, select
+from sqlalchemy import ColumnElement, func, select
 
 from minipaas.db.models import App, AppDomain, AppReplica
 
@@ -44,10 +45,9 @@ APP_COLUMNS: tuple[ColumnElement[Any], ...] = (
 APP_COLUMN_NAMES: tuple[str, ...] = tuple(str(column.key) for column in APP_COLUMNS)
 
 
-def app_row(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
+def app_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """The app's values out of a row that also holds other columns (not named as these)."""
-    mapping = row._mapping
-    return {name: mapping[name] for name in APP_COLUMN_NAMES}
+    return {name: row[name] for name in APP_COLUMN_NAMES}
 
 
 class EndpointValues(NamedTuple):

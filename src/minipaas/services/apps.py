@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from minipaas import security
 from minipaas.config import Settings, get_settings
+from minipaas.db.driver_reads import DriverRead
 from minipaas.db.models import App, PullPolicy, RunSettings, User
 from minipaas.router.route import is_platform_host
 from minipaas.services import certificates, quotas, validation
@@ -67,7 +68,7 @@ _PAGE_COLUMNS = (*APP_COLUMNS, func.count().over().label("total"))
 
 @dataclass(frozen=True)
 class _PageStatements:
-    page: Select[Any]
+    page: DriverRead
     total: Select[Any]
 
 
@@ -78,7 +79,7 @@ def _page_statements(is_admin: bool) -> _PageStatements:
     visible = apps_visible_to(bindparam("user_id"), is_admin=is_admin)
     page = visible.with_only_columns(*_PAGE_COLUMNS).order_by(App.id)
     return _PageStatements(
-        page=page.limit(bindparam("limit")).offset(bindparam("offset")),
+        page=DriverRead(page.limit(bindparam("limit")).offset(bindparam("offset"))),
         total=select(func.count()).select_from(visible.subquery()),
     )
 
@@ -90,9 +91,8 @@ def list_apps(
     200 apps building them took longer than the query), and their total."""
     statements = _page_statements(is_admin)
     params = {"user_id": user_id, "limit": limit, "offset": offset}
-    result = connection.execute(statements.page, params)  # Core rows: no ORM machinery
-    names = list(result.keys())[:-1]  # all but the last column, the total
-    rows = result.all()
+    rows = statements.page.all(connection, params)  # on the driver's cursor: no ORM, no Rows
+    names = statements.page.names[:-1]  # all but the last column, the total
     if rows:
         return [dict(zip(names, row, strict=False)) for row in rows], rows[0][-1]
     # Past the end (or nothing visible): no row carried the total

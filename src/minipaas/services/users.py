@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from minipaas import security
 from minipaas.clock import now
 from minipaas.config import get_settings
+from minipaas.db.driver_reads import DriverRead
 from minipaas.db.models import ApiToken, App, User, UserRole
 from minipaas.services.app_rows import APP_COLUMNS, app_row
 from minipaas.services.errors import Conflict, Forbidden, NotFound
@@ -81,6 +82,9 @@ _TOKEN_AND_APP_LOOKUP = _TOKEN_LOOKUP.add_columns(*APP_COLUMNS).outerjoin(
         or_(_USERS.c.role == UserRole.ADMIN, _APPS.c.owner_id == _USERS.c.id),
     ),
 )
+# Every request runs one of the two: on the driver's cursor (db.driver_reads)
+_TOKEN_READ = DriverRead(_TOKEN_LOOKUP)
+_TOKEN_AND_APP_READ = DriverRead(_TOKEN_AND_APP_LOOKUP)
 
 
 @dataclass(frozen=True)
@@ -111,30 +115,34 @@ def check_token(
     the same query reads that app when the user may see it."""
     connection = db.connection() if isinstance(db, Session) else db
     params: dict[str, Any] = {"digest": security.token_hash(token)}
-    if app_id is None:
-        row = connection.execute(_TOKEN_LOOKUP, params).first()
-    else:
-        row = connection.execute(_TOKEN_AND_APP_LOOKUP, params | {"app_id": app_id}).first()
-    if row is None:
+    lookup = _TOKEN_READ if app_id is None else _TOKEN_AND_APP_READ
+    if app_id is not None:
+        params["app_id"] = app_id
+    found = lookup.first(connection, params)
+    if found is None:
         return None
+    row = dict(zip(lookup.names, found, strict=True))
     moment = now()
-    if row.token_revoked_at is not None or row.user_disabled:
+    if row["token_revoked_at"] is not None or row["user_disabled"]:
         return None
-    if row.token_expires_at is not None and row.token_expires_at <= moment:
+    expires_at = row["token_expires_at"]
+    if expires_at is not None and expires_at <= moment:
         return None
-    last_used = row.token_last_used_at
+    last_used = row["token_last_used_at"]
     if last_used is None or moment - last_used > LAST_USED_RESOLUTION:
-        db.execute(update(ApiToken).where(ApiToken.id == row.token_id).values(last_used_at=moment))
+        db.execute(
+            update(ApiToken).where(ApiToken.id == row["token_id"]).values(last_used_at=moment)
+        )
         db.commit()
     return TokenCheck(
-        token_id=row.token_id,
-        token_expires_at=row.token_expires_at,
-        user_id=row.user_id,
-        username=row.user_username,
-        role=row.user_role,
-        disabled=row.user_disabled,
-        user_created_at=row.user_created_at,
-        app=app_row(row) if app_id is not None and row.id is not None else None,
+        token_id=row["token_id"],
+        token_expires_at=expires_at,
+        user_id=row["user_id"],
+        username=row["user_username"],
+        role=row["user_role"],
+        disabled=row["user_disabled"],
+        user_created_at=row["user_created_at"],
+        app=app_row(row) if app_id is not None and row["id"] is not None else None,
     )
 
 
