@@ -10,11 +10,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 
 from minipaas.api.app import create_app
 from minipaas.config import get_settings
-from minipaas.db.session import read_engine
 from minipaas.services import domains, routing
 from tests.support.flows import create_app as register_app
 from tests.support.flows import deploy
@@ -289,13 +288,13 @@ def test_listing_apps_reads_all_their_domains_in_one_query(
     def record(*args: Any) -> None:
         statements.append(str(args[2]))  # (conn, cursor, statement, ...)
 
-    engine = read_engine()  # GET requests read through it
-    event.listen(engine, "before_cursor_execute", record)
+    # Every engine's: GET requests read through the event loop's (async_read_engine)
+    event.listen(Engine, "before_cursor_execute", record)
     try:
         with TestClient(create_app(), headers=stack.admin_headers) as in_process:
             listed = in_process.get("/apps", params={"limit": 500})
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(Engine, "before_cursor_execute", record)
     assert listed.status_code == 200
     assert sum(len(app["domains"]) for app in listed.json()) >= 3
     assert len([s for s in statements if "FROM app_domains" in s]) == 1, statements

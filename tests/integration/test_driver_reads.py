@@ -1,9 +1,11 @@
-"""The hot reads run on the driver's cursor (db.driver_reads) return exactly what the same
-Core statements return through SQLAlchemy, value for value and type for type, and a database
-that goes away mid-read is SQLAlchemy's error, with the lost connection out of the pool."""
+"""The hot reads run on the driver's cursor (db.driver_reads), in a worker thread and on the
+event loop, return exactly what the same Core statements return through SQLAlchemy, value for
+value and type for type, and a database that goes away mid-read is SQLAlchemy's error, with
+the lost connection out of the pool."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -14,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from minipaas import security
 from minipaas.db.driver_reads import DriverRead
 from minipaas.db.models import AppStatus, PullPolicy, UserRole
-from minipaas.db.session import read_engine
+from minipaas.db.session import async_read_engine, close_async_read_engine, read_engine
 from minipaas.services import apps, users
 from tests.support.images import HELLO_V1
 from tests.support.stack import Stack
@@ -31,13 +33,24 @@ def _create(api: httpx.Client, member: Member, name: str, **extra: object) -> in
 
 
 def _same_rows(connection: Connection, read: DriverRead, params: dict[str, Any]) -> list[Any]:
+    """The rows on the driver, in a worker thread and on the event loop, equal Core's."""
     through_core = [tuple(row) for row in connection.execute(read.statement, params).all()]
     on_the_driver = read.all(connection, params)
-    assert on_the_driver == through_core
-    for core_row, driver_row in zip(through_core, on_the_driver, strict=True):
-        types = [type(value) for value in driver_row]
-        assert types == [type(value) for value in core_row], read.names
+    on_the_loop = asyncio.run(_on_the_loop(read, params))
+    for rows in (on_the_driver, on_the_loop):
+        assert rows == through_core
+        for core_row, driver_row in zip(through_core, rows, strict=True):
+            types = [type(value) for value in driver_row]
+            assert types == [type(value) for value in core_row], read.names
     return on_the_driver
+
+
+async def _on_the_loop(read: DriverRead, params: dict[str, Any]) -> list[Any]:
+    try:
+        async with async_read_engine().connect() as connection:
+            return await read.all_async(connection, params)
+    finally:
+        await close_async_read_engine()
 
 
 def test_driver_rows_equal_core_rows(stack: Stack, api: httpx.Client, app_name: str) -> None:
@@ -96,3 +109,21 @@ def test_a_lost_connection_is_sqlalchemys_error_and_leaves_the_pool(stack: Stack
         assert victim.invalidated
     with read_engine().connect() as fresh:  # the pool hands out a working connection
         assert users._TOKEN_READ.first(fresh, {"digest": digest}) is not None
+    asyncio.run(_lost_on_the_loop(digest))
+
+
+async def _lost_on_the_loop(digest: str) -> None:
+    """The same on the event loop's pool (async_read_engine)."""
+    try:
+        async with async_read_engine().connect() as victim:
+            assert await users._TOKEN_READ.first_async(victim, {"digest": digest}) is not None
+            backend = (await victim.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            with read_engine().connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+            with pytest.raises(OperationalError):
+                await users._TOKEN_READ.first_async(victim, {"digest": digest})
+            assert victim.invalidated
+        async with async_read_engine().connect() as fresh:
+            assert await users._TOKEN_READ.first_async(fresh, {"digest": digest}) is not None
+    finally:
+        await close_async_read_engine()

@@ -7,6 +7,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from minipaas import __version__, logs, metrics
 from minipaas.api.routes import apps, builds, cluster, domains, health, traffic, users
 from minipaas.api.routes import metrics as platform_metrics
-from minipaas.db.session import get_session
+from minipaas.db.session import close_async_read_engine, get_session
 from minipaas.host.lifeline import die_with_parent
 from minipaas.services import audit
 from minipaas.services.errors import (
@@ -83,6 +85,7 @@ def create_app() -> FastAPI:
         # Each uvicorn worker process builds the app: none outlives a killed master
         die_with_parent()
     app = PlatformAPI(
+        lifespan=_lifespan,
         title="mini-paas",
         version=__version__,
         description="Register apps, deploy them as containers, reach them at /apps/{id}/.",
@@ -105,6 +108,12 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(ForwardedPrefixMiddleware)  # outermost: the log sees the prefix
     return app
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+    await close_async_read_engine()  # its connections belong to this event loop
 
 
 def dashboard() -> FileResponse:

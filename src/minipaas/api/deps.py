@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from minipaas.db.models import App, User
-from minipaas.db.session import get_session, new_read_session, new_session, read_engine
+from minipaas.db.session import (
+    async_read_engine,
+    get_session,
+    new_read_session,
+    new_session,
+    read_engine,
+)
 from minipaas.services import apps, audit, auth_throttle, users
 from minipaas.services.errors import Forbidden, NotFound, Unauthorized
 
@@ -74,7 +80,21 @@ async def _token_check(request: Request) -> users.TokenCheck:
     own, which a GET of one app needs for nothing else (no ORM session to set up and close)."""
     check: users.TokenCheck | None = getattr(request.state, "token_check", None)
     if check is None:
-        check = await run_in_threadpool(_authenticate_alone, request)
+        check = await _authenticated(request)
+    return check
+
+
+async def _authenticated(request: Request, app_id: int | None = None) -> users.TokenCheck:
+    """_authenticate_alone: a read (GET, HEAD) on the event loop, with no worker thread; a
+    write in a worker thread, as it opens its audit event with the ORM."""
+    if request.method not in READ_METHODS:
+        return await run_in_threadpool(_authenticate_alone, request, app_id)
+    wanted = app_id or _app_id(request.path_params.get("app_id"))
+    async with async_read_engine().connect() as connection:
+        check = await users.check_token_async(connection, _bearer(request), wanted)
+    if check is None:  # the connection is back first: the throttle may wait on Redis
+        await run_in_threadpool(_refuse, request)
+    _remember(request, check, wanted)
     return check
 
 
@@ -101,17 +121,24 @@ def _check_bearer(
     """The token's values, kept on the request, or None when it is not valid. A route under
     /apps/{app_id} reads that app next (_visible_app_row): the token's query reads it too,
     one round trip instead of two."""
+    check = users.check_token(db, _bearer(request), app_id)
+    if check is not None:
+        _remember(request, check, app_id)
+    return check
+
+
+def _bearer(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    bearer = token.strip() if scheme.lower() == "bearer" else ""
-    check = users.check_token(db, bearer, app_id)
-    if check is None:
-        return None
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _remember(request: Request, check: users.TokenCheck, app_id: int | None) -> None:
+    """The checked token's values on the request, for the dependencies and the log after."""
     request.state.token_check = check
     request.state.caller = users.Caller(check.user_id, check.username, check.token_expires_at)
     if app_id is not None:
         visible: AppRow | NotFound = check.app or NotFound(f"app {app_id} does not exist")
         request.state.visible_app = (app_id, visible)
-    return check
 
 
 def _refuse(request: Request) -> NoReturn:
@@ -205,7 +232,7 @@ async def _visible_app_row(
     prefetched: tuple[int, AppRow | NotFound] | None = getattr(request.state, "visible_app", None)
     if prefetched is None or prefetched[0] != app_id:
         # An id written another way ("+5"): read with the token again, by the parsed id
-        await run_in_threadpool(_authenticate_alone, request, app_id)
+        await _authenticated(request, app_id)
         prefetched = request.state.visible_app
     if isinstance(prefetched[1], NotFound):
         raise prefetched[1]

@@ -26,6 +26,7 @@ import psycopg
 from sqlalchemy import Connection, Enum, Select
 from sqlalchemy.engine import Compiled
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 Row = tuple[Any, ...]
 
@@ -44,6 +45,32 @@ class DriverRead:
         ]
         self._compiled: tuple[str, Compiled] | None = None
 
+    async def all_async(self, connection: AsyncConnection, params: Mapping[str, Any]) -> list[Row]:
+        """all() on the event loop (db.session.async_read_engine)."""
+        sync = connection.sync_connection
+        assert sync is not None  # started: `async with engine.connect()`
+        # Checked out already: its driver connection, with no greenlet switch for it
+        fairy = sync.connection if not sync.invalidated else await connection.get_raw_connection()
+        sql, values = self._bound(sync, params)
+        driver: psycopg.AsyncConnection[Row] = fairy.driver_connection  # type: ignore[assignment]
+        try:
+            async with driver.cursor() as cursor:
+                _announce(sync, cursor, sql, values)
+                await cursor.execute(sql, values)
+                rows = await cursor.fetchall()
+        except psycopg.Error as exc:
+            lost = _lost(sync, exc, fairy)
+            if lost:
+                await connection.invalidate(exc)
+            raise _sqlalchemy_error(sync, exc, sql, values, lost) from exc
+        return self._converted(rows)
+
+    async def first_async(
+        self, connection: AsyncConnection, params: Mapping[str, Any]
+    ) -> Row | None:
+        rows = await self.all_async(connection, params)
+        return rows[0] if rows else None
+
     def all(self, connection: Connection, params: Mapping[str, Any]) -> list[Row]:
         return self._run(connection, params, lambda cursor: cursor.fetchall())
 
@@ -59,33 +86,33 @@ class DriverRead:
         params: Mapping[str, Any],
         fetch: Callable[[psycopg.Cursor[Row]], list[Row]],
     ) -> list[Row]:
+        sql, values = self._bound(connection, params)
+        fairy = connection.connection
+        driver: psycopg.Connection[Row] = fairy.driver_connection  # type: ignore[assignment]
+        try:
+            with driver.cursor() as cursor:
+                _announce(connection, cursor, sql, values)
+                cursor.execute(sql, values)
+                rows = fetch(cursor)
+        except psycopg.Error as exc:
+            lost = _lost(connection, exc, fairy)
+            if lost:
+                connection.invalidate(exc)
+            raise _sqlalchemy_error(connection, exc, sql, values, lost) from exc
+        return self._converted(rows)
+
+    def _bound(
+        self, connection: Connection, params: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """The SQL and its parameters as SQLAlchemy would bind them (enums by value)."""
         sql, compiled = self._compile(connection)
         values = {
             name: value.value if isinstance(value, enum.Enum) else value
             for name, value in (compiled.construct_params(dict(params)) or {}).items()
         }
-        fairy = connection.connection
-        driver: psycopg.Connection[Row] = fairy.driver_connection  # type: ignore[assignment]
-        try:
-            with driver.cursor() as cursor:
-                # Listeners (echo, tests counting statements) still see it go out
-                connection.dispatch.before_cursor_execute(
-                    connection, cursor, sql, values, None, False
-                )
-                cursor.execute(sql, values)
-                rows = fetch(cursor)
-        except psycopg.Error as exc:
-            lost = connection.dialect.is_disconnect(exc, fairy.dbapi_connection, None)  # type: ignore[arg-type]
-            if lost:
-                connection.invalidate(exc)
-            raise DBAPIError.instance(
-                sql,
-                values,
-                exc,
-                psycopg.Error,
-                connection_invalidated=lost,
-                dialect=connection.dialect,
-            ) from exc
+        return sql, values
+
+    def _converted(self, rows: list[Row]) -> list[Row]:
         return [self._with_members(row) for row in rows] if self._members else rows
 
     def _with_members(self, row: Row) -> Row:
@@ -100,3 +127,21 @@ class DriverRead:
             compiled = self.statement.compile(dialect=connection.dialect)
             self._compiled = (str(compiled), compiled)
         return self._compiled
+
+
+def _announce(connection: Connection, cursor: Any, sql: str, values: dict[str, Any]) -> None:
+    """Listeners (echo, tests counting statements) still see the statement go out."""
+    connection.dispatch.before_cursor_execute(connection, cursor, sql, values, None, False)
+
+
+def _lost(connection: Connection, exc: psycopg.Error, fairy: Any) -> bool:
+    return bool(connection.dialect.is_disconnect(exc, fairy.dbapi_connection, None))  # type: ignore[arg-type]
+
+
+def _sqlalchemy_error(
+    connection: Connection, exc: psycopg.Error, sql: str, values: dict[str, Any], lost: bool
+) -> BaseException:
+    """The sqlalchemy.exc class SQLAlchemy's own execute would raise (OperationalError...)."""
+    return DBAPIError.instance(
+        sql, values, exc, psycopg.Error, connection_invalidated=lost, dialect=connection.dialect
+    )

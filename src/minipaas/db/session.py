@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -12,6 +14,7 @@ from pydantic_core import from_json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
@@ -44,18 +47,25 @@ def get_engine() -> Engine:
 
 
 def _engine(**options: Any) -> Engine:
-    engine = create_engine(
-        get_settings().database_url,
-        # JSON columns decoded by pydantic-core's parser: the stdlib's cost ~7% of the API's
-        # time on a page of 200 apps (two JSON columns a row)
-        json_deserializer=from_json,
-        # The most recently used connection first: a light load keeps reusing a few, which
-        # stay warm and skip the ping, while the rest wait as spares
-        pool_use_lifo=True,
-        connect_args={"connect_timeout": 5},
-        **options,
-    )
-    return _watch_idle(engine)
+    return _watch_idle(create_engine(get_settings().database_url, **_COMMON, **options))
+
+
+_COMMON: dict[str, Any] = {
+    # JSON columns decoded by pydantic-core's parser: the stdlib's cost ~7% of the API's
+    # time on a page of 200 apps (two JSON columns a row)
+    "json_deserializer": from_json,
+    # The most recently used connection first: a light load keeps reusing a few, which
+    # stay warm and skip the ping, while the rest wait as spares
+    "pool_use_lifo": True,
+    "connect_args": {"connect_timeout": 5},
+}
+# read_engine()'s settings: autocommit, nothing to reset when a connection comes back
+_READS: dict[str, Any] = {
+    "pool_size": READ_POOL_SIZE,
+    "max_overflow": READ_POOL_OVERFLOW,
+    "isolation_level": "AUTOCOMMIT",
+    "pool_reset_on_return": None,
+}
 
 
 def _note_idle(_: DBAPIConnection, record: ConnectionPoolEntry) -> None:
@@ -99,12 +109,35 @@ def read_engine() -> Engine:
     no BEGIN, no ROLLBACK when a connection comes back, and no switch of the isolation level
     on every checkout (execution_options(isolation_level=...) on the main pool cost ~140 us
     of CPU per request)."""
-    return _engine(
-        pool_size=READ_POOL_SIZE,
-        max_overflow=READ_POOL_OVERFLOW,
-        isolation_level="AUTOCOMMIT",
-        pool_reset_on_return=None,  # nothing to roll back in autocommit
-    )
+    return _engine(**_READS)
+
+
+# One per event loop: an asyncio pool's connections belong to the loop that opened them (an
+# API process has one loop; each TestClient runs its own)
+_ASYNC_READ_ENGINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def async_read_engine() -> AsyncEngine:
+    """read_engine() for the event loop itself: the API's hottest reads (the token, one app, a
+    page of apps) run on the loop with no hop to a worker thread. Under load those hops made
+    worker threads and the loop fight over the GIL, and a request whose thread lost that
+    fight for seconds (1-4 s, the p99 of `make bench`) while the others went on."""
+    loop = asyncio.get_running_loop()
+    engine = _ASYNC_READ_ENGINES.get(loop)
+    if engine is None:
+        engine = create_async_engine(get_settings().database_url, **_COMMON, **_READS)
+        _watch_idle(engine.sync_engine)
+        _ASYNC_READ_ENGINES[loop] = engine
+    return engine
+
+
+async def close_async_read_engine() -> None:
+    """The running loop's connections closed (the API's shutdown), not left to the collector."""
+    engine = _ASYNC_READ_ENGINES.pop(asyncio.get_running_loop(), None)
+    if engine is not None:
+        await engine.dispose()
 
 
 def new_read_session() -> Session:
@@ -128,6 +161,7 @@ def forget_engines() -> None:
             engine().dispose()
         engine.cache_clear()
     _session_factory.cache_clear()
+    _ASYNC_READ_ENGINES.clear()  # each loop makes a new one; the old ones close with it
 
 
 @contextmanager

@@ -7,8 +7,9 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, func, select, text, update
+from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from minipaas import security
@@ -84,19 +85,20 @@ def _page_statements(is_admin: bool) -> _PageStatements:
     )
 
 
-def list_apps(
-    connection: Connection, *, user_id: int, is_admin: bool, limit: int, offset: int
+async def list_apps(
+    connection: AsyncConnection, *, user_id: int, is_admin: bool, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the apps the user may see, as column values by name (no ORM objects: for
-    200 apps building them took longer than the query), and their total."""
+    200 apps building them took longer than the query), and their total. On the event loop
+    (db.session.async_read_engine), on the driver's cursor: no ORM, no Rows."""
     statements = _page_statements(is_admin)
     params = {"user_id": user_id, "limit": limit, "offset": offset}
-    rows = statements.page.all(connection, params)  # on the driver's cursor: no ORM, no Rows
+    rows = await statements.page.all_async(connection, params)
     names = statements.page.names[:-1]  # all but the last column, the total
     if rows:
         return [dict(zip(names, row, strict=False)) for row in rows], rows[0][-1]
     # Past the end (or nothing visible): no row carried the total
-    return [], connection.scalar(statements.total, params) or 0
+    return [], await connection.scalar(statements.total, params) or 0
 
 
 def _check_host_is_not_the_platforms(settings: Settings, name: str) -> None:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Select, Update, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from minipaas import security
@@ -114,27 +115,51 @@ def check_token(
     expired token, or a disabled user, is refused on the very next request). With `app_id`,
     the same query reads that app when the user may see it."""
     connection = db.connection() if isinstance(db, Session) else db
+    lookup, params = _lookup(token, app_id)
+    check, touch = _checked(lookup, lookup.first(connection, params), app_id)
+    if touch is not None:
+        db.execute(touch)
+        db.commit()
+    return check
+
+
+async def check_token_async(
+    connection: AsyncConnection, token: str, app_id: int | None = None
+) -> TokenCheck | None:
+    """check_token() on the event loop, on an autocommit connection (async_read_engine)."""
+    lookup, params = _lookup(token, app_id)
+    check, touch = _checked(lookup, await lookup.first_async(connection, params), app_id)
+    if touch is not None:
+        await connection.execute(touch)
+    return check
+
+
+def _lookup(token: str, app_id: int | None) -> tuple[DriverRead, dict[str, Any]]:
     params: dict[str, Any] = {"digest": security.token_hash(token)}
-    lookup = _TOKEN_READ if app_id is None else _TOKEN_AND_APP_READ
-    if app_id is not None:
-        params["app_id"] = app_id
-    found = lookup.first(connection, params)
+    if app_id is None:
+        return _TOKEN_READ, params
+    return _TOKEN_AND_APP_READ, params | {"app_id": app_id}
+
+
+def _checked(
+    lookup: DriverRead, found: tuple[Any, ...] | None, app_id: int | None
+) -> tuple[TokenCheck | None, Update | None]:
+    """The check, and the write of the token's last use when it is due (at most once a
+    LAST_USED_RESOLUTION, not on every request)."""
     if found is None:
-        return None
+        return None, None
     row = dict(zip(lookup.names, found, strict=True))
     moment = now()
     if row["token_revoked_at"] is not None or row["user_disabled"]:
-        return None
+        return None, None
     expires_at = row["token_expires_at"]
     if expires_at is not None and expires_at <= moment:
-        return None
+        return None, None
     last_used = row["token_last_used_at"]
+    touch = None
     if last_used is None or moment - last_used > LAST_USED_RESOLUTION:
-        db.execute(
-            update(ApiToken).where(ApiToken.id == row["token_id"]).values(last_used_at=moment)
-        )
-        db.commit()
-    return TokenCheck(
+        touch = update(ApiToken).where(ApiToken.id == row["token_id"]).values(last_used_at=moment)
+    check = TokenCheck(
         token_id=row["token_id"],
         token_expires_at=expires_at,
         user_id=row["user_id"],
@@ -144,6 +169,7 @@ def check_token(
         user_created_at=row["user_created_at"],
         app=app_row(row) if app_id is not None and row["id"] is not None else None,
     )
+    return check, touch
 
 
 def authenticate(*, db: Session, token: str, app_id: int | None = None) -> Authenticated | None:

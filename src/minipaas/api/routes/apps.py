@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -43,7 +43,7 @@ from minipaas.api.schemas import (
 )
 from minipaas.config import get_settings
 from minipaas.db.models import ActionStatus, App, Deployment, User
-from minipaas.db.session import get_session, read_engine
+from minipaas.db.session import async_read_engine, get_session
 from minipaas.services import (
     app_actions,
     apps,
@@ -56,7 +56,6 @@ from minipaas.services import (
 from minipaas.services.deployments import cancellation, dispatch, events, records
 from minipaas.services.errors import NotFound
 from minipaas.services.state import Action
-from minipaas.services.users import TokenCheck
 
 collection = APIRouter(prefix="/apps", tags=["apps"])
 # Every route under /apps/{app_id} checks first that the caller may see the app (else 404)
@@ -133,18 +132,14 @@ def create_app(body: AppCreate, user: CurrentUser, db: SessionDep) -> AppWritten
 @collection.get("", response_model=list[AppOut], responses=errors())
 async def list_apps(caller: TokenChecked, limit: Limit = 50, offset: Offset = 0) -> Response:
     """List the apps the caller may see, oldest first; the total is in X-Total-Count."""
-    rows, total = await run_in_threadpool(_app_page, caller, limit, offset)
+    # A pooled connection on the event loop, no ORM session: a page needs none of its machinery
+    async with async_read_engine().connect() as connection:
+        rows, total = await apps.list_apps(
+            connection, user_id=caller.user_id, is_admin=caller.is_admin, limit=limit, offset=offset
+        )
     # Dumped by pydantic-core in AppOut's shape; FastAPI would validate each row twice
     body = AppListAnswer.dump_json(app_answers(rows))
     return Response(body, media_type="application/json", headers={"X-Total-Count": str(total)})
-
-
-def _app_page(caller: TokenCheck, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-    # A pooled connection, no ORM session: a page of 200 needs none of its machinery
-    with read_engine().connect() as connection:
-        return apps.list_apps(
-            connection, user_id=caller.user_id, is_admin=caller.is_admin, limit=limit, offset=offset
-        )
 
 
 @item.get("", response_model=AppOut, responses=errors(*APP_ITEM))
