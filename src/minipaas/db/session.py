@@ -127,7 +127,10 @@ def async_read_engine() -> AsyncEngine:
     loop = asyncio.get_running_loop()
     engine = _ASYNC_READ_ENGINES.get(loop)
     if engine is None:
-        engine = create_async_engine(get_settings().database_url, **_COMMON, **_READS)
+        # No overflow: a request waits its turn on the loop (no thread held, first come first
+        # served) rather than open a connection, so an API process holds at most 40
+        options = _READS | {"max_overflow": 0}
+        engine = create_async_engine(get_settings().database_url, **_COMMON, **options)
         _watch_idle(engine.sync_engine)
         _ASYNC_READ_ENGINES[loop] = engine
     return engine
