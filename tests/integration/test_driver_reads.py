@@ -112,6 +112,26 @@ def test_a_lost_connection_is_sqlalchemys_error_and_leaves_the_pool(stack: Stack
     asyncio.run(_lost_on_the_loop(digest))
 
 
+def test_a_lost_server_retires_the_whole_pool_not_one_connection(stack: Stack) -> None:
+    """A restarted PostgreSQL ends every pooled connection: after the first one meets it, the
+    others are replaced at their next checkout instead of each failing a request."""
+    digest = security.token_hash(stack.env["ADMIN_TOKEN"])
+    pid = text("SELECT pg_backend_pid()")
+    engine = read_engine()
+    victim, spare, other = engine.connect(), engine.connect(), engine.connect()
+    try:
+        for backend in (victim.execute(pid).scalar_one(), spare.execute(pid).scalar_one()):
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        other.close()
+        with pytest.raises(OperationalError):
+            users._TOKEN_READ.first(victim, {"digest": digest})
+        victim.close()
+    finally:
+        spare.close()  # dead, back in the pool last: the next checkout's (last in, first out)
+    with engine.connect() as next_one:  # idle for less than the ping's second: not pinged
+        assert users._TOKEN_READ.first(next_one, {"digest": digest}) is not None
+
+
 async def _lost_on_the_loop(digest: str) -> None:
     """The same on the event loop's pool (async_read_engine)."""
     try:

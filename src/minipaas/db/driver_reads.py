@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Any
 
 import psycopg
@@ -63,6 +64,12 @@ class DriverRead:
             if lost:
                 await connection.invalidate(exc)
             raise _sqlalchemy_error(sync, exc, sql, values, lost) from exc
+        except BaseException:
+            # Interrupted mid-statement (a cancelled request): its state is unknown, so the
+            # connection does not go back to the pool (as SQLAlchemy's execute does)
+            with suppress(Exception):
+                await connection.invalidate()
+            raise
         return self._converted(rows)
 
     async def first_async(
@@ -99,6 +106,10 @@ class DriverRead:
             if lost:
                 connection.invalidate(exc)
             raise _sqlalchemy_error(connection, exc, sql, values, lost) from exc
+        except BaseException:
+            with suppress(Exception):
+                connection.invalidate()  # interrupted mid-statement: as in all_async
+            raise
         return self._converted(rows)
 
     def _bound(
@@ -130,12 +141,19 @@ class DriverRead:
 
 
 def _announce(connection: Connection, cursor: Any, sql: str, values: dict[str, Any]) -> None:
-    """Listeners (echo, tests counting statements) still see the statement go out."""
+    """Listeners (echo, tests counting statements) still see the statement go out; with no
+    execution context (None): a listener that needs one (some tracing libraries) would fail."""
     connection.dispatch.before_cursor_execute(connection, cursor, sql, values, None, False)
 
 
 def _lost(connection: Connection, exc: psycopg.Error, fairy: Any) -> bool:
-    return bool(connection.dialect.is_disconnect(exc, fairy.dbapi_connection, None))  # type: ignore[arg-type]
+    """Whether the server is gone; if so, every connection the pool opened before now is
+    replaced at its next checkout (as SQLAlchemy's execute does: a restarted PostgreSQL costs
+    one error per pool, not one per pooled connection). The caller invalidates this one."""
+    lost = bool(connection.dialect.is_disconnect(exc, fairy.dbapi_connection, None))  # type: ignore[arg-type]
+    if lost:
+        connection.engine.pool._invalidate(fairy, exc, _checkin=False)
+    return lost
 
 
 def _sqlalchemy_error(
