@@ -158,13 +158,15 @@ def dispose_engines() -> None:
 
 def forget_engines() -> None:
     """The next use builds new engines from the settings (which changed, e.g. in tests):
-    the old pools' connections are closed."""
+    the old pools' connections are closed (but the event loops' own: see below)."""
     for engine in (get_engine, read_engine):
         if engine.cache_info().currsize:
             engine().dispose()
         engine.cache_clear()
     _session_factory.cache_clear()
-    _ASYNC_READ_ENGINES.clear()  # each loop makes a new one; the old ones close with it
+    # Each loop makes a new one; the old ones are not closed here (no loop to close them on):
+    # their connections end when the collector takes them (tests only: a server keeps its)
+    _ASYNC_READ_ENGINES.clear()
 
 
 @contextmanager
