@@ -19,7 +19,7 @@ does not hand it out again; before_cursor_execute listeners see the statement.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
@@ -78,21 +78,11 @@ class DriverRead:
         rows = await self.all_async(connection, params)
         return rows[0] if rows else None
 
-    def all(self, connection: Connection, params: Mapping[str, Any]) -> list[Row]:
-        return self._run(connection, params, lambda cursor: cursor.fetchall())
-
     def first(self, connection: Connection, params: Mapping[str, Any]) -> Row | None:
-        rows = self._run(
-            connection, params, lambda cursor: [row] if (row := cursor.fetchone()) else []
-        )
+        rows = self.all(connection, params)
         return rows[0] if rows else None
 
-    def _run(
-        self,
-        connection: Connection,
-        params: Mapping[str, Any],
-        fetch: Callable[[psycopg.Cursor[Row]], list[Row]],
-    ) -> list[Row]:
+    def all(self, connection: Connection, params: Mapping[str, Any]) -> list[Row]:
         sql, values = self._bound(connection, params)
         fairy = connection.connection
         driver: psycopg.Connection[Row] = fairy.driver_connection  # type: ignore[assignment]
@@ -100,7 +90,7 @@ class DriverRead:
             with driver.cursor() as cursor:
                 _announce(connection, cursor, sql, values)
                 cursor.execute(sql, values)
-                rows = fetch(cursor)
+                rows = cursor.fetchall()
         except psycopg.Error as exc:
             lost = _lost(connection, exc, fairy)
             if lost:
