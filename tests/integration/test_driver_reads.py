@@ -45,10 +45,14 @@ def _same_rows(connection: Connection, read: DriverRead, params: dict[str, Any])
     return on_the_driver
 
 
-async def _on_the_loop(read: DriverRead, params: dict[str, Any]) -> list[Any]:
+async def _on_the_loop(
+    read: DriverRead, params: dict[str, Any], *, members: bool = True
+) -> list[Any]:
     try:
         async with async_read_engine().connect() as connection:
-            return await read.all_async(connection, params)
+            if members:
+                return await read.all_async(connection, params)
+            return await read.raw_async(connection, params)
     finally:
         await close_async_read_engine()
 
@@ -95,6 +99,14 @@ def test_driver_rows_equal_core_rows(stack: Stack, api: httpx.Client, app_name: 
             assert mine["domains"] == [f"{app_name}.example.test"]
             assert mine["env_names"] == ["SECRET"]
             assert (hidden in {row["id"] for row in rows}) is is_admin
+            # The list's read: the same values, its enum columns as the strings stored
+            raw = asyncio.run(_on_the_loop(page, params, members=False))
+            assert raw == [tuple(row.values()) for row in rows]
+            raw_mine = next(
+                dict(zip(page.names, row, strict=True)) for row in raw if row[0] == rich
+            )
+            assert type(raw_mine["status"]) is str and raw_mine["status"] == "created"
+            assert type(raw_mine["pull_policy"]) is str and raw_mine["pull_policy"] == "never"
 
 
 def test_a_lost_connection_is_sqlalchemys_error_and_leaves_the_pool(stack: Stack) -> None:

@@ -90,10 +90,11 @@ async def list_apps(
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the apps the user may see, as column values by name (no ORM objects: for
     200 apps building them took longer than the query), and their total. On the event loop
-    (db.session.async_read_engine), on the driver's cursor: no ORM, no Rows."""
+    (db.session.async_read_engine), on the driver's cursor: no ORM, no Rows; status and
+    pull_policy as the strings stored (equal to their enum members, dumped the same)."""
     statements = _page_statements(is_admin)
     params = {"user_id": user_id, "limit": limit, "offset": offset}
-    rows = await statements.page.all_async(connection, params)
+    rows = await statements.page.raw_async(connection, params)
     names = statements.page.names[:-1]  # all but the last column, the total
     if rows:
         return [dict(zip(names, row, strict=False)) for row in rows], rows[0][-1]
