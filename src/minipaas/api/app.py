@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from minipaas import __version__, logs, metrics
 from minipaas.api.routes import apps, builds, cluster, domains, health, traffic, users
 from minipaas.api.routes import metrics as platform_metrics
-from minipaas.db.session import close_async_read_engine, get_session
+from minipaas.db.session import autocommit, close_async_read_engine
 from minipaas.host.lifeline import die_with_parent
 from minipaas.services import audit
 from minipaas.services.errors import (
@@ -298,7 +298,7 @@ _UI_PAGE = Path(__file__).parent / "static" / "ui.html"
 def _record_outcome(event_id: int, status_code: int) -> None:
     """The change is recorded already; a lost outcome leaves it "requested", never unlogged."""
     try:
-        with get_session() as db:
-            audit.close_event(db=db, event_id=event_id, status_code=status_code)
+        with autocommit() as connection:  # one round trip
+            audit.close_event(connection=connection, event_id=event_id, status_code=status_code)
     except Exception:  # the change itself is done; this must not turn it into a 500
         log.exception("outcome %s of audit event %s not recorded", status_code, event_id)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from minipaas.db.models import App, User
 from minipaas.db.session import (
     async_read_engine,
-    get_session,
+    autocommit,
     new_read_session,
     new_session,
     read_engine,
@@ -71,7 +71,7 @@ def _authenticate(request: Request, db: Session) -> User:
     check = _check_bearer(request, db, _app_id(request.path_params.get("app_id")))
     if check is None:
         _refuse(request)
-    _open_audit_event(request, db)
+    _open_audit_event(request)
     return users.attach_user(db, check)
 
 
@@ -110,8 +110,7 @@ def _authenticate_alone(request: Request, app_id: int | None = None) -> users.To
         _refuse(request)
     opened = getattr(request.state, "audit_event_id", None) is not None  # read again: once
     if request.method in AUDITED_METHODS and not opened:
-        with get_session() as db:
-            _open_audit_event(request, db)
+        _open_audit_event(request)
     return check
 
 
@@ -158,20 +157,21 @@ def _app_id(value: str | None) -> int | None:
     return int(value)
 
 
-def _open_audit_event(request: Request, db: Session) -> None:
+def _open_audit_event(request: Request) -> None:
     """A write's audit event, before the change runs: if it cannot be recorded, the change is
-    refused (503)."""
+    refused (503). Committed by itself, on a connection of the autocommit pool."""
     if request.method not in AUDITED_METHODS:
         return
     caller: users.Caller = request.state.caller
-    request.state.audit_event_id = audit.open_event(
-        db=db,
-        actor_id=caller.user_id,
-        actor=caller.username,
-        action=f"{request.method} {route_template(request)}",
-        target=request.url.path,
-        client_ip=request.client.host if request.client else None,
-    )
+    with autocommit() as connection:
+        request.state.audit_event_id = audit.open_event(
+            connection=connection,
+            actor_id=caller.user_id,
+            actor=caller.username,
+            action=f"{request.method} {route_template(request)}",
+            target=request.url.path,
+            client_ip=request.client.host if request.client else None,
+        )
 
 
 # Requests that change something: each is in the audit log

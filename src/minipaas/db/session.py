@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic_core import from_json
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -178,6 +178,27 @@ def get_session() -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
+    finally:
+        session.close()
+
+
+def autocommit() -> Connection:
+    """A connection of the autocommit pool (read_engine) for a write that is one statement
+    (an event, an audit record, an advisory lock): committed by the statement itself, one
+    round trip where a transaction of its own takes three (BEGIN, the statement, COMMIT).
+    Use as `with autocommit() as connection:`."""
+    return read_engine().connect()
+
+
+@contextmanager
+def read_session() -> Iterator[Session]:
+    """get_session() for code that only reads, on the autocommit pool (new_read_session):
+    no BEGIN and ROLLBACK around its statements, two round trips fewer each time (the
+    deploy path's reads; each statement sees committed data as it would in a transaction at
+    READ COMMITTED, PostgreSQL's default)."""
+    session = new_read_session()
+    try:
+        yield session
     finally:
         session.close()
 

@@ -1,4 +1,10 @@
-"""One deploy or lifecycle action per app at a time, across worker processes."""
+"""One deploy or lifecycle action per app at a time, across worker processes.
+
+The locks are PostgreSQL's session-level advisory locks, taken on a connection of the
+autocommit pool (db.session.autocommit): a session lock needs no transaction, and without
+one the lock and the unlock are a round trip each instead of three (BEGIN, the call, COMMIT).
+The deploy path and every reconciler pass over the apps take them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from contextlib import contextmanager, suppress
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from minipaas.db.session import get_engine
+from minipaas.db.session import autocommit
 
 # First key of PostgreSQL's two-key advisory locks: says "this is an app lock"
 _APP_LOCK_NAMESPACE = 0x6D70  # "mp"
@@ -17,11 +23,10 @@ _APP_LOCK_NAMESPACE = 0x6D70  # "mp"
 @contextmanager
 def app_lock(app_id: int) -> Iterator[None]:
     """Holds a session-level advisory lock on a connection of its own."""
-    with get_engine().connect() as connection:
+    with autocommit() as connection:
         connection.execute(
             text("SELECT pg_advisory_lock(:ns, :app)"), {"ns": _APP_LOCK_NAMESPACE, "app": app_id}
         )
-        connection.commit()
         try:
             yield
         finally:
@@ -31,20 +36,18 @@ def app_lock(app_id: int) -> Iterator[None]:
                     text("SELECT pg_advisory_unlock(:ns, :app)"),
                     {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
                 )
-                connection.commit()
 
 
 @contextmanager
 def try_app_lock(app_id: int) -> Iterator[bool]:
     """Like app_lock, but does not wait: yields False when someone is working on the app."""
-    with get_engine().connect() as connection:
+    with autocommit() as connection:
         acquired = bool(
             connection.execute(
                 text("SELECT pg_try_advisory_lock(:ns, :app)"),
                 {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
             ).scalar()
         )
-        connection.commit()
         try:
             yield acquired
         finally:
@@ -54,4 +57,3 @@ def try_app_lock(app_id: int) -> Iterator[bool]:
                         text("SELECT pg_advisory_unlock(:ns, :app)"),
                         {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
                     )
-                    connection.commit()

@@ -21,7 +21,7 @@ from minipaas.db.models import (
     AppStatus,
     Deployment,
 )
-from minipaas.db.session import get_session
+from minipaas.db.session import read_session
 from minipaas.router.errors import RouterError
 from minipaas.router.lua_router import Backend, LuaRouter, Route, RouteKind
 from minipaas.router.route import LOOPBACK, is_ipv4
@@ -141,7 +141,7 @@ def route_of_app(db: Session, app_id: int) -> Route | None:
 
 
 def current_routes() -> list[Route]:
-    with get_session() as db:
+    with read_session() as db:
         apps = db.scalars(
             select(App)
             .where(App.container_id.is_not(None))
@@ -159,7 +159,7 @@ def publish_app_route(app_id: int) -> None:
     """
 
     def read_route() -> Route | None:
-        with get_session() as db:
+        with read_session() as db:
             return route_of_app(db, app_id)
 
     try:

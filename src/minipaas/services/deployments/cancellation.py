@@ -14,7 +14,7 @@ from minipaas.db.models import (
     DeploymentEvent,
     DeploymentStatus,
 )
-from minipaas.db.session import get_session
+from minipaas.db.session import read_session
 from minipaas.services.deployments.outcome import DeploymentFailed
 from minipaas.services.errors import Conflict, NotFound
 
@@ -54,7 +54,7 @@ def cancel_deployment(*, db: Session, app_id: int, deployment_id: int) -> Deploy
 
 
 def raise_if_cancelled(deployment_id: int) -> None:
-    with get_session() as db:
+    with read_session() as db:
         requested = db.scalar(
             select(Deployment.cancel_requested_at).where(Deployment.id == deployment_id)
         )

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, exists, func, select, text
+from sqlalchemy.orm import Session, aliased
 
 from minipaas import queue
 from minipaas.clock import now
@@ -29,7 +29,7 @@ from minipaas.db.models import (
     User,
     UserRole,
 )
-from minipaas.db.session import get_session
+from minipaas.db.session import get_session, read_engine
 from minipaas.worker import jobs
 
 log = logging.getLogger(__name__)
@@ -56,27 +56,21 @@ def dispatch_waiting(db: Session, owner_id: int | None) -> list[Dispatched]:
     """Hands the owner's oldest waiting deployments to the workers while slots are free.
 
     Commits. A job that could not be queued (Redis down) leaves its deployment dispatched
-    without a job: the reconciler queues it again (or the caller fails it).
+    without a job: the reconciler queues it again under the same id (or the caller fails it).
     """
-    chosen = _claim_slots(db, owner_id)
     dispatched = []
-    for deployment_id in chosen:
+    for deployment_id in _claim_slots(db, owner_id):
         try:
-            job_id: str | None = jobs.enqueue_deploy(deployment_id)
-            error = None
+            dispatched.append(Dispatched(deployment_id, jobs.enqueue_deploy(deployment_id)))
         except queue.QueueUnavailable as exc:
-            job_id, error = None, str(exc)
-        if job_id is not None:
-            deployment = db.get(Deployment, deployment_id)
-            if deployment is not None:
-                deployment.job_id = job_id
-        dispatched.append(Dispatched(deployment_id, job_id, error))
-    db.commit()
+            dispatched.append(Dispatched(deployment_id, None, str(exc)))
     return dispatched
 
 
 def _claim_slots(db: Session, owner_id: int | None) -> list[int]:
-    """Marks the deployments that get a slot as dispatched, under the owner's lock."""
+    """Marks the deployments that get a slot as dispatched, with the id their job gets (fixed
+    per deployment: recorded here, in the slot's transaction, rather than in one more after
+    the job is queued), under the owner's lock."""
     if owner_id is not None:
         db.execute(
             text("SELECT pg_advisory_xact_lock(:ns, :owner)"),
@@ -104,6 +98,7 @@ def _claim_slots(db: Session, owner_id: int | None) -> list[int]:
     chosen = list(waiting[:free])
     for deployment in chosen:
         deployment.dispatched_at = now()
+        deployment.job_id = jobs.deploy_job_id(deployment.id)
         db.add(
             DeploymentEvent(
                 deployment_id=deployment.id, kind="dispatched", message="handed to the workers"
@@ -161,18 +156,39 @@ def waiting_message(db: Session, deployment: Deployment) -> str:
     )
 
 
+# The deployment's owner, if one of the owner's deployments waits for a slot (else no row)
+_WAITING = aliased(Deployment)
+_WAITING_APP = aliased(App)
+_OWNER_WITH_WAITING = (
+    select(App.owner_id)
+    .join(Deployment, Deployment.app_id == App.id)
+    .where(
+        Deployment.id == bindparam("deployment_id"),
+        App.owner_id.is_not(None),
+        exists().where(
+            _WAITING.app_id == _WAITING_APP.id,
+            _WAITING_APP.owner_id == App.owner_id,
+            _WAITING.status == DeploymentStatus.QUEUED,
+            _WAITING.dispatched_at.is_(None),
+        ),
+    )
+)
+
+
 def dispatch_after(deployment_id: int) -> None:
     """A deployment ended: its owner's next waiting one may start (best effort; the
     reconciler dispatches anything missed)."""
     try:
+        # Most ends leave nobody waiting: asked on the autocommit pool in one round trip,
+        # before the owner's lock and its transaction (five). One that starts to wait after
+        # this look was refused a slot this deployment held, so was recorded before it ended,
+        # and is seen here (the reconciler's pass catches anything else)
+        with read_engine().connect() as connection:
+            owner_id = connection.scalar(_OWNER_WITH_WAITING, {"deployment_id": deployment_id})
+        if owner_id is None:
+            return
         with get_session() as db:
-            owner_id = db.scalar(
-                select(App.owner_id)
-                .join(Deployment, Deployment.app_id == App.id)
-                .where(Deployment.id == deployment_id)
-            )
-            if owner_id is not None:
-                dispatch_waiting(db, owner_id)
+            dispatch_waiting(db, owner_id)
     except Exception as exc:  # the deployment itself is over; never fail its job for this
         log.warning("dispatch after deployment %s failed: %s", deployment_id, exc)
 

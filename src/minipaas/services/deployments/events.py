@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from minipaas.db.models import Deployment, DeploymentEvent, DeploymentStatus
-from minipaas.db.session import get_session
+from minipaas.db.session import autocommit
 from minipaas.services.errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -19,9 +19,12 @@ log = logging.getLogger(__name__)
 def record_event(deployment_id: int, kind: str, message: str) -> None:
     """One step of a deployment, committed at once so watchers see it live."""
     try:
-        with get_session() as db:
-            db.add(DeploymentEvent(deployment_id=deployment_id, kind=kind, message=message))
-            db.commit()
+        with autocommit() as connection:
+            connection.execute(
+                insert(DeploymentEvent).values(
+                    deployment_id=deployment_id, kind=kind, message=message
+                )
+            )
     except SQLAlchemyError as exc:  # a lost progress line must not fail the deployment
         log.warning("event of deployment %s not recorded: %s", deployment_id, exc)
 
@@ -38,22 +41,22 @@ class CollapsingReporter:
 
     def __call__(self, message: str) -> None:
         try:
-            with get_session() as db:
+            with autocommit() as connection:
                 if self._last is not None and self._last[1] == message:
                     self._repeats += 1
-                    db.execute(
+                    connection.execute(
                         update(DeploymentEvent)
                         .where(DeploymentEvent.id == self._last[0])
                         .values(message=f"{message} (x{self._repeats})")
                     )
                 else:
-                    event = DeploymentEvent(
-                        deployment_id=self.deployment_id, kind=self.kind, message=message
+                    event_id = connection.scalar(
+                        insert(DeploymentEvent)
+                        .values(deployment_id=self.deployment_id, kind=self.kind, message=message)
+                        .returning(DeploymentEvent.id)
                     )
-                    db.add(event)
-                    db.flush()
-                    self._last, self._repeats = (event.id, message), 1
-                db.commit()
+                    assert event_id is not None  # INSERT ... RETURNING gives the row's id
+                    self._last, self._repeats = (event_id, message), 1
         except SQLAlchemyError as exc:  # a lost progress line must not fail the deployment
             log.warning("event of deployment %s not recorded: %s", self.deployment_id, exc)
 

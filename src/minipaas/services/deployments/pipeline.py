@@ -27,7 +27,7 @@ from minipaas.db.models import (
     DeploymentStatus,
     RunSettings,
 )
-from minipaas.db.session import database_unavailable, get_session
+from minipaas.db.session import database_unavailable, get_session, read_engine
 from minipaas.runtime import (
     ContainerSpec,
     Endpoint,
@@ -94,8 +94,9 @@ class PhaseTimer:
 
 def run_deployment(deployment_id: int) -> None:
     """Carries out a deployment; always ends it as succeeded or failed."""
-    with get_session() as db:
-        app_id = db.scalar(select(Deployment.app_id).where(Deployment.id == deployment_id))
+    # On the autocommit pool: one round trip, no BEGIN and ROLLBACK around it
+    with read_engine().connect() as connection:
+        app_id = connection.scalar(select(Deployment.app_id).where(Deployment.id == deployment_id))
     if app_id is None:
         log.warning("deployment %s does not exist any more", deployment_id)
         return
@@ -164,8 +165,8 @@ def begin(deployment_id: int) -> Plan | None:
         )
         app = deployment.app
         app.status = AppStatus.DEPLOYING
-        db.commit()
-        return Plan(
+        # Read before the commit: in its transaction, not in one more of its own
+        plan = Plan(
             app_id=app.id,
             deployment_id=deployment_id,
             run=deployment.run_settings(),
@@ -174,6 +175,8 @@ def begin(deployment_id: int) -> Plan | None:
             # Replicas are the app's formation, not part of the release: what it is set to now
             replicas=app.replicas,
         )
+        db.commit()
+        return plan
 
 
 def start_healthy_set(plan: Plan, timer: PhaseTimer) -> list[StartedContainer]:

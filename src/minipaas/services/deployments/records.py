@@ -148,6 +148,7 @@ def _queue(db: Session, app: App, deployment: Deployment) -> None:
         deployment.status = DeploymentStatus.FAILED
         deployment.error = f"could not queue the deployment: {mine.error}"
         deployment.finished_at = now()
+        deployment.job_id = None  # recorded when its slot was taken; it never got the job
         app.status = deployment.app_status_before or AppStatus.CREATED
         db.commit()
         raise Unavailable(f"{mine.error}; the deployment was not started, try again later")
