@@ -48,7 +48,7 @@ test-deployments: dev-deps
 	@scripts/ensure-docker.sh
 	@$(PYTEST) -q -n $(TEST_SESSIONS) --dist loadfile -m deployments
 
-bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, router metrics on/off, parallel deploys, API throughput, fairness, build and deploy from source, deploy on Docker Swarm (~13 min)
+bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch, router metrics on/off, 10 and 50 deploys at once, API throughput, fairness, recovery after kills and a crash loop, build and deploy from source, deploy on Docker Swarm (~16 min)
 	@scripts/ensure-docker.sh
 	@$(VENV)/bin/python bench/deploy_and_route.py
 	@echo
@@ -58,9 +58,13 @@ bench: dev-deps  ## deploy latency, keep-alive throughput by host, route switch,
 	@echo
 	@$(VENV)/bin/python bench/parallel_deploys.py --apps 10 --workers 1 2
 	@echo
+	@$(VENV)/bin/python bench/parallel_deploys.py --apps 50 --workers 2
+	@echo
 	@$(VENV)/bin/python bench/api_throughput.py
 	@echo
 	@$(VENV)/bin/python bench/fairness.py
+	@echo
+	@$(VENV)/bin/python bench/recovery.py
 	@echo
 	@$(VENV)/bin/python bench/build_deploy.py
 	@echo
