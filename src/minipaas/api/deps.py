@@ -243,6 +243,15 @@ async def _visible_app_row(
 VisibleAppRow = Annotated[AppRow, Depends(_visible_app_row)]
 
 
+async def _visible_app_id(row: VisibleAppRow) -> int:
+    return int(row["id"])
+
+
+# The app's id once the caller may see it, for routes that hand services only the id: no
+# ORM load of the app (two statements and ~35 columns) beyond the token's own query
+VisibleAppId = Annotated[int, Depends(_visible_app_id)]
+
+
 async def _visible_app(
     app_id: Annotated[int, Path(ge=1, le=MAX_ID, description="the app's id")],
     _: VisibleAppRow,

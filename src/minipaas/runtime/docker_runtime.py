@@ -174,29 +174,30 @@ class DockerRuntime:
     def _run_container(self, spec: ContainerSpec, *, retried: bool = False) -> StartedContainer:
         port_key = f"{spec.internal_port}/tcp"
         network = self.ensure_apps_network()
+        api = self.client.api
         try:
             try:
-                container = self._create(spec, port_key, network)
+                container_id = self._create(spec, port_key, network)
             except APIError as exc:
                 if exc.status_code != 409:
                     raise
                 # The name is taken by a leftover of an interrupted attempt of the same
                 # deployment: removed only then, not before every create (a round trip each)
                 self.remove(spec.name)
-                container = self._create(spec, port_key, network)
-            container.start()
-            container.reload()
+                container_id = self._create(spec, port_key, network)
+            api.start(container_id)
+            attrs = api.inspect_container(container_id)  # the port Docker picked
         except APIError as exc:
             self.remove(spec.name)
             if "network" in str(exc.explanation) and self._network_ready and not retried:
                 self._network_ready = False  # removed by hand since we last looked: recreate
                 return self._run_container(spec, retried=True)
             raise RuntimeFailure(f"container could not start: {exc.explanation or exc}") from exc
-        published = _host_port(container.attrs, port_key)
+        published = _host_port(attrs, port_key)
         if published is None:
-            state = self.state(container.id)
-            logs = self.tail_logs(container.id, 20)
-            self.remove(container.id)
+            state = self.state(container_id)
+            logs = self.tail_logs(container_id, 20)
+            self.remove(container_id)
             code = state.exit_code if state else "unknown"
             # An app over its memory limit from its first instant ends here, not at the health
             # check: said the same way (deployments/readiness.exit_message)
@@ -206,11 +207,11 @@ class DockerRuntime:
                     f"was killed for using more memory than its limit of {spec.memory_mb} MB (OOM)"
                 )
             raise RuntimeFailure(f"container {how} with code {code}; last log lines:\n{logs}")
-        return StartedContainer(id=str(container.id), name=spec.name, published_port=published)
+        return StartedContainer(id=container_id, name=spec.name, published_port=published)
 
-    def _create(self, spec: ContainerSpec, port_key: str, network: str) -> Any:
-        """Creates the container with a bound on its writable layer where the engine has one
-        (overlay2 needs xfs with pquota); else without, said once in the log."""
+    def _create(self, spec: ContainerSpec, port_key: str, network: str) -> str:
+        """Creates the container, returns its id, with a bound on its writable layer where the
+        engine has one (overlay2 needs xfs with pquota); else without, said once in the log."""
         bound_mb = self._settings.app_disk_mb
         if bound_mb and self.disk_bound_supported is not False:
             try:
@@ -232,17 +233,15 @@ class DockerRuntime:
 
     def _create_with(
         self, spec: ContainerSpec, port_key: str, network: str, storage_opt: dict[str, str] | None
-    ) -> Any:
+    ) -> str:
+        """The engine's create call itself, on the low-level API: the high-level
+        containers.create() inspects the new container once more (a round trip per deploy)
+        before start(), which needs only its id."""
         settings = self._settings
-        extra: dict[str, Any] = {"storage_opt": storage_opt} if storage_opt else {}
-        return self.client.containers.create(
-            spec.image,
-            command=spec.command,
-            name=spec.name,
-            environment=spec.env,
-            labels={**spec.labels, **self._stamp()},
+        api = self.client.api
+        host_config = api.create_host_config(
             # Docker picks a free host port itself: no port-picking race
-            ports={port_key: ("127.0.0.1", None)},
+            port_bindings={port_key: ("127.0.0.1", None)},
             # Docker never restarts app containers: the platform does (worker/healer.py),
             # so one restarter decides, with a backoff the app's owner can see
             restart_policy={"Name": "no"},
@@ -262,10 +261,22 @@ class DockerRuntime:
             memswap_limit=f"{spec.memory_mb}m",  # no swap beyond the limit
             nano_cpus=int(spec.cpus * 1e9),
             pids_limit=spec.pids,
-            network=network,
-            detach=True,
-            **extra,
+            network_mode=network,
+            storage_opt=storage_opt,
         )
+        port, _, protocol = port_key.partition("/")
+        created = api.create_container(
+            spec.image,
+            command=spec.command,
+            name=spec.name,
+            environment=spec.env,
+            labels={**spec.labels, **self._stamp()},
+            ports=[(int(port), protocol)],
+            host_config=host_config,
+            networking_config=api.create_networking_config({network: api.create_endpoint_config()}),
+            detach=True,
+        )
+        return str(created["Id"])
 
     def ensure_apps_network(self) -> str:
         """The bridge network app containers live on; apps cannot talk to each other on it."""

@@ -21,6 +21,7 @@ from minipaas.api.deps import (
     SessionDep,
     TokenChecked,
     VisibleApp,
+    VisibleAppId,
     VisibleAppRow,
     _visible_app_row,
 )
@@ -191,10 +192,10 @@ def update_app(
         **errors(*APP_ITEM, 409, s409="a deployment or another delete is in progress"),
     },
 )
-async def delete_app(app: VisibleApp, db: SessionDep) -> Response:
+async def delete_app(app_id: VisibleAppId, db: SessionDep) -> Response:
     """Delete the app with its container, route and history (202 while the worker is on it:
     GET /apps/{id} answers 404 once it is gone)."""
-    job = await run_in_threadpool(lifecycle.queue_delete, db=db, app_id=app.id)
+    job = await run_in_threadpool(lifecycle.queue_delete, db=db, app_id=app_id)
     await run_in_threadpool(db.close)  # no pooled connection is held while we wait
     done = await lifecycle.wait_for_delete(job, get_settings().action_wait_seconds)
     return Response(status_code=204 if done else 202)
@@ -202,10 +203,10 @@ async def delete_app(app: VisibleApp, db: SessionDep) -> Response:
 
 @item.get("/releases", response_model=list[ReleaseOut], responses=errors(*APP_ITEM))
 def list_releases(
-    app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
+    app_id: VisibleAppId, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
 ) -> list[ReleaseOut]:
     """Releases (one per successful deployment), newest first."""
-    rows, total = releases.list_releases(db=db, app_id=app.id, limit=limit, offset=offset)
+    rows, total = releases.list_releases(db=db, app_id=app_id, limit=limit, offset=offset)
     response.headers["X-Total-Count"] = str(total)
     return [ReleaseOut.model_validate(row) for row in rows]
 
@@ -225,11 +226,11 @@ def list_releases(
     ),
 )
 def rollback_app(
-    app: VisibleApp, db: SessionDep, body: RollbackRequest | None = None
+    app_id: VisibleAppId, db: SessionDep, body: RollbackRequest | None = None
 ) -> DeploymentOut:
     """Deploy an earlier release's image and settings (default: the one before the current)."""
     number = body.release if body is not None and body.release is not None else 0
-    return _deployment_out(db, records.request_deployment(db=db, app_id=app.id, rollback_to=number))
+    return _deployment_out(db, records.request_deployment(db=db, app_id=app_id, rollback_to=number))
 
 
 @item.post(
@@ -241,9 +242,9 @@ def rollback_app(
         **errors(*APP_ITEM, 403, 409, s409="a deployment of the app is in progress"),
     },
 )
-def deploy_app(app: VisibleApp, db: SessionDep) -> DeploymentOut:
+def deploy_app(app_id: VisibleAppId, db: SessionDep) -> DeploymentOut:
     """Queue a deployment of the app's current settings."""
-    return _deployment_out(db, records.request_deployment(db=db, app_id=app.id))
+    return _deployment_out(db, records.request_deployment(db=db, app_id=app_id))
 
 
 def _deployment_out(db: Session, deployment: Deployment) -> DeploymentOut:
@@ -350,19 +351,19 @@ ActionId = Annotated[int, Path(ge=1, le=MAX_ID, description="the action's id")]
 
 @item.get("/actions", response_model=list[AppActionOut], responses=errors(*APP_ITEM))
 def list_actions(
-    app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
+    app_id: VisibleAppId, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
 ) -> list[AppActionOut]:
     """Stops, starts, restarts and removes asked for, newest first."""
-    rows, total = app_actions.list_actions(db=db, app_id=app.id, limit=limit, offset=offset)
+    rows, total = app_actions.list_actions(db=db, app_id=app_id, limit=limit, offset=offset)
     response.headers["X-Total-Count"] = str(total)
     return [AppActionOut.model_validate(row) for row in rows]
 
 
 @item.get("/actions/{action_id}", response_model=AppActionOut, responses=errors(*APP_ITEM))
-def get_action(app: VisibleApp, action_id: ActionId, db: SessionDep) -> AppActionOut:
+def get_action(app_id: VisibleAppId, action_id: ActionId, db: SessionDep) -> AppActionOut:
     """One action: follow it until its status is succeeded or failed."""
     return AppActionOut.model_validate(
-        app_actions.get_action(db=db, app_id=app.id, action_id=action_id)
+        app_actions.get_action(db=db, app_id=app_id, action_id=action_id)
     )
 
 
@@ -404,10 +405,10 @@ def app_logs(
 
 @item.get("/deployments", response_model=list[DeploymentOut], responses=errors(*APP_ITEM))
 def list_deployments(
-    app: VisibleApp, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
+    app_id: VisibleAppId, db: SessionDep, response: Response, limit: Limit = 50, offset: Offset = 0
 ) -> list[DeploymentOut]:
     """Deployment history, newest first."""
-    rows, total = records.list_deployments(db=db, app_id=app.id, limit=limit, offset=offset)
+    rows, total = records.list_deployments(db=db, app_id=app_id, limit=limit, offset=offset)
     response.headers["X-Total-Count"] = str(total)
     return [_deployment_out(db, row) for row in rows]
 
@@ -419,10 +420,10 @@ def list_deployments(
     responses=errors(*APP_ITEM, 409, s409="the deployment has ended already"),
 )
 def cancel_deployment(
-    app: VisibleApp, deployment_id: DeploymentId, db: SessionDep
+    app_id: VisibleAppId, deployment_id: DeploymentId, db: SessionDep
 ) -> DeploymentOut:
     """Cancel a queued (ends now) or running (ends at the worker's next check) deployment."""
-    cancelled = cancellation.cancel_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
+    cancelled = cancellation.cancel_deployment(db=db, app_id=app_id, deployment_id=deployment_id)
     dispatch.dispatch_after(cancelled.id)  # a slot may be free, and the line moved up
     return _deployment_out(db, cancelled)
 
@@ -502,8 +503,10 @@ def _events_after(
 
 
 @item.get("/deployments/{deployment_id}", response_model=DeploymentOut, responses=errors(*APP_ITEM))
-def get_deployment(app: VisibleApp, deployment_id: DeploymentId, db: SessionDep) -> DeploymentOut:
+def get_deployment(
+    app_id: VisibleAppId, deployment_id: DeploymentId, db: SessionDep
+) -> DeploymentOut:
     """One deployment."""
     return _deployment_out(
-        db, records.get_deployment(db=db, app_id=app.id, deployment_id=deployment_id)
+        db, records.get_deployment(db=db, app_id=app_id, deployment_id=deployment_id)
     )
