@@ -25,15 +25,25 @@ class FakeClient:
         self.created: list[dict[str, Any]] = []
         self.removed: list[str] = []
         self.present = dict(images or {})
-        self.containers = SimpleNamespace(create=self._create)
         self.images = SimpleNamespace(get=self._get, pull=self._pull)
-        self.api = SimpleNamespace(remove_container=self._remove)
+        # The low-level calls DockerRuntime creates a container with
+        self.api = SimpleNamespace(
+            remove_container=self._remove,
+            create_host_config=self._host_config,
+            create_networking_config=lambda endpoints: {"EndpointsConfig": endpoints},
+            create_endpoint_config=dict,
+            create_container=self._create,
+        )
 
-    def _create(self, image: str, **options: Any) -> str:
-        if "storage_opt" in options and not self.bounds:
+    @staticmethod
+    def _host_config(**options: Any) -> dict[str, Any]:
+        return {name: value for name, value in options.items() if value is not None}
+
+    def _create(self, image: str, *, host_config: dict[str, Any], **_: Any) -> dict[str, str]:
+        if "storage_opt" in host_config and not self.bounds:
             raise APIError("500 Server Error", explanation=REFUSAL)
-        self.created.append(options)
-        return "container"
+        self.created.append(host_config)
+        return {"Id": "container"}
 
     def _remove(self, ref: str, **options: Any) -> None:
         self.removed.append(ref)

@@ -226,7 +226,7 @@ def list_releases(
     ),
 )
 def rollback_app(
-    app_id: VisibleAppId, db: SessionDep, body: RollbackRequest | None = None
+    app_id: VisibleAppId, db: SessionDep, _: CurrentUser, body: RollbackRequest | None = None
 ) -> DeploymentOut:
     """Deploy an earlier release's image and settings (default: the one before the current)."""
     number = body.release if body is not None and body.release is not None else 0
@@ -242,8 +242,10 @@ def rollback_app(
         **errors(*APP_ITEM, 403, 409, s409="a deployment of the app is in progress"),
     },
 )
-def deploy_app(app_id: VisibleAppId, db: SessionDep) -> DeploymentOut:
+def deploy_app(app_id: VisibleAppId, db: SessionDep, _: CurrentUser) -> DeploymentOut:
     """Queue a deployment of the app's current settings."""
+    # CurrentUser puts the caller in the session with no query: the owner's row, which the
+    # image rules read, is then no query either when the caller owns the app
     return _deployment_out(db, records.request_deployment(db=db, app_id=app_id))
 
 

@@ -109,7 +109,9 @@ def _claim_slots(db: Session, owner_id: int | None) -> list[int]:
 
 
 def _is_admin(db: Session, owner_id: int) -> bool:
-    return db.scalar(select(User.role).where(User.id == owner_id)) is UserRole.ADMIN
+    # By primary key: no query when the session has the owner already (a deploy request)
+    owner = db.get(User, owner_id)
+    return owner is not None and owner.role is UserRole.ADMIN
 
 
 def _dispatched_active(db: Session, owner_id: int) -> int:
