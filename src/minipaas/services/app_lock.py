@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from sqlalchemy import text
+from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from minipaas.db.session import autocommit
@@ -24,36 +24,59 @@ _APP_LOCK_NAMESPACE = 0x6D70  # "mp"
 def app_lock(app_id: int) -> Iterator[None]:
     """Holds a session-level advisory lock on a connection of its own."""
     with autocommit() as connection:
-        connection.execute(
-            text("SELECT pg_advisory_lock(:ns, :app)"), {"ns": _APP_LOCK_NAMESPACE, "app": app_id}
-        )
+        _locking(connection, _LOCK, app_id)
         try:
             yield
         finally:
-            # After a database restart the lock is gone with its session: nothing to undo
-            with suppress(SQLAlchemyError):
-                connection.execute(
-                    text("SELECT pg_advisory_unlock(:ns, :app)"),
-                    {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
-                )
+            _unlock(connection, app_id)
 
 
 @contextmanager
 def try_app_lock(app_id: int) -> Iterator[bool]:
     """Like app_lock, but does not wait: yields False when someone is working on the app."""
     with autocommit() as connection:
-        acquired = bool(
-            connection.execute(
-                text("SELECT pg_try_advisory_lock(:ns, :app)"),
-                {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
-            ).scalar()
-        )
+        acquired = bool(_locking(connection, _TRY_LOCK, app_id))
         try:
             yield acquired
         finally:
             if acquired:
-                with suppress(SQLAlchemyError):
-                    connection.execute(
-                        text("SELECT pg_advisory_unlock(:ns, :app)"),
-                        {"ns": _APP_LOCK_NAMESPACE, "app": app_id},
-                    )
+                _unlock(connection, app_id)
+
+
+_LOCK = text("SELECT pg_advisory_lock(:ns, :app)")
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:ns, :app)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:ns, :app)")
+
+
+def _locking(connection: Connection, statement: TextClause, app_id: int) -> object:
+    try:
+        return connection.execute(statement, {"ns": _APP_LOCK_NAMESPACE, "app": app_id}).scalar()
+    except BaseException:
+        # Interrupted while it waited (a job's timeout is an exception raised mid-statement):
+        # the server may still grant the lock to this session later, and this pool does not
+        # reset a connection it gets back, so the connection must never be used again
+        _discard(connection)
+        raise
+
+
+def _unlock(connection: Connection, app_id: int) -> None:
+    try:
+        connection.execute(_UNLOCK, {"ns": _APP_LOCK_NAMESPACE, "app": app_id})
+    except SQLAlchemyError:
+        # After a database restart the lock went with its session. Otherwise it may still be
+        # held: ending the session releases it
+        _discard(connection)
+    except BaseException:
+        _discard(connection)
+        raise
+
+
+def _discard(connection: Connection) -> None:
+    """Ends the connection's server session (and every lock it holds or waits for): the
+    statement in flight is cancelled, the connection closed and never pooled again."""
+    with suppress(Exception):
+        driver = connection.connection.driver_connection
+        if driver is not None:
+            driver.cancel_safe(timeout=2.0)
+    with suppress(Exception):
+        connection.invalidate()
