@@ -86,7 +86,7 @@ async def _token_check(request: Request) -> users.TokenCheck:
 
 async def _authenticated(request: Request, app_id: int | None = None) -> users.TokenCheck:
     """_authenticate_alone: a read (GET, HEAD) on the event loop, with no worker thread; a
-    write in a worker thread, as it opens its audit event with the ORM."""
+    write in a worker thread, as its token check and audit record use the sync pool."""
     if request.method not in READ_METHODS:
         return await run_in_threadpool(_authenticate_alone, request, app_id)
     wanted = app_id or _app_id(request.path_params.get("app_id"))
