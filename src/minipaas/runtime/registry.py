@@ -31,7 +31,10 @@ from minipaas.runtime.base import EngineUnavailable, ImageUnavailable, RuntimeFa
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_REFUSED = ("401", "unauthorized", "no basic auth credentials", "authentication required")
+_REFUSED = ("unauthorized", "no basic auth credentials", "authentication required")
+# A bare HTTP 401, not the digits inside an address: a registry on port 40179 was once "refusing"
+_STATUS_401 = re.compile(r"(?<![\d.:])401(?![\d.:])")
+_UNREACHABLE = ("connection refused", "no such host", "timeout", "no route to host")
 
 
 class RegistryRefused(RuntimeFailure):
@@ -200,16 +203,17 @@ def _digest_of_push(stream: Iterable[dict[str, Any]], registry: str, target: str
 
 def _registry_failure(registry: str, detail: str, user: str | None = None) -> RuntimeFailure:
     lowered = detail.lower()
-    if any(word in lowered for word in _REFUSED):
+    # Reachability first: a registry that never answered cannot have refused anyone
+    if any(words in lowered for words in _UNREACHABLE):
+        return ImageUnavailable(
+            f"the image registry {registry} cannot be reached: is it running, and is "
+            f"REGISTRY_URL right? ({detail})"
+        )
+    if any(word in lowered for word in _REFUSED) or _STATUS_401.search(lowered):
         who = f" user '{user}'" if user else " the platform's credentials"
         return RegistryRefused(
             f"the image registry {registry} refused{who}: check REGISTRY_USER and "
             f"REGISTRY_PASSWORD ({detail})"
-        )
-    if "connection refused" in lowered or "no such host" in lowered or "timeout" in lowered:
-        return ImageUnavailable(
-            f"the image registry {registry} cannot be reached: is it running, and is "
-            f"REGISTRY_URL right? ({detail})"
         )
     return ImageUnavailable(f"the image registry {registry} failed: {detail}")
 
