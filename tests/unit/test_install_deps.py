@@ -54,13 +54,22 @@ def _run(
                 os.symlink(program, bin_dir / program.name)
     result = subprocess.run(
         ["bash", str(repo / "scripts" / "install-deps.sh"), "--dev"],
-        env={"PATH": str(bin_dir), "PYTHON": python, "HOME": str(tmp_path)},
+        env={
+            "PATH": str(bin_dir),
+            "PYTHON": python,
+            "HOME": str(tmp_path),
+            "DOCKER_DAEMON_JSON": str(_daemon_json(tmp_path)),  # never the machine's own
+        },
         capture_output=True,
         text=True,
         timeout=60,
     )
     words = asked.read_text().split() if asked.exists() else []
     return result, words
+
+
+def _daemon_json(tmp_path: Path) -> Path:
+    return tmp_path / "etc-docker" / "daemon.json"
 
 
 def test_a_machine_with_docker_ce_is_not_given_debian_s_docker_io(tmp_path: Path) -> None:
@@ -77,6 +86,23 @@ def test_a_machine_without_docker_gets_the_engine_and_compose(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert {"docker.io", "docker-compose"} <= set(asked)
     assert "nginx" not in asked
+    # The new engine keeps containers on its default bridge apart: apps run there
+    assert _daemon_json(tmp_path).read_text().strip() == '{"icc": false}'
+
+
+def test_an_engine_configured_before_keeps_its_configuration(tmp_path: Path) -> None:
+    _daemon_json(tmp_path).parent.mkdir()
+    _daemon_json(tmp_path).write_text('{"log-driver": "journald"}\n')
+    result, asked = _run(tmp_path, installed={"nginx"}, tools=())
+    assert result.returncode == 0, result.stderr
+    assert "docker.io" in asked
+    assert _daemon_json(tmp_path).read_text() == '{"log-driver": "journald"}\n'
+    # and an engine already installed gets no configuration at all
+    other = tmp_path / "other"
+    other.mkdir()
+    result, asked = _run(other, installed={"nginx"}, tools=("dockerd", "docker-compose"))
+    assert result.returncode == 0, result.stderr
+    assert not _daemon_json(other).exists()
 
 
 def test_a_python_older_than_3_11_is_refused_with_what_to_do(tmp_path: Path) -> None:
