@@ -6,14 +6,21 @@ import asyncio
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
 
+from psycopg.pq import TransactionStatus
 from pydantic_core import from_json
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -175,19 +182,55 @@ def get_session() -> Iterator[Session]:
     session = new_session()
     try:
         yield session
-    except BaseException:
+    except BaseException as exc:
+        _discard_if_interrupted(session, exc)
         session.rollback()
         raise
     finally:
         session.close()
 
 
-def autocommit() -> Connection:
+@contextmanager
+def autocommit() -> Iterator[Connection]:
     """A connection of the autocommit pool (read_engine) for a write that is one statement
     (an event, an audit record, an advisory lock): committed by the statement itself, one
     round trip where a transaction of its own takes three (BEGIN, the statement, COMMIT).
-    Use as `with autocommit() as connection:`."""
-    return read_engine().connect()
+
+    An exception raised while a statement is still in flight (a job's timeout, raised by a
+    signal while the statement waits) discards the connection: returning it would reset it
+    with a rollback, which fails on the busy connection, and that database error would
+    replace the timeout (or be taken for a lost progress line, and the timeout lost)."""
+    connection = read_engine().connect()
+    try:
+        yield connection
+    except SQLAlchemyError:
+        connection.close()  # SQLAlchemy already dealt with the connection's state
+        raise
+    except BaseException:
+        if _statement_in_flight(connection):
+            discard_connection(connection)
+        connection.close()
+        raise
+    connection.close()
+
+
+def _statement_in_flight(connection: Connection) -> bool:
+    try:
+        driver = connection.connection.driver_connection
+        return bool(driver is not None and driver.info.transaction_status == _ACTIVE)
+    except Exception:  # a connection that cannot say is not one to pool again
+        return True
+
+
+def discard_connection(connection: Connection) -> None:
+    """Ends the connection's server session (and every lock it holds or waits for): the
+    statement in flight is cancelled, the connection closed and never pooled again."""
+    with suppress(Exception):
+        driver = connection.connection.driver_connection
+        if driver is not None:
+            driver.cancel_safe(timeout=2.0)
+    with suppress(Exception):
+        connection.invalidate()
 
 
 @contextmanager
@@ -195,13 +238,30 @@ def read_session() -> Iterator[Session]:
     """get_session() for code that only reads, on the autocommit pool (new_read_session):
     no BEGIN and ROLLBACK around its statements, two round trips fewer each time (the
     deploy path's reads; each statement sees committed data as it would in a transaction at
-    READ COMMITTED, PostgreSQL's default)."""
+    READ COMMITTED, PostgreSQL's default). A statement interrupted mid-flight discards its
+    connection, as autocommit() does."""
     session = new_read_session()
     try:
         yield session
+    except BaseException as exc:
+        _discard_if_interrupted(session, exc)
+        raise
     finally:
         session.close()
 
+
+def _discard_if_interrupted(session: Session, exc: BaseException) -> None:
+    """A session's statement interrupted mid-flight (see autocommit()): its connection goes,
+    so that the rollback on close cannot fail and replace `exc`."""
+    if isinstance(exc, SQLAlchemyError) or not session.in_transaction():
+        return
+    connection = session.connection()
+    if _statement_in_flight(connection):
+        discard_connection(connection)
+
+
+# libpq's "a command is in progress" (psycopg.pq.TransactionStatus.ACTIVE)
+_ACTIVE = TransactionStatus.ACTIVE
 
 # SQLSTATE classes of a server that is gone or restarting: 08 connection exception,
 # 57P01-57P04 shut down, crashed, starting up, database dropped; and 53300, too many

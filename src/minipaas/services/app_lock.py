@@ -9,12 +9,12 @@ The deploy path and every reconciler pass over the apps take them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from minipaas.db.session import autocommit
+from minipaas.db.session import autocommit, discard_connection
 
 # First key of PostgreSQL's two-key advisory locks: says "this is an app lock"
 _APP_LOCK_NAMESPACE = 0x6D70  # "mp"
@@ -55,7 +55,7 @@ def _locking(connection: Connection, statement: TextClause, app_id: int) -> obje
         # Interrupted while it waited (a job's timeout is an exception raised mid-statement):
         # the server may still grant the lock to this session later, and this pool does not
         # reset a connection it gets back, so the connection must never be used again
-        _discard(connection)
+        discard_connection(connection)
         raise
 
 
@@ -65,18 +65,7 @@ def _unlock(connection: Connection, app_id: int) -> None:
     except SQLAlchemyError:
         # After a database restart the lock went with its session. Otherwise it may still be
         # held: ending the session releases it
-        _discard(connection)
+        discard_connection(connection)
     except BaseException:
-        _discard(connection)
+        discard_connection(connection)
         raise
-
-
-def _discard(connection: Connection) -> None:
-    """Ends the connection's server session (and every lock it holds or waits for): the
-    statement in flight is cancelled, the connection closed and never pooled again."""
-    with suppress(Exception):
-        driver = connection.connection.driver_connection
-        if driver is not None:
-            driver.cancel_safe(timeout=2.0)
-    with suppress(Exception):
-        connection.invalidate()
