@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -34,6 +35,10 @@ from minipaas.runtime.inventory import Node, Placement
 from minipaas.runtime.listening import Listener, listeners
 
 log = logging.getLogger(__name__)
+
+# How long an exit by SIGKILL (137) of a container with a memory limit may wait for Docker to
+# mark it as an OOM kill (exit_state)
+OOM_SETTLE_SECONDS = 1.0
 
 # Docker's own bridge network (docker0), and the option that keeps its containers apart
 DEFAULT_BRIDGE = "bridge"
@@ -74,6 +79,15 @@ def _listed_host_port(summary: dict[str, Any]) -> int | None:
         if port.get("PublicPort"):
             return int(port["PublicPort"])
     return None
+
+
+def _perhaps_oom(state: ContainerState) -> bool:
+    return (
+        not state.running
+        and state.exit_code == 137
+        and not state.oom_killed
+        and bool(state.memory_limit_mb)
+    )
 
 
 def _decode(raw: bytes | str) -> str:
@@ -200,7 +214,7 @@ class DockerRuntime:
             raise RuntimeFailure(f"container could not start: {exc.explanation or exc}") from exc
         published = _host_port(attrs, port_key)
         if published is None:
-            state = self.state(container_id)
+            state = self.exit_state(container_id)
             logs = self.tail_logs(container_id, 20)
             self.remove(container_id)
             code = state.exit_code if state else "unknown"
@@ -427,6 +441,19 @@ class DockerRuntime:
             restart_count=int(attrs.get("RestartCount") or 0),
             memory_limit_mb=(attrs.get("HostConfig", {}).get("Memory") or 0) // 2**20 or None,
         )
+
+    def exit_state(self, container_ref: str) -> ContainerState | None:
+        """state() of a container that stopped, once Docker has had time to say whether the
+        kernel's OOM killer ended it. Under load Docker can record the exit (code 137) before
+        the OOM event that caused it, and marks the OOM only then: read too early, an app
+        over its memory limit would read as merely killed. For the reasons a deploy gives;
+        what only has to know that it stopped (the healer) reads state()."""
+        state = self.state(container_ref)
+        deadline = time.monotonic() + OOM_SETTLE_SECONDS
+        while state is not None and _perhaps_oom(state) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = self.state(container_ref)
+        return state
 
     def exposed_ports(self, container_ref: str) -> set[int]:
         """The TCP ports the container's image declares (EXPOSE)."""

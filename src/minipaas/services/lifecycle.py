@@ -260,7 +260,7 @@ def _mark_start_failed(db: Session, app: App, action: Action, exc: Exception) ->
     runtime = get_runtime()
     container_id = app.container_id
     assert container_id is not None
-    state = runtime.state(container_id)
+    state = runtime.exit_state(container_id)
     runtime.stop(container_id)
     app.status = AppStatus.FAILED
     app.status_detail = f"{action} failed: {str(exc).splitlines()[0]}"

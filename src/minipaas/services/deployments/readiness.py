@@ -82,11 +82,14 @@ def _raise_if_wrong_port(container_id: str, internal_port: int) -> None:
 
 
 def _raise_if_exited(container_id: str) -> None:
-    state = get_runtime().state(container_id)
+    runtime = get_runtime()
+    state = runtime.state(container_id)
     if state is None:
         raise DeploymentFailed("the container disappeared while starting (removed by hand?)")
     if not state.running or state.restart_count > 0:
-        raise DeploymentFailed(exit_message(container_id, state))
+        # The reason the owner reads: an OOM kill must not read as a plain exit
+        settled = runtime.exit_state(container_id) if not state.running else state
+        raise DeploymentFailed(exit_message(container_id, settled or state))
 
 
 def _not_healthy_message(container_id: str, patience: float, last_answer: str) -> str:
