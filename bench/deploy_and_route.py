@@ -51,6 +51,8 @@ from tests.support import stack as test_stack  # noqa: E402
 from tests.support.images import HELLO_V1  # noqa: E402
 from tests.support.stack import Stack, running_stack  # noqa: E402
 
+from minipaas.runtime.docker_runtime import DEFAULT_BRIDGE, ICC_OPTION  # noqa: E402
+
 DEPLOY_GOAL = 1.2  # platform deploy (host route answering) within 1.2x of a bare `docker run`
 DIRECT_GOAL = 0.9  # router by host at least 0.9x the RPS of hitting the container directly
 PROXY_GOAL = 0.8  # router by host at least 0.8x the RPS of a static proxy_pass to the same port
@@ -607,10 +609,18 @@ def describe_host(stack: Stack) -> str:
         logging = f"access_log on, {'buffered' if buffered else 'one write per request'}"
     nginx = version(["nginx", "-v"], r"nginx/(\S+)")
     wrk = version(["wrk", "-v"], r"wrk (\S+)")
+    client = docker.from_env()
+    bridge = client.api.inspect_network(DEFAULT_BRIDGE).get("Options") or {}
+    apps_network = (
+        "Docker's default bridge (the engine runs with ICC off)"
+        if stack.settings.apps_bridge == "auto" and bridge.get(ICC_OPTION) == "false"
+        else f"its own, {stack.settings.apps_network}, ICC off"
+    )
     return (
-        f"host: {os.cpu_count()} CPUs; docker {docker.from_env().version().get('Version')}; "
+        f"host: {os.cpu_count()} CPUs; docker {client.version().get('Version')}; "
         f"{nginx}; {wrk}\n"
-        f"router: nginx worker_processes {workers.group(1) if workers else '?'}, {logging}"
+        f"router: nginx worker_processes {workers.group(1) if workers else '?'}, {logging}\n"
+        f"apps' network (APPS_BRIDGE={stack.settings.apps_bridge}): {apps_network}"
     )
 
 
@@ -671,7 +681,8 @@ def report_deploys(
     ]
     print(f"  after the POST (medians): {', '.join(shown)}, first 200 {fmt_s(median_ours)}")
     print(
-        "  docker run on an isolated network (icc off, like the platform's apps network): "
+        "  docker run on a network of its own with ICC off (where the platform runs apps with "
+        "APPS_BRIDGE=own, or on an engine that lets its default bridge's containers talk): "
         f"median {fmt_s(median_isolated)}, "
         f"{fmt_ratio(ratio(median_isolated, statistics.median(bare_s)))} the floor; "
         f"the platform by host is {fmt_ratio(ratio(median_ours, median_isolated))} of it"
