@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import select
 import shutil
 import signal
@@ -120,6 +121,40 @@ def test_a_failing_run_step_says_which_step_its_message_and_code(
     assert "cannot find libfoo" in build["error"]
     assert build["deployment_id"] is None and build["image_id"] is None
     assert api.get(f"/apps/{app_id}").json()["image"] == HELLO_V1  # nothing was deployed
+
+
+def test_a_failed_build_leaves_no_image_of_its_steps(api: httpx.Client, app_name: str) -> None:
+    app_id = create_app(api, app_name, HELLO_V1)["id"]
+    # A page of its own: the COPY steps commit new images, not another build's cached ones
+    body = tar_bytes(scratch_context(f"page of {app_name}\n", run="exit 3"))
+    answer = start_build(api, app_id, body)
+    assert answer.status_code == 202, answer.text
+    number = answer.json()["number"]
+    assert wait_for_build(api, app_id, number)["status"] == "failed"
+    # The two COPY steps' images (FROM scratch has none); one the builder took from its cache
+    # ("Using cache": the busybox layer every test build shares) may stand under other builds
+    found = re.findall(
+        r"^( ---> Using cache\n)? ---> ([0-9a-f]{12})$", build_log(api, app_id, number), re.M
+    )
+    assert len(found) == 2, found
+    committed = [image for cached, image in found if not cached]
+    assert committed, "the page's COPY step was new to this build"
+    client = docker.from_env()
+
+    def gone(image: str) -> bool:
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return True
+        return False
+
+    # Removed when no build runs on the host (image_turns): other tests' builds may
+    eventually(
+        lambda: all(gone(image) for image in committed),
+        timeout=60,
+        interval=0.5,
+        message=f"a failed build's step images are still there: {committed}",
+    )
 
 
 def test_binary_and_endless_output_is_kept_within_bounds_and_the_build_succeeds(

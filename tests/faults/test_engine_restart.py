@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import docker
 import httpx
 import pytest
 
@@ -30,18 +31,25 @@ def _dockerd_pid() -> int | None:
     return int(found.stdout.strip()) if found.returncode == 0 else None
 
 
+def _default_bridge_options() -> dict[str, str]:
+    return dict(docker.from_env().api.inspect_network("bridge")["Options"])
+
+
 def _restart_engine() -> None:
     if Path("/run/systemd/system").is_dir():
         subprocess.run(["systemctl", "restart", "docker"], check=True, timeout=120)
         return
     pid = _dockerd_pid()
     assert pid is not None, "no dockerd process to restart"
+    # Started again as it was (scripts/ensure-docker.sh passes --icc=false): a plain `dockerd`
+    # would leave every later test, and the machine, with another engine than before
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
     os.kill(pid, signal.SIGTERM)
     eventually(
         lambda: _dockerd_pid() != pid, timeout=60, interval=0.2, message="dockerd did not stop"
     )
     with open("/var/log/dockerd.log", "ab") as log:
-        subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
+        subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
 
 
 def test_apps_come_back_after_the_engine_restarts(
@@ -55,6 +63,7 @@ def test_apps_come_back_after_the_engine_restarts(
     assert deploy(api, stopped_id)["status"] == "succeeded"
     assert api.post(f"/apps/{stopped_id}/stop").status_code == 200
 
+    before = _default_bridge_options()
     _restart_engine()
     # 90 s in all for the engine and then the app behind the router to come back
     restarted = time.monotonic()
@@ -77,3 +86,5 @@ def test_apps_come_back_after_the_engine_restarts(
     assert api.get(f"/apps/{stopped_id}").json()["status"] == "stopped"
     assert router.get(f"/apps/{stopped_id}/").status_code == 503
     assert api.get("/health/ready").status_code == 200
+    # the same engine as before: apps keep the network they were on (APPS_BRIDGE)
+    assert _default_bridge_options() == before

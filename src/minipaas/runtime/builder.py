@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 _RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})")
+# The image a step committed (the classic builder's " ---> 3f2c1a0b9d8e" after each step)
+_COMMITTED = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
 # How often the watcher asks whether to stop (a cancel ends the step within this, plus a kill),
 # and the pids limiter looks at the build's network when no line woke it
 _WATCH_INTERVAL = 0.5
@@ -75,6 +77,8 @@ class BuildResult:
     error: str | None = None
     failed_step: str | None = None
     stopped: str | None = None  # why it was stopped (cancel, deadline), if it was
+    # A failed build's last committed step (an image no tag names): remove_failed_steps()
+    leftover_image: str | None = None
 
 
 def container_limits(memory_mb: int, cpus: float) -> dict[str, Any]:
@@ -95,11 +99,16 @@ class _Progress:
         self.on_step_start = on_step_start  # cheap: called on the reader's path
         self.step: str | None = None
         self.image_id: str | None = None
+        self.step_number = 0
+        self.committed: str | None = None  # the last step's image, FROM's (a base) excluded
         self.tail: list[str] = []
 
     def saw(self, line: str) -> None:
-        if _STEP.match(line):
+        if step := _STEP.match(line):
             self.step = line
+            self.step_number = int(step.group(1))
+        if (committed := _COMMITTED.match(line)) and self.step_number > 1:
+            self.committed = committed.group(1)
         if match := _RUNNING_IN.search(line):  # the builder's, or a step's own: only a hint
             self.on_step_start(match.group(1))
         if match := _BUILT.match(line):
@@ -545,8 +554,15 @@ def _result(
             return BuildResult(image_id=image_id)
         error = "the build ended without an image"
     why = _step_failure(api, network, error or "stopped", spec.memory_mb)
+    leftover = progress.committed
     if stopped is not None:
-        return BuildResult(image_id=None, error=stopped, failed_step=progress.step, stopped=stopped)
+        return BuildResult(
+            image_id=None,
+            error=stopped,
+            failed_step=progress.step,
+            stopped=stopped,
+            leftover_image=leftover,
+        )
     last = "\n".join(line for line in progress.tail[-10:] if line.strip())
     message = f"{progress.step or 'the build'} failed: {why}"
     if progress.step is not None and " : FROM " in progress.step:
@@ -556,7 +572,9 @@ def _result(
         )
     if last:
         message += f"\nlast lines:\n{last}"
-    return BuildResult(image_id=None, error=message, failed_step=progress.step)
+    return BuildResult(
+        image_id=None, error=message, failed_step=progress.step, leftover_image=leftover
+    )
 
 
 def _step_failure(api: docker.APIClient, network: StepNetwork, error: str, memory_mb: int) -> str:
@@ -594,6 +612,33 @@ def remove_build_tag(runtime: DockerRuntime, tag: str, *, last_chance: bool = Fa
         except NotFound:
             return True
         except (APIError, DockerException):
+            return False
+    return True
+
+
+def remove_failed_steps(runtime: DockerRuntime, step_image: str) -> bool:
+    """Removes what a failed build committed before its failing step: its last step's image
+    and, with it, the unnamed images under it down to the first one a tag names (the base).
+    Nothing else would: no tag names them, and the image GC knows builds by their images.
+
+    Never an image something else holds: one a tag names, or that a container or a later
+    image stands on (another build's cache), is refused by the engine and stays. Waits for
+    its turn (image_turns) as a last chance does: a build running meanwhile could be using
+    these very images as its cache. True once gone."""
+    with image_turns.removing(wait_seconds=LAST_CHANCE_WAIT_SECONDS) as our_turn:
+        if not our_turn:
+            log.info("a failed build's step image %s stays: builds kept running", step_image)
+            return False
+        api = runtime.client.api
+        try:
+            attrs = api.inspect_image(step_image)
+            if attrs.get("RepoTags") or attrs.get("RepoDigests"):
+                return False  # named: not a step of ours
+            api.remove_image(step_image, force=False, noprune=False)
+        except NotFound:
+            return True
+        except (APIError, DockerException) as exc:
+            log.info("a failed build's step image %s stays: %s", step_image, exc)
             return False
     return True
 

@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from minipaas.runtime.builder import (
     close_build_networks,
     free_disk_mb,
     remove_build_tag,
+    remove_failed_steps,
 )
 from minipaas.runtime.docker_runtime import DockerRuntime
 from minipaas.services.builds import base_images, naming, records
@@ -103,6 +105,15 @@ def run_build(build_id: int) -> None:
             )
             # Recorded, and its deployment asked for, before the network goes (~0.2 s)
             _finish(build_id, result, started, tag=spec.tag)
+        if result.leftover_image is not None:
+            # After the network went with the failed step's container, which stood on it;
+            # beside the next job: it may wait for builds running elsewhere on the host
+            threading.Thread(
+                target=remove_failed_steps,
+                args=(runtime, result.leftover_image),
+                name="failed-build-steps",
+                daemon=True,
+            ).start()
     except Exception as exc:
         log.exception("build %s failed", build_id)
         _finish(build_id, BuildResult(None, error=f"the build could not run: {exc}"), started)
