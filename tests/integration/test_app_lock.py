@@ -6,38 +6,17 @@ autocommit pool again, and the lock is free once its holder lets go."""
 from __future__ import annotations
 
 import secrets
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 
 import pytest
 from sqlalchemy import text
 
 from minipaas.db.session import get_engine, read_engine
 from minipaas.services.app_lock import _APP_LOCK_NAMESPACE, app_lock, try_app_lock
+from tests.support.interrupts import TimedOut, timeout_after
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.docker]
-
-
-class _TimedOut(Exception):
-    """As rq's JobTimeoutException: a plain Exception raised from SIGALRM."""
-
-
-@contextmanager
-def _alarm_after(seconds: float) -> Iterator[None]:
-    def raise_timeout(signum: int, frame: FrameType | None) -> None:
-        raise _TimedOut
-
-    previous = signal.signal(signal.SIGALRM, raise_timeout)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _holders(app_id: int) -> list[int]:
@@ -61,7 +40,7 @@ def test_an_interrupted_wait_never_holds_the_lock_later(stack: Stack) -> None:
             text("SELECT pg_advisory_lock(:ns, :app)"), {"ns": _APP_LOCK_NAMESPACE, "app": app_id}
         )
         holder.commit()
-        with pytest.raises(_TimedOut), _alarm_after(0.5), app_lock(app_id):
+        with pytest.raises(TimedOut), timeout_after(0.5), app_lock(app_id):
             pytest.fail("the lock is held by another session")
         holder.execute(
             text("SELECT pg_advisory_unlock(:ns, :app)"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 
 import docker
@@ -22,6 +21,7 @@ from minipaas.runtime import labels
 from minipaas.runtime.base import ContainerSpec
 from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
 from minipaas.runtime.docker_runtime import DEFAULT_BRIDGE, ICC_OPTION, DockerRuntime
+from tests.support.engine import throwaway_runtime
 
 pytestmark = [pytest.mark.docker]
 
@@ -35,19 +35,8 @@ def _engine_isolates_its_default_bridge() -> bool:
 
 @pytest.fixture(params=["auto", "own"])
 def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DockerRuntime]:
-    instance = f"mpt{secrets.token_hex(3)}"
-    settings = Settings(
-        data_dir=tmp_path, instance_name=instance, app_disk_mb=0, apps_bridge=request.param
-    )
-    made = DockerRuntime(settings)
-    build_busybox_image(made, IMAGE, HTTPD, {"index.html": "network\n"})
-    try:
+    with throwaway_runtime(tmp_path, IMAGE, "network\n", apps_bridge=request.param) as made:
         yield made
-    finally:
-        for container_id in made.platform_container_ids():
-            made.remove(container_id)
-        with suppress(Exception):
-            made.remove_apps_network()
 
 
 def _start(runtime: DockerRuntime, app_id: int) -> tuple[str, str]:

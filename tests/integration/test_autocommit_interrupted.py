@@ -8,38 +8,16 @@ connections afterwards."""
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
-
 import pytest
 from sqlalchemy import text
 
 from minipaas.db.session import get_engine, get_session, read_engine
 from minipaas.services.deployments.cancellation import raise_if_cancelled
 from minipaas.services.deployments.events import record_event
+from tests.support.interrupts import TimedOut, timeout_after
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.docker]
-
-
-class _TimedOut(Exception):
-    """As rq's JobTimeoutException: a plain Exception raised from SIGALRM."""
-
-
-@contextmanager
-def _alarm_after(seconds: float) -> Iterator[None]:
-    def raise_timeout(signum: int, frame: FrameType | None) -> None:
-        raise _TimedOut
-
-    previous = signal.signal(signal.SIGALRM, raise_timeout)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_a_progress_line_interrupted_mid_write_gives_the_job_its_timeout(stack: Stack) -> None:
@@ -47,7 +25,7 @@ def test_a_progress_line_interrupted_mid_write_gives_the_job_its_timeout(stack: 
     with get_engine().connect() as blocker:
         # Every insert into the table waits behind this lock until it commits
         blocker.execute(text("LOCK TABLE deployment_events IN EXCLUSIVE MODE"))
-        with pytest.raises(_TimedOut), _alarm_after(0.5):
+        with pytest.raises(TimedOut), timeout_after(0.5):
             record_event(0, "test", message)
         blocker.rollback()
     for _ in range(3):
@@ -59,7 +37,7 @@ def test_a_read_interrupted_mid_statement_gives_the_job_its_timeout(stack: Stack
     with get_engine().connect() as blocker:
         # Every read of the table waits behind this lock until it ends
         blocker.execute(text("LOCK TABLE deployments IN ACCESS EXCLUSIVE MODE"))
-        with pytest.raises(_TimedOut), _alarm_after(0.5):
+        with pytest.raises(TimedOut), timeout_after(0.5):
             raise_if_cancelled(0)
         blocker.rollback()
     for _ in range(3):
@@ -70,7 +48,7 @@ def test_a_read_interrupted_mid_statement_gives_the_job_its_timeout(stack: Stack
 def test_a_transaction_interrupted_mid_statement_gives_the_job_its_timeout(stack: Stack) -> None:
     with get_engine().connect() as blocker:
         blocker.execute(text("LOCK TABLE deployments IN ACCESS EXCLUSIVE MODE"))
-        with pytest.raises(_TimedOut), _alarm_after(0.5), get_session() as db:
+        with pytest.raises(TimedOut), timeout_after(0.5), get_session() as db:
             db.execute(text("SELECT count(*) FROM deployments"))
         blocker.rollback()
     for _ in range(3):

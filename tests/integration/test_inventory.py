@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from minipaas.runtime.base import ContainerSpec
 from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
 from minipaas.runtime.docker_runtime import DockerRuntime
 from minipaas.runtime.swarm_runtime import HOST_PORTS, labels
+from tests.support.engine import throwaway_runtime
 from tests.support.stack import ensure_swarm_manager
 from tests.support.waiting import eventually
 
@@ -31,16 +31,8 @@ IMAGE = "minipaas-test/inventory:v1"
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[DockerRuntime]:
-    instance = f"mpt{secrets.token_hex(3)}"
-    made = DockerRuntime(Settings(data_dir=tmp_path, instance_name=instance, app_disk_mb=0))
-    build_busybox_image(made, IMAGE, HTTPD, {"index.html": "inventory\n"})
-    try:
+    with throwaway_runtime(tmp_path, IMAGE, "inventory\n") as made:
         yield made
-    finally:
-        for container_id in made.platform_container_ids():
-            made.remove(container_id)
-        with suppress(Exception):
-            made.remove_apps_network()
 
 
 def _instance(runtime: DockerRuntime) -> str:

@@ -4,18 +4,15 @@ container's published port (the reconciler's batched pass relies on it)."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 
 import pytest
 
-from minipaas.config import Settings
 from minipaas.runtime import labels
 from minipaas.runtime.base import ContainerSpec, Endpoint
-from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
 from minipaas.runtime.docker_runtime import DockerRuntime
+from tests.support.engine import throwaway_runtime
 
 pytestmark = [pytest.mark.docker]
 
@@ -24,16 +21,8 @@ IMAGE = "minipaas-test/runtime-batch:v1"
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[DockerRuntime]:
-    instance = f"mpt{secrets.token_hex(3)}"
-    made = DockerRuntime(Settings(data_dir=tmp_path, instance_name=instance, app_disk_mb=0))
-    build_busybox_image(made, IMAGE, HTTPD, {"index.html": "batch\n"})
-    try:
+    with throwaway_runtime(tmp_path, IMAGE, "batch\n") as made:
         yield made
-    finally:
-        for container_id in made.platform_container_ids():
-            made.remove(container_id)
-        with suppress(Exception):
-            made.remove_apps_network()
 
 
 def spec(runtime: DockerRuntime, name: str) -> ContainerSpec:

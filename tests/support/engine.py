@@ -7,13 +7,20 @@ through `local_container`, the task's container on this one-node swarm.
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import docker
 from docker.errors import NotFound
 from docker.models.containers import Container
 
+from minipaas.config import Settings
 from minipaas.runtime import get_runtime, labels
+from minipaas.runtime.busybox_image import HTTPD, build_busybox_image
+from minipaas.runtime.docker_runtime import DockerRuntime
 from tests.support.waiting import eventually
 
 
@@ -61,3 +68,23 @@ def containers_whose_command_holds(fragment: str) -> list[str]:
     between a list and its inspect)."""
     listed: list[dict[str, Any]] = docker.from_env().api.containers(all=True)
     return [str(found["Id"]) for found in listed if fragment in str(found.get("Command") or "")]
+
+
+@contextmanager
+def throwaway_runtime(
+    data_dir: Path, image: str, page: str, **settings: Any
+) -> Iterator[DockerRuntime]:
+    """A runtime of a throw-away INSTANCE_NAME with `image` (busybox httpd serving `page`)
+    built; everything it made is removed afterwards."""
+    instance = f"mpt{secrets.token_hex(3)}"
+    made = DockerRuntime(
+        Settings(data_dir=data_dir, instance_name=instance, app_disk_mb=0, **settings)
+    )
+    build_busybox_image(made, image, HTTPD, {"index.html": page})
+    try:
+        yield made
+    finally:
+        for container_id in made.platform_container_ids():
+            made.remove(container_id)
+        with suppress(Exception):
+            made.remove_apps_network()
