@@ -151,7 +151,7 @@ def test_a_failed_build_leaves_no_image_of_its_steps(api: httpx.Client, app_name
     # Removed when no build runs on the host (image_turns): other tests' builds may
     eventually(
         lambda: all(gone(image) for image in committed),
-        timeout=60,
+        timeout=150,
         interval=0.5,
         message=f"a failed build's step images are still there: {committed}",
     )

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 _RUNNING_IN = re.compile(r"---> Running in ([0-9a-f]{12,64})")
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 _BUILT = re.compile(r"^Successfully built ([0-9a-f]{12,64})")
-# The image a step committed (the classic builder's " ---> 3f2c1a0b9d8e" after each step)
-_COMMITTED = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
 # How often the watcher asks whether to stop (a cancel ends the step within this, plus a kill),
 # and the pids limiter looks at the build's network when no line woke it
 _WATCH_INTERVAL = 0.5
@@ -77,7 +76,8 @@ class BuildResult:
     error: str | None = None
     failed_step: str | None = None
     stopped: str | None = None  # why it was stopped (cancel, deadline), if it was
-    # A failed build's last committed step (an image no tag names): remove_failed_steps()
+    # The image a failed build's failing RUN step stood on, when the build itself committed
+    # it (the engine says so, never the build's output): remove_failed_steps()
     leftover_image: str | None = None
 
 
@@ -99,16 +99,11 @@ class _Progress:
         self.on_step_start = on_step_start  # cheap: called on the reader's path
         self.step: str | None = None
         self.image_id: str | None = None
-        self.step_number = 0
-        self.committed: str | None = None  # the last step's image, FROM's (a base) excluded
         self.tail: list[str] = []
 
     def saw(self, line: str) -> None:
-        if step := _STEP.match(line):
+        if _STEP.match(line):
             self.step = line
-            self.step_number = int(step.group(1))
-        if (committed := _COMMITTED.match(line)) and self.step_number > 1:
-            self.committed = committed.group(1)
         if match := _RUNNING_IN.search(line):  # the builder's, or a step's own: only a hint
             self.on_step_start(match.group(1))
         if match := _BUILT.match(line):
@@ -487,6 +482,7 @@ def _run(
         limiter.start()
     watcher = _Watcher(api, network, lines, stop_reason)
     watcher.start()
+    started = time.time()
     error: str | None = None
     try:
         # Image removals by any install on the host wait until this build ends (image_turns)
@@ -513,7 +509,7 @@ def _run(
         lines.flush(final=True)
     if limiter.failure is not None:
         error = limiter.failure
-    return _result(runtime, api, spec, network, progress, error, watcher.reason)
+    return _result(runtime, api, spec, network, progress, error, watcher.reason, started)
 
 
 def _stream(
@@ -547,6 +543,7 @@ def _result(
     progress: _Progress,
     error: str | None,
     stopped: str | None,
+    started: float,
 ) -> BuildResult:
     if error is None and stopped is None:
         image_id = runtime.image_id(spec.tag)
@@ -554,7 +551,7 @@ def _result(
             return BuildResult(image_id=image_id)
         error = "the build ended without an image"
     why = _step_failure(api, network, error or "stopped", spec.memory_mb)
-    leftover = progress.committed
+    leftover = _committed_under_failed_step(api, network, started)
     if stopped is not None:
         return BuildResult(
             image_id=None,
@@ -594,6 +591,38 @@ def _step_failure(api: docker.APIClient, network: StepNetwork, error: str, memor
     return error
 
 
+def _committed_under_failed_step(
+    api: docker.APIClient, network: StepNetwork, started: float
+) -> str | None:
+    """The image the failed RUN step's container (kept by forcerm=False) was made from, if
+    this build committed it: no name, created since the build started. Read from the engine,
+    not from the build's output, which a step writes as it likes. A base image, or a step
+    the builder took from its cache, is never this build's to remove."""
+    try:
+        newest = step_containers(api, network)[:1]
+        if not newest:
+            return None
+        image_id = str(api.inspect_container(newest[0]["Id"]).get("Image") or "")
+        attrs: dict[str, Any] = api.inspect_image(image_id) if image_id else {}
+    except (DockerException, OSError):
+        return None
+    if not attrs or attrs.get("RepoTags") or attrs.get("RepoDigests"):
+        return None
+    created = _engine_time(str(attrs.get("Created") or ""))
+    return image_id if created is not None and created >= started - 1.0 else None
+
+
+def _engine_time(stamp: str) -> float | None:
+    """Seconds since the epoch of the engine's RFC 3339 time (nanoseconds, 'Z')."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", stamp)
+    if match is None:
+        return None
+    whole = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return whole.timestamp() + float(f"0.{match.group(2) or 0}")
+
+
+# How long remove_failed_steps (in a thread of its own) waits for no build to run on the host
+FAILED_STEPS_WAIT_SECONDS = 300.0
 # How long the removal of an image no sweep will see again waits for builds on the host
 LAST_CHANCE_WAIT_SECONDS = 30.0
 
@@ -617,15 +646,16 @@ def remove_build_tag(runtime: DockerRuntime, tag: str, *, last_chance: bool = Fa
 
 
 def remove_failed_steps(runtime: DockerRuntime, step_image: str) -> bool:
-    """Removes what a failed build committed before its failing step: its last step's image
-    and, with it, the unnamed images under it down to the first one a tag names (the base).
-    Nothing else would: no tag names them, and the image GC knows builds by their images.
+    """Removes what a failed build committed before its failing step (_committed_under_
+    failed_step): that image and, with it, the unnamed images under it down to the first
+    one a tag names (the base). Nothing else would: no tag names them, and the image GC
+    knows builds by their images.
 
     Never an image something else holds: one a tag names, or that a container or a later
     image stands on (another build's cache), is refused by the engine and stays. Waits for
-    its turn (image_turns) as a last chance does: a build running meanwhile could be using
-    these very images as its cache. True once gone."""
-    with image_turns.removing(wait_seconds=LAST_CHANCE_WAIT_SECONDS) as our_turn:
+    its turn (image_turns), for minutes if builds keep running: one running meanwhile could
+    be using these very images as its cache. True once gone."""
+    with image_turns.removing(wait_seconds=FAILED_STEPS_WAIT_SECONDS) as our_turn:
         if not our_turn:
             log.info("a failed build's step image %s stays: builds kept running", step_image)
             return False
