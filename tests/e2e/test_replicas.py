@@ -437,6 +437,7 @@ def test_replica_0_removed_by_hand_is_replaced_while_the_others_serve(
 
     with load(stack, app_name, getters=3) as running:
         time.sleep(0.5)
+        kill_sent = time.monotonic()
         remove_by_hand(first)
         removed = time.monotonic()
         eventually(
@@ -457,7 +458,11 @@ def test_replica_0_removed_by_hand_is_replaced_while_the_others_serve(
         f"requests meanwhile: {dict(running.outcomes)}"
     )
     assert app["status"] == "running" and "took its place" in app["status_detail"]
-    assert running.failed("GET") == 0
+    # `docker rm -f` kills the replica: a response it was sending then is cut off, as with
+    # a SIGKILL (CI saw one in 577); anything else (a 502, a refused request) fails the test
+    cut_off = running.cut_off_by("GET", kill_sent, removed)
+    assert cut_off <= 3  # one request in flight per client at most
+    assert running.failed("GET") - cut_off == 0, running.failures
 
 
 class TimedLoad:

@@ -35,7 +35,15 @@ def test_a_refusal_names_the_settings_to_check(detail: str) -> None:
     assert "REGISTRY_USER and REGISTRY_PASSWORD" in str(failure)
 
 
-def test_anything_else_is_a_failure_with_the_engines_words() -> None:
-    failure = _registry_failure("10.4.0.1:4010", "blob upload unknown", None)
+@pytest.mark.parametrize(
+    "detail",
+    [
+        "blob upload unknown",
+        "manifest invalid: sha256:ab401cd0000000000000000000000000000000000000000000000000000000",
+        "name unknown: repository ci-401/app not known to registry",
+    ],
+)
+def test_anything_else_is_a_failure_with_the_engines_words(detail: str) -> None:
+    failure = _registry_failure("10.4.0.1:4010", detail, None)
     assert not isinstance(failure, RegistryRefused)
-    assert "blob upload unknown" in str(failure)
+    assert detail in str(failure)

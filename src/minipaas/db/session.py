@@ -252,12 +252,30 @@ def read_session() -> Iterator[Session]:
 
 def _discard_if_interrupted(session: Session, exc: BaseException) -> None:
     """A session's statement interrupted mid-flight (see autocommit()): its connection goes,
-    so that the rollback on close cannot fail and replace `exc`."""
-    if isinstance(exc, SQLAlchemyError) or not session.in_transaction():
+    so that the rollback on close cannot fail and replace `exc`. Only the connection the
+    session's transaction already holds: asking the session for one could check a new one
+    out, and wait, right here."""
+    if isinstance(exc, SQLAlchemyError):
         return
-    connection = session.connection()
-    if _statement_in_flight(connection):
+    connection = session.info.get(_HELD_CONNECTION)
+    if connection is not None and _statement_in_flight(connection):
         discard_connection(connection)
+
+
+# Session.info's key for the connection its (outermost) transaction holds now
+_HELD_CONNECTION = "minipaas.held_connection"
+
+
+@event.listens_for(Session, "after_begin")
+def _remember_connection(session: Session, transaction: Any, connection: Connection) -> None:
+    if transaction.parent is None:
+        session.info[_HELD_CONNECTION] = connection
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_connection(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_HELD_CONNECTION, None)
 
 
 # libpq's "a command is in progress" (psycopg.pq.TransactionStatus.ACTIVE)

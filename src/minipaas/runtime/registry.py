@@ -32,8 +32,9 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _REFUSED = ("unauthorized", "no basic auth credentials", "authentication required")
-# A bare HTTP 401, not the digits inside an address: a registry on port 40179 was once "refusing"
-_STATUS_401 = re.compile(r"(?<![\d.:])401(?![\d.:])")
+# A bare HTTP 401, not the digits inside an address, a name or a digest: a registry on port
+# 40179 was once "refusing"
+_STATUS_401 = re.compile(r"(?<![\w.:/-])401(?![\w.:/-])")
 _UNREACHABLE = ("connection refused", "no such host", "timeout", "no route to host")
 
 

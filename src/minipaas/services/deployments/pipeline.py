@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -50,6 +50,9 @@ from minipaas.services.deployments.readiness import wait_until_ready
 from minipaas.services.retry import retry_database, retry_transient
 
 log = logging.getLogger(__name__)
+
+# How long a failed start waits for the image's record, written beside it, to land first
+IMAGE_RECORD_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -186,11 +189,24 @@ def start_healthy_set(plan: Plan, timer: PhaseTimer) -> list[StartedContainer]:
     timer.mark("image")
     raise_if_cancelled(plan.deployment_id)
     # The image's record commits while the engine starts the containers, not before: ~6 ms
-    # less until the app serves. Each container's record waits for it (events stay in order);
-    # leaving this block waits for it too, so a failed start still leaves the image recorded
-    with ThreadPoolExecutor(max_workers=1) as recorder:
-        image_recorded = recorder.submit(record_image, plan, image_id)
+    # less until the app serves. Each container's record waits for it (events stay in order).
+    # A failed start waits a moment for it too, but never for good: the job's timeout, raised
+    # in this thread only, must not wait on a write stuck in another
+    recorder = ThreadPoolExecutor(max_workers=1)
+    image_recorded = recorder.submit(record_image, plan, image_id)
+    image_recorded.add_done_callback(_log_unrecorded_image)
+    try:
         return _start_healthy(plan, image_id, image_recorded, timer)
+    except BaseException:
+        wait([image_recorded], timeout=IMAGE_RECORD_WAIT_SECONDS)
+        raise
+    finally:
+        recorder.shutdown(wait=False)
+
+
+def _log_unrecorded_image(recorded: Future[None]) -> None:
+    if not recorded.cancelled() and (exc := recorded.exception()) is not None:
+        log.warning("the image step's record was not written: %s", exc)
 
 
 def _start_healthy(
