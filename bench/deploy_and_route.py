@@ -51,7 +51,7 @@ from tests.support import stack as test_stack  # noqa: E402
 from tests.support.images import HELLO_V1  # noqa: E402
 from tests.support.stack import Stack, running_stack  # noqa: E402
 
-from minipaas.runtime.docker_runtime import DEFAULT_BRIDGE, ICC_OPTION  # noqa: E402
+from minipaas.runtime.docker_runtime import default_bridge_isolated  # noqa: E402
 
 DEPLOY_GOAL = 1.2  # platform deploy (host route answering) within 1.2x of a bare `docker run`
 DIRECT_GOAL = 0.9  # router by host at least 0.9x the RPS of hitting the container directly
@@ -610,10 +610,9 @@ def describe_host(stack: Stack) -> str:
     nginx = version(["nginx", "-v"], r"nginx/(\S+)")
     wrk = version(["wrk", "-v"], r"wrk (\S+)")
     client = docker.from_env()
-    bridge = client.api.inspect_network(DEFAULT_BRIDGE).get("Options") or {}
     apps_network = (
         "Docker's default bridge (the engine runs with ICC off)"
-        if stack.settings.apps_bridge == "auto" and bridge.get(ICC_OPTION) == "false"
+        if stack.settings.apps_bridge == "auto" and default_bridge_isolated(client.api)
         else f"its own, {stack.settings.apps_network}, ICC off"
     )
     return (

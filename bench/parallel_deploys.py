@@ -29,7 +29,7 @@ from tests.support.images import HELLO_V1
 
 from minipaas.host.service_exec import group_members, recorded_group
 from minipaas.host.supervisor import Supervisor
-from minipaas.runtime.docker_runtime import DEFAULT_BRIDGE, ICC_OPTION
+from minipaas.runtime.docker_runtime import ICC_OPTION, default_bridge_isolated
 
 # At most this many deploy requests in flight at once (as that many clients would send them)
 SENDERS = 10
@@ -156,8 +156,7 @@ def floor_network(client: Any) -> str | None:
     """The kind of network the platform's apps join (APPS_BRIDGE=auto): None, Docker's
     default bridge, when the engine keeps containers on it apart; else the name of a new
     user-defined one with inter-container traffic off."""
-    options = client.api.inspect_network(DEFAULT_BRIDGE).get("Options") or {}
-    if options.get(ICC_OPTION) == "false":
+    if default_bridge_isolated(client.api):
         return None
     label = secrets.token_hex(4)
     return str(

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from docker.errors import APIError, DockerException, NotFound
 
 from minipaas.runtime import image_turns, labels
 from minipaas.runtime.base import EngineUnavailable, RuntimeFailure
-from minipaas.runtime.docker_runtime import DockerRuntime
+from minipaas.runtime.docker_runtime import DockerRuntime, engine_seconds
 from minipaas.runtime.engine_errors import as_runtime_failure
 
 log = logging.getLogger(__name__)
@@ -608,17 +607,8 @@ def _committed_under_failed_step(
         return None
     if not attrs or attrs.get("RepoTags") or attrs.get("RepoDigests"):
         return None
-    created = _engine_time(str(attrs.get("Created") or ""))
+    created = engine_seconds(attrs.get("Created"))
     return image_id if created is not None and created >= started - 1.0 else None
-
-
-def _engine_time(stamp: str) -> float | None:
-    """Seconds since the epoch of the engine's RFC 3339 time (nanoseconds, 'Z')."""
-    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", stamp)
-    if match is None:
-        return None
-    whole = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    return whole.timestamp() + float(f"0.{match.group(2) or 0}")
 
 
 # How long remove_failed_steps (in a thread of its own) waits for no build to run on the host

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,24 @@ def _listed_host_port(summary: dict[str, Any]) -> int | None:
         if port.get("PublicPort"):
             return int(port["PublicPort"])
     return None
+
+
+def default_bridge_isolated(api: docker.APIClient) -> bool:
+    """Whether the engine keeps the containers on its default bridge apart (`icc: false`)."""
+    try:
+        options = api.inspect_network(DEFAULT_BRIDGE).get("Options") or {}
+    except NotFound:  # an engine started with --bridge=none has no default bridge
+        return False
+    return bool(options.get(ICC_OPTION) == "false")
+
+
+def engine_seconds(stamp: object) -> float | None:
+    """Seconds since the epoch of one of the engine's RFC 3339 times ("...:05.123456789Z")."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", str(stamp or ""))
+    if match is None:
+        return None
+    whole = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return whole.timestamp() + float(f"0.{match.group(2) or 0}")
 
 
 def _perhaps_oom(state: ContainerState) -> bool:
@@ -310,11 +329,7 @@ class DockerRuntime:
         return self._ensure_own_network()
 
     def _default_bridge_isolated(self) -> bool:
-        try:
-            options = self.client.api.inspect_network(DEFAULT_BRIDGE).get("Options") or {}
-        except NotFound:  # an engine started with --bridge=none has no default bridge
-            return False
-        return bool(options.get(ICC_OPTION) == "false")
+        return default_bridge_isolated(self.client.api)
 
     def _ensure_own_network(self) -> str:
         name = self._settings.apps_network

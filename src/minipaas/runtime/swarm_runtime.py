@@ -44,7 +44,7 @@ from minipaas.runtime.base import (
     RuntimeFailure,
     StartedContainer,
 )
-from minipaas.runtime.docker_runtime import DockerRuntime, _host_lock
+from minipaas.runtime.docker_runtime import DockerRuntime, _host_lock, engine_seconds
 from minipaas.runtime.engine_errors import as_runtime_failure, engine_reachable
 from minipaas.runtime.inventory import node_address
 from minipaas.runtime.listening import Listener
@@ -597,11 +597,8 @@ class SwarmRuntime(DockerRuntime):
 
 def _epoch(created: object) -> str:
     """Swarm's RFC 3339 time (nanoseconds) as the plain engine's seconds since the epoch."""
-    text = str(created or "")
-    try:
-        return str(int(datetime.fromisoformat(text[:19] + "+00:00").timestamp()))
-    except ValueError:
-        return ""
+    seconds = engine_seconds(created)
+    return "" if seconds is None else str(int(seconds))
 
 
 def _current(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
