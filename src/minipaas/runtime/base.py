@@ -93,6 +93,31 @@ class ContainerState:
     restart_count: int
     memory_limit_mb: int | None = None
 
+    @property
+    def perhaps_oom(self) -> bool:
+        """Stopped by SIGKILL (137) under a memory limit, and Docker has not said OOM."""
+        return (
+            not self.running
+            and self.exit_code == 137
+            and not self.oom_killed
+            and bool(self.memory_limit_mb)
+        )
+
+    def stop_reason(self) -> str:
+        """Why it stopped, as the owner reads it: "exited", or an OOM kill said as such.
+        Docker can miss the OOM event of an app that overruns its limit in its first instant
+        (seen in CI: exit 137, OOMKilled false); a SIGKILL under a memory limit that the
+        platform did not send is then said to be most likely the OOM killer, not a plain exit."""
+        limit = f"{self.memory_limit_mb} MB" if self.memory_limit_mb else "its"
+        if self.oom_killed:
+            return f"was killed for using more memory than its limit of {limit} (OOM)"
+        if self.perhaps_oom:
+            return (
+                "was killed (SIGKILL), most likely by the kernel's OOM killer at its memory "
+                f"limit of {limit} (Docker recorded no OOM)"
+            )
+        return "exited"
+
 
 class Runtime(Protocol):
     """The operations the services use; refs are the ids or names the engine gave."""

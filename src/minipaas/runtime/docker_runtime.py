@@ -100,15 +100,6 @@ def engine_seconds(stamp: object) -> float | None:
     return whole.timestamp() + float(f"0.{match.group(2) or 0}")
 
 
-def _perhaps_oom(state: ContainerState) -> bool:
-    return (
-        not state.running
-        and state.exit_code == 137
-        and not state.oom_killed
-        and bool(state.memory_limit_mb)
-    )
-
-
 def _decode(raw: bytes | str) -> str:
     # App output is arbitrary bytes; never fail on them
     return raw if isinstance(raw, str) else raw.decode("utf-8", errors="replace")
@@ -238,12 +229,10 @@ class DockerRuntime:
             self.remove(container_id)
             code = state.exit_code if state else "unknown"
             # An app over its memory limit from its first instant ends here, not at the health
-            # check: said the same way (deployments/readiness.exit_message)
-            how = "exited at once"
-            if state is not None and state.oom_killed:
-                how = (
-                    f"was killed for using more memory than its limit of {spec.memory_mb} MB (OOM)"
-                )
+            # check: said the same way (ContainerState.stop_reason)
+            how = state.stop_reason() if state is not None else "exited"
+            if how == "exited":
+                how = "exited at once"
             raise RuntimeFailure(f"container {how} with code {code}; last log lines:\n{logs}")
         return StartedContainer(id=container_id, name=spec.name, published_port=published)
 
@@ -465,7 +454,7 @@ class DockerRuntime:
         what only has to know that it stopped (the healer) reads state()."""
         state = self.state(container_ref)
         deadline = time.monotonic() + OOM_SETTLE_SECONDS
-        while state is not None and _perhaps_oom(state) and time.monotonic() < deadline:
+        while state is not None and state.perhaps_oom and time.monotonic() < deadline:
             time.sleep(0.05)
             state = self.state(container_ref)
         return state

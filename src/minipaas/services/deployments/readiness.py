@@ -104,11 +104,7 @@ def _not_healthy_message(container_id: str, patience: float, last_answer: str) -
 def exit_message(container_id: str, state: ContainerState) -> str:
     """Why a container stopped: its exit code or OOM, and its last log lines."""
     logs = get_runtime().tail_logs(container_id, LOG_LINES_IN_ERRORS)
-    if state.oom_killed:
-        limit = f"{state.memory_limit_mb} MB" if state.memory_limit_mb else "its"
-        reason = f"was killed for using more memory than its limit of {limit} (OOM)"
-    else:
-        reason = "exited"
+    reason = state.stop_reason()
     return (
         f"the container {reason} with code {state.exit_code}; last log lines:\n{logs or '(none)'}"
     )
