@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from minipaas import __version__, logs, metrics
 from minipaas.api.routes import apps, builds, cluster, domains, health, traffic, users
 from minipaas.api.routes import metrics as platform_metrics
-from minipaas.db.session import autocommit, close_async_read_engine
+from minipaas.db.session import (
+    autocommit,
+    close_async_read_engine,
+    close_idle_async_connections,
+    close_idle_connections,
+)
 from minipaas.host.lifeline import die_with_parent
 from minipaas.services import audit
 from minipaas.services.errors import (
@@ -38,6 +44,8 @@ from minipaas.services.errors import (
 log = logging.getLogger(__name__)
 # Set by `minipaas api` for its worker processes
 DIE_WITH_PARENT_ENV = "MINIPAAS_DIE_WITH_PARENT"
+# How often an API process looks for pooled connections that waited too long
+IDLE_CHECK_SECONDS = 10.0
 
 # Prefixes our own router puts in front of the API; only these are trusted
 _KNOWN_PREFIXES = {b"/api"}
@@ -112,8 +120,26 @@ def create_app() -> FastAPI:
 
 @asynccontextmanager
 async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
-    yield
-    await close_async_read_engine()  # its connections belong to this event loop
+    closer = asyncio.create_task(_close_idle_connections_every(IDLE_CHECK_SECONDS))
+    try:
+        yield
+    finally:
+        closer.cancel()
+        with suppress(asyncio.CancelledError):
+            await closer
+        await close_async_read_engine()  # its connections belong to this event loop
+
+
+async def _close_idle_connections_every(seconds: float) -> None:
+    """An API at rest gets no request to return a connection on: its pools' connections that
+    waited too long (db/pools.py) are closed from here."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await close_idle_async_connections()
+            close_idle_connections()
+        except Exception:
+            log.exception("closing idle database connections failed")
 
 
 def dashboard() -> FileResponse:

@@ -23,9 +23,11 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, Pool, PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from minipaas.config import get_settings
+from minipaas.db.pools import IDLE_SINCE, IdleClosingAsyncPool, IdleClosingPool
 
 # A pooled connection idle longer than this is pinged before use (the server may have
 # restarted meanwhile); one in steady use is not: a ping per request was a round trip each
@@ -33,7 +35,7 @@ PING_IDLE_SECONDS = 1.0
 # Connections each process keeps open between uses, and how many more it may open for a
 # burst (closed as they come back). Every open one is a PostgreSQL backend of ~3 MiB of its
 # own, so a process keeps what it commonly needs, not its peak; a pool only grows to what
-# was used at once. A write needs two at its end (its own session and the audit outcome's):
+# was used at once, and closes what then waits unused for 30 s (db/pools.py). A write needs two at its end (its own session and the audit outcome's):
 # with 4 kept, 50 deploy requests from 10 clients made PostgreSQL start ~24 backends, and
 # cost the API ~13-18 ms of CPU each; with 8 kept, 1-5 backends and ~10 ms.
 POOL_SIZE = 8
@@ -54,7 +56,10 @@ def get_engine() -> Engine:
 
 
 def _engine(**options: Any) -> Engine:
-    return _watch_idle(create_engine(get_settings().database_url, **_COMMON, **options))
+    engine = create_engine(
+        get_settings().database_url, poolclass=IdleClosingPool, **_COMMON, **options
+    )
+    return _watch_idle(engine)
 
 
 _COMMON: dict[str, Any] = {
@@ -76,14 +81,14 @@ _READS: dict[str, Any] = {
 
 
 def _note_idle(_: DBAPIConnection, record: ConnectionPoolEntry) -> None:
-    record.info["idle_since"] = time.monotonic()
+    record.info[IDLE_SINCE] = time.monotonic()
 
 
 def _ping_when_idle(dialect: Dialect) -> Callable[..., None]:
     def ping(
         connection: DBAPIConnection, record: ConnectionPoolEntry, _: PoolProxiedConnection
     ) -> None:
-        idle_since = record.info.get("idle_since")
+        idle_since = record.info.get(IDLE_SINCE)
         if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
             return
         try:
@@ -137,7 +142,9 @@ def async_read_engine() -> AsyncEngine:
         # No overflow: a request waits its turn on the loop (no thread held, first come first
         # served) rather than open a connection, so an API process holds at most 40
         options = _READS | {"max_overflow": 0}
-        engine = create_async_engine(get_settings().database_url, **_COMMON, **options)
+        engine = create_async_engine(
+            get_settings().database_url, poolclass=IdleClosingAsyncPool, **_COMMON, **options
+        )
         _watch_idle(engine.sync_engine)
         _ASYNC_READ_ENGINES[loop] = engine
     return engine
@@ -155,6 +162,30 @@ def new_read_session() -> Session:
     closing it costs no round trip. Any write it makes is committed by itself, so it is no
     place for several writes that belong together."""
     return _session_factory()(bind=read_engine())
+
+
+def close_idle_connections() -> int:
+    """The sync pools' connections idle too long, closed (db/pools.py): a process at rest
+    returns none, so its pools do not check by themselves. How many were closed."""
+    return sum(
+        _closes_idle(engine().pool).close_idle()
+        for engine in (get_engine, read_engine)
+        if engine.cache_info().currsize
+    )
+
+
+async def close_idle_async_connections() -> int:
+    """The same for this event loop's read pool, run where its driver's calls may run."""
+    engine = _ASYNC_READ_ENGINES.get(asyncio.get_running_loop())
+    if engine is None:
+        return 0
+    return await greenlet_spawn(_closes_idle(engine.sync_engine.pool).close_idle)
+
+
+def _closes_idle(pool: Pool) -> IdleClosingPool:
+    if not isinstance(pool, IdleClosingPool):
+        raise TypeError(f"not a pool of db/pools.py: {type(pool).__name__}")
+    return pool
 
 
 def dispose_engines() -> None:

@@ -32,7 +32,12 @@ from minipaas.db.models import (
     DeploymentStatus,
     Release,
 )
-from minipaas.db.session import database_unavailable, get_session, outage_detail
+from minipaas.db.session import (
+    close_idle_connections,
+    database_unavailable,
+    get_session,
+    outage_detail,
+)
 from minipaas.router.errors import RouterError
 from minipaas.runtime import get_runtime, image_turns, labels
 from minipaas.runtime.base import LOOPBACK, ContainerState, Endpoint
@@ -533,6 +538,8 @@ class ReconcilerThread(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.wait(self.interval):
+            # This process's pooled connections that waited too long (db/pools.py)
+            close_idle_connections()
             # Several workers run this thread: one pass per interval for the whole platform
             if not queue.claim_turn("reconciler", self.interval):
                 continue

@@ -1,0 +1,121 @@
+"""Pools close connections that waited in them too long (db/pools.py), on a real PostgreSQL:
+what a burst opened goes once load stops needing it, what was just used stays, and a
+connection in use (an advisory lock held on it) is never touched."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+
+from minipaas.db import pools, session
+from tests.support.stack import Stack
+
+pytestmark = [pytest.mark.docker]
+
+
+@pytest.fixture
+def short_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pools, "IDLE_CLOSE_SECONDS", 0.3)
+    monkeypatch.setattr(pools, "CHECK_EVERY_SECONDS", 0.0)
+
+
+@pytest.fixture
+def engine(stack: Stack) -> Iterator[Engine]:
+    made = session._engine(pool_size=4, max_overflow=2)
+    yield made
+    made.dispose()
+
+
+def _pid(connection: Connection) -> int:
+    return int(connection.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _alive(pids: set[int], expected: set[int] | None = None) -> set[int]:
+    """Which of these backends still run. A closed connection's backend ends a moment after
+    the client left: given what is expected, waits up to 2 s for it."""
+    deadline = time.monotonic() + 2
+    while True:
+        with session.get_engine().connect() as connection:
+            rows = connection.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE pid = ANY(:pids)"),
+                {"pids": list(pids)},
+            )
+            alive = {int(pid) for (pid,) in rows}
+        if expected is None or alive == expected or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _burst(engine: Engine, size: int) -> list[int]:
+    """Opens `size` connections at once, returns them; their backends' pids, last returned
+    first."""
+    held = [engine.connect() for _ in range(size)]
+    pids = [_pid(connection) for connection in held]
+    for connection in held:
+        connection.close()
+    return list(reversed(pids))
+
+
+def test_what_a_burst_opened_is_closed_once_it_waited_too_long(
+    short_idle: None, engine: Engine
+) -> None:
+    pids = _burst(engine, 4)
+    assert _alive(set(pids)) == set(pids)
+    asyncio.run(asyncio.sleep(0.5))
+    with engine.connect() as connection:  # returning it runs the check
+        reused = _pid(connection)
+    assert reused == pids[0]  # LIFO: the most recently returned one
+    assert _alive(set(pids), {reused}) == {reused}
+    pool = engine.pool
+    assert pool.checkedin() == 1 and pool.checkedout() == 0
+    # The pool's count of connections stays right: it opens up to its size + overflow again
+    again = [engine.connect() for _ in range(6)]
+    assert pool.checkedout() == 6
+    for connection in again:
+        connection.close()
+
+
+def test_connections_in_steady_use_are_kept(engine: Engine) -> None:
+    pids = _burst(engine, 4)
+    closed = session._closes_idle(engine.pool).close_idle()
+    assert closed == 0 and _alive(set(pids)) == set(pids)
+
+
+def test_a_connection_in_use_is_never_closed(short_idle: None, engine: Engine) -> None:
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(4242, 1)"))
+        holder.commit()
+        holder_pid = _pid(holder)
+        idle = _burst(engine, 3)
+        asyncio.run(asyncio.sleep(0.5))
+        closed = session._closes_idle(engine.pool).close_idle()
+        assert closed == 3
+        assert _alive({holder_pid, *idle}, {holder_pid}) == {holder_pid}
+        with session.get_engine().connect() as other:
+            taken = other.execute(text("SELECT pg_try_advisory_lock(4242, 1)")).scalar_one()
+            assert taken is False  # still held by the connection in use
+        holder.execute(text("SELECT pg_advisory_unlock(4242, 1)"))
+        holder.commit()
+
+
+def test_the_event_loops_read_pool_closes_its_idle_connections(
+    short_idle: None, stack: Stack
+) -> None:
+    async def scenario() -> tuple[int, set[int]]:
+        engine = session.async_read_engine()
+        held = [await engine.connect() for _ in range(3)]
+        pids = [int((await c.execute(text("SELECT pg_backend_pid()"))).scalar_one()) for c in held]
+        for connection in held:
+            await connection.close()
+        await asyncio.sleep(0.5)
+        closed = await session.close_idle_async_connections()
+        alive = await asyncio.to_thread(_alive, set(pids), set())
+        await session.close_async_read_engine()
+        return closed, alive
+
+    closed, alive = asyncio.run(scenario())
+    assert closed == 3 and alive == set()
