@@ -120,7 +120,9 @@ def test_backup_then_restore_onto_a_new_install(tmp_path: Path) -> None:
         build_busybox_image(runtime, ENV_V1, SHOW_ENV, {"index.html": "env v1\n"})
         build_busybox_image(runtime, ENV_V2, SHOW_ENV, {"index.html": "env v2\n"})
         gone_image = f"minipaas-test/gone-{suffix}:v1"
-        build_busybox_image(runtime, gone_image, SHOW_ENV, {"index.html": "gone\n"})
+        # Its own content, so its own image id: an identical image another run left tagged
+        # would outlive the tag removed below, and the "lost" app would run again
+        build_busybox_image(runtime, gone_image, SHOW_ENV, {"index.html": f"gone {suffix}\n"})
         admin_token = first.env["ADMIN_TOKEN"]
         with _client(first.api_url, admin_token) as admin:
             member = new_member(admin)
