@@ -35,9 +35,10 @@ PING_IDLE_SECONDS = 1.0
 # Connections each process keeps open between uses, and how many more it may open for a
 # burst (closed as they come back). Every open one is a PostgreSQL backend of ~3 MiB of its
 # own, so a process keeps what it commonly needs, not its peak; a pool only grows to what
-# was used at once, and closes what then waits unused for 30 s (db/pools.py). A write needs two at its end (its own session and the audit outcome's):
-# with 4 kept, 50 deploy requests from 10 clients made PostgreSQL start ~24 backends, and
-# cost the API ~13-18 ms of CPU each; with 8 kept, 1-5 backends and ~10 ms.
+# was used at once, and closes what then waits unused for 30 s (db/pools.py). A write
+# needs two at its end (its own session and the audit outcome's): with 4 kept, 50 deploy
+# requests from 10 clients made PostgreSQL start ~24 backends, and cost the API ~13-18 ms
+# of CPU each; with 8 kept, 1-5 backends and ~10 ms.
 POOL_SIZE = 8
 POOL_OVERFLOW = 12
 # Reads (the API's GET requests) have a pool of their own. Opening a connection costs more
