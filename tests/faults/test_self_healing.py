@@ -72,6 +72,7 @@ def test_killed_container_serves_again(
     assert app["status"] == "running" and app["restart_count"] == 1
     assert app["last_exit_code"] == 137 and app["next_restart_at"] is None
     assert "code 137" in app["status_detail"]
+    assert "OOM" not in app["status_detail"]  # a kill by hand is not guessed to be memory
 
 
 def test_oom_killed_app_is_restarted(

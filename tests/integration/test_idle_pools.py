@@ -1,6 +1,6 @@
 """Pools close connections that waited in them too long (db/pools.py), on a real PostgreSQL:
-what a burst opened goes once load stops needing it, what was just used stays, and a
-connection in use (an advisory lock held on it) is never touched."""
+what a burst opened goes once load stops needing it, and what came back recently stays,
+however long it was in use before."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import asyncio
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
+from minipaas.config import get_settings
 from minipaas.db import pools, session
 from tests.support.stack import Stack
 
@@ -79,27 +82,31 @@ def test_what_a_burst_opened_is_closed_once_it_waited_too_long(
         connection.close()
 
 
-def test_connections_in_steady_use_are_kept(engine: Engine) -> None:
+def test_connections_returned_within_the_limit_are_kept(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pools, "IDLE_CLOSE_SECONDS", 2.0)
     pids = _burst(engine, 4)
     closed = session._closes_idle(engine.pool).close_idle()
     assert closed == 0 and _alive(set(pids)) == set(pids)
 
 
-def test_a_connection_in_use_is_never_closed(short_idle: None, engine: Engine) -> None:
+def test_a_connection_waits_from_when_it_came_back_not_from_when_it_was_opened(
+    short_idle: None, engine: Engine
+) -> None:
+    """One held longer than the limit (a deploy holds its app's lock for minutes) is not
+    closed as it comes back."""
     with engine.connect() as holder:
         holder.execute(text("SELECT pg_advisory_lock(4242, 1)"))
-        holder.commit()
         holder_pid = _pid(holder)
-        idle = _burst(engine, 3)
         asyncio.run(asyncio.sleep(0.5))
-        closed = session._closes_idle(engine.pool).close_idle()
-        assert closed == 3
-        assert _alive({holder_pid, *idle}, {holder_pid}) == {holder_pid}
-        with session.get_engine().connect() as other:
-            taken = other.execute(text("SELECT pg_try_advisory_lock(4242, 1)")).scalar_one()
-            assert taken is False  # still held by the connection in use
         holder.execute(text("SELECT pg_advisory_unlock(4242, 1)"))
         holder.commit()
+    # Coming back ran the check (CHECK_EVERY_SECONDS is 0 here)
+    assert engine.pool.checkedin() == 1
+    assert _alive({holder_pid}, {holder_pid}) == {holder_pid}
+    with engine.connect() as again:
+        assert _pid(again) == holder_pid
 
 
 def test_the_event_loops_read_pool_closes_its_idle_connections(
@@ -119,3 +126,28 @@ def test_the_event_loops_read_pool_closes_its_idle_connections(
 
     closed, alive = asyncio.run(scenario())
     assert closed == 3 and alive == set()
+
+
+def test_a_disconnect_one_pool_sees_renews_the_other_pools_too(stack: Stack) -> None:
+    """PostgreSQL restarted quickly: every session ended, and connections used less than
+    PING_IDLE_SECONDS ago are not pinged. The first statement to find its connection gone
+    fails; the other pools of the process then reopen theirs instead of failing too."""
+    pids = set()
+    for engine in (session.get_engine(), session.read_engine()):
+        with engine.connect() as connection:
+            pids.add(_pid(connection))
+    url = make_url(get_settings().database_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as killer:
+        killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [list(pids)]
+        )
+        deadline = time.monotonic() + 2
+        while killer.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)]
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the terminated backends did not end"
+            time.sleep(0.05)
+    with pytest.raises(OperationalError), session.read_engine().connect() as connection:
+        connection.execute(text("SELECT 1"))
+    with session.get_engine().connect() as connection:
+        assert connection.execute(text("SELECT 1")).scalar_one() == 1

@@ -58,8 +58,13 @@ def test_other_exits_are_not_waited_for(tmp_path: Path) -> None:
 
 def test_the_reason_says_oom_when_docker_saw_it_and_most_likely_oom_when_it_did_not() -> None:
     assert _stopped(137, oom=True).stop_reason().endswith("limit of 16 MB (OOM)")
-    unmarked = _stopped(137, oom=False).stop_reason()
+    unmarked = _stopped(137, oom=False).stop_reason(while_starting=True)
     assert "most likely by the kernel's OOM killer" in unmarked and "16 MB" in unmarked
     # A kill without a memory limit, or another exit, is not called an OOM
-    assert _stopped(137, oom=False, limit_mb=None).stop_reason() == "exited"
-    assert _stopped(1, oom=False).stop_reason() == "exited"
+    assert _stopped(137, oom=False, limit_mb=None).stop_reason(while_starting=True) == "exited"
+    assert _stopped(1, oom=False).stop_reason(while_starting=True) == "exited"
+
+
+def test_a_sigkill_after_the_start_is_not_guessed_to_be_an_oom() -> None:
+    """The prober's kill of a hung replica, or an operator's `docker kill`, is an exit."""
+    assert _stopped(137, oom=False).stop_reason() == "exited"

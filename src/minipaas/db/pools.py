@@ -20,6 +20,7 @@ import time
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, QueuePool
 from sqlalchemy.util import queue as sqla_queue
+from sqlalchemy.util.concurrency import in_greenlet
 
 log = logging.getLogger(__name__)
 
@@ -32,48 +33,85 @@ IDLE_SINCE = "idle_since"
 class IdleClosingPool(QueuePool):
     """QueuePool that closes connections idle in it for longer than IDLE_CLOSE_SECONDS."""
 
+    # SQLAlchemy names a pool's logger after its class: keep QueuePool's (quiet) one
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"
     _next_check = 0.0
+
+    def forget_connections_opened_before_now(self) -> None:
+        """Every connection opened until now is reopened at its next checkout (the server
+        restarted): what SQLAlchemy's pool invalidation sets when a disconnect is seen in
+        this pool (Pool._invalidate), for one another pool saw."""
+        self._invalidate_time = time.time()
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         super()._do_return_conn(record)
         now = time.monotonic()
-        if now >= self._next_check:
+        # Not for a connection the garbage collector hands back (no driver connection left):
+        # no network calls from there
+        if now >= self._next_check and record.dbapi_connection is not None and self._may_close():
             self.close_idle(now)
+
+    def _may_close(self) -> bool:
+        return True
 
     def close_idle(self, now: float | None = None) -> int:
         """Closes the connections that waited in the pool too long; how many.
         For an asyncio pool, call it where the pool's own calls run (a checkin does)."""
         now = time.monotonic() if now is None else now
         self._next_check = now + CHECK_EVERY_SECONDS
-        if self.checkedin() == 0:
-            return 0
-        # The queue has no way to look at its bottom: take every waiting connection (most
-        # recently used first), close the stale ones, put the rest back in their order
+        stale = self._take_stale(now)
+        # Counted out first, in one step with taking them: a checkout meanwhile may open a
+        # connection in their place, and an interrupted close (a job's timeout, a cancelled
+        # task) leaves the pool's count right; the garbage collector closes what is left
+        for _ in stale:
+            self._dec_overflow()
+        for record in stale:
+            try:
+                record.close()
+            except Exception as exc:  # a connection the server ended already
+                log.debug("closing an idle connection failed: %s", exc)
+        return len(stale)
+
+    def _take_stale(self, now: float) -> list[ConnectionPoolEntry]:
+        """Takes the connections that waited too long out of the queue. They are at its old
+        end (connections come back to the other end), looked at under the queue's lock, so
+        a checkout never finds the queue emptied for a moment."""
+        queue = self._pool
+        if not isinstance(queue, sqla_queue.Queue):
+            raise TypeError(f"a queue of threads expected, not {type(queue).__name__}")
+        stale: list[ConnectionPoolEntry] = []
+        with queue.mutex:
+            waiting = queue.queue
+            while waiting and _waited_too_long(waiting[0], now):
+                stale.append(waiting.popleft())
+        return stale
+
+
+class IdleClosingAsyncPool(IdleClosingPool, AsyncAdaptedQueuePool):
+    """The same for an asyncio engine (AsyncAdaptedQueuePool's queue and dialect)."""
+
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.AsyncAdaptedQueuePool"
+
+    def _may_close(self) -> bool:
+        # Closing awaits the driver: only where the pool's own calls run
+        return in_greenlet()
+
+    def _take_stale(self, now: float) -> list[ConnectionPoolEntry]:
+        """The asyncio queue has no way to look at its old end: every waiting connection is
+        taken (most recently used first) and the fresh ones put back in their order. Nothing
+        in between awaits, so no other task sees the queue meanwhile."""
         waiting: list[ConnectionPoolEntry] = []
         while True:
             try:
                 waiting.append(self._pool.get(False))
             except sqla_queue.Empty:
                 break
-        kept: list[ConnectionPoolEntry] = []
-        stale: list[ConnectionPoolEntry] = []
-        for record in waiting:
-            waited = now - float(record.info.get(IDLE_SINCE, now))
-            (kept if waited < IDLE_CLOSE_SECONDS else stale).append(record)
-        for record in reversed(kept):
-            try:
-                self._pool.put(record, False)
-            except sqla_queue.Full:  # connections came back meanwhile: one too many
-                stale.append(record)
-        for record in stale:
-            try:
-                record.close()
-            except Exception as exc:  # a connection the server ended already
-                log.debug("closing an idle connection failed: %s", exc)
-            finally:
-                self._dec_overflow()
-        return len(stale)
+        stale = [record for record in waiting if _waited_too_long(record, now)]
+        for record in reversed(waiting):
+            if not _waited_too_long(record, now):
+                self._pool.put(record, False)  # as many as were taken: never full
+        return stale
 
 
-class IdleClosingAsyncPool(IdleClosingPool, AsyncAdaptedQueuePool):
-    """The same for an asyncio engine (AsyncAdaptedQueuePool's queue and dialect)."""
+def _waited_too_long(record: ConnectionPoolEntry, now: float) -> bool:
+    return now - float(record.info.get(IDLE_SINCE, now)) >= IDLE_CLOSE_SECONDS

@@ -13,7 +13,7 @@ from typing import Any
 from psycopg.pq import TransactionStatus
 from pydantic_core import from_json
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
+from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect, ExceptionContext
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -96,14 +96,33 @@ def _ping_when_idle(dialect: Dialect) -> Callable[..., None]:
             dialect.do_ping(connection)
         except Exception as exc:
             # The pool drops this connection and checks out (or opens) another
+            _server_restarted()
             raise DisconnectionError(str(exc)) from exc
 
     return ping
 
 
+def _on_error(context: ExceptionContext) -> None:
+    if context.is_disconnect:
+        _server_restarted()
+
+
+def _server_restarted() -> None:
+    """One connection found the server gone, so are the others of this process (PostgreSQL
+    ends every session when it restarts): each pool reopens what it opened before now. Else
+    every connection used less than PING_IDLE_SECONDS ago fails a statement of its own after
+    a quick restart (CI: a deploy accepted just after failed on its first query)."""
+    engines = [engine() for engine in (get_engine, read_engine) if engine.cache_info().currsize]
+    engines += [engine.sync_engine for engine in list(_ASYNC_READ_ENGINES.values())]
+    for engine in engines:
+        if isinstance(engine.pool, IdleClosingPool):
+            engine.pool.forget_connections_opened_before_now()
+
+
 def _watch_idle(engine: Engine) -> Engine:
     event.listen(engine, "checkin", _note_idle)
     event.listen(engine, "checkout", _ping_when_idle(engine.dialect))
+    event.listen(engine, "handle_error", _on_error)
     return engine
 
 

@@ -103,18 +103,21 @@ class ContainerState:
             and bool(self.memory_limit_mb)
         )
 
-    def stop_reason(self) -> str:
+    def stop_reason(self, *, while_starting: bool = False) -> str:
         """Why it stopped, as the owner reads it: "exited", or an OOM kill said as such.
+
         Docker can miss the OOM event of an app that overruns its limit in its first instant
-        (seen in CI: exit 137, OOMKilled false); a SIGKILL under a memory limit that the
-        platform did not send is then said to be most likely the OOM killer, not a plain exit."""
+        (seen in CI: exit 137, OOMKilled false). A container that died `while_starting` (the
+        deploy or a start waits for it: nothing of the platform kills it then) by SIGKILL
+        under its memory limit is said to be most likely out of memory. Elsewhere a SIGKILL
+        may be the platform's own (a hung replica) or an operator's, and reads as an exit."""
         limit = f"{self.memory_limit_mb} MB" if self.memory_limit_mb else "its"
         if self.oom_killed:
             return f"was killed for using more memory than its limit of {limit} (OOM)"
-        if self.perhaps_oom:
+        if while_starting and self.perhaps_oom:
             return (
-                "was killed (SIGKILL), most likely by the kernel's OOM killer at its memory "
-                f"limit of {limit} (Docker recorded no OOM)"
+                "was killed (SIGKILL) while starting, most likely by the kernel's OOM killer at "
+                f"its memory limit of {limit} (Docker recorded no OOM)"
             )
         return "exited"
 

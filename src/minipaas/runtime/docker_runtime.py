@@ -230,7 +230,7 @@ class DockerRuntime:
             code = state.exit_code if state else "unknown"
             # An app over its memory limit from its first instant ends here, not at the health
             # check: said the same way (ContainerState.stop_reason)
-            how = state.stop_reason() if state is not None else "exited"
+            how = state.stop_reason(while_starting=True) if state is not None else "exited"
             if how == "exited":
                 how = "exited at once"
             raise RuntimeFailure(f"container {how} with code {code}; last log lines:\n{logs}")

@@ -266,7 +266,10 @@ def _mark_start_failed(db: Session, app: App, action: Action, exc: Exception) ->
     app.status_detail = f"{action} failed: {str(exc).splitlines()[0]}"
     db.commit()
     routing.publish_app_route(app.id)
-    message = exit_message(container_id, state) if state and not state.running else str(exc)
+    if state is not None and not state.running:
+        message = exit_message(container_id, state, while_starting=True)
+    else:
+        message = str(exc)
     raise Conflict(f"could not {action} the app: {message}") from None
 
 

@@ -538,8 +538,11 @@ class ReconcilerThread(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.wait(self.interval):
-            # This process's pooled connections that waited too long (db/pools.py)
-            close_idle_connections()
+            try:
+                # This process's pooled connections that waited too long (db/pools.py)
+                close_idle_connections()
+            except Exception:
+                log.exception("closing idle database connections failed")
             # Several workers run this thread: one pass per interval for the whole platform
             if not queue.claim_turn("reconciler", self.interval):
                 continue

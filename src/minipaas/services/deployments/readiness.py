@@ -89,7 +89,7 @@ def _raise_if_exited(container_id: str) -> None:
     if not state.running or state.restart_count > 0:
         # The reason the owner reads: an OOM kill must not read as a plain exit
         settled = runtime.exit_state(container_id) if not state.running else state
-        raise DeploymentFailed(exit_message(container_id, settled or state))
+        raise DeploymentFailed(exit_message(container_id, settled or state, while_starting=True))
 
 
 def _not_healthy_message(container_id: str, patience: float, last_answer: str) -> str:
@@ -101,10 +101,11 @@ def _not_healthy_message(container_id: str, patience: float, last_answer: str) -
     )
 
 
-def exit_message(container_id: str, state: ContainerState) -> str:
-    """Why a container stopped: its exit code or OOM, and its last log lines."""
+def exit_message(container_id: str, state: ContainerState, *, while_starting: bool = False) -> str:
+    """Why a container stopped: its exit code or OOM, and its last log lines
+    (`while_starting`: ContainerState.stop_reason)."""
     logs = get_runtime().tail_logs(container_id, LOG_LINES_IN_ERRORS)
-    reason = state.stop_reason()
+    reason = state.stop_reason(while_starting=while_starting)
     return (
         f"the container {reason} with code {state.exit_code}; last log lines:\n{logs or '(none)'}"
     )
