@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
+from minipaas.db.models import PulledImage
 from minipaas.db.session import get_engine, get_session, read_engine
 from minipaas.services.deployments.cancellation import raise_if_cancelled
 from minipaas.services.deployments.events import record_event
@@ -54,3 +55,19 @@ def test_a_transaction_interrupted_mid_statement_gives_the_job_its_timeout(stack
     for _ in range(3):
         with get_session() as db:
             assert db.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_an_orm_flush_interrupted_mid_statement_gives_the_job_its_timeout(stack: Stack) -> None:
+    """A flush rolls back on the busy connection itself, before get_session() sees anything:
+    the engine's error hook drops that connection first."""
+    image_id = f"sha256:{'0' * 60}ab12"
+    with get_engine().connect() as blocker:
+        # Every insert into the table waits behind this lock until it ends
+        blocker.execute(text("LOCK TABLE pulled_images IN EXCLUSIVE MODE"))
+        with pytest.raises(TimedOut), timeout_after(0.5), get_session() as db:
+            db.add(PulledImage(image_id=image_id, reference="interrupted/flush:1"))
+            db.commit()
+        blocker.rollback()
+    with get_session() as db:
+        assert db.get(PulledImage, image_id) is None  # the cancelled insert left nothing
+        assert db.execute(text("SELECT 1")).scalar() == 1

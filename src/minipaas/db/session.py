@@ -10,6 +10,7 @@ from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
 
+import psycopg
 from psycopg.pq import TransactionStatus
 from pydantic_core import from_json
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -105,6 +106,27 @@ def _ping_when_idle(dialect: Dialect) -> Callable[..., None]:
 def _on_error(context: ExceptionContext) -> None:
     if context.is_disconnect:
         _server_restarted()
+    elif _interrupted_mid_statement(context):
+        # Not the database's error: a job's timeout, raised by a signal while the statement
+        # waited. The connection is still busy with it, and the rollback an ORM flush runs
+        # on it before any helper of ours sees the exception would fail and replace the
+        # timeout: the statement is cancelled and this connection alone dropped
+        with suppress(Exception):
+            driver = context.connection.connection.driver_connection  # type: ignore[union-attr]
+            if isinstance(driver, psycopg.Connection):
+                driver.cancel_safe(timeout=2.0)
+        context.is_disconnect = True
+        context.invalidate_pool_on_disconnect = False
+
+
+def _interrupted_mid_statement(context: ExceptionContext) -> bool:
+    exc = context.original_exception
+    return (
+        isinstance(exc, Exception)  # exit exceptions: SQLAlchemy drops the connection itself
+        and not isinstance(exc, psycopg.Error)
+        and context.connection is not None
+        and _statement_in_flight(context.connection)
+    )
 
 
 def _server_restarted() -> None:
