@@ -151,3 +151,23 @@ def test_a_disconnect_one_pool_sees_renews_the_other_pools_too(stack: Stack) -> 
         connection.execute(text("SELECT 1"))
     with session.get_engine().connect() as connection:
         assert connection.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_a_cancelled_request_renews_no_other_connection(stack: Stack) -> None:
+    """A client that goes away cancels its request's task mid-query: SQLAlchemy drops that
+    connection, and the server is fine, so the other pools keep theirs."""
+    with session.get_engine().connect() as connection:
+        kept = _pid(connection)
+
+    async def cancelled_mid_query() -> None:
+        async with session.async_read_engine().connect() as connection:
+            query = asyncio.ensure_future(connection.execute(text("SELECT pg_sleep(5)")))
+            await asyncio.sleep(0.3)
+            query.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await query
+        await session.close_async_read_engine()
+
+    asyncio.run(cancelled_mid_query())
+    with session.get_engine().connect() as connection:
+        assert _pid(connection) == kept

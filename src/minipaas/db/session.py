@@ -104,7 +104,9 @@ def _ping_when_idle(dialect: Dialect) -> Callable[..., None]:
 
 
 def _on_error(context: ExceptionContext) -> None:
-    if context.is_disconnect:
+    if context.is_disconnect and isinstance(context.original_exception, psycopg.Error):
+        # The driver says the server is gone (SQLAlchemy also calls a cancelled task's or an
+        # interrupted thread's connection a disconnect: the server is fine then)
         _server_restarted()
     elif _interrupted_mid_statement(context):
         # Not the database's error: a job's timeout, raised by a signal while the statement
