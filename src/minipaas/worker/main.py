@@ -8,6 +8,7 @@ new worker name, once Redis answers again; jobs meet PostgreSQL's absence themse
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -21,7 +22,7 @@ from rq.exceptions import StopRequested
 from sqlalchemy import text
 
 from minipaas.config import get_settings
-from minipaas.db.session import get_engine
+from minipaas.db.session import close_idle_connections, get_engine
 from minipaas.logs import configure_json_logging
 from minipaas.queue import get_build_queue, new_redis, worker_queues
 from minipaas.runtime import get_runtime
@@ -65,13 +66,30 @@ def _warm_up() -> None:
         log.warning("warm-up failed: %s", exc)
 
 
+def _close_idle_connections_every(seconds: float) -> None:
+    while True:
+        time.sleep(seconds)
+        try:
+            close_idle_connections()
+        except Exception:
+            log.exception("closing idle database connections failed")
+
+
 def run_worker(*, burst: bool = False, builds: bool = False) -> None:
     settings = get_settings()
     configure_json_logging()
     _warm_up()
     if builds:
-        # A builder takes builds only, and leaves repairs to the workers' reconciler
+        # A builder takes builds only, and leaves repairs to the workers' reconciler; its
+        # pools' idle connections are closed by a loop of its own (the workers' reconciler
+        # loop does it for them)
         log.info("builder of instance %s starting", settings.instance_name)
+        threading.Thread(
+            target=_close_idle_connections_every,
+            args=(settings.reconcile_interval_seconds,),
+            name="idle-connections",
+            daemon=True,
+        ).start()
         work_until_stopped(new_redis(), burst=burst, queues=lambda c: [get_build_queue(c)])
         return
     # Before taking jobs: repair what a previous worker left (e.g. killed mid-deploy)
