@@ -10,11 +10,12 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from sqlalchemy import Connection, Engine, make_url, text
+from sqlalchemy import Connection, Engine, literal, make_url, select, text
 from sqlalchemy.exc import OperationalError
 
 from minipaas.config import get_settings
 from minipaas.db import pools, session
+from minipaas.db.driver_reads import DriverRead
 from tests.support.stack import Stack
 
 pytestmark = [pytest.mark.docker]
@@ -128,14 +129,9 @@ def test_the_event_loops_read_pool_closes_its_idle_connections(
     assert closed == 3 and alive == set()
 
 
-def test_a_disconnect_one_pool_sees_renews_the_other_pools_too(stack: Stack) -> None:
-    """PostgreSQL restarted quickly: every session ended, and connections used less than
-    PING_IDLE_SECONDS ago are not pinged. The first statement to find its connection gone
-    fails; the other pools of the process then reopen theirs instead of failing too."""
-    pids = set()
-    for engine in (session.get_engine(), session.read_engine()):
-        with engine.connect() as connection:
-            pids.add(_pid(connection))
+def _terminate(pids: set[int]) -> None:
+    """Ends these backends from outside the process's pools, as a restart would, and waits
+    until they are gone."""
     url = make_url(get_settings().database_url).set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as killer:
         killer.execute(
@@ -147,10 +143,55 @@ def test_a_disconnect_one_pool_sees_renews_the_other_pools_too(stack: Stack) -> 
         ).fetchone() != (0,):
             assert time.monotonic() < deadline, "the terminated backends did not end"
             time.sleep(0.05)
+
+
+def _warm_pools() -> set[int]:
+    """The main and the read pool each hold one connection, used a moment ago."""
+    pids = set()
+    for engine in (session.get_engine(), session.read_engine()):
+        with engine.connect() as connection:
+            pids.add(_pid(connection))
+    return pids
+
+
+def test_a_disconnect_one_pool_sees_renews_the_other_pools_too(stack: Stack) -> None:
+    """PostgreSQL restarted quickly: every session ended, and connections used less than
+    PING_IDLE_SECONDS ago are not pinged. The first statement to find its connection gone
+    fails; the other pools of the process then reopen theirs instead of failing too."""
+    _terminate(_warm_pools())
     with pytest.raises(OperationalError), session.read_engine().connect() as connection:
         connection.execute(text("SELECT 1"))
     with session.get_engine().connect() as connection:
         assert connection.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_the_apis_token_read_renews_the_other_pools_too(stack: Stack) -> None:
+    """Most API requests meet a restarted server first in the token lookup, a read on the
+    driver's own cursor (db/driver_reads.py), not through SQLAlchemy's execute."""
+    _terminate(_warm_pools())
+    read = DriverRead(select(literal(1)))
+    with pytest.raises(OperationalError), session.read_engine().connect() as connection:
+        read.all(connection, {})
+    with session.get_engine().connect() as connection:
+        assert connection.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def test_connections_reopened_after_a_restart_are_not_renewed_again(stack: Stack) -> None:
+    """An older connection that fails later (one a job held through the restart) does not
+    make the pools reopen what they opened since."""
+    with session.get_engine().connect() as held:
+        pids = _warm_pools() | {_pid(held)}
+        held.commit()
+        _terminate(pids)
+        with pytest.raises(OperationalError), session.read_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+        with session.get_engine().connect() as reopened:
+            fresh = _pid(reopened)
+        with pytest.raises(OperationalError):
+            held.execute(text("SELECT 1"))
+    # The failed connection's entry comes back first and reconnects; the reopened one is kept
+    with session.get_engine().connect() as first, session.get_engine().connect() as second:
+        assert fresh in {_pid(first), _pid(second)}
 
 
 def test_a_cancelled_request_renews_no_other_connection(stack: Stack) -> None:

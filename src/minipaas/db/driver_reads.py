@@ -29,6 +29,8 @@ from sqlalchemy.engine import Compiled
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from minipaas.db.session import renew_pools_after_disconnect
+
 Row = tuple[Any, ...]
 
 
@@ -149,6 +151,8 @@ def _lost(connection: Connection, exc: psycopg.Error, fairy: Any) -> bool:
     lost = bool(connection.dialect.is_disconnect(exc, fairy.dbapi_connection, None))  # type: ignore[arg-type]
     if lost:
         connection.engine.pool._invalidate(fairy, exc, _checkin=False)
+        # ... and the process's other pools (the API's first query of a request is here)
+        renew_pools_after_disconnect(float(fairy._connection_record.starttime))
     return lost
 
 

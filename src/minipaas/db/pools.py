@@ -37,11 +37,13 @@ class IdleClosingPool(QueuePool):
     _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"
     _next_check = 0.0
 
-    def forget_connections_opened_before_now(self) -> None:
+    def forget_connections_opened_before_now(self, failed_opened_at: float) -> None:
         """Every connection opened until now is reopened at its next checkout (the server
-        restarted): what SQLAlchemy's pool invalidation sets when a disconnect is seen in
-        this pool (Pool._invalidate), for one another pool saw."""
-        self._invalidate_time = time.time()
+        restarted): what SQLAlchemy's pool invalidation (Pool._invalidate) sets when a
+        disconnect is seen in this pool, for one another pool saw. Not again for a failing
+        connection older than the last renewal: that restart was dealt with already."""
+        if self._invalidate_time < failed_opened_at:
+            self._invalidate_time = time.time()
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         super()._do_return_conn(record)

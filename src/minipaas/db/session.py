@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -29,6 +31,8 @@ from sqlalchemy.util import greenlet_spawn
 
 from minipaas.config import get_settings
 from minipaas.db.pools import IDLE_SINCE, IdleClosingAsyncPool, IdleClosingPool
+
+log = logging.getLogger(__name__)
 
 # A pooled connection idle longer than this is pinged before use (the server may have
 # restarted meanwhile); one in steady use is not: a ping per request was a round trip each
@@ -95,19 +99,25 @@ def _ping_when_idle(dialect: Dialect) -> Callable[..., None]:
             return
         try:
             dialect.do_ping(connection)
-        except Exception as exc:
-            # The pool drops this connection and checks out (or opens) another
-            _server_restarted()
+        except dialect.loaded_dbapi.Error as exc:
+            # The pool drops this connection and checks out (or opens) another. Only the
+            # driver's error: a job's timeout raised during the ping must reach the job
+            renew_pools_after_disconnect(_opened_at(record))
             raise DisconnectionError(str(exc)) from exc
 
     return ping
+
+
+def _opened_at(record: object) -> float:
+    """When a pool entry's connection was opened (time.time()); now if it cannot say."""
+    return float(getattr(record, "starttime", 0.0) or time.time())
 
 
 def _on_error(context: ExceptionContext) -> None:
     if context.is_disconnect and isinstance(context.original_exception, psycopg.Error):
         # The driver says the server is gone (SQLAlchemy also calls a cancelled task's or an
         # interrupted thread's connection a disconnect: the server is fine then)
-        _server_restarted()
+        renew_pools_after_disconnect(_connection_opened_at(context.connection))
     elif _interrupted_mid_statement(context):
         # Not the database's error: a job's timeout, raised by a signal while the statement
         # waited. The connection is still busy with it, and the rollback an ORM flush runs
@@ -121,26 +131,51 @@ def _on_error(context: ExceptionContext) -> None:
         context.invalidate_pool_on_disconnect = False
 
 
+def _usable(connection: Connection | None) -> Connection | None:
+    """The connection, if asking it for its driver connection cannot check out another (a
+    closed or invalidated Connection would, from inside the error handler)."""
+    if connection is None or connection.closed or connection.invalidated:
+        return None
+    return connection
+
+
+def _connection_opened_at(connection: Connection | None) -> float:
+    usable = _usable(connection)
+    try:
+        record = usable.connection._connection_record if usable else None
+    except Exception:
+        record = None
+    return _opened_at(record)
+
+
 def _interrupted_mid_statement(context: ExceptionContext) -> bool:
     exc = context.original_exception
-    return (
-        isinstance(exc, Exception)  # exit exceptions: SQLAlchemy drops the connection itself
-        and not isinstance(exc, psycopg.Error)
-        and context.connection is not None
-        and _statement_in_flight(context.connection)
-    )
+    if not isinstance(exc, Exception) or isinstance(exc, psycopg.Error):
+        return False  # exit exceptions: SQLAlchemy drops the connection itself
+    connection = _usable(context.connection)
+    try:
+        return connection is not None and _driver_busy(connection)
+    except Exception:  # cannot tell: leave it to SQLAlchemy and the session helpers
+        return False
 
 
-def _server_restarted() -> None:
-    """One connection found the server gone, so are the others of this process (PostgreSQL
-    ends every session when it restarts): each pool reopens what it opened before now. Else
-    every connection used less than PING_IDLE_SECONDS ago fails a statement of its own after
-    a quick restart (CI: a deploy accepted just after failed on its first query)."""
-    engines = [engine() for engine in (get_engine, read_engine) if engine.cache_info().currsize]
-    engines += [engine.sync_engine for engine in list(_ASYNC_READ_ENGINES.values())]
-    for engine in engines:
-        if isinstance(engine.pool, IdleClosingPool):
-            engine.pool.forget_connections_opened_before_now()
+def renew_pools_after_disconnect(opened_at: float) -> None:
+    """A connection opened at `opened_at` found the server gone, so are the others of this
+    process (PostgreSQL ends every session when it restarts): each pool reopens what it
+    opened before now, unless it already did since that connection was opened. Else every
+    connection used less than PING_IDLE_SECONDS ago fails a statement of its own after a
+    quick restart (CI: a deploy accepted just after failed on its first query).
+
+    Called from error handlers: never raises (its error would replace theirs)."""
+    try:
+        engines = [engine() for engine in (get_engine, read_engine) if engine.cache_info().currsize]
+        with _ASYNC_READ_ENGINES_LOCK:  # a loop's thread may add one meanwhile
+            engines += [engine.sync_engine for engine in _ASYNC_READ_ENGINES.values()]
+        for engine in engines:
+            if isinstance(engine.pool, IdleClosingPool):
+                engine.pool.forget_connections_opened_before_now(opened_at)
+    except Exception:
+        log.exception("renewing the pools after a disconnect failed")
 
 
 def _watch_idle(engine: Engine) -> Engine:
@@ -173,6 +208,9 @@ def read_engine() -> Engine:
 _ASYNC_READ_ENGINES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = (
     weakref.WeakKeyDictionary()
 )
+# Held while the dict changes or is read through: renew_pools_after_disconnect() runs on any
+# thread
+_ASYNC_READ_ENGINES_LOCK = threading.Lock()
 
 
 def async_read_engine() -> AsyncEngine:
@@ -190,13 +228,15 @@ def async_read_engine() -> AsyncEngine:
             get_settings().database_url, poolclass=IdleClosingAsyncPool, **_COMMON, **options
         )
         _watch_idle(engine.sync_engine)
-        _ASYNC_READ_ENGINES[loop] = engine
+        with _ASYNC_READ_ENGINES_LOCK:
+            _ASYNC_READ_ENGINES[loop] = engine
     return engine
 
 
 async def close_async_read_engine() -> None:
     """The running loop's connections closed (the API's shutdown), not left to the collector."""
-    engine = _ASYNC_READ_ENGINES.pop(asyncio.get_running_loop(), None)
+    with _ASYNC_READ_ENGINES_LOCK:
+        engine = _ASYNC_READ_ENGINES.pop(asyncio.get_running_loop(), None)
     if engine is not None:
         await engine.dispose()
 
@@ -248,7 +288,8 @@ def forget_engines() -> None:
     _session_factory.cache_clear()
     # Each loop makes a new one; the old ones are not closed here (no loop to close them on):
     # their connections end when the collector takes them (tests only: a server keeps its)
-    _ASYNC_READ_ENGINES.clear()
+    with _ASYNC_READ_ENGINES_LOCK:
+        _ASYNC_READ_ENGINES.clear()
 
 
 @contextmanager
@@ -291,10 +332,14 @@ def autocommit() -> Iterator[Connection]:
 
 def _statement_in_flight(connection: Connection) -> bool:
     try:
-        driver = connection.connection.driver_connection
-        return bool(driver is not None and driver.info.transaction_status == _ACTIVE)
+        return _driver_busy(connection)
     except Exception:  # a connection that cannot say is not one to pool again
         return True
+
+
+def _driver_busy(connection: Connection) -> bool:
+    driver = connection.connection.driver_connection
+    return bool(driver is not None and driver.info.transaction_status == _ACTIVE)
 
 
 def discard_connection(connection: Connection) -> None:
