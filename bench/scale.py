@@ -129,28 +129,31 @@ def classify(proc: Proc) -> str:
     return f"other ({proc.name})"
 
 
+def programs_of(supervisord_pid: int, table: dict[int, Proc]) -> dict[int, str]:
+    """pid -> the program of the platform it belongs to: supervisord itself, and each child of
+    supervisord with all its descendants (PostgreSQL's backends, nginx's workers, the API's
+    server processes)."""
+    found = {supervisord_pid: "supervisord"}
+    for child in table.values():
+        if child.ppid == supervisord_pid:
+            for proc in descendants(child.pid, table):
+                found[proc.pid] = classify(child)
+    return found
+
+
 def platform_memory(supervisord_pid: int) -> dict[str, tuple[int, int, int]]:
-    """(processes, RSS, PSS) per program: each child of supervisord with all its descendants
-    (PostgreSQL's backends, nginx's workers, the API's server processes)."""
+    """(processes, RSS, PSS) per program of the platform (programs_of)."""
     from minipaas.db.session import dispose_engines
 
     # This process's own PostgreSQL connections (both pools) are backends too: not the
     # platform's
     dispose_engines()
     time.sleep(0.5)
-    table = processes()
     parts: dict[str, tuple[int, int, int]] = {}
-
-    def add(part: str, procs: list[Proc]) -> None:
-        for proc in procs:
-            rss, pss = memory_of(proc.pid)
-            count, total_rss, total_pss = parts.get(part, (0, 0, 0))
-            parts[part] = (count + 1, total_rss + rss, total_pss + pss)
-
-    add("supervisord", [table[supervisord_pid]])
-    for child in table.values():
-        if child.ppid == supervisord_pid:
-            add(classify(child), descendants(child.pid, table))
+    for pid, part in programs_of(supervisord_pid, processes()).items():
+        rss, pss = memory_of(pid)
+        count, total_rss, total_pss = parts.get(part, (0, 0, 0))
+        parts[part] = (count + 1, total_rss + rss, total_pss + pss)
     return parts
 
 
@@ -175,12 +178,7 @@ def backends_by_program(supervisord_pid: int, database_url: str) -> dict[str, in
         match = re.search(r"pid=(\d+)", line)
         if len(fields) >= 4 and match:
             owners[int(fields[3].rsplit(":", 1)[1])] = int(match.group(1))
-    table = processes()
-    program_of: dict[int, str] = {}
-    for child in table.values():
-        if child.ppid == supervisord_pid:
-            for proc in descendants(child.pid, table):
-                program_of[proc.pid] = classify(child)
+    program_of = programs_of(supervisord_pid, processes())
     counts: dict[str, int] = {}
     for port in ports:
         owner = owners.get(port)
